@@ -1,0 +1,3 @@
+"""LLM Observatory."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,90 @@
+"""A redis-server on this host, configured from a private file (the password never appears in
+its arguments), with the ``default`` user disabled and one named ACL user."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmobs.config import write_private_file
+from llmobs.errors import LlmobsError
+from llmobs.proc import pid_if_running, run, wait_for_exit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RedisServer:
+    conf_path: Path
+    data_dir: Path
+    pid_file: Path
+    log_file: Path
+
+    @staticmethod
+    def binary() -> str:
+        path = shutil.which("redis-server")
+        if path is None:
+            raise LlmobsError("redis-server not found", hint="install it (Debian: `apt-get install redis-server`)")
+        return path
+
+    def write_config(self, *, bind: str, port: int, user: str, passwords: list[str]) -> None:
+        """``passwords``: every password the ACL user accepts (two while a rotation is under way)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        acl = " ".join(f">{p}" for p in passwords)
+        write_private_file(self.conf_path, "\n".join([
+            "# Written by llmobs on every start; edit the project's .env instead.",
+            f"bind {bind}",
+            f"port {port}",
+            "protected-mode yes",
+            "daemonize yes",
+            f"pidfile {self.pid_file}",
+            f"logfile {self.log_file}",
+            f"dir {self.data_dir}",
+            "appendonly yes",
+            "appendfsync everysec",
+            "save 900 1 300 10 60 10000",
+            "user default off",
+            f"user {user} on {acl} ~* &* +@all",
+            "",
+        ]))
+
+    def running_pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid_if_running(pid, "redis-server")
+
+    def start(self, *, timeout: float = 20) -> None:
+        if self.running_pid():
+            return
+        self.pid_file.unlink(missing_ok=True)
+        run([self.binary(), self.conf_path], timeout=timeout, hint=f"see {self.log_file}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.running_pid():
+                return
+            time.sleep(0.05)
+        raise LlmobsError(f"redis-server did not start within {timeout:g} s", hint=f"see {self.log_file}")
+
+    def stop(self, *, timeout: float = 30) -> bool:
+        """SIGTERM (redis saves and exits cleanly); False when it was not running."""
+        pid = self.running_pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        log.info("stopping redis-server (pid %d)", pid)
+        os.kill(pid, signal.SIGTERM)
+        if not wait_for_exit(pid, timeout):
+            log.warning("redis-server (pid %d) ignored SIGTERM for %g s; killing it", pid, timeout)
+            os.kill(pid, signal.SIGKILL)
+            wait_for_exit(pid, 5)
+        self.pid_file.unlink(missing_ok=True)
+        return True

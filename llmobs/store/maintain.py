@@ -1,0 +1,103 @@
+"""Periodic database upkeep: `llmobs db maintain`.
+
+Plain PostgreSQL: create daily span partitions ahead of time, drop whole partitions older than
+``RETENTION_DAYS``, and refresh the minute/hour rollups from the last watermark. TimescaleDB does
+the same with its own policies, which this keeps in step with the settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from llmobs.config import Settings
+
+log = logging.getLogger(__name__)
+
+#: Late spans (start time before the watermark) are folded in if they arrive within this window.
+ROLLUP_LOOKBACK = timedelta(minutes=10)
+_PARTITION_RE = re.compile(r"^spans_p(\d{8})$")
+
+
+@dataclass
+class MaintainResult:
+    timescale: bool
+    partitions_created: list[str] = field(default_factory=list)
+    partitions_dropped: list[str] = field(default_factory=list)
+    rollup_rows: int = 0
+    rollup_from: datetime | None = None
+
+
+def timescale_enabled(conn: psycopg.Connection) -> bool:
+    row = conn.execute("SELECT llmobs_timescale_enabled()").fetchone()
+    return bool(row and row[0])
+
+
+def ensure_partitions(conn: psycopg.Connection, days: list[date]) -> list[str]:
+    created = []
+    for day in sorted(set(days)):
+        row = conn.execute("SELECT llmobs_ensure_span_partition(%s)", (day,)).fetchone()
+        if row and row[0]:
+            created.append(f"spans_p{day:%Y%m%d}")
+    return created
+
+
+def span_partitions(conn: psycopg.Connection) -> list[tuple[str, date]]:
+    rows = conn.execute(
+        """SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+           WHERE i.inhparent = 'spans'::regclass ORDER BY c.relname"""
+    ).fetchall()
+    found = []
+    for (name,) in rows:
+        match = _PARTITION_RE.match(name)
+        if match:
+            found.append((name, datetime.strptime(match.group(1), "%Y%m%d").date()))
+    return found
+
+
+def maintain(conn: psycopg.Connection, settings: Settings, *, now: datetime | None = None) -> MaintainResult:
+    """One maintenance pass. ``conn`` is an autocommit superuser connection."""
+    from psycopg import sql
+
+    now = now or datetime.now(UTC)
+    retention = settings.get_int("RETENTION_DAYS")
+    result = MaintainResult(timescale=timescale_enabled(conn))
+    if result.timescale:
+        conn.execute("SELECT remove_retention_policy('spans', if_exists => true)")
+        conn.execute("SELECT add_retention_policy('spans', %s::interval)", (f"{retention} days",))
+        return result
+
+    today = now.date()
+    ahead = settings.get_int("PARTITION_PREMAKE_DAYS")
+    result.partitions_created = ensure_partitions(conn, [today + timedelta(days=d) for d in range(-1, ahead + 1)])
+    cutoff = today - timedelta(days=retention)
+    for name, day in span_partitions(conn):
+        if day < cutoff:
+            log.info("dropping span partition %s (older than %d days)", name, retention)
+            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+            result.partitions_dropped.append(name)
+
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT refreshed_to FROM llmobs_rollup_state WHERE name = 'rollups' FOR UPDATE"
+        ).fetchone()
+        if row is None:
+            first = conn.execute("SELECT min(start_time) FROM spans").fetchone()
+            since = first[0] if first and first[0] else now
+        else:
+            since = row[0] - ROLLUP_LOOKBACK
+        result.rollup_from = since
+        written = conn.execute("SELECT llmobs_refresh_rollups(%s)", (since,)).fetchone()
+        result.rollup_rows = int(written[0]) if written else 0
+        conn.execute(
+            """INSERT INTO llmobs_rollup_state (name, refreshed_to, refreshed_at) VALUES ('rollups', %s, now())
+               ON CONFLICT (name) DO UPDATE SET refreshed_to = EXCLUDED.refreshed_to, refreshed_at = now()""",
+            (now,),
+        )
+    return result
