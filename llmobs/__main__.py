@@ -1,0 +1,3 @@
+from llmobs.cli.main import run
+
+run()

@@ -1,0 +1,84 @@
+"""What every command gets: the project directory, settings, and a console to render on.
+
+Kept light: importing this must not import any server library (``llmobs --help`` stays fast).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from llmobs.config import Settings
+
+
+@dataclass
+class CliContext:
+    project_dir_option: Path | None = None
+    json_output: bool = False
+    _settings: Settings | None = field(default=None, repr=False)
+
+    @cached_property
+    def project_dir(self) -> Path:
+        from llmobs.config import find_project_dir
+
+        return find_project_dir(self.project_dir_option)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            from llmobs.config import Settings
+
+            self._settings = Settings.load(self.project_dir)
+            setup_file_logging(self._settings)
+        return self._settings
+
+    @cached_property
+    def console(self) -> Console:
+        from rich.console import Console
+
+        return Console(highlight=False)
+
+    @cached_property
+    def err_console(self) -> Console:
+        from rich.console import Console
+
+        return Console(stderr=True, highlight=False)
+
+
+def ctx_obj(ctx: typer.Context) -> CliContext:
+    obj = ctx.find_root().obj
+    if not isinstance(obj, CliContext):
+        obj = CliContext()
+        ctx.find_root().obj = obj
+    return obj
+
+
+def setup_file_logging(settings: Settings) -> None:
+    """Log every external command and step to ``logs/llmobs.log`` of the project."""
+    if settings.project_dir is None or getattr(setup_file_logging, "_done", False):
+        return
+    setup_file_logging._done = True  # type: ignore[attr-defined]
+    log_dir = settings.project_dir / "logs"
+    try:
+        log_dir.mkdir(exist_ok=True)
+        handler = logging.FileHandler(log_dir / "llmobs.log")
+    except OSError:
+        return
+    handler.setFormatter(logging.Formatter(f"%(asctime)s [cli {os.getpid()}] %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if settings.get_str("LLMOBS_LOG_LEVEL") == "debug" else logging.INFO)
+
+
+def is_interactive() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()

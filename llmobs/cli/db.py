@@ -1,0 +1,84 @@
+"""`llmobs db migrate|status|maintain`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from llmobs.cli.context import ctx_obj
+from llmobs.cli.render import print_json
+
+db_app = typer.Typer(help="Schema migrations and database upkeep.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(db_app, name="db")
+
+
+@db_app.command("migrate")
+def migrate(ctx: typer.Context) -> None:
+    """Apply pending migrations, then make sure roles and the default project's keys exist."""
+    from llmobs.store.bootstrap import bootstrap
+
+    obj = ctx_obj(ctx)
+    result = bootstrap(obj.settings, on_migration=lambda m: obj.console.print(
+        f"applying {m.version:04d}_{m.name} ..."))
+    if result.applied:
+        obj.console.print(f"[green]applied {len(result.applied)} migration(s)[/]; schema version "
+                          f"{result.schema_version}")
+    else:
+        obj.console.print(f"schema is up to date (version {result.schema_version})")
+
+
+@db_app.command("status")
+def status(ctx: typer.Context,
+           json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List applied and pending migrations. Exit code 1 when some are pending."""
+    from llmobs.store import migrations
+    from llmobs.store.db import connect
+
+    obj = ctx_obj(ctx)
+    with connect(obj.settings, "admin", autocommit=True) as conn:
+        st = migrations.status(conn)
+    if json_:
+        print_json({
+            "schema_version": st.schema_version,
+            "applied": [{"version": m.version, "name": m.name, "applied_at": m.applied_at.isoformat(),
+                         "execution_ms": m.execution_ms, "modified": m.version in st.modified}
+                        for m in st.applied],
+            "pending": [{"version": m.version, "name": m.name} for m in st.pending],
+        })
+    else:
+        from rich.table import Table
+
+        table = Table("version", "name", "state", "applied at")
+        for m in st.applied:
+            state = "[yellow]applied (file changed since)[/]" if m.version in st.modified else "[green]applied[/]"
+            table.add_row(f"{m.version:04d}", m.name, state, f"{m.applied_at:%Y-%m-%d %H:%M:%S %Z}")
+        for p in st.pending:
+            table.add_row(f"{p.version:04d}", p.name, "[yellow]pending[/]", "")
+        obj.console.print(table)
+    raise typer.Exit(1 if st.pending else 0)
+
+
+@db_app.command("maintain")
+def maintain(ctx: typer.Context,
+             json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Create span partitions ahead, drop those past RETENTION_DAYS, refresh the rollups."""
+    from llmobs.store.db import connect
+    from llmobs.store.maintain import maintain as run_maintain
+
+    obj = ctx_obj(ctx)
+    with connect(obj.settings, "admin", autocommit=True) as conn:
+        result = run_maintain(conn, obj.settings)
+    if json_:
+        print_json({"timescale": result.timescale, "partitions_created": result.partitions_created,
+                    "partitions_dropped": result.partitions_dropped, "rollup_rows": result.rollup_rows})
+        return
+    if result.timescale:
+        obj.console.print("TimescaleDB: retention policy set; chunks and aggregates are managed by its jobs")
+        return
+    obj.console.print(f"partitions created: {', '.join(result.partitions_created) or 'none'}")
+    obj.console.print(f"partitions dropped: {', '.join(result.partitions_dropped) or 'none'}")
+    obj.console.print(f"rollups refreshed: {result.rollup_rows} minute rows")

@@ -1,0 +1,58 @@
+"""The services of the stack. Their names are part of the interface (compose service names,
+`llmobs logs SERVICE`, `llmobs scale SERVICE=N`, status output)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Probe = Literal["postgres", "redis", "http"]
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    description: str
+    probe: Probe
+    #: settings naming the ports it publishes, in display order
+    port_keys: tuple[str, ...]
+    #: HTTP path probed for health (probe "http"), on the first port key unless health_port_key says
+    health_path: str = ""
+    health_port_key: str = ""
+    #: "data": started first and bootstrapped; "app": our servers; "ui": third-party web UIs
+    tier: Literal["data", "app", "ui"] = "app"
+    #: compose profile that enables it (None: always on)
+    profile: str | None = None
+    #: runs in the local runtime
+    local: bool = True
+    #: can be scaled to several replicas
+    scalable: bool = False
+
+
+SERVICES: tuple[Service, ...] = (
+    Service("timescaledb", "PostgreSQL (TimescaleDB when available)", "postgres", ("DB_PORT",), tier="data"),
+    Service("redis", "Redis: rate limits, cache, pub/sub", "redis", ("REDIS_PORT",), tier="data"),
+    Service("collector", "OTLP collector (gRPC and HTTP)", "http",
+            ("COLLECTOR_GRPC_PORT", "COLLECTOR_HTTP_PORT", "COLLECTOR_METRICS_PORT"),
+            health_path="/health", health_port_key="COLLECTOR_METRICS_PORT", scalable=True),
+    Service("api", "REST/GraphQL API", "http", ("API_PORT",), health_path="/health", scalable=True),
+    Service("grafana", "Grafana dashboards", "http", ("GRAFANA_PORT",), health_path="/api/health",
+            tier="ui", local=False),
+    Service("pgadmin", "pgAdmin", "http", ("PGADMIN_PORT",), health_path="/misc/ping", tier="ui",
+            profile="admin", local=False),
+    Service("backup", "Backup scheduler (`llmobs backup schedule`)", "http", (), tier="app",
+            profile="backup", local=False),
+)
+
+SERVICES_BY_NAME: dict[str, Service] = {s.name: s for s in SERVICES}
+DATA_SERVICES = tuple(s.name for s in SERVICES if s.tier == "data")
+APP_SERVICES = ("collector", "api")
+
+
+def service(name: str) -> Service:
+    from llmobs.errors import UsageError
+
+    try:
+        return SERVICES_BY_NAME[name]
+    except KeyError:
+        raise UsageError(f"unknown service {name!r}; services are: {', '.join(SERVICES_BY_NAME)}") from None
