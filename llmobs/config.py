@@ -95,6 +95,28 @@ SETTINGS: tuple[Setting, ...] = (
        "(inside compose: the `redis` service).", group="Redis"),
     _s("REDIS_USER", "llmobs", "Redis ACL user the services authenticate as (the `default` user is "
        "disabled).", group="Redis"),
+    # --- api ---
+    _s("API_RATE_LIMIT_PER_MINUTE", "1200", "Requests per minute each API key (or JWT of that key) may "
+       "make; 0 disables rate limiting.", "int", group="API", minimum=0),
+    _s("API_RATE_LIMIT_BURST", "200", "Requests a key may make at once above its steady rate (token "
+       "bucket size).", "int", group="API", minimum=1),
+    _s("API_RATE_LIMIT_FAIL_OPEN", "true", "When Redis is unreachable: `true` serves requests without "
+       "rate limiting (reads keep working), `false` refuses them with 503.", "bool", group="API"),
+    _s("API_CACHE_TTL_SECONDS", "30", "How long query and metrics results stay in the Redis cache; 0 "
+       "disables the cache.", "int", group="API", minimum=0),
+    _s("API_AUTH_CACHE_SECONDS", "5", "How long a server process trusts a checked API key before it "
+       "looks again (revocations take effect within this time).", "int", group="API", minimum=0),
+    _s("API_JWT_TTL_SECONDS", "3600", "Lifetime of the JWTs issued by `POST /api/v1/auth/token`.", "int",
+       group="API", minimum=60),
+    _s("API_QUERY_TIMEOUT_MS", "10000", "Statement timeout of API queries; a query that takes longer is "
+       "refused with `query_timeout` (narrow its time range).", "int", group="API", minimum=100),
+    _s("API_CORS_ORIGINS", "", "Comma-separated origins allowed to call the API from a browser "
+       "(CORS); empty allows none.", group="API"),
+    _s("SECRET_KEY_PREVIOUS", "", "The previous `SECRET_KEY` after a rotation: JWTs signed with it stay "
+       "valid until `SECRET_KEY_PREVIOUS_UNTIL`. Set by `llmobs secrets rotate jwt`.", "secret",
+       group="API"),
+    _s("SECRET_KEY_PREVIOUS_UNTIL", "", "ISO 8601 time until which JWTs signed with "
+       "`SECRET_KEY_PREVIOUS` are accepted; empty or past: they are refused.", group="API"),
     # --- secrets ---
     _s("DB_PASSWORD", "", "Password of the PostgreSQL superuser `postgres`.", "secret", group="Secrets",
        generate="password"),
@@ -342,7 +364,10 @@ class Settings:
                           f"or set {name} (or {name}_FILE) in the environment")
 
     def require_secrets(self, names: Iterable[str] | None = None) -> None:
-        for name in SECRET_NAMES if names is None else names:
+        """Fail on the first missing secret of ``names`` (default: every secret init generates;
+        optional secrets such as a previous JWT key are not required)."""
+        required = [s.name for s in SETTINGS if s.secret and s.generate]
+        for name in required if names is None else names:
             self.secret(name)
 
     def has_secret(self, name: str) -> bool:
@@ -450,3 +475,71 @@ def new_project_values(existing: Mapping[str, str] | None = None) -> dict[str, s
             values[s.name] = s.default
     values.update({k: v for k, v in existing.items() if k not in values})
     return values
+
+
+@dataclass(frozen=True)
+class InitResult:
+    env_file: Path
+    created: bool
+    generated: tuple[str, ...]
+
+
+def init_project(directory: Path, *, force: bool = False, overrides: Mapping[str, str] | None = None) -> InitResult:
+    """Create ``directory/.env`` (mode 0600) with every setting and freshly generated secrets.
+
+    An existing ``.env`` is only rewritten with ``force``; its values are kept (changing a
+    password here would lock the stack out of its own data) and missing secrets are generated.
+    """
+    directory = directory.expanduser().resolve()
+    env_file = directory / ENV_FILE
+    existing: dict[str, str] = {}
+    if env_file.exists():
+        if not force:
+            raise LlmobsError(f"{env_file} already exists",
+                              hint="use --force to rewrite it (existing values and secrets are kept)")
+        existing = read_env_file(env_file)
+    if not directory.exists():
+        directory.mkdir(parents=True)
+        directory.chmod(0o755)  # the PostgreSQL OS user must be able to traverse it
+    values = new_project_values(existing)
+    values.update(overrides or {})
+    Settings(values, directory)  # validate before writing anything
+    generated = tuple(s.name for s in SETTINGS if s.secret and not existing.get(s.name) and s.generate)
+    write_private_file(env_file, render_env_file(values))
+    return InitResult(env_file, not existing, generated)
+
+
+def render_configuration_doc() -> str:
+    """docs/configuration.md, generated from :data:`SETTINGS` (a test keeps the file in step)."""
+    out = [
+        "# Configuration",
+        "",
+        "Every key `llmobs` reads. `llmobs init` writes all of them to the project's `.env` (mode 0600)",
+        "with their defaults and freshly generated secrets. Precedence, highest first: the process",
+        "environment, then `.env`, then the default. Every secret also accepts `NAME_FILE`: a path to a",
+        "file holding the value (Docker secrets); relative paths are relative to the project directory.",
+        "",
+        "The project directory is found from `llmobs --project-dir DIR`, then `LLMOBS_PROJECT_DIR`, then",
+        "the current directory and its parents (the first holding an llmobs `.env`).",
+        "",
+        "An invalid value (a port that is not a number, an unknown runtime, a missing secret) stops the",
+        "command with a message naming the key, and exit code 2. Secret values are never printed.",
+        "",
+        "<!-- generated by scripts/gen-docs from llmobs/config.py: edit the table there -->",
+    ]
+    group = None
+    for s in SETTINGS:
+        if s.group != group:
+            group = s.group
+            out += ["", f"## {group}", "", "| key | default | description |", "|---|---|---|"]
+        if s.secret:
+            default = "generated by `llmobs init`" if s.generate else "(none)"
+        else:
+            default = f"`{s.default}`" if s.default else "(empty)"
+        doc = s.doc
+        if s.choices:
+            doc += f" One of: {', '.join(f'`{c}`' for c in s.choices)}."
+        if s.secret:
+            doc += " Secret; also `" + s.name + "_FILE`."
+        out.append(f"| `{s.name}` | {default} | {doc.replace('|', '/')} |")
+    return "\n".join(out) + "\n"

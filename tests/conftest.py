@@ -184,3 +184,25 @@ def admin_conn(settings: Settings):
 
     with connect(settings, "admin", autocommit=True) as conn:
         yield conn
+
+
+def run_cli(*args: str, project_dir: Path | None = None, env: dict[str, str] | None = None,
+            cwd: Path | None = None, timeout: float = 300, input: str | None = None):
+    """Run the real `llmobs` CLI in a subprocess; returns the CompletedProcess (text)."""
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "llmobs"]
+    if project_dir is not None:
+        argv += ["--project-dir", str(project_dir)]
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMOBS_", "DB_", "REDIS_"))}
+    child_env.update(env or {})
+    return subprocess.run([*argv, *args], capture_output=True, text=True, env=child_env, cwd=cwd,
+                          timeout=timeout, input=input)
+
+
+def free_ports_env() -> dict[str, str]:
+    """Every port setting on a free loopback port, so a test stack never collides with another."""
+    from llmobs.config import SETTINGS
+
+    return {s.name: str(free_port()) for s in SETTINGS if s.kind == "port"}

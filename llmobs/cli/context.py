@@ -46,7 +46,8 @@ class CliContext:
     def console(self) -> Console:
         from rich.console import Console
 
-        return Console(highlight=False)
+        # Without a terminal rich assumes 80 columns; tables for logs and pipes read better wider.
+        return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
     @cached_property
     def err_console(self) -> Console:

@@ -43,9 +43,9 @@ def main(
 
 
 def _register() -> None:
-    from llmobs.cli import db, serve, stack
+    from llmobs.cli import db, project, serve, stack
 
-    for module in (stack, db, serve):
+    for module in (project, stack, db, serve):
         module.register(app)
 
 

@@ -172,7 +172,7 @@ class PgCluster:
         try:
             proc = psutil.Process(pid)
             name = proc.name()
-            if "postgres" not in name and "postmaster" not in name:
+            if ("postgres" not in name and "postmaster" not in name) or proc.status() == psutil.STATUS_ZOMBIE:
                 return None
             if Path(data_dir).resolve() != self.data_dir.resolve():
                 return None

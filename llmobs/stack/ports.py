@@ -1,0 +1,42 @@
+"""Checking that the ports a service will publish are free, before starting it."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from llmobs.errors import LlmobsError
+
+if TYPE_CHECKING:
+    from llmobs.config import Settings
+
+
+def port_in_use(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR: a port in TIME_WAIT from our own last run is free for the server too.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host if host not in ("", "*") else "0.0.0.0", port))
+        except OSError:
+            return True
+    return False
+
+
+def ensure_ports_free(settings: Settings, keys: Sequence[str]) -> None:
+    """Raise a clear error naming the setting when one of its ports is taken or shared."""
+    bind = settings.get_str("BIND_ADDRESS")
+    ports = settings.ports()
+    for key in keys:
+        port = ports[key]
+        clash = [other for other, p in ports.items() if p == port and other != key]
+        if clash:
+            raise LlmobsError(f"{key} and {clash[0]} are both set to port {port}",
+                              hint="give each service its own port in .env")
+        if port_in_use(bind, port):
+            raise LlmobsError(
+                f"port {port} ({key}) on {bind} is already in use by another program",
+                hint=f"stop the program using it (`ss -ltnp 'sport = :{port}'`) or set {key} to a free port "
+                     "in .env; nothing was started or changed",
+            )
