@@ -6,10 +6,10 @@ from typing import Annotated
 
 import typer
 
-from llmobs.cli.context import ctx_obj
+from llmobs.cli.context import command_group, ctx_obj
 from llmobs.cli.render import print_json
 
-db_app = typer.Typer(help="Schema migrations and database upkeep.", no_args_is_help=True)
+db_app = command_group("Schema migrations and database upkeep.")
 
 
 def register(app: typer.Typer) -> None:

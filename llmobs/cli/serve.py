@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from llmobs.cli.context import ctx_obj
+from llmobs.cli.context import command_group, ctx_obj
 
-serve_app = typer.Typer(help="Run one of the stack's servers in the foreground.", no_args_is_help=True)
+serve_app = command_group("Run one of the stack's servers in the foreground.")
 
 
 def register(app: typer.Typer) -> None:

@@ -52,9 +52,9 @@ def up(
     with ConsoleProgress(console) as progress:
         progress.done(f"runtime: {stack.runtime} (project {settings.project_dir})")
         lifecycle.up(stack, settings, progress, services=services, timeout=timeout)
-    result = lifecycle.stack_status(stack, settings)
-    _show_status(obj, result, json_)
-    raise typer.Exit(result.exit_code)
+    # Everything asked for is healthy (lifecycle.up raises otherwise): exit 0 even if other
+    # services of the stack are down, as after `llmobs up timescaledb`.
+    _show_status(obj, lifecycle.stack_status(stack, settings), json_)
 
 
 def down(

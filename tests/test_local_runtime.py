@@ -1,0 +1,187 @@
+"""The local runtime end to end, through the real CLI: init, up, status, logs, scale, down."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import psutil
+import psycopg
+import pytest
+from conftest import free_ports_env, run_cli
+
+from llmobs.config import read_env_file
+
+
+@pytest.fixture
+def project(workdir: Path):
+    """A fresh project on free ports; whatever it started is stopped afterwards."""
+    proj = workdir / "proj"
+    ports = free_ports_env()
+    assert run_cli("init", str(proj)).returncode == 0
+    env_file = proj / ".env"
+    env_file.write_text(env_file.read_text() + "".join(f"{k}={v}\n" for k, v in ports.items()))
+    yield proj
+    run_cli("down", project_dir=proj, timeout=120)
+
+
+def status_json(project: Path) -> tuple[int, dict]:
+    proc = run_cli("status", "--json", project_dir=project)
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def our_processes(project: Path) -> list[psutil.Process]:
+    """Processes whose command line or working directory points into the project."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "cwd", "status"]):
+        try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if str(project) in cmd or (proc.info["cwd"] or "").startswith(str(project)):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def admin_conn(project: Path) -> psycopg.Connection:
+    env = read_env_file(project / ".env")
+    return psycopg.connect(host="127.0.0.1", port=int(env["DB_PORT"]), user="postgres",
+                           password=env["DB_PASSWORD"], dbname=env["DB_NAME"], autocommit=True)
+
+
+def test_up_status_down_and_up_again_keeps_the_data(project: Path):
+    proc = run_cli("up", "--runtime", "local", project_dir=project)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    code, status = status_json(project)
+    assert code == 0, status
+    by_name = {s["name"]: s for s in status["services"]}
+    for name in ("timescaledb", "redis", "api", "collector"):
+        assert by_name[name]["state"] == "running" and by_name[name]["health"] == "healthy", by_name[name]
+        assert by_name[name]["pids"] and by_name[name]["latency_ms"] is not None
+    assert by_name["timescaledb"]["version"].startswith("PostgreSQL 15")
+    assert by_name["grafana"]["state"] == "not available"
+    assert status["facts"]["schema_version"] >= 1
+    assert status["facts"]["wal_archiver"]["archive_mode"] == "on"
+    env = read_env_file(project / ".env")
+    for name, value in env.items():
+        if "PASSWORD" in name or name.endswith(("_KEY", "SECRET_KEY")):
+            assert value not in proc.stdout + proc.stderr, f"{name} leaked into the output of up"
+
+    with admin_conn(project) as conn:
+        conn.execute("INSERT INTO projects (name) VALUES ('kept-across-restarts')")
+    # up again: idempotent, nothing restarted
+    pids = {s["name"]: s["pids"] for s in status["services"]}
+    assert run_cli("up", project_dir=project).returncode == 0
+    _, again = status_json(project)
+    assert {s["name"]: s["pids"] for s in again["services"]} == pids
+
+    down = run_cli("down", project_dir=project)
+    assert down.returncode == 0, down.stderr
+    assert our_processes(project) == []
+    assert not list((project / "run").glob("*.pid"))
+    assert not (project / "data" / "postgres" / "postmaster.pid").exists()
+    code, stopped = status_json(project)
+    assert code == 2 and stopped["overall"] == "down"
+
+    assert run_cli("up", project_dir=project).returncode == 0
+    with admin_conn(project) as conn:
+        assert conn.execute("SELECT count(*) FROM projects WHERE name = 'kept-across-restarts'").fetchone()[0] == 1
+
+
+def test_status_text_and_logs(project: Path):
+    assert run_cli("up", "--runtime", "local", project_dir=project).returncode == 0
+    text = run_cli("status", project_dir=project)
+    assert text.returncode == 0
+    for word in ("timescaledb", "redis", "api", "collector", "healthy", "overall: healthy",
+                 "WAL archiving: on", "database size"):
+        assert word in text.stdout
+    logs = run_cli("logs", "timescaledb", "-n", "5", project_dir=project)
+    assert logs.returncode == 0 and "database system is ready" in logs.stdout
+    every = run_cli("logs", "-n", "3", project_dir=project)
+    assert "redis " in every.stdout and "timescaledb |" in every.stdout
+    bad = run_cli("logs", "nosuch", project_dir=project)
+    assert bad.returncode == 2 and "unknown service" in bad.stderr
+
+
+def test_supervisor_restarts_a_service_that_dies(project: Path):
+    assert run_cli("up", "--runtime", "local", project_dir=project).returncode == 0
+    _, status = status_json(project)
+    api_pid = next(s for s in status["services"] if s["name"] == "api")["pids"][0]
+    os.kill(api_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        code, status = status_json(project)
+        api = next(s for s in status["services"] if s["name"] == "api")
+        if code == 0 and api["pids"] and api["pids"][0] != api_pid:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"api was not restarted: {api}")
+    assert api["health"] == "healthy"
+
+
+def test_scale_runs_replicas_that_share_the_port(project: Path):
+    assert run_cli("up", "--runtime", "local", project_dir=project).returncode == 0
+    proc = run_cli("scale", "api=3", "collector=2", project_dir=project)
+    assert proc.returncode == 0, proc.stderr
+    _, status = status_json(project)
+    by_name = {s["name"]: s for s in status["services"]}
+    assert len(by_name["api"]["pids"]) == 3 and by_name["api"]["replicas"] == 3
+    assert len(by_name["collector"]["pids"]) == 2
+    assert by_name["api"]["health"] == "healthy"
+    assert run_cli("scale", "api=1", project_dir=project).returncode == 0
+    _, status = status_json(project)
+    assert len(next(s for s in status["services"] if s["name"] == "api")["pids"]) == 1
+    bad = run_cli("scale", "redis=2", project_dir=project)
+    assert bad.returncode == 2 and "cannot be scaled" in bad.stderr
+
+
+def test_port_in_use_is_refused_and_nothing_starts(project: Path):
+    env = read_env_file(project / ".env")
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", int(env["DB_PORT"])))
+        blocker.listen()
+        proc = run_cli("up", "--runtime", "local", project_dir=project)
+    assert proc.returncode == 1
+    assert f"port {env['DB_PORT']} (DB_PORT)" in proc.stderr and "already in use" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert our_processes(project) == []
+
+
+def test_missing_postgres_binaries_are_named(project: Path):
+    proc = run_cli("up", "--runtime", "local", project_dir=project, env={"PG_BIN_DIR": "/nonexistent/bin"})
+    assert proc.returncode == 1
+    assert "PostgreSQL server binaries" in proc.stderr and "PG_BIN_DIR" in proc.stderr
+    assert our_processes(project) == []
+
+
+def test_data_directory_of_another_major_version_is_left_alone(project: Path):
+    pgdata = project / "data" / "postgres"
+    pgdata.mkdir(parents=True)
+    (pgdata / "PG_VERSION").write_text("11\n")
+    (pgdata / "precious").write_text("do not delete")
+    proc = run_cli("up", "--runtime", "local", project_dir=project)
+    assert proc.returncode == 1
+    assert "PostgreSQL 11" in proc.stderr
+    assert (pgdata / "precious").read_text() == "do not delete"
+    assert (pgdata / "PG_VERSION").read_text() == "11\n"
+
+
+def test_down_volumes_asks_first_and_yes_deletes(project: Path):
+    assert run_cli("up", "--runtime", "local", "timescaledb", "redis", project_dir=project).returncode == 0
+    refused = run_cli("down", "--volumes", project_dir=project)
+    assert refused.returncode == 4 and "--yes" in refused.stderr
+    assert (project / "data" / "postgres" / "PG_VERSION").exists()
+    answered_no = run_cli("down", "--volumes", project_dir=project, input="n\n")
+    assert (project / "data" / "postgres" / "PG_VERSION").exists(), answered_no.stdout
+    proc = run_cli("down", "--volumes", "--yes", project_dir=project)
+    assert proc.returncode == 0, proc.stderr
+    assert not (project / "data").exists()
+    assert (project / ".env").exists()
+    assert our_processes(project) == []
