@@ -6,7 +6,6 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 
 from llmobs.config import (
     SECRET_NAMES,
@@ -18,6 +17,8 @@ from llmobs.config import (
     render_configuration_doc,
 )
 from llmobs.errors import ConfigError, LlmobsError
+
+from conftest import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import psutil
 import psycopg
 import pytest
-from conftest import free_ports_env, run_cli
 
 from llmobs.config import read_env_file
+
+from conftest import free_ports_env, run_cli
 
 
 @pytest.fixture

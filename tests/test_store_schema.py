@@ -7,12 +7,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import run_cli, settings_env
 
 from llmobs.config import Settings
 from llmobs.store import migrations
 from llmobs.store.db import connect
 from llmobs.store.maintain import maintain, span_partitions
+
+from conftest import run_cli, settings_env
 
 SPAN_SQL = """INSERT INTO spans (project_id, trace_id, span_id, name, start_time, end_time, duration_ms,
                                  status_code, provider, response_model, input_tokens, output_tokens, cost_usd,
