@@ -65,6 +65,11 @@ class Stack(ABC):
         """Stop the given services (all when None), cleanly: no process left behind."""
 
     @abstractmethod
+    def restart(self, services: Sequence[str], progress: Progress) -> None:
+        """Restart the given services so they re-read their configuration, one replica at a time
+        and without closing their published ports (secret rotation relies on it)."""
+
+    @abstractmethod
     def remove_data(self) -> list[str]:
         """Delete the stack's data (volumes or data directories); the stack must be stopped.
         Returns what was removed, for the operator."""

@@ -187,6 +187,39 @@ class LocalStack(Stack):
                     os.kill(pid, signal.SIGKILL)
         sv.children_path(self.layout).unlink(missing_ok=True)
 
+    def restart(self, services: Sequence[str], progress: Progress) -> None:
+        """Rolling restart by the supervisor (surge: new replica ready before the old one stops).
+        PostgreSQL and Redis are not restarted here: their credentials change online."""
+        import json
+        import uuid
+
+        apps = [s for s in services if s in sv.SUPERVISED]
+        if not apps:
+            return
+        if not self.supervisor_pid():
+            raise LlmobsError("api and collector are not running", hint="run `llmobs up` first")
+        request_id = uuid.uuid4().hex
+        path = sv.restart_request_path(self.layout)
+        path.write_text(json.dumps({"id": request_id, "services": apps}))
+        progress.step(f"Rolling restart of {', '.join(apps)}")
+        self._signal_supervisor(signal.SIGUSR1)
+        deadline = time.monotonic() + sv.READY_TIMEOUT * 4 + 60
+        while time.monotonic() < deadline:
+            try:
+                done = json.loads(sv.restart_done_path(self.layout).read_text())
+            except (OSError, ValueError):
+                done = {}
+            if done.get("id") == request_id:
+                if not done.get("ok"):
+                    raise LlmobsError(f"rolling restart failed: {done.get('error')}",
+                                      hint="see `llmobs logs` of the service")
+                progress.done(f"{', '.join(apps)} restarted, one replica at a time")
+                return
+            if not self.supervisor_pid():
+                raise LlmobsError("the supervisor exited during the rolling restart")
+            time.sleep(0.1)
+        raise LlmobsError("rolling restart did not finish in time", hint="see logs/supervisor.log")
+
     def remove_data(self) -> list[str]:
         import shutil
 

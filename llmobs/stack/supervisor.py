@@ -9,11 +9,16 @@ PROJECT_DIR``), detached from the terminal. It
 * runs `llmobs db maintain` every MAINTAIN_INTERVAL_SECONDS (partitions, retention, rollups);
 * re-reads its desired state (``run/supervisor.json``, written by `llmobs up/scale/down`) on
   SIGHUP, and records what runs in ``run/children.json`` (read by `llmobs status`);
+* on SIGUSR1 performs the rolling restart asked for in ``run/restart-request.json`` (so services
+  pick up new credentials): for each replica in turn, a replacement is started, and the old
+  process is stopped only once the replacement reported ready (``llmobs.serving.notify_ready``)
+  — the shared port never closes. The outcome goes to ``run/restart-done.json``;
 * on SIGTERM stops every child with SIGTERM (the collector drains its queue), waits, and exits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -27,6 +32,7 @@ from pathlib import Path
 
 from llmobs.config import Settings
 from llmobs.proc import write_pid_record
+from llmobs.serving import READY_FD_ENV
 from llmobs.stack.layout import LocalLayout
 
 log = logging.getLogger("llmobs.supervisor")
@@ -85,11 +91,24 @@ class DesiredState:
         os.replace(tmp, path)
 
 
+def restart_request_path(layout: LocalLayout) -> Path:
+    return layout.run / "restart-request.json"
+
+
+def restart_done_path(layout: LocalLayout) -> Path:
+    return layout.run / "restart-done.json"
+
+
+READY_TIMEOUT = 60.0
+
+
 @dataclass
 class Child:
     service: str
     replica: int
     process: subprocess.Popen | None = None
+    ready_fd: int | None = None
+    ready: bool = False
     started_at: float = 0.0
     restarts: int = 0
     backoff: float = 0.0
@@ -100,10 +119,10 @@ class Child:
 class Supervisor:
     def __init__(self, project_dir: Path) -> None:
         self.layout = LocalLayout(project_dir)
-        self.settings = Settings.load(project_dir)
         self.children: dict[tuple[str, int], Child] = {}
         self.desired = DesiredState.read(self.layout)
         self._reload = threading.Event()
+        self._restart = threading.Event()
         self._stop = threading.Event()
         self._maintain_thread: threading.Thread | None = None
 
@@ -111,6 +130,7 @@ class Supervisor:
 
     def run(self) -> int:
         signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+        signal.signal(signal.SIGUSR1, lambda *_: self._restart.set())
         signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
         signal.signal(signal.SIGINT, lambda *_: self._stop.set())
         write_pid_record(pid_path(self.layout), os.getpid(), PID_MARKER)
@@ -123,6 +143,9 @@ class Supervisor:
                     self._reload.clear()
                     self.desired = DesiredState.read(self.layout)
                     log.info("desired state reloaded: %s", {s: self.desired.count(s) for s in SUPERVISED})
+                if self._restart.is_set():
+                    self._restart.clear()
+                    self._rolling_restart()
                 self._reap()
                 self._reconcile()
                 self._write_children()
@@ -142,6 +165,7 @@ class Supervisor:
             code = child.process.returncode
             uptime = now - child.started_at
             child.process, child.last_exit = None, code
+            self._close_ready_fd(child)
             if uptime < MIN_UPTIME:
                 child.backoff = min(MAX_BACKOFF, max(1.0, child.backoff * 2))
             else:
@@ -166,15 +190,71 @@ class Supervisor:
     def _spawn(self, child: Child) -> None:
         log_file = self.layout.log_file(child.service)
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, LLMOBS_PROJECT_DIR=str(self.layout.root), LLMOBS_REPLICA=str(child.replica))
-        with open(log_file, "ab", buffering=0) as out:
-            child.process = subprocess.Popen(
-                child_argv(self.layout, child.service), stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, env=env, cwd=self.layout.root, start_new_session=True)
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        env = dict(os.environ, LLMOBS_PROJECT_DIR=str(self.layout.root), LLMOBS_REPLICA=str(child.replica),
+                   **{READY_FD_ENV: str(write_fd)})
+        try:
+            with open(log_file, "ab", buffering=0) as out:
+                child.process = subprocess.Popen(
+                    child_argv(self.layout, child.service), stdin=subprocess.DEVNULL, stdout=out,
+                    stderr=subprocess.STDOUT, env=env, cwd=self.layout.root, start_new_session=True,
+                    pass_fds=(write_fd,))
+        finally:
+            os.close(write_fd)
+        self._close_ready_fd(child)
+        child.ready_fd, child.ready = read_fd, False
         if child.started_at:
             child.restarts += 1
         child.started_at = time.monotonic()
         log.info("started %s replica %d (pid %d)", child.service, child.replica, child.process.pid)
+
+    @staticmethod
+    def _close_ready_fd(child: Child) -> None:
+        if child.ready_fd is not None:
+            os.close(child.ready_fd)
+            child.ready_fd = None
+
+    @staticmethod
+    def _poll_ready(child: Child) -> bool:
+        if not child.ready and child.ready_fd is not None:
+            with contextlib.suppress(BlockingIOError):
+                child.ready = bool(os.read(child.ready_fd, 64))
+        return child.ready
+
+    def _rolling_restart(self) -> None:
+        """Replace every replica of the requested services, one at a time, surge first."""
+        try:
+            request = json.loads(restart_request_path(self.layout).read_text())
+        except (OSError, ValueError):
+            log.warning("SIGUSR1 without a readable restart request; ignored")
+            return
+        ok, error = True, ""
+        for service in request.get("services", []):
+            for key in sorted(k for k in self.children if k[0] == service):
+                old = self.children[key]
+                new = Child(service, key[1], restarts=old.restarts)
+                self._spawn(new)
+                deadline = time.monotonic() + READY_TIMEOUT
+                while not self._poll_ready(new):
+                    if new.process.poll() is not None or time.monotonic() > deadline or self._stop.is_set():
+                        break
+                    time.sleep(0.05)
+                if not new.ready:
+                    ok, error = False, f"the new {service} replica {key[1]} did not become ready; old one kept"
+                    log.error("%s (exit %s)", error, new.process.poll())
+                    self._terminate([new])
+                    break
+                self.children[key] = new
+                self._terminate([old])
+                self._write_children()
+                log.info("%s replica %d replaced (pid %d)", service, key[1], new.process.pid)
+            if not ok:
+                break
+        done = {"id": request.get("id"), "ok": ok, "error": error}
+        tmp = restart_done_path(self.layout).with_suffix(".tmp")
+        tmp.write_text(json.dumps(done))
+        os.replace(tmp, restart_done_path(self.layout))
 
     def _terminate(self, children: list[Child], timeout: float = STOP_TIMEOUT) -> None:
         running = [c for c in children if c.process is not None and c.process.poll() is None]
@@ -190,6 +270,7 @@ class Supervisor:
                 c.process.kill()
                 c.process.wait()
             c.process = None
+            self._close_ready_fd(c)
 
     def _stop_all(self) -> None:
         self._terminate(list(self.children.values()))
@@ -227,10 +308,11 @@ class Supervisor:
 
         delay = 5.0  # soon after start, then every interval
         while not self._stop.wait(delay):
-            delay = float(self.settings.get_int("MAINTAIN_INTERVAL_SECONDS"))
             try:
-                with connect(self.settings, "admin", autocommit=True) as conn:
-                    result = maintain(conn, self.settings)
+                settings = Settings.load(self.layout.root)  # fresh: secrets may have been rotated
+                delay = float(settings.get_int("MAINTAIN_INTERVAL_SECONDS"))
+                with connect(settings, "admin", autocommit=True) as conn:
+                    result = maintain(conn, settings)
                 if result.partitions_created or result.partitions_dropped:
                     log.info("maintain: partitions created %s, dropped %s", result.partitions_created,
                              result.partitions_dropped)
