@@ -7,6 +7,7 @@ of their health path.
 from __future__ import annotations
 
 import json
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -81,11 +82,28 @@ def _probe_redis(settings: Settings, timeout: float) -> str:
         client.close()
 
 
+def uses_tls(settings: Settings) -> bool:
+    """Whether the published api/OTLP ports speak TLS: the compose prod overlay terminates TLS in
+    the proxy (the collector's metrics port stays plain)."""
+    files = [f.strip() for f in settings.get_str("LLMOBS_COMPOSE_FILES").split(",")]
+    return any(f.endswith("docker-compose.prod.yml") for f in files)
+
+
+def _tls_context(settings: Settings) -> ssl.SSLContext:
+    """Verify against the project's CA when it has one (prod overlay's LLMOBS_TLS_DIR)."""
+    ca = settings.path(settings.get_str("LLMOBS_TLS_DIR") or "tls", "ca.crt") if settings.project_dir else None
+    return ssl.create_default_context(cafile=str(ca) if ca and ca.is_file() else None)
+
+
 def _probe_http(service: Service, settings: Settings, timeout: float) -> str | None:
-    port = settings.get_int(service.health_port_key or service.port_keys[0])
+    port_key = service.health_port_key or service.port_keys[0]
+    port = settings.get_int(port_key)
     host = settings.client_host
     host = f"[{host}]" if ":" in host else host
-    with urllib.request.urlopen(f"http://{host}:{port}{service.health_path}", timeout=timeout) as resp:
+    tls = uses_tls(settings) and port_key in ("API_PORT", "COLLECTOR_HTTP_PORT")
+    url = f"{'https' if tls else 'http'}://{host}:{port}{service.health_path}"
+    context = _tls_context(settings) if tls else None
+    with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:
         body = resp.read(65536)
     try:
         data = json.loads(body)

@@ -67,6 +67,11 @@ class LocalStack(Stack):
             self._start_supervised(apps, progress)
 
     def _start_postgres(self, progress: Progress) -> None:
+        from llmobs.backup.journal import finish_interrupted_restore
+
+        rolled_back = finish_interrupted_restore(self.cluster)  # a restore killed midway: old data back
+        if rolled_back:
+            progress.warn(rolled_back)
         if self.cluster.running_pid():
             progress.done("PostgreSQL already running")
             return

@@ -36,6 +36,10 @@ SERVICES: tuple[Service, ...] = (
             ("COLLECTOR_GRPC_PORT", "COLLECTOR_HTTP_PORT", "COLLECTOR_METRICS_PORT"),
             health_path="/health", health_port_key="COLLECTOR_METRICS_PORT", scalable=True),
     Service("api", "REST/GraphQL API", "http", ("API_PORT",), health_path="/health", scalable=True),
+    # Compose only: publishes the api and collector ports and balances their replicas. Probed
+    # through them (a healthy api/collector answer passes through it).
+    Service("proxy", "Reverse proxy in front of api and collector replicas", "http", (), tier="app",
+            local=False),
     Service("grafana", "Grafana dashboards", "http", ("GRAFANA_PORT",), health_path="/api/health",
             tier="ui", local=False),
     Service("pgadmin", "pgAdmin", "http", ("PGADMIN_PORT",), health_path="/misc/ping", tier="ui",

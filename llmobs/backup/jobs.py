@@ -1,0 +1,207 @@
+"""The backup operations as commands and the scheduler run them: each takes the backup lock,
+so two never overlap (a second one gets AlreadyRunning, exit code 3)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from llmobs.backup.lock import backup_lock
+from llmobs.backup.manifest import BACKUP_TYPES, new_backup_id
+from llmobs.backup.physical import finish_backup_dir
+from llmobs.backup.repository import BackupEntry, Repository
+from llmobs.backup.retention import PruneResult, RetentionPolicy, prune
+from llmobs.backup.verify import VerifyResult, verify_backup
+from llmobs.errors import LlmobsError, UsageError
+
+if TYPE_CHECKING:
+    from llmobs.backup.pitr import Window
+    from llmobs.config import Settings
+    from llmobs.progress import Progress
+
+log = logging.getLogger(__name__)
+
+
+def create_backup(settings: Settings, backup_type: str, progress: Progress, *, upload: bool = True,
+                  repo: Repository | None = None) -> BackupEntry:
+    """Take one backup into the local repository, then copy it (and new WAL) to S3."""
+    if backup_type not in BACKUP_TYPES:
+        raise UsageError(f"unknown backup type {backup_type!r}; choose one of {', '.join(BACKUP_TYPES)}")
+    repo = repo or Repository.from_settings(settings)
+    repo.paths.ensure()
+    with backup_lock(repo.paths.lock_file, f"backup {backup_type}"):
+        _remove_unfinished(repo)
+        backup_id = new_backup_id(backup_type, taken={e.id for e in repo.backups(remote=False)})
+        work = repo.paths.backup_dir / f".{backup_id}.partial"
+        work.mkdir()
+        try:
+            manifest = _creator(settings, backup_type)(work, backup_id, progress)
+            finish_backup_dir(work, repo.local_dir(backup_id), manifest)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        entry = BackupEntry(manifest, ["local"])
+        progress.done(f"backup {backup_id}: {len(manifest.files)} file(s), {manifest.size_bytes} bytes")
+        if upload and repo.s3 is not None:
+            progress.step(f"Uploading {backup_id} to {repo.s3.describe()}")
+            repo.upload(entry)
+            shipped = repo.ship_wal()
+            progress.done(f"uploaded {backup_id} and {len(shipped)} WAL file(s)")
+        return entry
+
+
+def _creator(settings: Settings, backup_type: str) -> Any:
+    if backup_type == "physical":
+        from llmobs.backup.physical import create_physical
+
+        return lambda work, bid, progress: create_physical(settings, work, bid, progress)
+    if backup_type == "logical":
+        from llmobs.backup.logical import create_logical
+
+        return lambda work, bid, progress: create_logical(settings, work, bid, progress)
+    if backup_type == "redis":
+        from llmobs.backup.redis_backup import create_redis
+
+        return lambda work, bid, progress: create_redis(settings, work, bid, progress)
+    from llmobs.backup.grafana_backup import create_grafana
+
+    data_dir = settings.get_str("BACKUP_GRAFANA_DATA_DIR")
+    if not data_dir:
+        raise UsageError("Grafana is not backed up here: BACKUP_GRAFANA_DATA_DIR is not set",
+                         hint="the local runtime runs no Grafana; the compose runtime sets it in its jobs")
+    from pathlib import Path
+
+    return lambda work, bid, progress: create_grafana(Path(data_dir), work, bid, progress)
+
+
+def _remove_unfinished(repo: Repository) -> None:
+    """Directories of backups that never finished (the process died): ours, since we hold the lock."""
+    for leftover in repo.paths.backup_dir.glob(".*.partial"):
+        log.info("removing unfinished backup %s", leftover)
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def ship_wal(settings: Settings, repo: Repository | None = None) -> list[str]:
+    repo = repo or Repository.from_settings(settings)
+    if repo.s3 is None:
+        return []
+    repo.paths.ensure()
+    with backup_lock(repo.paths.lock_file, "ship WAL"):
+        return repo.ship_wal()
+
+
+def live_timeline(settings: Settings) -> int | None:
+    """The running cluster's timeline, or None when it cannot be reached."""
+    from llmobs.backup.pgclient import admin_connection
+
+    try:
+        with admin_connection(settings, dbname="postgres") as conn:
+            return int(conn.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()[0])
+    except LlmobsError:
+        return None
+
+
+def verify_backups(settings: Settings, backup_ids: list[str] | None, progress: Progress, *,
+                   newest_only: bool = False, repo: Repository | None = None) -> list[VerifyResult]:
+    """Verify the given backups (all when None; the newest of each type with ``newest_only``)."""
+    from llmobs.backup.pgclient import binaries_for
+    from llmobs.backup.pitr import WalIndex
+
+    repo = repo or Repository.from_settings(settings)
+    repo.paths.ensure()
+    with backup_lock(repo.paths.lock_file, "verify"):
+        entries = repo.backups()
+        if backup_ids:
+            known = {e.id: e for e in entries}
+            missing = [i for i in backup_ids if i not in known]
+            if missing:
+                raise UsageError(f"no backup with id {', '.join(missing)}", hint="`llmobs backup list`")
+            entries = [known[i] for i in backup_ids]
+        elif newest_only:
+            entries = [[e for e in entries if e.type == t][-1] for t in BACKUP_TYPES
+                       if any(e.type == t for e in entries)]
+        majors = [e.manifest.pg_major for e in entries if e.manifest.pg_major]
+        binaries = binaries_for(settings, majors[-1]) if majors else None
+        wal_files = timeline = None
+        if binaries is not None and any(e.type == "physical" for e in entries):
+            index = WalIndex(repo, binaries)
+            wal_files = index.files
+            timeline = live_timeline(settings) or index.newest_timeline()
+        results = []
+        for entry in entries:
+            progress.step(f"Verifying {entry.id}")
+            result = verify_backup(repo, entry, binaries, wal_files=wal_files, timeline=timeline)
+            (progress.done if result.ok else progress.warn)(
+                f"{entry.id}: " + ("verified" if result.ok else "FAILED: " + "; ".join(
+                    c.detail for c in result.checks if not c.ok)))
+            results.append(result)
+        return results
+
+
+def prune_backups(settings: Settings, *, dry_run: bool, now: datetime | None = None,
+                  repo: Repository | None = None) -> PruneResult:
+    repo = repo or Repository.from_settings(settings)
+    repo.paths.ensure()
+    with backup_lock(repo.paths.lock_file, "prune"):
+        result = prune(repo, RetentionPolicy.from_settings(settings), now or datetime.now(UTC), dry_run=dry_run)
+    if not dry_run and (result.deleted or result.wal_deleted):
+        audit_action(settings, "backup.prune", None, result.to_dict())
+    return result
+
+
+def audit_action(settings: Settings, action: str, target: str | None, details: dict[str, Any]) -> None:
+    from llmobs.backup.pgclient import admin_connection
+    from llmobs.store import audit
+
+    try:
+        with admin_connection(settings) as conn:
+            audit.record(conn, action, actor=audit.cli_actor(), target=target, source=audit.cli_source(),
+                         details=details)
+    except LlmobsError as exc:
+        log.warning("could not write the audit record of %s: %s", action, exc.message)
+
+
+@dataclass
+class Listing:
+    backups: list[BackupEntry]
+    windows: list[Window] = field(default_factory=list)
+    timeline: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        rows = []
+        for e in self.backups:
+            m = e.manifest
+            row = {"id": m.id, "type": m.type, "started_at": m.started_at.isoformat(),
+                   "finished_at": m.finished_at.isoformat(), "size_bytes": m.size_bytes, "locations": e.locations,
+                   "pg_version": m.pg_version, "schema_version": m.schema_version,
+                   "verified": None if m.verification is None else bool(m.verification.get("ok")),
+                   "verified_at": (m.verification or {}).get("at")}
+            if m.type == "physical":
+                from llmobs.backup.verify import backup_own_segments
+
+                own = backup_own_segments(m)
+                row.update(timeline=m.timeline, start_lsn=m.start_lsn, end_lsn=m.end_lsn,
+                           wal_start=own[0], wal_end=own[-1])
+            rows.append(row)
+        return {"backups": rows, "timeline": self.timeline,
+                "restorable": {"earliest": self.windows[0].earliest.isoformat() if self.windows else None,
+                               "latest": self.windows[-1].latest.isoformat() if self.windows else None,
+                               "windows": [w.to_dict() for w in self.windows]}}
+
+
+def list_backups(settings: Settings, *, remote: bool = True, repo: Repository | None = None) -> Listing:
+    from llmobs.backup.pgclient import binaries_for
+    from llmobs.backup.pitr import WalIndex, merge_windows
+
+    repo = repo or Repository.from_settings(settings, use_s3=remote)
+    entries = repo.backups(remote=remote)
+    listing = Listing(entries)
+    physical = [e for e in entries if e.type == "physical"]
+    if physical:
+        index = WalIndex(repo, binaries_for(settings, physical[-1].manifest.pg_major), remote=remote)
+        listing.timeline = live_timeline(settings) or index.newest_timeline()
+        listing.windows = merge_windows([w for e in physical if (w := index.window(e, listing.timeline)) is not None])
+    return listing

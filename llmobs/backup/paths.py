@@ -1,0 +1,69 @@
+"""Where backups, archived WAL and scratch space are, as seen by this process.
+
+The same code runs on the host (local runtime: directories under the project) and inside a
+one-off container of the compose runtime (volumes mounted where BACKUP_DIR and
+BACKUP_WAL_ARCHIVE_DIR point). Nothing here knows which.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from llmobs.errors import LlmobsError
+from llmobs.proc import OsUser
+
+if TYPE_CHECKING:
+    from llmobs.config import Settings
+
+
+@dataclass(frozen=True)
+class BackupPaths:
+    #: the local backup repository: one directory per backup
+    backup_dir: Path
+    #: where PostgreSQL's archive_command puts WAL segments
+    wal_archive: Path
+    #: owner of PostgreSQL's files when we run as root (PostgreSQL refuses root)
+    os_user: OsUser | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BackupPaths:
+        return cls(
+            backup_dir=_setting_path(settings, "BACKUP_DIR", "backups"),
+            wal_archive=_setting_path(settings, "BACKUP_WAL_ARCHIVE_DIR", "data", "wal-archive"),
+            os_user=OsUser.lookup(settings.get_str("PG_OS_USER")) if os.geteuid() == 0 else None,
+        )
+
+    @property
+    def work_dir(self) -> Path:
+        """Scratch space on the backup filesystem (downloads, verification copies)."""
+        return self.backup_dir / ".work"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.backup_dir / ".lock"
+
+    @property
+    def kept_aside_dir(self) -> Path:
+        """Where Redis and Grafana data replaced by a restore are kept (PostgreSQL's data directory
+        is kept beside itself, on its own filesystem, so that putting it back is a rename)."""
+        return self.backup_dir / "kept-aside"
+
+    def ensure(self) -> None:
+        self.backup_dir.mkdir(parents=True, exist_ok=True)
+        self.work_dir.mkdir(exist_ok=True)
+
+
+def _setting_path(settings: Settings, name: str, *default: str) -> Path:
+    value = settings.get_str(name)
+    if value:
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            if settings.project_dir is None:
+                raise LlmobsError(f"{name} is a relative path but there is no project directory",
+                                  hint=f"set {name} to an absolute path")
+            path = settings.project_dir / path
+        return path
+    return settings.path(*default)

@@ -1,0 +1,78 @@
+"""Physical backups: pg_basebackup in tar format with the WAL that makes it consistent, and the
+server's own backup_manifest (which pg_verifybackup checks)."""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from llmobs.backup.manifest import MANIFEST_NAME, FileEntry, Manifest, describe_files
+from llmobs.backup.pgclient import admin_connection, binaries_for, client_env, server_facts
+from llmobs.backup.wal import switch_and_wait
+from llmobs.errors import LlmobsError
+from llmobs.proc import run
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from llmobs.config import Settings
+    from llmobs.progress import Progress
+
+BASE_TAR = "base.tar"
+WAL_TAR = "pg_wal.tar"
+SERVER_MANIFEST = "backup_manifest"
+
+
+def archive_names(compression: str) -> tuple[str, str]:
+    suffix = ".gz" if compression.startswith("gzip") else ""
+    return BASE_TAR + suffix, WAL_TAR + suffix
+
+
+def create_physical(settings: Settings, work: Path, backup_id: str, progress: Progress) -> Manifest:
+    """Take a base backup into ``work`` (an empty directory) and return its manifest."""
+    level = settings.get_int("BACKUP_COMPRESSION_LEVEL")
+    compression = f"gzip:{level}" if level else "none"
+    with admin_connection(settings) as conn:
+        facts = server_facts(conn)
+        binaries = binaries_for(settings, facts.major)
+        started = datetime.now(UTC)
+        progress.step(f"pg_basebackup of PostgreSQL {facts.version}")
+        with client_env(settings, dbname="postgres") as env:
+            run([binaries("pg_basebackup"), "-D", work, "--format=tar", "--wal-method=stream",
+                 "--checkpoint=fast", f"--label=llmobs {backup_id}", "--no-password",
+                 *([f"--compress=client-gzip:{level}"] if level else [])],
+                env=env, hint="the server must accept replication connections from this host")
+        finished = datetime.now(UTC)
+        ranges = json.loads((work / SERVER_MANIFEST).read_text())["WAL-Ranges"]
+        described = describe_while_switching(conn, work, progress)
+    if not ranges:
+        raise LlmobsError("pg_basebackup wrote a backup_manifest without a WAL range")
+    return Manifest(
+        id=backup_id, type="physical", started_at=started, finished_at=finished, files=described,
+        pg_version=facts.version, pg_major=facts.major, schema_version=facts.schema_version,
+        system_identifier=facts.system_identifier, timeline=ranges[0]["Timeline"],
+        start_lsn=ranges[0]["Start-LSN"], end_lsn=ranges[-1]["End-LSN"], end_timeline=ranges[-1]["Timeline"],
+        wal_segment_size=facts.wal_segment_size, compression=compression,
+        database=settings.get_str("DB_NAME"))
+
+
+def describe_while_switching(conn: psycopg.Connection, work: Path, progress: Progress) -> list[FileEntry]:
+    """Close the WAL segment and wait for the archiver (so the archive holds everything up to the
+    backup) while hashing the backup's files."""
+    progress.step("Switching to a new WAL segment and waiting for the archiver")
+    with ThreadPoolExecutor(1) as pool:
+        files = pool.submit(describe_files, work)
+        if not switch_and_wait(conn):
+            progress.warn("the WAL archive does not hold the WAL up to this backup yet: point-in-time "
+                          "recovery needs archiving to work (see `llmobs status`)")
+        return files.result()
+
+
+def finish_backup_dir(work: Path, final: Path, manifest: Manifest) -> None:
+    """Write the manifest into the finished directory, then give it its final name (atomic)."""
+    (work / MANIFEST_NAME).write_text(manifest.to_json())
+    os.rename(work, final)

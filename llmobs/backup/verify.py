@@ -1,0 +1,133 @@
+"""Verifying backups: sha256 of every file against the manifest, then what the type allows
+(pg_verifybackup on an unpacked copy of a physical backup and WAL continuity from it to the
+newest archived segment, pg_restore --list of a dump, a readable RDB or Grafana archive)."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from llmobs.backup.grafana_backup import ARCHIVE, check_archive
+from llmobs.backup.logical import DUMP_FILE, check_dump
+from llmobs.backup.manifest import Manifest, sha256_file
+from llmobs.backup.redis_backup import RDB_FILE
+from llmobs.backup.repository import BackupEntry, Repository
+from llmobs.backup.wal import chain_steps, follow_chain, parse_lsn, segment_name
+from llmobs.errors import LlmobsError
+from llmobs.stack.postgres import PgBinaries
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class VerifyResult:
+    backup_id: str
+    backup_type: str
+    location: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.backup_id, "type": self.backup_type, "location": self.location, "ok": self.ok,
+                "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks]}
+
+
+def check_checksums(directory: Path, manifest: Manifest) -> Check:
+    problems = []
+    for f in manifest.files:
+        path = directory / f.name
+        if not path.is_file():
+            problems.append(f"{f.name} is missing")
+        elif path.stat().st_size != f.size:
+            problems.append(f"{f.name} has {path.stat().st_size} bytes, the manifest says {f.size}")
+        elif sha256_file(path) != f.sha256:
+            problems.append(f"{f.name} does not match its sha256")
+    detail = "; ".join(problems) or f"{len(manifest.files)} file(s) match"
+    return Check("checksums", not problems, detail)
+
+
+def backup_own_segments(manifest: Manifest) -> list[str]:
+    """The WAL segments a physical backup carries in its pg_wal archive."""
+    assert manifest.start_lsn and manifest.end_lsn and manifest.timeline and manifest.wal_segment_size
+    size = manifest.wal_segment_size
+    first, last = parse_lsn(manifest.start_lsn) // size, parse_lsn(manifest.end_lsn) // size
+    return [segment_name(manifest.end_timeline or manifest.timeline, s, size) for s in range(first, last + 1)]
+
+
+def check_wal_chain(manifest: Manifest, wal_files: dict[str, list[str]],
+                    histories: dict[int, list[tuple[int, int]]], timeline: int) -> Check:
+    assert manifest.start_lsn and manifest.timeline and manifest.wal_segment_size
+    steps = chain_steps(manifest.timeline, parse_lsn(manifest.start_lsn), timeline, histories.get(timeline, []),
+                        manifest.wal_segment_size)
+    if steps is None:
+        return Check("wal continuity", True, f"not in the history of the current timeline {timeline} "
+                     "(taken on a branch left by a restore): restorable by id only")
+    chain = follow_chain(steps, set(wal_files), manifest.wal_segment_size, provided=backup_own_segments(manifest))
+    if chain.gap:
+        return Check("wal continuity", False, f"segment {chain.gap} is missing from the archive: recovery "
+                     f"from this backup stops at {chain.last_segment}")
+    return Check("wal continuity", True, f"{len(chain.segments)} segment(s) from {chain.segments[0]} to "
+                 f"{chain.last_segment} without a gap")
+
+
+def verify_backup(repo: Repository, entry: BackupEntry, binaries: PgBinaries | None, *,
+                  wal_files: dict[str, list[str]] | None = None, timeline: int | None = None) -> VerifyResult:
+    """Verify one backup (its local copy, else a download of the S3 copy) and record the result
+    in its manifest wherever it is stored."""
+    m = entry.manifest
+    location = "local" if "local" in entry.locations else entry.locations[0]
+    result = VerifyResult(m.id, m.type, location)
+    directory = repo.fetch(entry)
+    try:
+        result.checks.append(check_checksums(directory, m))
+        if result.ok:
+            _type_checks(repo, m, directory, binaries, result, wal_files, timeline)
+    except LlmobsError as exc:
+        result.checks.append(Check(f"{m.type} check", False, exc.message))
+    finally:
+        if location != "local":
+            shutil.rmtree(directory, ignore_errors=True)
+    m.verification = {"at": datetime.now(UTC).isoformat(), "ok": result.ok, "location": location,
+                      "problems": [f"{c.name}: {c.detail}" for c in result.checks if not c.ok]}
+    repo.save_manifest(m, entry.locations)
+    return result
+
+
+def _type_checks(repo: Repository, m: Manifest, directory: Path, binaries: PgBinaries | None,
+                 result: VerifyResult, wal_files: dict[str, list[str]] | None, timeline: int | None) -> None:
+    if m.type == "physical":
+        from llmobs.backup.extract import extract_physical, verify_extracted
+
+        assert binaries is not None
+        scratch = repo.paths.work_dir / f"verify-{m.id}"
+        shutil.rmtree(scratch, ignore_errors=True)
+        try:
+            extract_physical(directory, m, scratch)
+            verify_extracted(directory, scratch, binaries)
+            result.checks.append(Check("pg_verifybackup", True, "files and WAL match the server's backup_manifest"))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        if wal_files is not None and timeline is not None:
+            result.checks.append(check_wal_chain(m, wal_files, repo.histories(wal_files), timeline))
+    elif m.type == "logical":
+        assert binaries is not None
+        entries = check_dump(directory / DUMP_FILE, binaries)
+        result.checks.append(Check("pg_restore --list", True, f"{entries} entries in the table of contents"))
+    elif m.type == "redis":
+        with (directory / RDB_FILE).open("rb") as fh:
+            magic = fh.read(9)
+        ok = magic.startswith(b"REDIS")
+        result.checks.append(Check("rdb header", ok, magic.decode(errors="replace") if ok else "not an RDB file"))
+    elif m.type == "grafana":
+        result.checks.append(Check("archive", True, f"{check_archive(directory / ARCHIVE)} entries"))
