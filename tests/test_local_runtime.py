@@ -186,3 +186,42 @@ def test_down_volumes_asks_first_and_yes_deletes(project: Path):
     assert not (project / "data").exists()
     assert (project / ".env").exists()
     assert our_processes(project) == []
+
+
+def test_status_reports_backups_and_turns_degraded_when_wal_archiving_fails(project: Path):
+    assert run_cli("up", "--runtime", "local", project_dir=project).returncode == 0
+    backup = run_cli("backup", project_dir=project, timeout=300)
+    assert backup.returncode == 0, backup.stdout + backup.stderr
+    code, status = status_json(project)
+    assert code == 0, status["warnings"]
+    assert status["facts"]["backup"]["age_seconds"] < 600
+    assert "last successful database backup" in run_cli("status", project_dir=project).stdout
+
+    archive = project / "data" / "wal-archive"
+    owner = archive.stat()
+    if os.geteuid() == 0:
+        os.chown(archive, 0, 0)  # PostgreSQL's OS user can no longer write its archive
+    archive.chmod(0o500)
+    try:
+        with admin_conn(project) as conn:
+            conn.execute("CREATE TABLE churn AS SELECT generate_series(1, 1000) AS n")
+            conn.execute("SELECT pg_switch_wal()")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            code, status = status_json(project)
+            if code == 1:
+                break
+            time.sleep(0.5)
+        assert code == 1 and status["overall"] == "degraded"
+        assert any("WAL archiving is failing" in w for w in status["warnings"])
+        assert "WAL archiving is failing" in run_cli("status", project_dir=project).stdout
+    finally:
+        os.chown(archive, owner.st_uid, owner.st_gid)
+        archive.chmod(0o700)
+    with admin_conn(project) as conn:  # a new segment wakes the archiver, which then catches up
+        conn.execute("INSERT INTO churn SELECT generate_series(1, 1000)")
+        conn.execute("SELECT pg_switch_wal()")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and status_json(project)[0] != 0:
+        time.sleep(1)
+    assert status_json(project)[0] == 0

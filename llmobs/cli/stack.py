@@ -136,8 +136,11 @@ def _show_status(obj: CliContext, result: StackStatus, json_: bool) -> None:
             lines.append(f"WAL archiving: {archiver['archive_mode']}, last segment {human_age(age)}, "
                          f"{archiver['failed_count']} failures")
         backup = f.get("backup")
-        if isinstance(backup, dict):
-            lines.append(f"last successful backup: {human_age(backup.get('age_seconds'))}")
+        if isinstance(backup, dict) and backup.get("available"):
+            lines.append(f"last successful database backup: {human_age(backup.get('age_seconds'))}"
+                         f" (limit {backup.get('max_age_hours')} h)")
+        elif isinstance(backup, dict):
+            lines.append(f"backups: not visible from here ({backup.get('reason', 'unknown')})")
         obj.console.print("\n".join(lines))
     for w in result.warnings:
         obj.console.print(f"[yellow]warning:[/] {w}")

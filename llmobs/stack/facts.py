@@ -65,8 +65,23 @@ def _ago(when: datetime) -> str:
     return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
 
 
+def backup_facts(settings: Settings, facts: Facts) -> None:
+    from llmobs.backup.status import backup_facts as read_backup_facts
+
+    found = read_backup_facts(settings)
+    facts.warnings.extend(found.pop("warnings", []))
+    facts.values["backup"] = found
+
+
 def collect(settings: Settings, *, database_up: bool) -> Facts:
     facts = Facts()
+    try:
+        backup_facts(settings, facts)
+    except Exception as exc:  # a broken manifest must not break `status`
+        from llmobs.store.db import first_line
+
+        log.warning("backup facts unavailable: %s", first_line(exc))
+        facts.warnings.append(f"backup facts unavailable: {first_line(exc)}")
     if database_up:
         try:
             database_facts(settings, facts)
