@@ -128,8 +128,9 @@ def wait_healthy(stack: Stack, settings: Settings, services: Sequence[str], prog
             result = probe(SERVICES_BY_NAME[name], settings)
             if result.healthy:
                 pending.remove(name)
+                how = result.detail if result.latency_ms is None else f"{result.latency_ms:.0f} ms"
                 version = f", {result.version}" if result.version else ""
-                progress.done(f"{name} healthy ({result.latency_ms:.0f} ms{version})")
+                progress.done(f"{name} healthy ({how}{version})")
             else:
                 last[name] = result.detail
         if not pending:

@@ -1,0 +1,429 @@
+"""End-to-end ingestion rate of the collector against a plain COPY ceiling, in the same run.
+
+    .venv/bin/python bench/ingest.py [--spans 100000] [--workers N] [--transports grpc,http]
+
+Starts its own PostgreSQL (default durability: fsync and synchronous_commit on) and Redis under
+a temporary directory, then:
+
+1. ceiling: the pipeline's rows for the same spans, COPYed by one connection in batches of
+   COLLECTOR_BATCH_MAX_SPANS with a commit each: what PostgreSQL takes with no collector at all;
+2. for each transport, ``llmobs serve collector`` as a subprocess and 8 concurrent clients sending
+   OTLP requests of 512 realistic LLM spans (3-6 spans per trace, a few hundred bytes of prompt
+   and completion), retrying on 429/503 like the SDK exporters. The rate counts spans
+   acknowledged, and is checked against ``count(*)`` of the table afterwards;
+3. the ceiling again (the machine is noisy: the mean of both is the baseline).
+
+Prints spans/s, the ratio to the ceiling, the collector's peak RSS (all its processes) and the CPU
+time it spent per span (steadier than spans/s on a shared machine).
+Targets on 2 cores: gRPC >= 40 % of the ceiling, peak RSS < 300 MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from llmobs.collector.otlp import ProtobufRequest  # noqa: E402
+
+BATCH = 512
+CONCURRENCY = 8
+MODELS = (("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("anthropic", "claude-3-5-sonnet-20241022"),
+          ("anthropic", "claude-3-5-haiku-20241022"), ("mistral_ai", "mistral-large-latest"))
+_TEXT = ("the quick brown fox jumps over the lazy dog while a customer asks about the refund policy of their "
+         "order and the assistant looks up the knowledge base for shipping times in europe")
+WORDS = tuple(_TEXT.split())
+
+
+def sentence(rng: random.Random, n_words: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n_words))
+
+
+def make_requests(n_spans: int, seed: int) -> list[bytes]:
+    """OTLP requests of BATCH spans each, shaped like an instrumented LLM app's traces."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+    rng = random.Random(seed)
+
+    def kv(key: str, value: object) -> KeyValue:
+        v = AnyValue()
+        if isinstance(value, bool):
+            v.bool_value = value
+        elif isinstance(value, int):
+            v.int_value = value
+        elif isinstance(value, float):
+            v.double_value = value
+        elif isinstance(value, list):
+            v.array_value.values.extend(AnyValue(string_value=x) for x in value)
+        else:
+            v.string_value = str(value)
+        return KeyValue(key=key, value=v)
+
+    requests: list[bytes] = []
+    now = time.time_ns()
+    made = 0
+    while made < n_spans:
+        req = ExportTraceServiceRequest()
+        rs = req.resource_spans.add()
+        rs.resource.attributes.extend([kv("service.name", rng.choice(("chat-api", "rag-worker", "agent"))),
+                                       kv("deployment.environment.name", "prod"),
+                                       kv("telemetry.sdk.language", "python"), kv("telemetry.sdk.version", "1.45.0")])
+        ss = rs.scope_spans.add()
+        ss.scope.name = "opentelemetry.instrumentation.openai"
+        in_batch = 0
+        while in_batch < BATCH and made + in_batch < n_spans:
+            trace_id = rng.randbytes(16)
+            root_id = rng.randbytes(8)
+            start = now - rng.randrange(0, 3_600_000_000_000)
+            size = min(rng.randint(3, 6), BATCH - in_batch, n_spans - made - in_batch)
+            root = ss.spans.add(trace_id=trace_id, span_id=root_id, name="POST /chat", kind=Span.SPAN_KIND_SERVER,
+                                start_time_unix_nano=start, end_time_unix_nano=start + 2_500_000_000)
+            root.attributes.extend([kv("http.request.method", "POST"), kv("http.route", "/chat"),
+                                    kv("session.id", f"s-{rng.randrange(10_000)}")])
+            for i in range(size - 1):
+                provider, model = rng.choice(MODELS)
+                t0 = start + i * 400_000_000
+                sp = ss.spans.add(trace_id=trace_id, span_id=rng.randbytes(8), parent_span_id=root_id,
+                                  name=f"chat {model}", kind=Span.SPAN_KIND_CLIENT, start_time_unix_nano=t0,
+                                  end_time_unix_nano=t0 + rng.randrange(200_000_000, 2_000_000_000))
+                sp.attributes.extend([
+                    kv("gen_ai.operation.name", "chat"), kv("gen_ai.system", provider),
+                    kv("gen_ai.request.model", model), kv("gen_ai.response.model", model),
+                    kv("gen_ai.request.temperature", 0.7), kv("gen_ai.request.max_tokens", 1024),
+                    kv("gen_ai.usage.input_tokens", rng.randrange(50, 4000)),
+                    kv("gen_ai.usage.output_tokens", rng.randrange(10, 800)),
+                    kv("gen_ai.response.finish_reasons", ["stop"]),
+                    kv("gen_ai.response.id", f"chatcmpl-{rng.getrandbits(64):x}"),
+                    kv("gen_ai.prompt.0.role", "system"), kv("gen_ai.prompt.0.content", sentence(rng, 12)),
+                    kv("gen_ai.prompt.1.role", "user"), kv("gen_ai.prompt.1.content", sentence(rng, 40)),
+                    kv("gen_ai.completion.0.role", "assistant"),
+                    kv("gen_ai.completion.0.content", sentence(rng, 60)),
+                ])
+                if rng.random() < 0.02:
+                    sp.status.code = Status.STATUS_CODE_ERROR
+                    sp.status.message = "rate limited"
+            in_batch += size
+        made += in_batch
+        requests.append(req.SerializeToString())
+    return requests
+
+
+# ---------------------------------------------------------------------------------------------
+# infrastructure
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_infra(root: Path) -> tuple[dict[str, str], object, object]:
+    from llmobs.config import Settings, generate_password
+    from llmobs.proc import OsUser
+    from llmobs.stack.postgres import PgCluster, PgConfig
+    from llmobs.stack.redis_server import RedisServer
+    from llmobs.store.apikeys import generate_api_key
+    from llmobs.store.bootstrap import bootstrap
+
+    env = {
+        "LLMOBS_RUNTIME": "local", "DB_HOST": "127.0.0.1", "DB_PORT": str(free_port()), "DB_NAME": "llmobs_bench",
+        "DB_PASSWORD": generate_password(), "DB_APP_PASSWORD": generate_password(),
+        "DB_READONLY_PASSWORD": generate_password(), "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(free_port()),
+        "REDIS_PASSWORD": generate_password(), "SECRET_KEY": generate_password(48),
+        "LLMOBS_ADMIN_API_KEY": generate_api_key().token, "LLMOBS_INGEST_API_KEY": generate_api_key().token,
+        "LLMOBS_LOG_LEVEL": "warning", "COLLECTOR_GRPC_PORT": str(free_port()),
+        "COLLECTOR_HTTP_PORT": str(free_port()), "COLLECTOR_METRICS_PORT": str(free_port()),
+    }
+    os_user = OsUser.lookup("postgres") if os.geteuid() == 0 else None
+    cluster = PgCluster(root / "pg" / "data", log_file=root / "pg" / "postgres.log", os_user=os_user)
+    cluster.prepare_dirs(root / "pg" / "run")
+    cluster.init(env["DB_PASSWORD"])
+    cluster.write_config(PgConfig("127.0.0.1", int(env["DB_PORT"]), root / "pg" / "run",
+                                  extra={"shared_buffers": "'256MB'", "max_wal_size": "'4GB'"}))
+    cluster.start()
+    redis = RedisServer(root / "redis" / "redis.conf", root / "redis" / "data", root / "redis" / "redis.pid",
+                        root / "redis" / "redis.log")
+    redis.write_config(bind="127.0.0.1", port=int(env["REDIS_PORT"]), user="llmobs", passwords=[env["REDIS_PASSWORD"]])
+    redis.start()
+    bootstrap(Settings(env, None))
+    return env, cluster, redis
+
+
+def admin(env: dict[str, str]):
+    from llmobs.config import Settings
+    from llmobs.store.db import connect
+
+    return connect(Settings(env, None), "admin", autocommit=True)
+
+
+def reset_spans(env: dict[str, str]) -> None:
+    with admin(env) as conn:
+        conn.execute("TRUNCATE spans")
+        conn.execute("CHECKPOINT")
+
+
+def count_spans(env: dict[str, str]) -> int:
+    with admin(env) as conn:
+        return conn.execute("SELECT count(*) FROM spans").fetchone()[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# ceiling
+
+
+def copy_ceiling(env: dict[str, str], requests: list[bytes]) -> float:
+    """Spans/s of a plain COPY of the rows the pipeline makes of ``requests`` (batches as the collector's)."""
+    from llmobs.collector.pipeline import SpanPipeline
+    from llmobs.config import Settings
+    from llmobs.store.db import connect
+    from llmobs.store.spans import COPY_SQL, encode_rows, ensure_span_partitions, row_days
+
+    settings = Settings(env, None)
+    pipeline = SpanPipeline.from_settings(settings)
+    rows = []
+    for body in requests:
+        rows.extend(pipeline.process(ProtobufRequest(body).raw_spans(), 1).rows)
+    batch = settings.get_int("COLLECTOR_BATCH_MAX_SPANS")
+    chunks = [encode_rows(rows[i:i + batch]) for i in range(0, len(rows), batch)]
+    with connect(settings, "app") as conn:
+        ensure_span_partitions(conn, row_days(rows))
+        conn.commit()
+        started = time.perf_counter()
+        for chunk in chunks:
+            with conn.cursor().copy(COPY_SQL) as copy:
+                copy.write(chunk)
+            conn.commit()
+        elapsed = time.perf_counter() - started
+    reset_spans(env)
+    return len(rows) / elapsed
+
+
+# ---------------------------------------------------------------------------------------------
+# the collector under load
+
+
+def start_collector(env: dict[str, str], workers: int | None, log_file: Path) -> subprocess.Popen:
+    extra = {"COLLECTOR_WORKERS": str(workers)} if workers else {}
+    proc = subprocess.Popen([sys.executable, "-m", "llmobs", "serve", "collector"],
+                            env={**os.environ, **env, **extra}, stdout=subprocess.DEVNULL,
+                            stderr=log_file.open("wb"), start_new_session=True)
+    url = f"http://127.0.0.1:{env['COLLECTOR_METRICS_PORT']}/health"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            raise SystemExit(f"collector exited: {log_file.read_text()[-2000:]}")
+        time.sleep(0.2)
+    raise SystemExit("collector did not become healthy")
+
+
+def stop_collector(proc: subprocess.Popen) -> None:
+    """SIGTERM lets the collector drain; only a hung one is killed (with its workers)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+class ProcessSampler(threading.Thread):
+    """Peak resident memory of a process and its children, and the CPU time they used, sampled
+    every 50 ms (CPU per span is steadier than spans/s on a shared machine)."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak = 0
+        self.cpu: dict[int, float] = {}
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        root = psutil.Process(self.pid)
+        while not self._halt.is_set():
+            try:
+                procs = [root, *root.children(recursive=True)]
+                self.peak = max(self.peak, sum(p.memory_info().rss for p in procs))
+                for p in procs:
+                    times = p.cpu_times()
+                    self.cpu[p.pid] = times.user + times.system
+            except psutil.Error:
+                pass
+            self._halt.wait(0.05)
+
+    def stop(self) -> tuple[int, float]:
+        """Peak RSS (bytes) and CPU seconds."""
+        self._halt.set()
+        self.join()
+        return self.peak, sum(self.cpu.values())
+
+
+async def send_grpc(env: dict[str, str], requests: list[bytes], counts: list[int]) -> int:
+    import grpc
+
+    target = f"127.0.0.1:{env['COLLECTOR_GRPC_PORT']}"
+    metadata = (("authorization", f"Bearer {env['LLMOBS_INGEST_API_KEY']}"),)
+    retryable = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
+    queue = list(zip(requests, counts, strict=True))
+    acked = 0
+
+    async def client() -> None:
+        nonlocal acked
+        async with grpc.aio.insecure_channel(target) as channel:
+            export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+            while queue:
+                body, n = queue.pop()
+                while True:
+                    try:
+                        await export(body, metadata=metadata, timeout=60)
+                        acked += n
+                        break
+                    except grpc.aio.AioRpcError as exc:
+                        if exc.code() not in retryable:
+                            raise
+                        await asyncio.sleep(0.2)
+
+    await asyncio.gather(*(client() for _ in range(CONCURRENCY)))
+    return acked
+
+
+async def send_http(env: dict[str, str], requests: list[bytes], counts: list[int]) -> int:
+    import httpx
+
+    url = f"http://127.0.0.1:{env['COLLECTOR_HTTP_PORT']}/v1/traces"
+    headers = {"authorization": f"Bearer {env['LLMOBS_INGEST_API_KEY']}", "content-type": "application/x-protobuf"}
+    queue = list(zip(requests, counts, strict=True))
+    acked = 0
+
+    async def client() -> None:
+        nonlocal acked
+        async with httpx.AsyncClient(timeout=60) as http:
+            while queue:
+                body, n = queue.pop()
+                while True:
+                    response = await http.post(url, content=body, headers=headers)
+                    if response.status_code == 200:
+                        acked += n
+                        break
+                    if response.status_code not in (429, 503):
+                        raise SystemExit(f"HTTP {response.status_code}: {response.text[:200]}")
+                    await asyncio.sleep(0.2)
+
+    await asyncio.gather(*(client() for _ in range(CONCURRENCY)))
+    return acked
+
+
+def run_transport(env: dict[str, str], transport: str, requests: list[bytes], counts: list[int],
+                  workers: int | None, log_file: Path) -> tuple[float, int, float]:
+    """Spans/s, peak RSS and collector CPU microseconds per span."""
+    proc = start_collector(env, workers, log_file)
+    sampler = ProcessSampler(proc.pid)
+    sampler.start()
+    time.sleep(0.2)
+    cpu_before = sum(sampler.cpu.values())
+    try:
+        started = time.perf_counter()
+        sender = send_grpc if transport == "grpc" else send_http
+        acked = asyncio.run(sender(env, requests, counts))
+        elapsed = time.perf_counter() - started
+        time.sleep(0.1)
+        cpu_after = sum(sampler.cpu.values())
+    finally:
+        try:
+            stop_collector(proc)
+        finally:
+            peak, _ = sampler.stop()
+    stored = count_spans(env)
+    if stored < acked:
+        raise SystemExit(f"{transport}: {acked} spans acknowledged but only {stored} stored")
+    reset_spans(env)
+    return acked / elapsed, peak, (cpu_after - cpu_before) / acked * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--spans", type=int, default=100_000, help="spans sent per transport")
+    parser.add_argument("--workers", type=int, default=None, help="COLLECTOR_WORKERS (default: the setting's)")
+    parser.add_argument("--transports", default="grpc,http")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat ceiling + transports; medians are reported")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
+    args = parser.parse_args()
+    transports = args.transports.split(",")
+
+    root = Path(tempfile.mkdtemp(prefix="llmobs-bench-ingest-"))
+    root.chmod(0o755)
+    print(f"generating {args.spans} spans in requests of {BATCH} ...", flush=True)
+    requests = make_requests(args.spans, seed=1)
+    counts = [ProtobufRequest(r).span_count for r in requests]
+    env, cluster, redis = start_infra(root)
+    ceilings: list[float] = []
+    runs: list[dict[str, tuple[float, int, float]]] = []
+    try:
+        ceilings.append(copy_ceiling(env, requests))
+        print(f"COPY ceiling: {ceilings[-1]:,.0f} spans/s", flush=True)
+        for n in range(args.rounds):
+            runs.append({})
+            for transport in transports:
+                log_file = root / f"collector-{transport}-{n}.log"
+                rate, peak, cpu = run_transport(env, transport, requests, counts, args.workers, log_file)
+                runs[-1][transport] = (rate, peak, cpu)
+                print(f"{transport}: {rate:,.0f} spans/s, peak RSS {peak / 2**20:.0f} MiB, collector CPU "
+                      f"{cpu:.0f} us/span", flush=True)
+            ceilings.append(copy_ceiling(env, requests))
+            print(f"COPY ceiling: {ceilings[-1]:,.0f} spans/s", flush=True)
+    finally:
+        redis.stop()  # type: ignore[attr-defined]
+        cluster.stop(mode="fast")  # type: ignore[attr-defined]
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+    # Each round's rates are compared with the mean of the ceilings measured just before and after it.
+    summary = {}
+    for transport in transports:
+        rates = [run[transport][0] for run in runs]
+        ratios = [run[transport][0] / ((ceilings[n] + ceilings[n + 1]) / 2) for n, run in enumerate(runs)]
+        summary[transport] = {"spans_per_s": round(statistics.median(rates)),
+                              "ratio": round(statistics.median(ratios), 3),
+                              "peak_rss_mib": round(max(run[transport][1] for run in runs) / 2**20),
+                              "collector_cpu_us_per_span": round(statistics.median(run[transport][2] for run in runs))}
+    ceiling = statistics.median(ceilings)
+    print()
+    print(f"{'transport':<10} {'spans/s':>10} {'of ceiling':>11} {'peak RSS':>10} {'CPU/span':>9}   (ceiling "
+          f"{ceiling:,.0f} spans/s, {args.spans} spans, batches of {BATCH}, concurrency {CONCURRENCY}, "
+          f"{args.rounds} round(s), medians)")
+    for transport, row in summary.items():
+        print(f"{transport:<10} {row['spans_per_s']:>10,} {row['ratio']:>10.0%} {row['peak_rss_mib']:>6} MiB "
+              f"{row['collector_cpu_us_per_span']:>6} us")
+    print(json.dumps({"ceiling": round(ceiling), **summary}))
+    if args.keep:
+        print(f"kept {root}")
+
+
+if __name__ == "__main__":
+    main()

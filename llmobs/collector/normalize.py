@@ -1,0 +1,201 @@
+"""One mapping table from the attribute names of every instrumentation family to span columns.
+
+Families: OTel GenAI semantic conventions (current and deprecated names), OpenLLMetry
+(Traceloop), OpenInference (Arize Phoenix) and OpenLIT. For each column the table lists the
+attribute keys that carry it, best first; the first key present on a span wins. The raw
+attributes are always stored as well, so nothing is lost by choosing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+#: column -> attribute keys, in order of preference. docs/collector.md shows this table.
+COLUMN_SOURCES: dict[str, tuple[str, ...]] = {
+    "operation": ("gen_ai.operation.name", "llm.request.type", "openinference.span.kind"),
+    "provider": ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"),
+    "request_model": ("gen_ai.request.model", "llm.request.model_name", "llm.model_name"),
+    "response_model": ("gen_ai.response.model", "llm.response.model_name"),
+    "input_tokens": ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt"),
+    "output_tokens": ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens",
+                      "llm.token_count.completion"),
+    "total_tokens": ("gen_ai.usage.total_tokens", "llm.usage.total_tokens", "llm.token_count.total"),
+    "cached_input_tokens": ("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens",
+                            "llm.token_count.prompt_details.cache_read"),
+    "cache_write_tokens": ("gen_ai.usage.cache_creation.input_tokens", "gen_ai.usage.cache_creation_input_tokens",
+                           "llm.token_count.prompt_details.cache_write"),
+    "reasoning_tokens": ("gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens",
+                         "llm.token_count.completion_details.reasoning"),
+    "finish_reasons": ("gen_ai.response.finish_reasons", "llm.response.finish_reason", "llm.finish_reason"),
+    "session_id": ("gen_ai.conversation.id", "session.id", "traceloop.association.properties.session_id"),
+    "user_id": ("user.id", "enduser.id", "llm.user", "gen_ai.request.user"),
+    "client_cost": ("gen_ai.usage.cost", "llm.cost.total"),
+    "client_cost_prompt": ("llm.cost.prompt",),
+    "client_cost_completion": ("llm.cost.completion",),
+    "error_type": ("error.type",),
+    "environment": ("deployment.environment.name", "deployment.environment"),
+}
+
+#: attribute key -> (column, rank): the table above turned inside out for one lookup per attribute.
+ATTRIBUTE_COLUMNS: dict[str, tuple[str, int]] = {
+    key: (column, rank) for column, keys in COLUMN_SOURCES.items() for rank, key in enumerate(keys)
+}
+
+_KNOWN_KEYS = frozenset(ATTRIBUTE_COLUMNS)
+
+#: Operation names of the other families mapped onto the GenAI names (others are lowercased).
+OPERATION_ALIASES: dict[str, str] = {
+    # OpenInference span kinds
+    "llm": "chat", "embedding": "embeddings", "tool": "execute_tool", "agent": "invoke_agent",
+    # OpenLLMetry llm.request.type
+    "completion": "text_completion", "rerank": "rerank",
+}
+
+#: Provider spellings of the families mapped onto the OTel GenAI well-known values.
+PROVIDER_ALIASES: dict[str, str] = {
+    "mistralai": "mistral_ai", "mistral": "mistral_ai",
+    "google": "gcp.gen_ai", "gemini": "gcp.gemini", "google_genai": "gcp.gen_ai", "googlegenai": "gcp.gen_ai",
+    "vertexai": "gcp.vertex_ai", "vertex_ai": "gcp.vertex_ai", "google_vertexai": "gcp.vertex_ai",
+    "azure": "azure.ai.openai", "azure_openai": "azure.ai.openai", "az.ai.openai": "azure.ai.openai",
+    "az.ai.inference": "azure.ai.inference",
+    "aws": "aws.bedrock", "bedrock": "aws.bedrock", "aws_bedrock": "aws.bedrock",
+    "together": "together_ai", "togetherai": "together_ai", "together.ai": "together_ai",
+    "fireworks": "fireworks_ai", "fireworksai": "fireworks_ai",
+    "xai": "x_ai", "watsonx": "ibm.watsonx.ai",
+}
+
+
+@dataclass(slots=True)
+class Normalized:
+    """The columns one span's attributes yield (before cost and redaction)."""
+
+    operation: str | None = None
+    provider: str | None = None
+    request_model: str | None = None
+    response_model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    finish_reasons: list[str] | None = None
+    session_id: str | None = None
+    user_id: str | None = None
+    client_cost: float | None = None
+    error_type: str | None = None
+    environment: str | None = None
+    #: attribute key each of session_id / user_id came from (redaction applies key rules to them)
+    session_key: str | None = None
+    user_key: str | None = None
+
+    @property
+    def model(self) -> str | None:
+        """The model a span is priced by: the response model, else the request model."""
+        return self.response_model or self.request_model
+
+
+def normalize(attributes: dict[str, Any]) -> Normalized:
+    """Pick the columns out of a span's attributes using :data:`ATTRIBUTE_COLUMNS`."""
+    out = Normalized()
+    keys = _KNOWN_KEYS.intersection(attributes)  # in C: most attributes (content, params) map to nothing
+    if not keys:
+        return out
+    found: dict[str, tuple[int, Any, str]] = {}
+    for key in keys:
+        column, rank = ATTRIBUTE_COLUMNS[key]
+        best = found.get(column)
+        if best is None or rank < best[0]:
+            found[column] = (rank, attributes[key], key)
+    for column, (_, value, key) in found.items():
+        if column in _CONVERTERS:
+            setattr(out, column, _CONVERTERS[column](value))
+        elif column == "session_id":
+            out.session_id, out.session_key = _text(value), key
+        elif column == "user_id":
+            out.user_id, out.user_key = _text(value), key
+    if out.client_cost is None and ("client_cost_prompt" in found or "client_cost_completion" in found):
+        parts = [_number(found[c][1]) for c in ("client_cost_prompt", "client_cost_completion") if c in found]
+        if all(p is not None for p in parts):
+            out.client_cost = sum(parts)  # type: ignore[arg-type]
+    if out.total_tokens is None and (out.input_tokens is not None or out.output_tokens is not None):
+        out.total_tokens = (out.input_tokens or 0) + (out.output_tokens or 0)
+    return out
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
+        return None
+    return str(value)
+
+
+def _count(value: Any) -> int | None:
+    """A token count: a non-negative integer (numbers sent as strings or floats are accepted)."""
+    if type(value) is int:
+        return value if value >= 0 else None
+    if isinstance(value, bool):
+        return None
+    try:
+        number = int(float(value))
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if number >= 0 else None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == number and abs(number) != float("inf") and number >= 0 else None
+
+
+def _operation(value: Any) -> str | None:
+    text = _text(value)
+    if text is None:
+        return None
+    low = text.lower()
+    return OPERATION_ALIASES.get(low, low)
+
+
+def provider_name(value: Any) -> str | None:
+    """A provider spelled the OTel GenAI way (``OpenAI`` -> ``openai``, ``mistralai`` -> ``mistral_ai``)."""
+    text = _text(value)
+    if text is None:
+        return None
+    low = text.strip().lower()
+    return PROVIDER_ALIASES.get(low, low)
+
+
+def _finish_reasons(value: Any) -> list[str] | None:
+    if type(value) is list and len(value) == 1 and type(value[0]) is str:
+        return value
+    if isinstance(value, str):
+        return [value] if value else None
+    if isinstance(value, list):
+        reasons = [str(v) for v in value if v is not None and not isinstance(v, (list, dict))]
+        return reasons or None
+    return None
+
+
+_CONVERTERS = {
+    "operation": _operation,
+    "provider": provider_name,
+    "request_model": _text,
+    "response_model": _text,
+    "input_tokens": _count,
+    "output_tokens": _count,
+    "total_tokens": _count,
+    "cached_input_tokens": _count,
+    "cache_write_tokens": _count,
+    "reasoning_tokens": _count,
+    "finish_reasons": _finish_reasons,
+    "client_cost": _number,
+    "error_type": _text,
+    "environment": _text,
+}

@@ -1,0 +1,387 @@
+"""Spans in, rows of ``spans`` out: validation, normalization, cost and PII redaction.
+
+This is the one place where a span becomes a stored row. Both the OTLP receivers of the collector
+and the API's ``POST /api/v1/spans`` use it, so a span looks the same whichever way it came in.
+Sampling is not done here: it belongs to the collector (see :mod:`llmobs.collector.sampling`).
+
+Example::
+
+    from llmobs.collector.pipeline import RawSpan, SpanPipeline
+    from llmobs.store.spans import copy_spans
+
+    pipeline = SpanPipeline.from_settings(settings)   # redaction rules from the settings
+    pipeline.load_prices(conn)                        # model_prices; call again to refresh
+    result = pipeline.process([
+        RawSpan(trace_id="5b8aa5a2d2c872e8321cf37308d69df2", span_id="051581bf3cb55c13",
+                name="chat gpt-4o", start_time=1_700_000_000_000_000_000,
+                end_time=1_700_000_001_250_000_000, kind="client",
+                attributes={"gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 120,
+                            "gen_ai.usage.output_tokens": 40},
+                resource={"service.name": "chatbot"}),
+    ], project_id=1)
+    result.rows        # [SpanRow(...)]: model, provider, tokens, cost_usd filled in
+    result.rejected    # spans refused (bad ids, no start time), with result.errors saying why
+    with conn.transaction():
+        copy_spans(conn, result.rows)
+
+The pipeline takes ownership of the ``attributes``, ``events`` and ``resource`` it is given:
+redaction edits them in place.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from llmobs.collector.normalize import normalize
+from llmobs.collector.pricing import PriceRule, Pricing, aload_rules, load_rules
+from llmobs.collector.redact import DETECTORS, RedactionRules, Redactor, parse_list
+from llmobs.store.spans import SpanRow
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from llmobs.config import Settings
+
+SPAN_KINDS = frozenset({"internal", "server", "client", "producer", "consumer"})
+STATUS_CODES = frozenset({"unset", "ok", "error"})
+DROPPED_ATTRIBUTES_KEY = "llmobs.dropped_attributes_count"
+_MAX_MESSAGES = 10
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+_SPAN_ID = re.compile(r"[0-9a-f]{16}")
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
+
+
+@dataclass(slots=True)
+class RawSpan:
+    """A span as a receiver decoded it, before the pipeline.
+
+    ``trace_id`` (32) and ``span_id``/``parent_span_id`` (16) are hex strings. Times are Unix
+    nanoseconds (``int``) or aware ``datetime`` (naive means UTC). ``kind``: internal, server,
+    client, producer or consumer. ``status_code``: unset, ok or error. ``events``: dicts with
+    ``name``, ``time`` (ns or datetime) and ``attributes``. ``resource``: resource attributes
+    (``service.name``, ``deployment.environment.name``, ...); spans of one resource may share
+    the same dict, which is then processed once.
+    """
+
+    trace_id: str
+    span_id: str
+    name: str
+    start_time: int | datetime
+    end_time: int | datetime
+    parent_span_id: str | None = None
+    kind: str = "internal"
+    status_code: str = "unset"
+    status_message: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    resource: dict[str, Any] = field(default_factory=dict)
+    scope_name: str | None = None
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    redaction: RedactionRules = field(default_factory=RedactionRules)
+    #: attributes kept per span; the rest are dropped and counted in DROPPED_ATTRIBUTES_KEY
+    max_attributes: int = 1000
+    #: attribute whose positive value marks a trace for keeping (tail sampling)
+    priority_attribute: str | None = "sampling.priority"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PipelineConfig:
+        from llmobs.errors import ConfigError
+
+        detectors = parse_list(settings.get_str("PII_DETECTORS"))
+        unknown = [d for d in detectors if d not in DETECTORS]
+        if unknown:
+            raise ConfigError("PII_DETECTORS", f"unknown detector(s) {', '.join(unknown)}",
+                              hint=f"known: {', '.join(DETECTORS)} (or `none`)")
+        rules = RedactionRules(
+            detectors=detectors,
+            strategy=settings.get_str("PII_STRATEGY"),  # type: ignore[arg-type]
+            drop_keys=parse_list(settings.get_str("PII_DROP_KEYS")),
+            hash_keys=parse_list(settings.get_str("PII_HASH_KEYS")),
+        )
+        if rules.needs_salt:
+            rules = replace(rules, salt=settings.secret("PII_HASH_SALT").encode())
+        return cls(redaction=rules, max_attributes=settings.get_int("COLLECTOR_MAX_ATTRIBUTES_PER_SPAN"),
+                   priority_attribute=settings.get_str("SAMPLING_PRIORITY_ATTRIBUTE") or None)
+
+
+@dataclass
+class ProcessResult:
+    rows: list[SpanRow] = field(default_factory=list)
+    #: spans refused as invalid (OTLP ``partial_success.rejected_spans``)
+    rejected: int = 0
+    #: why spans were refused or changed (at most a few messages)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    #: spans with a model and token counts but no matching price (cost left NULL)
+    unknown_price: int = 0
+    #: trace ids of spans carrying the priority attribute
+    priority_traces: set[str] = field(default_factory=set)
+
+    def _note(self, bucket: list[str], message: str) -> None:
+        if len(bucket) < _MAX_MESSAGES:
+            bucket.append(message)
+
+    @property
+    def message(self) -> str:
+        """One line for OTLP's ``partial_success.error_message`` (empty when all is well)."""
+        return "; ".join(self.errors + self.warnings)
+
+
+class _Resource:
+    """What spans of one resource share: service, environment, encoded JSON."""
+
+    __slots__ = ("environment", "json", "service")
+
+    def __init__(self, resource: dict[str, Any], redactor: Redactor) -> None:
+        service = resource.get("service.name")
+        self.service = service if isinstance(service, str) and service else "unknown"
+        env = resource.get("deployment.environment.name") or resource.get("deployment.environment")
+        self.environment = env if isinstance(env, str) and env else None
+        if redactor.active:
+            redactor.attributes(resource)
+            self.service = redactor.scrub(self.service)
+        self.json = to_json(resource)
+
+
+class SpanPipeline:
+    """Turns :class:`RawSpan` objects into :class:`~llmobs.store.spans.SpanRow` rows. Not thread-safe."""
+
+    def __init__(self, config: PipelineConfig | None = None, pricing: Pricing | None = None) -> None:
+        self.config = config or PipelineConfig()
+        self.pricing = pricing or Pricing()
+        self.redactor = Redactor(self.config.redaction)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SpanPipeline:
+        return cls(PipelineConfig.from_settings(settings))
+
+    # -- prices -------------------------------------------------------------------------------
+
+    def set_prices(self, rules: Iterable[PriceRule]) -> None:
+        self.pricing = Pricing(rules)
+
+    def load_prices(self, conn: psycopg.Connection) -> None:
+        """(Re)load ``model_prices``; prices changed by `llmobs prices` apply from the next call."""
+        self.set_prices(load_rules(conn))
+
+    async def aload_prices(self, conn: psycopg.AsyncConnection) -> None:
+        self.set_prices(await aload_rules(conn))
+
+    # -- spans --------------------------------------------------------------------------------
+
+    def process(self, spans: Iterable[RawSpan], project_id: int) -> ProcessResult:
+        """Validate, normalize, price and redact ``spans`` of ``project_id``; invalid spans are
+        counted in ``rejected`` (with a reason in ``errors``), never raised."""
+        result = ProcessResult()
+        resources: dict[int, _Resource] = {}
+        rows = result.rows
+        kept: list[tuple[RawSpan, dict[str, Any]]] = []
+        for span in spans:
+            problem = _check_ids(span)
+            if problem is None:
+                res = resources.get(id(span.resource))
+                if res is None:
+                    res = resources[id(span.resource)] = _Resource(span.resource, self.redactor)
+                try:
+                    row, attrs = self._row(span, project_id, res, result)
+                except _Invalid as exc:
+                    problem = str(exc)
+                else:
+                    rows.append(row)
+                    kept.append((span, attrs))
+                    continue
+            result.rejected += 1
+            result._note(result.errors, f"span {span.span_id!r} rejected: {problem}")
+        if self.redactor.scans and rows:
+            texts = [r.attributes if r.events == "[]" and r.status_message is None
+                     else f"{r.attributes}\n{r.events}\n{r.status_message or ''}" for r in rows]
+            for i in self.redactor.triggered(texts):
+                rows[i] = self._scrub(rows[i], *kept[i])
+        return result
+
+    def _row(self, span: RawSpan, project_id: int, res: _Resource, result: ProcessResult
+             ) -> tuple[SpanRow, dict[str, Any]]:
+        start, end, duration_ms = _times(span.start_time, span.end_time)
+        attrs = span.attributes
+        config = self.config
+        if len(attrs) > config.max_attributes:
+            dropped = len(attrs) - config.max_attributes
+            attrs = dict(list(attrs.items())[:config.max_attributes])
+            attrs[DROPPED_ATTRIBUTES_KEY] = dropped
+            result._note(result.warnings, f"span {span.span_id}: {dropped} attributes over the limit of "
+                                          f"{config.max_attributes} dropped")
+        n = normalize(attrs)
+
+        if config.priority_attribute is not None and _positive(attrs.get(config.priority_attribute)):
+            result.priority_traces.add(span.trace_id)
+
+        # cost: the client's wins; else the price table; unknown model -> NULL and counted
+        cost, cost_source = n.client_cost, "client"
+        if cost is None:
+            cost_source = None
+            model = n.model
+            if model is not None and (n.input_tokens is not None or n.output_tokens is not None):
+                rule = self.pricing.find(project_id, n.provider, model, start.date())
+                if rule is None:
+                    result.unknown_price += 1
+                else:
+                    cost, cost_source = rule.cost(n), "computed"
+
+        status_code = span.status_code if span.status_code in STATUS_CODES else "unset"
+        if status_code == "unset" and n.error_type:
+            status_code = "error"
+        events = span.events
+        user_id, session_id = n.user_id, n.session_id
+        redactor = self.redactor
+        if redactor.has_key_rules:  # value detectors run afterwards, on the spans their trigger flags
+            redactor.apply_keys(attrs)
+            for event in events:
+                if event.get("attributes"):
+                    redactor.apply_keys(event["attributes"])
+            user_id = redactor.column_keys(user_id, n.user_key)
+            session_id = redactor.column_keys(session_id, n.session_key)
+
+        row = SpanRow(
+            project_id, span.trace_id, span.span_id, span.parent_span_id or None, res.service,
+            res.environment or n.environment, span.scope_name or None, span.name or "",
+            span.kind if span.kind in SPAN_KINDS else "internal", start, end, duration_ms,
+            status_code, span.status_message or None, n.provider, n.request_model, n.response_model,
+            n.operation, n.input_tokens, n.output_tokens, n.total_tokens, n.cached_input_tokens,
+            n.reasoning_tokens, cost, cost_source, session_id, user_id, n.finish_reasons,
+            to_json(attrs), to_json([_event(e) for e in events]) if events else "[]", res.json,
+        )
+        return row, attrs
+
+    def _scrub(self, row: SpanRow, span: RawSpan, attrs: dict[str, Any]) -> SpanRow:
+        """Run the value detectors on a span their trigger flagged."""
+        redactor = self.redactor
+        redactor.scrub_values(attrs)
+        for event in span.events:
+            if event.get("attributes"):
+                redactor.scrub_values(event["attributes"])
+        scrub = redactor.scrub
+        return row._replace(
+            attributes=to_json(attrs),
+            events=to_json([_event(e) for e in span.events]) if span.events else "[]",
+            status_message=scrub(row.status_message) if row.status_message else None,
+            user_id=(scrub(row.user_id) or None) if row.user_id else None,
+            session_id=(scrub(row.session_id) or None) if row.session_id else None,
+        )
+
+
+class _Invalid(ValueError):
+    pass
+
+
+def _check_ids(span: RawSpan) -> str | None:
+    trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
+    if not isinstance(trace_id, str) or len(trace_id) != 32 or not _TRACE_ID.fullmatch(trace_id):
+        return "trace id must be 32 lowercase hex characters (16 bytes)"
+    if trace_id == _ZERO_TRACE:
+        return "trace id is all zeros"
+    if not isinstance(span_id, str) or len(span_id) != 16 or not _SPAN_ID.fullmatch(span_id):
+        return "span id must be 16 lowercase hex characters (8 bytes)"
+    if span_id == _ZERO_SPAN:
+        return "span id is all zeros"
+    if parent and (not isinstance(parent, str) or len(parent) != 16 or not _SPAN_ID.fullmatch(parent)):
+        return "parent span id must be empty or 16 lowercase hex characters (8 bytes)"
+    if parent == _ZERO_SPAN:
+        span.parent_span_id = None
+    return None
+
+
+def ns_to_datetime(ns: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def _times(start: int | datetime, end: int | datetime) -> tuple[datetime, datetime, float]:
+    """Start, end (never before start: an unfinished span gets its start) and duration in ms."""
+    if type(start) is int and type(end) is int:
+        if start <= 0:
+            raise _Invalid("start time is missing")
+        if end < start:
+            end = start
+        try:
+            return ns_to_datetime(start), ns_to_datetime(end), (end - start) / 1e6
+        except OverflowError:
+            raise _Invalid("start or end time is out of range") from None
+    start_dt, end_dt = _as_datetime(start), _as_datetime(end)
+    if end_dt < start_dt:
+        end_dt = start_dt
+    return start_dt, end_dt, (end_dt - start_dt) / timedelta(milliseconds=1)
+
+
+def _as_datetime(value: int | datetime) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        try:
+            return ns_to_datetime(value)
+        except OverflowError:
+            raise _Invalid("time is out of range") from None
+    raise _Invalid("start or end time is missing or not a time")
+
+
+def _event(event: dict[str, Any]) -> dict[str, Any]:
+    time = event.get("time")
+    if isinstance(time, int) and not isinstance(time, bool) and time > 0:
+        try:
+            time = ns_to_datetime(time)
+        except OverflowError:
+            time = None
+    elif not isinstance(time, datetime):
+        time = None
+    return {"name": event.get("name") or "", "time": time, "attributes": event.get("attributes") or {}}
+
+
+def _positive(value: Any) -> bool:
+    if value is True:
+        return True
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value > 0
+    return False
+
+
+def to_json(value: Any) -> str:
+    """JSON text for a jsonb column. PostgreSQL's jsonb cannot hold NUL (``\\u0000``): it becomes
+    U+FFFD. Integers beyond 64 bits (possible from JSON input) are kept exactly."""
+    try:
+        data = orjson.dumps(value, default=_json_default)
+    except orjson.JSONEncodeError:
+        return json.dumps(_without_nul(value), default=_json_default, ensure_ascii=False)
+    if b"\\u0000" in data:
+        data = orjson.dumps(_without_nul(value), default=_json_default)
+    return data.decode()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        import base64
+
+        return base64.b64encode(value).decode()
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    return str(value)
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    return value

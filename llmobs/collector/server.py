@@ -1,0 +1,275 @@
+"""`llmobs serve collector`: wire receivers, pipeline, sampling, writer and publisher together.
+
+One process serves OTLP/gRPC, OTLP/HTTP and the metrics/health port on one asyncio loop. With
+COLLECTOR_WORKERS > 1 (see :mod:`llmobs.collector.workers`) several such processes share the
+OTLP ports through SO_REUSEPORT, and a supervisor serves metrics and health for all of them.
+
+SIGTERM (or SIGINT) drains: the receivers stop taking requests and finish the ones in progress,
+tail sampling decides every held trace, and the writer commits what was accepted (for up to
+COLLECTOR_DRAIN_SECONDS) before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import signal
+import socket
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from llmobs import __version__
+from llmobs.serving import notify_ready
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from llmobs.collector.pipeline import SpanPipeline
+    from llmobs.collector.stats import IngestCounts
+    from llmobs.config import Settings
+
+log = logging.getLogger("llmobs.collector")
+
+
+def setup_logging(settings: Settings, role: str = "collector") -> None:
+    level = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+             "error": logging.ERROR}[settings.get_str("LLMOBS_LOG_LEVEL")]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s {role}[%(process)d] %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("uvicorn", "uvicorn.error", "psycopg.pool"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A listening socket shared with the other workers and replicas (SO_REUSEPORT); an OSError
+    naming the address when it cannot be had."""
+    from llmobs.serving import listening_socket
+
+    try:
+        return listening_socket(host, port)
+    except OSError as exc:
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+async def start_http_server(app: Any, sock: socket.socket, *, graceful_seconds: int) -> uvicorn.Server:
+    """Serve an ASGI app with uvicorn on ``sock`` without uvicorn's own signal handling (which would
+    re-raise SIGTERM after its shutdown and end the process before the writer drained)."""
+    import uvicorn
+
+    config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False, server_header=False,
+                            date_header=False, timeout_keep_alive=30, timeout_graceful_shutdown=graceful_seconds)
+    config.load()
+    server = uvicorn.Server(config)
+    server.lifespan = config.lifespan_class(config)
+    await server.startup(sockets=[sock])
+    return server
+
+
+def tune_gc() -> None:
+    """Each span makes a few dozen short-lived containers, and the default collection threshold
+    (700) then runs the cyclic GC thousands of times a second over every long-lived object
+    (modules, queued rows). Freezing what exists after start-up and collecting young objects
+    less often saves about a tenth of the CPU per span (measured with bench/ingest.py)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
+
+
+def health_body(up: bool, **extra: Any) -> tuple[bool, dict[str, Any]]:
+    return up, {"status": "ok" if up else "degraded", "version": __version__,
+                "database": "up" if up else "down", **extra}
+
+
+def metrics_text(registry: Any = None) -> tuple[bytes, str]:
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+    return generate_latest(registry or REGISTRY), CONTENT_TYPE_LATEST
+
+
+class Collector:
+    """One collector process."""
+
+    def __init__(self, settings: Settings, host: str, *, serve_metrics: bool = True) -> None:
+        from llmobs.collector.pipeline import SpanPipeline
+
+        self.settings = settings
+        self.host = host
+        self.serve_metrics = serve_metrics
+        self.pipeline: SpanPipeline = SpanPipeline.from_settings(settings)  # ConfigError before binding
+        self._stop = asyncio.Event()
+
+    def _lookup_pool(self) -> Any:
+        from llmobs.store.db import make_pool
+
+        return make_pool(self.settings, "app", min_size=0, max_size=2, name="collector-control", open=False)
+
+    async def run(self) -> None:
+        from llmobs.collector.auth import ApiKeyCache
+        from llmobs.collector.grpc_receiver import start_grpc
+        from llmobs.collector.http_receiver import HealthApp, OtlpHttpApp
+        from llmobs.collector.ingest import Ingestor
+        from llmobs.collector.metrics import CollectorMetrics
+        from llmobs.collector.publish import TracePublisher
+        from llmobs.collector.sampling import TailPolicy, TailSampler
+        from llmobs.collector.stats import IngestCounts
+        from llmobs.collector.writer import Writer
+        from llmobs.store import apikeys
+        from llmobs.store.db import connect_kwargs
+
+        s = self.settings
+        metrics = CollectorMetrics()
+        counts = IngestCounts()
+        publisher = TracePublisher(s, metrics) if s.get_bool("COLLECTOR_PUBLISH_TRACES") else None
+        writer = Writer(
+            connect_kwargs(s, "app"), metrics, writers=s.get_int("COLLECTOR_WRITERS"),
+            max_batch=s.get_int("COLLECTOR_BATCH_MAX_SPANS"), max_wait_ms=s.get_int("COLLECTOR_BATCH_MAX_WAIT_MS"),
+            queue_max=s.get_int("COLLECTOR_QUEUE_MAX_SPANS"), on_commit=publisher.offer if publisher else None,
+            counts=counts,
+        )
+        tail = (TailSampler(TailPolicy.from_settings(s), writer.submit_acknowledged, metrics)
+                if s.get_bool("SAMPLING_TAIL_ENABLED") else None)
+        pool = self._lookup_pool()
+
+        def lookup(token: str) -> Any:
+            with pool.connection(timeout=5) as conn:
+                return apikeys.authenticate(conn, token)
+
+        keys = ApiKeyCache(lookup, ttl=s.get_int("COLLECTOR_AUTH_CACHE_SECONDS"))
+        ingestor = Ingestor(self.pipeline, writer, keys, metrics, counts,
+                            head_rate=min(s.get_float("SAMPLING_HEAD_RATE"), 1), tail=tail)
+        max_decompressed = s.get_int("COLLECTOR_MAX_DECOMPRESSED_BYTES")
+        drain_seconds = s.get_int("COLLECTOR_DRAIN_SECONDS")
+
+        grpc_port, http_port = s.get_int("COLLECTOR_GRPC_PORT"), s.get_int("COLLECTOR_HTTP_PORT")
+        http_sock = listen_socket(self.host, http_port)
+        metrics_sock = listen_socket(self.host, s.get_int("COLLECTOR_METRICS_PORT")) if self.serve_metrics else None
+        pool.open(wait=False)
+        await writer.start()
+        if publisher:
+            publisher.start()
+        background = [asyncio.create_task(self._refresh_prices(pool), name="prices"),
+                      asyncio.create_task(self._flush_counts(pool, counts), name="ingest-stats")]
+        if tail:
+            background.append(asyncio.create_task(tail.run(), name="tail-sampler"))
+        grpc_server = await start_grpc(ingestor, self.host, grpc_port, max_message_bytes=max_decompressed)
+        http_server = await start_http_server(
+            OtlpHttpApp(ingestor, max_body=s.get_int("COLLECTOR_MAX_REQUEST_BYTES"),
+                        max_decompressed=max_decompressed), http_sock, graceful_seconds=drain_seconds)
+        metrics_server = None
+        if metrics_sock is not None:
+            metrics_server = await start_http_server(
+                HealthApp(lambda: health_body(writer.up, queue_spans=writer.queued_spans,
+                                              tail_held_spans=tail.held_spans if tail else 0),
+                          metrics_text), metrics_sock, graceful_seconds=1)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        tune_gc()
+        background.append(asyncio.create_task(self._ready_when_writable(writer), name="ready"))
+        log.info("llmobs collector %s: OTLP/gRPC %s:%d, OTLP/HTTP %s:%d%s", __version__, self.host, grpc_port,
+                 self.host, http_port,
+                 f", metrics {self.host}:{s.get_int('COLLECTOR_METRICS_PORT')}" if metrics_sock else "")
+        await self._stop.wait()
+        await self._drain(grpc_server, http_server, http_sock, tail, writer)
+        for task in background:
+            task.cancel()
+        await self._write_counts(pool, counts)
+        if metrics_server is not None:
+            metrics_server.should_exit = True
+            await metrics_server.shutdown(sockets=[metrics_sock])
+        if publisher:
+            await publisher.close()
+        pool.close()
+
+    @staticmethod
+    async def _ready_when_writable(writer: Any) -> None:
+        """Tell whoever started us that we serve, once spans can be written: a replacement replica
+        (rolling restart) is not ready while its database credentials do not work yet."""
+        await writer.wait_up()
+        notify_ready()
+
+    async def _drain(self, grpc_server: Any, http_server: Any, http_sock: socket.socket, tail: Any,
+                     writer: Any) -> None:
+        """Stop taking requests, finish those in progress, decide held traces, write everything."""
+        drain_seconds = self.settings.get_int("COLLECTOR_DRAIN_SECONDS")
+        started = time.monotonic()
+        log.info("draining: no new requests; writing what was accepted (up to %d s)", drain_seconds)
+        await asyncio.gather(grpc_server.stop(drain_seconds), http_server.shutdown(sockets=[http_sock]))
+        if tail:
+            tail.flush()
+        drained = await writer.drain(max(1.0, drain_seconds - (time.monotonic() - started)))
+        log.info("stopped%s", "" if drained else " (some spans could not be written)")
+
+    async def _flush_counts(self, pool: Any, counts: IngestCounts) -> None:
+        from llmobs.collector.stats import FLUSH_INTERVAL
+
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            await self._write_counts(pool, counts)
+
+    async def _write_counts(self, pool: Any, counts: IngestCounts) -> None:
+        from llmobs.collector.stats import write_counts
+
+        taken = counts.take()
+        if not taken:
+            return
+
+        def write() -> None:
+            with pool.connection(timeout=5) as conn:
+                write_counts(conn, taken)
+
+        try:
+            await asyncio.to_thread(write)
+        except Exception as exc:
+            log.debug("ingest counts not written yet (%s)", exc)
+            counts.restore(taken)
+
+    async def _refresh_prices(self, pool: Any) -> None:
+        from llmobs.collector.pricing import load_rules
+
+        interval = self.settings.get_int("COLLECTOR_PRICE_REFRESH_SECONDS")
+
+        def load() -> Any:
+            with pool.connection(timeout=10) as conn:
+                return load_rules(conn)
+
+        loaded = False
+        while True:
+            try:
+                rules = await asyncio.to_thread(load)
+            except Exception as exc:
+                log.warning("cannot load model prices (%s); retrying", str(exc).splitlines()[0] if str(exc) else exc)
+                await asyncio.sleep(2 if not loaded else interval)
+                continue
+            self.pipeline.set_prices(rules)
+            if not loaded:
+                log.info("loaded %d model prices", len(rules))
+            loaded = True
+            await asyncio.sleep(interval)
+
+
+def serve(settings: Settings, host: str | None = None, workers: int | None = None) -> None:
+    """Run the collector until SIGTERM/SIGINT (the `llmobs serve collector` command)."""
+    from llmobs.errors import LlmobsError
+
+    host = host or settings.get_str("BIND_ADDRESS") or "127.0.0.1"
+    if host in ("*",):
+        host = "0.0.0.0"
+    workers = workers or settings.get_int("COLLECTOR_WORKERS")
+    setup_logging(settings)
+    settings.secret("DB_APP_PASSWORD")  # fail early and clearly when it is missing
+    if workers > 1:
+        from llmobs.collector.workers import supervise
+
+        supervise(settings, host, workers)
+        return
+    collector = Collector(settings, host)
+    try:
+        asyncio.run(collector.run())
+    except OSError as exc:
+        raise LlmobsError(str(exc), hint="another process holds the port; change COLLECTOR_*_PORT") from None

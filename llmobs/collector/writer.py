@@ -1,0 +1,349 @@
+"""Durable, batched writes: a bounded queue, group commit through COPY, and database-down handling.
+
+Requests hand their rows to :meth:`Writer.submit` and wait: the rows of every request queued
+meanwhile go into the same COPY and the same commit (group commit), and each waiter is released
+only once that commit returned, so an acknowledged span is a committed span.
+
+Admission: :meth:`Writer.reserve` counts spans from the moment a request is admitted until their
+commit; past ``queue_max`` new requests are refused (the receivers answer 429 /
+RESOURCE_EXHAUSTED) instead of growing memory. While the database is unreachable every waiting
+and new request fails fast with :class:`DatabaseUnavailable` (503 / UNAVAILABLE); a probe
+reconnects every half second and ingestion resumes by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+from llmobs.collector.stats import IngestCounts
+from llmobs.store.db import first_line
+from llmobs.store.spans import (
+    COPY_SQL,
+    ENSURE_PARTITION_SQL,
+    PartitionCache,
+    SpanRow,
+    encode_rows,
+    is_missing_partition,
+    row_days,
+)
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from llmobs.collector.metrics import CollectorMetrics
+
+log = logging.getLogger(__name__)
+
+PROBE_INTERVAL = 0.5
+CONNECT_TIMEOUT = 3
+
+
+class DatabaseUnavailable(Exception):
+    """PostgreSQL cannot be reached: the client should retry later."""
+
+
+class QueueFull(Exception):
+    """Too many spans accepted but not yet committed: the client should retry later."""
+
+
+class RowsRefused(Exception):
+    """PostgreSQL refused these rows (not a connection problem): retrying will not help."""
+
+
+@dataclass(eq=False)
+class Pending:
+    rows: list[SpanRow]
+    data: bytes
+    days: set[date]
+    #: None for rows acknowledged before they are written (tail sampling): retried until written
+    future: asyncio.Future[None] | None
+    #: where the rows came from, for llmobs_ingest_stats ("collector-grpc", "collector-http")
+    source: str
+    queued_at: float = field(default_factory=time.monotonic)
+
+
+class Writer:
+    def __init__(self, connect_kwargs: dict[str, Any], metrics: CollectorMetrics, *, writers: int = 2,
+                 max_batch: int = 4096, max_wait_ms: int = 5, queue_max: int = 20000,
+                 on_commit: Callable[[list[SpanRow]], None] | None = None, counts: IngestCounts | None = None
+                 ) -> None:
+        self._connect_kwargs = {**connect_kwargs, "connect_timeout": CONNECT_TIMEOUT}
+        self._metrics = metrics
+        self._writers = writers
+        self._max_batch = max_batch
+        self._max_wait = max_wait_ms / 1000
+        self._queue_max = queue_max
+        self._on_commit = on_commit
+        self._counts = counts or IngestCounts()
+        self._queue: deque[Pending] = deque()
+        self._queued_spans = 0
+        self._reserved = 0
+        self._in_flight = 0
+        self._wake = asyncio.Event()
+        self._up_event = asyncio.Event()
+        self._closing = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._probe: asyncio.Task[None] | None = None
+        self._partitions = PartitionCache()
+        self.up = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the writer tasks; the database may still be down (then a probe waits for it)."""
+        self._tasks = [asyncio.create_task(self._run(i), name=f"writer-{i}") for i in range(self._writers)]
+        self._mark_down("starting")
+
+    async def wait_up(self) -> None:
+        """Return once the database accepts connections."""
+        await self._up_event.wait()
+
+    async def drain(self, timeout: float) -> bool:
+        """Write everything queued (up to ``timeout`` seconds), then stop. True when all was written."""
+        self._closing = True
+        self._wake.set()
+        deadline = time.monotonic() + timeout
+        while (self._queue or self._in_flight) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        drained = not self._queue and not self._in_flight
+        for task in [*self._tasks, *([self._probe] if self._probe else [])]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if not drained:
+            lost = sum(len(p.rows) for p in self._queue)
+            log.error("stopping with %d spans not written (database unavailable during drain)", lost)
+            self._fail_waiters(DatabaseUnavailable("the collector is shutting down"))
+        return drained
+
+    # -- admission ----------------------------------------------------------------------------
+
+    @property
+    def queued_spans(self) -> int:
+        return self._reserved
+
+    def reserve(self, spans: int) -> None:
+        """Admit a request of ``spans`` spans or raise QueueFull / DatabaseUnavailable."""
+        if not self.up:
+            raise DatabaseUnavailable("the database is unavailable")
+        if self._closing:
+            raise DatabaseUnavailable("the collector is shutting down")
+        if self._reserved and self._reserved + spans > self._queue_max:
+            raise QueueFull(f"{self._reserved} spans are waiting to be written")
+        self._reserved += spans
+        self._metrics.queue_spans.set(self._reserved)
+
+    def release(self, spans: int) -> None:
+        self._reserved -= spans
+        self._metrics.queue_spans.set(self._reserved)
+
+    # -- submitting ---------------------------------------------------------------------------
+
+    async def submit(self, rows: list[SpanRow], source: str) -> None:
+        """Queue ``rows`` (already reserved) and wait until they are committed.
+
+        Raises DatabaseUnavailable (retry later) or RowsRefused (the rows are bad).
+        """
+        if not rows:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._enqueue(Pending(rows, encode_rows(rows), row_days(rows), future, source))
+        await future
+
+    def submit_acknowledged(self, rows: list[SpanRow], source: str) -> None:
+        """Queue rows whose sender was already answered (tail sampling). They count against the
+        queue but are never refused; while the database is down they wait for it."""
+        if rows:
+            self._reserved += len(rows)
+            self._enqueue(Pending(rows, encode_rows(rows), row_days(rows), None, source))
+
+    def _enqueue(self, pending: Pending) -> None:
+        self._queue.append(pending)
+        self._queued_spans += len(pending.rows)
+        self._wake.set()
+
+    # -- the writer tasks ---------------------------------------------------------------------
+
+    async def _take(self) -> list[Pending] | None:
+        while True:
+            if self._closing and not self._queue:
+                return None
+            if not self.up:
+                await self._up_event.wait()
+                continue
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if self._max_wait and self._queued_spans < self._max_batch and not self._closing:
+                # Let requests arriving right now join this commit; skip when the oldest waited enough.
+                wait = self._max_wait - (time.monotonic() - self._queue[0].queued_at)
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if not self._queue or not self.up:
+                    continue
+            batch = [self._queue.popleft()]
+            spans = len(batch[0].rows)
+            while self._queue and spans + len(self._queue[0].rows) <= self._max_batch:
+                item = self._queue.popleft()
+                batch.append(item)
+                spans += len(item.rows)
+            self._queued_spans -= spans
+            return batch
+
+    async def _run(self, index: int) -> None:
+        import psycopg
+
+        conn: psycopg.AsyncConnection | None = None
+        while True:
+            batch = await self._take()
+            if batch is None:
+                break
+            self._in_flight += 1
+            try:
+                if conn is None or conn.closed:
+                    conn = await psycopg.AsyncConnection.connect(**self._connect_kwargs)
+                await self._write(conn, batch)
+            except (psycopg.OperationalError, OSError) as exc:
+                if conn is not None:
+                    await conn.close()
+                conn = None
+                self._requeue_or_fail(batch, DatabaseUnavailable(first_line(exc)))
+                self._mark_down(first_line(exc))
+            except psycopg.Error as exc:
+                log.warning("batch of %d requests refused (%s); writing them one by one", len(batch),
+                            first_line(exc))
+                with contextlib.suppress(psycopg.Error):
+                    await conn.rollback()  # type: ignore[union-attr]
+                await self._write_each(conn, batch)  # type: ignore[arg-type]
+            except Exception:
+                log.exception("unexpected error writing %d requests", len(batch))
+                self._refuse(batch, "internal error")
+            finally:
+                self._in_flight -= 1
+        if conn is not None:
+            await conn.close()
+
+    async def _write(self, conn: psycopg.AsyncConnection, batch: list[Pending], *, retried: bool = False) -> None:
+        started = time.perf_counter()
+        days = set().union(*(p.days for p in batch))
+        missing = self._partitions.missing(days)
+        if missing:
+            for day in missing:
+                await conn.execute(ENSURE_PARTITION_SQL, (day,))
+            await conn.commit()
+            self._partitions.add(missing)
+        try:
+            async with conn.cursor() as cur, cur.copy(COPY_SQL) as copy:
+                for item in batch:
+                    await copy.write(item.data)
+            await conn.commit()
+        except Exception as exc:
+            if retried or not is_missing_partition(exc):
+                raise
+            await conn.rollback()
+            self._partitions.forget()  # retention dropped a day we thought existed
+            await self._write(conn, batch, retried=True)
+            return
+        spans = sum(len(p.rows) for p in batch)
+        self._metrics.observe_commit(spans, time.perf_counter() - started)
+        self._done(batch)
+
+    async def _write_each(self, conn: psycopg.AsyncConnection, batch: list[Pending]) -> None:
+        """Isolate the requests PostgreSQL refuses so the others are still written."""
+        import psycopg
+
+        for index, item in enumerate(batch):
+            try:
+                await self._write(conn, [item])
+            except psycopg.OperationalError as exc:
+                self._requeue_or_fail(batch[index:], DatabaseUnavailable(first_line(exc)))
+                await conn.close()
+                self._mark_down(first_line(exc))
+                return
+            except psycopg.Error as exc:
+                with contextlib.suppress(psycopg.Error):
+                    await conn.rollback()
+                log.error("PostgreSQL refused %d spans: %s", len(item.rows), first_line(exc))
+                self._refuse([item], first_line(exc))
+
+    def _refuse(self, batch: list[Pending], reason: str) -> None:
+        for item in batch:
+            self._metrics.spans_refused.labels(reason="database_refused").inc(len(item.rows))
+            self._counts.add(item.source, item.rows[0].project_id, rejected=len(item.rows))
+            self.release(len(item.rows))
+            if item.future is not None and not item.future.done():
+                item.future.set_exception(RowsRefused(reason))
+
+    def _done(self, batch: list[Pending]) -> None:
+        rows: list[SpanRow] = []
+        for item in batch:
+            rows.extend(item.rows)
+            self.release(len(item.rows))
+            for project_id, n in Counter(r.project_id for r in item.rows).items():
+                self._counts.add(item.source, project_id, accepted=n)
+            if item.future is not None and not item.future.done():
+                item.future.set_result(None)
+        if self._on_commit is not None:
+            self._on_commit(rows)
+
+    # -- database down ------------------------------------------------------------------------
+
+    def _requeue_or_fail(self, batch: list[Pending], error: Exception) -> None:
+        """After a failed write: waiters get the error (they retry), acknowledged rows wait."""
+        for item in reversed(batch):
+            if item.future is None:
+                self._queue.appendleft(item)
+                self._queued_spans += len(item.rows)
+            else:
+                self.release(len(item.rows))
+                if not item.future.done():
+                    item.future.set_exception(error)
+
+    def _fail_waiters(self, error: Exception) -> None:
+        kept: deque[Pending] = deque()
+        for item in self._queue:
+            if item.future is None:
+                kept.append(item)
+            else:
+                self._queued_spans -= len(item.rows)
+                self.release(len(item.rows))
+                if not item.future.done():
+                    item.future.set_exception(error)
+        self._queue = kept
+
+    def _mark_down(self, reason: str) -> None:
+        if self.up:
+            log.error("database unavailable: %s; refusing spans until it is back", reason)
+        self.up = False
+        self._up_event.clear()
+        self._metrics.database_up.set(0)
+        self._fail_waiters(DatabaseUnavailable(reason))
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._wait_for_database(), name="db-probe")
+
+    async def _wait_for_database(self) -> None:
+        import psycopg
+
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(**self._connect_kwargs, autocommit=True)
+                async with conn:
+                    await conn.execute("SELECT 1")
+            except (psycopg.Error, OSError) as exc:
+                log.debug("database probe failed: %s", first_line(exc))
+                await asyncio.sleep(PROBE_INTERVAL)
+                continue
+            log.info("database available")
+            self.up = True
+            self._metrics.database_up.set(1)
+            self._up_event.set()
+            self._wake.set()
+            return

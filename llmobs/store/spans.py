@@ -1,0 +1,225 @@
+"""Writing span rows: the column order of ``spans`` for COPY, the text encoding, and partitions.
+
+Both writers of spans use this module: the collector (group commits of OTLP batches) and the
+API (``POST /api/v1/spans``). Rows come from :meth:`llmobs.collector.pipeline.SpanPipeline.process`;
+do not build them by hand unless you follow the column types below.
+
+Example (sync psycopg, inside the caller's transaction)::
+
+    result = pipeline.process(raw_spans, project_id=key.project_id)
+    with conn.transaction():
+        copy_spans(conn, result.rows)
+
+On plain PostgreSQL ``spans`` is partitioned by UTC day and a row whose day has no partition is
+refused, so :func:`copy_spans` first creates the partitions the rows need (cached per process).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    import psycopg
+
+
+class SpanRow(NamedTuple):
+    """One row of ``spans`` (every column but ``ingested_at``), in COPY order.
+
+    Types: ids and text columns ``str``; times aware ``datetime`` (UTC); token counts ``int``;
+    ``finish_reasons`` a list of ``str``; ``attributes``/``events``/``resource`` JSON text
+    (``str``, already encoded, without NUL characters). ``None`` is SQL NULL.
+    """
+
+    project_id: int
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    service_name: str
+    environment: str | None
+    scope_name: str | None
+    name: str
+    kind: str
+    start_time: datetime
+    end_time: datetime
+    duration_ms: float
+    status_code: str
+    status_message: str | None
+    provider: str | None
+    request_model: str | None
+    response_model: str | None
+    operation: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    total_tokens: int | None
+    cached_input_tokens: int | None
+    reasoning_tokens: int | None
+    cost_usd: float | None
+    cost_source: str | None
+    session_id: str | None
+    user_id: str | None
+    finish_reasons: list[str] | None
+    attributes: str
+    events: str
+    resource: str
+
+
+#: Column order of :class:`SpanRow`, for ``COPY spans (...) FROM STDIN``.
+SPAN_COLUMNS: tuple[str, ...] = SpanRow._fields
+COPY_SQL = f"COPY spans ({', '.join(SPAN_COLUMNS)}) FROM STDIN"
+
+# COPY text format: backslash, tab, newline and carriage return are escaped; NUL cannot be stored
+# in a PostgreSQL text value at all, so it becomes U+FFFD.
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r\x00]")
+_COPY_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\x00": "\ufffd"}
+
+
+def _esc_match(m: re.Match[str]) -> str:
+    return _COPY_ESCAPES[m.group()]
+
+
+def _text(value: str | None) -> str:
+    if value is None:
+        return "\\N"
+    if _COPY_SPECIAL.search(value) is None:
+        return value
+    return _COPY_SPECIAL.sub(_esc_match, value)
+
+
+_arrays: dict[tuple[str, ...], str] = {}
+
+
+def _array(values: list[str]) -> str:
+    """A text[] literal in COPY text format. Finish reasons repeat ("stop", "length"): cached."""
+    key = tuple(values)
+    literal = _arrays.get(key)
+    if literal is None:
+        quoted = ('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+        literal = _text("{" + ",".join(quoted) + "}")
+        if len(_arrays) < 1000:
+            _arrays[key] = literal
+    return literal
+
+
+def encode_row(r: SpanRow | tuple) -> str:
+    """One row in COPY text format, without the trailing newline."""
+    (project_id, trace_id, span_id, parent, service, env, scope, name, kind, start, end, duration, status,
+     status_message, provider, request_model, response_model, operation, input_tokens, output_tokens,
+     total_tokens, cached_tokens, reasoning_tokens, cost, cost_source, session_id, user_id, finish_reasons,
+     attributes, events, resource) = r
+    texts = (trace_id, span_id, parent, service, env, scope, name, status_message, provider, request_model,
+             response_model, operation, cost_source, session_id, user_id)
+    if _COPY_SPECIAL.search("".join([t for t in texts if t is not None])) is not None:
+        (trace_id, span_id, parent, service, env, scope, name, status_message, provider, request_model,
+         response_model, operation, cost_source, session_id, user_id) = (_text(t) for t in texts)
+    n = "\\N"
+    return "\t".join((
+        str(project_id), trace_id, span_id, n if parent is None else parent, service, n if env is None else env,
+        n if scope is None else scope, name, kind, start.isoformat(), end.isoformat(), str(duration), status,
+        n if status_message is None else status_message, n if provider is None else provider,
+        n if request_model is None else request_model, n if response_model is None else response_model,
+        n if operation is None else operation, n if input_tokens is None else str(input_tokens),
+        n if output_tokens is None else str(output_tokens), n if total_tokens is None else str(total_tokens),
+        n if cached_tokens is None else str(cached_tokens), n if reasoning_tokens is None else str(reasoning_tokens),
+        n if cost is None else str(cost), n if cost_source is None else cost_source,
+        n if session_id is None else session_id, n if user_id is None else user_id,
+        n if finish_reasons is None else _array(finish_reasons),
+        # JSON text holds no raw control characters (they are \\u-escaped), only backslashes.
+        attributes.replace("\\", "\\\\"), events.replace("\\", "\\\\"), resource.replace("\\", "\\\\"),
+    ))
+
+
+def encode_rows(rows: Iterable[SpanRow | tuple]) -> bytes:
+    """Rows as one COPY text-format payload (UTF-8, newline-terminated)."""
+    lines = [encode_row(r) for r in rows]
+    if not lines:
+        return b""
+    lines.append("")
+    return "\n".join(lines).encode()
+
+
+def row_days(rows: Iterable[SpanRow | tuple]) -> set[date]:
+    """The UTC days the rows' start times fall on (each needs a partition)."""
+    return {r[9].date() for r in rows}
+
+
+class PartitionCache:
+    """Days known to have a span partition, so the ensure call runs once per day per process.
+
+    Retention can drop a partition later; a COPY that then fails with "no partition ... found for
+    row" should :meth:`forget` the cache and retry once.
+    """
+
+    def __init__(self) -> None:
+        self._known: set[date] = set()
+
+    def missing(self, days: Iterable[date]) -> list[date]:
+        return sorted(d for d in set(days) if d not in self._known)
+
+    def add(self, days: Iterable[date]) -> None:
+        self._known.update(days)
+
+    def forget(self) -> None:
+        self._known.clear()
+
+
+_default_caches: dict[tuple, PartitionCache] = {}
+
+
+def default_partition_cache(conn: psycopg.Connection | psycopg.AsyncConnection) -> PartitionCache:
+    """The per-process cache of the database ``conn`` is connected to (used when none is passed)."""
+    info = conn.info
+    return _default_caches.setdefault((info.host, info.port, info.dbname), PartitionCache())
+
+ENSURE_PARTITION_SQL = "SELECT llmobs_ensure_span_partition(%s)"
+
+
+def is_missing_partition(exc: BaseException) -> bool:
+    """Whether a COPY failed because a row's day has no partition (dropped by retention)."""
+    return getattr(exc, "sqlstate", None) == "23514" and "no partition" in str(exc)
+
+
+def ensure_span_partitions(conn: psycopg.Connection, days: Iterable[date],
+                           cache: PartitionCache | None = None) -> None:
+    """Create the missing daily partitions for ``days`` (no-op on TimescaleDB)."""
+    cache = cache or default_partition_cache(conn)
+    missing = cache.missing(days)
+    for day in missing:
+        conn.execute(ENSURE_PARTITION_SQL, (day,))
+    cache.add(missing)
+
+
+def copy_spans(target: psycopg.Connection | psycopg.Cursor, rows: Sequence[SpanRow | tuple], *,
+               cache: PartitionCache | None = None) -> int:
+    """COPY ``rows`` into ``spans`` through ``target`` (a connection or a cursor), in the caller's
+    transaction, after creating the partitions they need. Returns the number of rows written.
+
+    The caller commits. Works as any role with INSERT on ``spans`` (the app role).
+    """
+    if not rows:
+        return 0
+    cursor = target.cursor() if hasattr(target, "cursor") else target
+    ensure_span_partitions(cursor.connection, row_days(rows), cache)
+    data = encode_rows(rows)
+    with cursor.copy(COPY_SQL) as copy:
+        copy.write(data)
+    return len(rows)
+
+
+async def acopy_spans(target: psycopg.AsyncConnection | psycopg.AsyncCursor, rows: Sequence[SpanRow | tuple], *,
+                      cache: PartitionCache | None = None) -> int:
+    """:func:`copy_spans` for an async psycopg connection or cursor."""
+    if not rows:
+        return 0
+    cursor = target.cursor() if hasattr(target, "cursor") else target
+    cache = cache or default_partition_cache(cursor.connection)
+    missing = cache.missing(row_days(rows))
+    for day in missing:
+        await cursor.execute(ENSURE_PARTITION_SQL, (day,))
+    cache.add(missing)
+    data = encode_rows(rows)
+    async with cursor.copy(COPY_SQL) as copy:
+        await copy.write(data)
+    return len(rows)
