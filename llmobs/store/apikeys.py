@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
 from llmobs.errors import UsageError
+from llmobs.store import audit
 
 if TYPE_CHECKING:
     import psycopg
@@ -29,6 +30,7 @@ ROLE_RANK: dict[str, int] = {"reader": 0, "writer": 1, "admin": 2}
 _ALPHABET = string.ascii_lowercase + string.digits
 _SECRET_ALPHABET = string.ascii_letters + string.digits
 _TOKEN_RE = re.compile(r"^llmobs_([a-z0-9]{12})_([A-Za-z0-9]{32})$")
+_PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")  # the CHECK of projects.name
 
 
 @dataclass(frozen=True)
@@ -113,11 +115,18 @@ def store_key(conn: psycopg.Connection, token: str, *, project: str, role: Role,
     return found
 
 
+_GET_SQL = f"SELECT {_KEY_COLUMNS} FROM api_keys k JOIN projects p ON p.id = k.project_id WHERE k.id = %s"
+
+
 def get_key(conn: psycopg.Connection, key_id: str) -> ApiKey | None:
-    row = conn.execute(
-        f"SELECT {_KEY_COLUMNS} FROM api_keys k JOIN projects p ON p.id = k.project_id WHERE k.id = %s",
-        (key_id,),
-    ).fetchone()
+    row = conn.execute(_GET_SQL, (key_id,)).fetchone()
+    return _row_to_key(row) if row else None
+
+
+async def aget_key(conn: psycopg.AsyncConnection, key_id: str) -> ApiKey | None:
+    """:func:`get_key` on an async connection (tuple rows)."""
+    cur = await conn.execute(_GET_SQL, (key_id,))
+    row = await cur.fetchone()
     return _row_to_key(row) if row else None
 
 
@@ -135,17 +144,79 @@ def revoke_key(conn: psycopg.Connection, key_id: str) -> ApiKey | None:
     return get_key(conn, key_id)
 
 
+_AUTH_SQL = (f"SELECT {_KEY_COLUMNS}, k.key_hash FROM api_keys k JOIN projects p ON p.id = k.project_id "
+             "WHERE k.id = %s")
+
+
+def _check_token(row: tuple | None, token: str) -> ApiKey | None:
+    if row is None or not hmac.compare_digest(row[-1], hash_token(token)):
+        return None
+    key = _row_to_key(row[:-1])
+    return key if key.active else None
+
+
 def authenticate(conn: psycopg.Connection, token: str) -> ApiKey | None:
     """The active key matching ``token``, or None. Constant-time comparison of the hash."""
     key_id = key_id_of(token)
     if key_id is None:
         return None
-    row = conn.execute(
-        f"SELECT {_KEY_COLUMNS}, k.key_hash FROM api_keys k JOIN projects p ON p.id = k.project_id "
-        "WHERE k.id = %s",
-        (key_id,),
-    ).fetchone()
-    if row is None or not hmac.compare_digest(row[-1], hash_token(token)):
+    return _check_token(conn.execute(_AUTH_SQL, (key_id,)).fetchone(), token)
+
+
+async def aauthenticate(conn: psycopg.AsyncConnection, token: str) -> ApiKey | None:
+    """:func:`authenticate` on an async connection (tuple rows)."""
+    key_id = key_id_of(token)
+    if key_id is None:
         return None
-    key = _row_to_key(row[:-1])
-    return key if key.active else None
+    cur = await conn.execute(_AUTH_SQL, (key_id,))
+    return _check_token(await cur.fetchone(), token)
+
+
+_TOUCH_SQL = "UPDATE api_keys SET last_used_at = now() WHERE id = %s"
+
+
+async def atouch(conn: psycopg.AsyncConnection, key_id: str) -> None:
+    """Record that the key was used just now."""
+    await conn.execute(_TOUCH_SQL, (key_id,))
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    token: str
+    key: ApiKey
+    project_created: bool
+
+
+def create_key(conn: psycopg.Connection, *, project: str, role: Role, actor: str, name: str = "",
+               expires_in_days: int | None = None, source: str | None = None) -> CreatedKey:
+    """A new key for ``project`` (created when missing), recorded in the audit log in the same
+    transaction. The token is only in the result: show it once, it cannot be recovered."""
+    if expires_in_days is not None and expires_in_days < 1:
+        raise UsageError("expiry must be at least one day")
+    if not _PROJECT_RE.match(project):
+        raise UsageError(f"invalid project name {project!r}: 1-63 letters, digits, '_', '.' or '-', "
+                         "starting with a letter or digit")
+    with conn.transaction():
+        project_id, project_created = ensure_project(conn, project)
+        token = generate_api_key().token
+        key = store_key(conn, token, project=project, role=role, name=name, expires_in_days=expires_in_days)
+        if project_created:
+            audit.record(conn, "project.create", actor=actor, project_id=project_id, target=project, source=source)
+        audit.record(conn, "key.create", actor=actor, project_id=project_id, target=key.key_id, source=source,
+                     details={"role": role, "name": name,
+                              "expires_at": key.expires_at.isoformat() if key.expires_at else None})
+    return CreatedKey(token, key, project_created)
+
+
+def revoke(conn: psycopg.Connection, key_id: str, *, actor: str, source: str | None = None) -> ApiKey:
+    """Revoke ``key_id`` (audited); revoking a revoked key changes nothing and records nothing."""
+    with conn.transaction():
+        before = get_key(conn, key_id)
+        if before is None:
+            raise UsageError(f"no API key with id {key_id!r}", hint="`llmobs keys list` shows the ids")
+        key = revoke_key(conn, key_id)
+        assert key is not None
+        if before.revoked_at is None:
+            audit.record(conn, "key.revoke", actor=actor, project_id=key.project_id, target=key_id, source=source,
+                         details={"role": key.role, "name": key.name})
+    return key

@@ -1,0 +1,421 @@
+"""Benchmark of the read API on a realistic volume of spans.
+
+Loads 1,000,000 spans (about 200,000 traces over 7 days, 3 projects, 5 services, 6 models) with
+COPY, refreshes the rollups, starts ``llmobs serve api`` and measures with concurrent clients:
+
+* ``GET /api/v1/traces/{id}``: p50 / p99 latency and requests per second;
+* ``GET /api/v1/traces`` with filters;
+* ``GET /api/v1/metrics`` over 24 hours: cold (Redis cache miss) and cached.
+
+Targets on 2 cores: trace fetch p99 < 50 ms; 24 h metrics cold < 200 ms. Baselines measured in
+the same run: ``GET /health`` (the HTTP floor, no database) and the same SQL run directly with
+psycopg (the database floor), so the API's own overhead is visible whatever the machine.
+
+Standalone: ``python bench/api.py`` starts its own PostgreSQL and Redis on free ports under a
+temporary directory (``--keep`` keeps them for another run with ``--reuse DIR``).
+``--spans N`` scales the data set down for a quick look.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from llmobs.store.spans import SpanRow  # noqa: E402
+
+PROJECTS = ("default", "acme", "globex")
+SERVICES = ("chat-api", "rag-worker", "agent", "summarizer", "search")
+#: (provider, model, USD per 1M input tokens, per 1M output tokens)
+MODELS = (
+    ("openai", "gpt-4o", 2.5, 10.0),
+    ("openai", "gpt-4o-mini", 0.15, 0.6),
+    ("anthropic", "claude-3-5-sonnet", 3.0, 15.0),
+    ("anthropic", "claude-3-5-haiku", 0.8, 4.0),
+    ("mistral_ai", "mistral-large", 2.0, 6.0),
+    ("openai", "text-embedding-3-small", 0.02, 0.0),
+)
+SPANS_PER_TRACE = 5
+
+
+def _hex(rng: random.Random, bits: int) -> str:
+    return f"{rng.getrandbits(bits):0{bits // 4}x}"
+
+
+def generate(project_ids: list[int], n_spans: int, days: int = 7, seed: int = 7,
+             now: datetime | None = None) -> Iterator[SpanRow]:
+    """About ``n_spans`` spans in traces of 2 to 8 spans (5 on average) spread over ``days``."""
+    rng = random.Random(seed)
+    now = now or datetime.now(UTC)
+    span_seconds = days * 86400
+    produced = 0
+    empty_obj, empty_list = "{}", "[]"
+    while produced < n_spans:
+        project = rng.choice(project_ids)
+        service = rng.choice(SERVICES)
+        trace_id = _hex(rng, 128)
+        start = now - timedelta(seconds=rng.random() * span_seconds)
+        root_id = _hex(rng, 64)
+        children = rng.randint(1, 7)
+        session = f"s-{rng.randrange(5000)}"
+        user = f"u-{rng.randrange(800)}"
+        failed = rng.random() < 0.03
+        t = start + timedelta(milliseconds=rng.uniform(1, 20))
+        rows = []
+        for _ in range(children):
+            provider, model, p_in, p_out = rng.choice(MODELS)
+            duration = rng.lognormvariate(6.0, 0.8)  # median about 400 ms
+            tokens_in = rng.randint(50, 4000)
+            tokens_out = 0 if "embedding" in model else rng.randint(10, 1200)
+            cost = (tokens_in * p_in + tokens_out * p_out) / 1e6
+            error = failed and rng.random() < 0.5
+            end = t + timedelta(milliseconds=duration)
+            rows.append(SpanRow(
+                project, trace_id, _hex(rng, 64), root_id, service, "production", "bench", f"chat {model}",
+                "client", t, end, duration, "error" if error else "ok", "upstream error" if error else None,
+                provider, model, model, "embeddings" if "embedding" in model else "chat", tokens_in, tokens_out,
+                tokens_in + tokens_out, None, None, cost, "computed", session, user, ["stop"],
+                f'{{"gen_ai.request.model": "{model}", "gen_ai.usage.input_tokens": {tokens_in}}}', empty_list,
+                f'{{"service.name": "{service}"}}'))
+            t = end + timedelta(milliseconds=rng.uniform(0, 30))
+        root_end = t + timedelta(milliseconds=rng.uniform(1, 50))
+        rows.insert(0, SpanRow(
+            project, trace_id, root_id, None, service, "production", "bench", f"POST /{service}", "server", start,
+            root_end, (root_end - start) / timedelta(milliseconds=1), "error" if failed else "ok", None, None,
+            None, None, None, None, None, None, None, None, None, None, session, user, None, empty_obj, empty_list,
+            f'{{"service.name": "{service}"}}'))
+        produced += len(rows)
+        yield from rows
+
+
+# ---------------------------------------------------------------------------------------------
+# infrastructure
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Infra:
+    root: Path
+    env: dict[str, str]
+    cluster: object
+    redis: object
+
+    def stop(self) -> None:
+        self.redis.stop()  # type: ignore[attr-defined]
+        self.cluster.stop(mode="fast")  # type: ignore[attr-defined]
+
+
+def start_infra(root: Path) -> Infra:
+    """PostgreSQL and Redis under ``root`` (created, or reused when it holds them already)."""
+    import json
+
+    from llmobs.config import generate_password
+    from llmobs.proc import OsUser
+    from llmobs.stack.postgres import PgCluster, PgConfig
+    from llmobs.stack.redis_server import RedisServer
+    from llmobs.store.apikeys import generate_api_key
+
+    state_file = root / "bench-env.json"
+    fresh = not state_file.exists()
+    if fresh:
+        root.mkdir(parents=True, exist_ok=True)
+        root.chmod(0o755)
+        env = {
+            "LLMOBS_RUNTIME": "local", "DB_HOST": "127.0.0.1", "DB_PORT": str(free_port()), "DB_NAME": "llmobs_bench",
+            "DB_PASSWORD": generate_password(), "DB_APP_PASSWORD": generate_password(),
+            "DB_READONLY_PASSWORD": generate_password(), "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(free_port()),
+            "REDIS_PASSWORD": generate_password(), "SECRET_KEY": generate_password(48),
+            "LLMOBS_ADMIN_API_KEY": generate_api_key().token, "LLMOBS_INGEST_API_KEY": generate_api_key().token,
+            "DB_POOL_SIZE": "10", "API_RATE_LIMIT_PER_MINUTE": "0", "LLMOBS_LOG_LEVEL": "warning",
+        }
+        fd = os.open(state_file, os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(env, fh)
+    env = json.loads(state_file.read_text())
+    os_user = OsUser.lookup("postgres") if os.geteuid() == 0 else None
+    cluster = PgCluster(root / "pg" / "data", log_file=root / "pg" / "postgres.log", os_user=os_user)
+    cluster.prepare_dirs(root / "pg" / "run")
+    if fresh:
+        cluster.init(env["DB_PASSWORD"])
+    cluster.write_config(PgConfig("127.0.0.1", int(env["DB_PORT"]), root / "pg" / "run", extra={
+        "shared_buffers": "'512MB'", "max_wal_size": "'4GB'", "synchronous_commit": "off"}))
+    cluster.start()
+    redis = RedisServer(root / "redis" / "redis.conf", root / "redis" / "data", root / "redis" / "redis.pid",
+                        root / "redis" / "redis.log")
+    redis.write_config(bind="127.0.0.1", port=int(env["REDIS_PORT"]), user="llmobs", passwords=[env["REDIS_PASSWORD"]])
+    redis.start()
+    return Infra(root, env, cluster, redis)
+
+
+def load(settings, n_spans: int) -> dict[str, int]:
+    """Bootstrap the schema, create the projects and COPY the spans in; refresh the rollups."""
+    from llmobs.store.apikeys import ensure_project
+    from llmobs.store.bootstrap import bootstrap
+    from llmobs.store.db import connect
+    from llmobs.store.maintain import maintain
+    from llmobs.store.spans import copy_spans
+
+    bootstrap(settings)
+    with connect(settings, "admin", autocommit=True) as conn:
+        projects = {name: ensure_project(conn, name)[0] for name in PROJECTS}
+        have = conn.execute("SELECT count(*) FROM spans").fetchone()[0]
+        if have >= n_spans * 0.95:
+            print(f"data: {have:,} spans already loaded")
+            return projects
+        conn.execute("TRUNCATE spans")
+        conn.execute("DELETE FROM llmobs_rollup_state")
+        started = time.perf_counter()
+        batch: list[SpanRow] = []
+        total = 0
+        for row in generate(list(projects.values()), n_spans):
+            batch.append(row)
+            if len(batch) >= 50_000:
+                with conn.transaction():
+                    total += copy_spans(conn, batch)
+                batch = []
+        with conn.transaction():
+            total += copy_spans(conn, batch)
+        copied = time.perf_counter() - started
+        print(f"data: {total:,} spans loaded with COPY in {copied:.1f} s ({total / copied:,.0f} spans/s)")
+        conn.execute("ANALYZE spans")
+        started = time.perf_counter()
+        maintain(conn, settings)
+        conn.execute("ANALYZE spans_rollup_1m")
+        conn.execute("ANALYZE spans_rollup_1h")
+        print(f"data: rollups refreshed in {time.perf_counter() - started:.1f} s")
+    return projects
+
+
+# ---------------------------------------------------------------------------------------------
+# measurement
+
+
+@dataclass
+class Result:
+    name: str
+    latencies_ms: list[float]
+    seconds: float
+    errors: int
+
+    def line(self) -> str:
+        lat = sorted(self.latencies_ms)
+        p50 = statistics.median(lat)
+        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+        rate = len(lat) / self.seconds
+        return (f"{self.name:<44} n={len(lat):>5}  p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  {rate:8.0f} req/s"
+                + (f"  errors {self.errors}" if self.errors else ""))
+
+    @property
+    def p99(self) -> float:
+        lat = sorted(self.latencies_ms)
+        return lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+
+
+async def run_load(name: str, base: str, token: str, paths: list[str], concurrency: int) -> Result:
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    queue = list(reversed(paths))
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30,
+                                 limits=httpx.Limits(max_connections=concurrency)) as client:
+        async def worker() -> None:
+            nonlocal errors
+            while queue:
+                path = queue.pop()
+                started = time.perf_counter()
+                response = await client.get(path)
+                latencies.append((time.perf_counter() - started) * 1000)
+                if response.status_code != 200:
+                    errors += 1
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return Result(name, latencies, elapsed, errors)
+
+
+def sql_baseline(settings, project_id: int, trace_ids: list[str]) -> Result:
+    """The trace lookup run directly (app role, RLS scope), one connection: the database floor."""
+    from llmobs.store.db import connect
+    from llmobs.store.queries import SPAN_FIELDS
+
+    latencies = []
+    with connect(settings, "app", autocommit=True) as conn:
+        conn.execute("SET ROLE llmobs_app")
+        started_all = time.perf_counter()
+        for trace_id in trace_ids:
+            started = time.perf_counter()
+            with conn.transaction():
+                conn.execute("SELECT set_config('llmobs.project_id', %s, true)", (str(project_id),))
+                conn.execute(f"SELECT {', '.join(SPAN_FIELDS)} FROM spans WHERE project_id = %s AND trace_id = %s "
+                             "ORDER BY start_time, span_id", (project_id, trace_id)).fetchall()
+            latencies.append((time.perf_counter() - started) * 1000)
+        elapsed = time.perf_counter() - started_all
+    return Result("baseline: trace SQL direct (1 connection)", latencies, elapsed, 0)
+
+
+async def metrics_sql_baseline(settings, project_id: int, now: datetime, n: int) -> Result:
+    """The 24 h metrics query run directly (the API's store function, no HTTP): the database floor."""
+    import psycopg
+
+    from llmobs.store import queries
+    from llmobs.store.db import connect_kwargs
+
+    latencies = []
+    async with await psycopg.AsyncConnection.connect(**connect_kwargs(settings, "app"), autocommit=True) as conn:
+        await conn.execute("SET ROLE llmobs_app")
+        await conn.execute("SET jit = off")
+        started_all = time.perf_counter()
+        for i in range(n):
+            end = (now - timedelta(minutes=i * 7)).replace(second=0, microsecond=0)
+            req = queries.MetricsRequest(end - timedelta(hours=24), end, group_by="model")
+            started = time.perf_counter()
+            async with conn.transaction():
+                await conn.execute("SELECT set_config('llmobs.project_id', %s, true)", (str(project_id),))
+                await queries.metric_series(conn, project_id, req)
+            latencies.append((time.perf_counter() - started) * 1000)
+        elapsed = time.perf_counter() - started_all
+    return Result("baseline: 24 h metrics SQL direct (auto)", latencies, elapsed, 0)
+
+
+def start_api(env: dict[str, str], port: int, workers: int) -> subprocess.Popen:
+    import urllib.request
+
+    proc = subprocess.Popen([sys.executable, "-m", "llmobs", "serve", "api", "--host", "127.0.0.1", "--port",
+                             str(port), "--workers", str(workers)], env={**os.environ, **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=1) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            raise SystemExit(f"api exited: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+        time.sleep(0.2)
+    raise SystemExit("api did not become ready")
+
+
+def stop_api(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+async def measure(settings, env: dict[str, str], base: str, projects: dict[str, int], args) -> list[Result]:
+    from llmobs.store.db import connect
+
+    token = env["LLMOBS_ADMIN_API_KEY"]
+    project_id = projects["default"]
+    with connect(settings, "admin") as conn:
+        trace_ids = [r[0] for r in conn.execute(
+            "SELECT trace_id FROM spans WHERE project_id = %s AND parent_span_id IS NULL "
+            "ORDER BY random() LIMIT %s", (project_id, args.requests)).fetchall()]
+    results = [await run_load("baseline: GET /health", base, token, ["/health"] * args.requests, args.concurrency)]
+    results.append(sql_baseline(settings, project_id, trace_ids[: min(500, len(trace_ids))]))
+    # Warm-up pass (connections, JIT of the plans), then the measured pass.
+    await run_load("warm-up", base, token, [f"/api/v1/traces/{t}" for t in trace_ids[:200]], args.concurrency)
+    results.append(await run_load("GET /api/v1/traces/{id}", base, token,
+                                  [f"/api/v1/traces/{t}" for t in trace_ids], args.concurrency))
+    now = datetime.now(UTC)
+    day_ago = (now - timedelta(hours=24)).isoformat().replace("+00:00", "Z")
+    week_ago = (now - timedelta(days=7)).isoformat().replace("+00:00", "Z")
+    lists = {
+        "GET /api/v1/traces (24 h, newest)": f"/api/v1/traces?from={day_ago}&limit=50",
+        "GET /api/v1/traces?model=gpt-4o&status=error": f"/api/v1/traces?from={day_ago}&model=gpt-4o&status=error",
+        "GET /api/v1/traces?service=agent&min_cost_usd=0.02": f"/api/v1/traces?from={day_ago}&service=agent"
+                                                              "&min_cost_usd=0.02",
+        "GET /api/v1/traces (7 d, sort=cost_usd)": f"/api/v1/traces?from={week_ago}&sort=cost_usd&limit=20",
+    }
+    for name, path in lists.items():
+        n = max(10, args.list_requests // 10) if "sort=cost_usd" in name else args.list_requests
+        results.append(await run_load(name, base, token, [path] * n, min(args.concurrency, 4)))
+    # Metrics over 24 h: each cold request uses a distinct range (a cache miss), then one range
+    # again and again (cache hits). auto picks 1 h points (hourly rollup); 15 min points read the
+    # minute rollup.
+    for label, interval in (("auto: 1 h points", "auto"), ("15 min points", "15m")):
+        cold_paths = []
+        for i in range(args.metrics_requests):
+            end = (now - timedelta(minutes=i * 7)).replace(second=0, microsecond=0)
+            start = end - timedelta(hours=24)
+            cold_paths.append(f"/api/v1/metrics?from={start.isoformat().replace('+00:00', 'Z')}"
+                              f"&to={end.isoformat().replace('+00:00', 'Z')}&group_by=model&interval={interval}")
+        results.append(await run_load(f"GET /api/v1/metrics 24 h by model, {label}, cold", base, token,
+                                      cold_paths, 1))
+        results.append(await run_load(f"GET /api/v1/metrics 24 h by model, {label}, cached", base, token,
+                                      [cold_paths[0]] * args.requests, args.concurrency))
+    results.append(await metrics_sql_baseline(settings, project_id, now, args.metrics_requests))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--spans", type=int, default=1_000_000)
+    parser.add_argument("--requests", type=int, default=2000, help="trace fetches (and cached metrics requests)")
+    parser.add_argument("--list-requests", type=int, default=200)
+    parser.add_argument("--metrics-requests", type=int, default=30)
+    parser.add_argument("--concurrency", type=int, default=4,
+                        help="concurrent clients (they share the machine with the server: 2 cores)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--reuse", type=Path, help="directory of a previous --keep run")
+    parser.add_argument("--keep", action="store_true", help="keep PostgreSQL/Redis data for --reuse")
+    args = parser.parse_args()
+
+    from llmobs.config import Settings
+
+    root = args.reuse or Path(tempfile.mkdtemp(prefix="llmobs-bench-api-"))
+    infra = start_infra(root)
+    api = None
+    try:
+        settings = Settings(infra.env, None)
+        projects = load(settings, args.spans)
+        port = free_port()
+        api = start_api(infra.env, port, args.workers)
+        results = asyncio.run(measure(settings, infra.env, f"http://127.0.0.1:{port}", projects, args))
+        print(f"\nAPI with {args.workers} worker(s), {args.concurrency} concurrent clients, {os.cpu_count()} CPUs:")
+        for r in results:
+            print("  " + r.line())
+        fetch = next(r for r in results if r.name == "GET /api/v1/traces/{id}")
+        cold = next(r for r in results if r.name.endswith("cold"))  # the default (auto) interval
+        print(f"\ntarget trace fetch p99 < 50 ms: {fetch.p99:.1f} ms -> {'met' if fetch.p99 < 50 else 'MISSED'}")
+        cold_p50 = statistics.median(cold.latencies_ms)
+        print(f"target 24 h metrics cold < 200 ms: p50 {cold_p50:.1f} ms, max {max(cold.latencies_ms):.1f} ms "
+              f"-> {'met' if max(cold.latencies_ms) < 200 else 'MISSED'}")
+    finally:
+        if api is not None:
+            stop_api(api)
+        infra.stop()
+        if args.keep or args.reuse:
+            print(f"data kept in {root} (reuse with --reuse {root})")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

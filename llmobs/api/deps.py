@@ -1,0 +1,92 @@
+"""FastAPI dependencies: the process state, and the authenticated, rate-limited caller."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from llmobs.api import prom
+from llmobs.api.auth import Principal
+from llmobs.api.errors import ApiError
+from llmobs.api.state import ApiState
+from llmobs.store.apikeys import Role
+
+bearer = HTTPBearer(auto_error=False, description="An API key (`llmobs_...`) or a JWT from "
+                    "`POST /api/v1/auth/token`.")
+
+
+def state_of(request: Request) -> ApiState:
+    return request.app.state.api
+
+
+async def api_state(request: Request) -> ApiState:
+    """The dependency (async: a sync one would cost a thread hop per request)."""
+    return state_of(request)
+
+
+_QUERY_NAMES: dict[int, frozenset[str]] = {}
+
+
+def _declared_query(route: object) -> frozenset[str]:
+    names = _QUERY_NAMES.get(id(route))
+    if names is None:
+        found: set[str] = set()
+        todo = [getattr(route, "dependant", None)]
+        while todo:  # the route's parameters and those of its dependencies
+            dependant = todo.pop()
+            if dependant is not None:
+                found.update(p.alias for p in dependant.query_params)
+                todo.extend(dependant.dependencies)
+        names = _QUERY_NAMES[id(route)] = frozenset(found)
+    return names
+
+
+async def strict_query(request: Request) -> None:
+    """Refuse query parameters the route does not declare: a misspelt filter is an error, not a
+    silently wider result."""
+    allowed = _declared_query(request.scope.get("route"))
+    unknown = sorted({k for k in request.query_params if k not in allowed})
+    if unknown:
+        known = f"; known: {', '.join(sorted(allowed))}" if allowed else "; this endpoint takes none"
+        raise ApiError(422, "validation_error", f"unknown query parameter(s): {', '.join(map(repr, unknown))}{known}")
+
+
+async def authenticate(request: Request, token: str | None) -> Principal:
+    """The caller of ``request``, after taking one request from its rate limit."""
+    state = state_of(request)
+    principal = await state.auth.principal(token)
+    if state.limiter.enabled:
+        decision = await state.limiter.check(principal.key_id)
+        request.state.response_headers = decision.headers()
+        if not decision.allowed:
+            if decision.checked:
+                prom.RATE_LIMITED.inc()
+                raise ApiError(429, "rate_limited", f"rate limit of {decision.limit} requests per minute exceeded; "
+                               f"retry in {decision.retry_after} s", headers=decision.headers())
+            raise ApiError(503, "rate_limiter_unavailable", "the rate limiter (Redis) is unreachable and the API is "
+                           "set to refuse requests then (API_RATE_LIMIT_FAIL_OPEN=false)",
+                           headers={"Retry-After": str(decision.retry_after)})
+    request.state.principal = principal
+    return principal
+
+
+async def caller(request: Request,
+                 credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> Principal:
+    return await authenticate(request, credentials.credentials if credentials else None)
+
+
+def role_required(role: Role):
+    async def check(principal: Principal = Depends(caller)) -> Principal:
+        if not principal.allows(role):
+            raise ApiError(403, "forbidden", f"this needs a key with the {role} role; this key has {principal.role}")
+        return principal
+
+    return check
+
+
+Reader = Annotated[Principal, Depends(role_required("reader"))]
+Writer = Annotated[Principal, Depends(role_required("writer"))]
+Admin = Annotated[Principal, Depends(role_required("admin"))]
+State = Annotated[ApiState, Depends(api_state)]

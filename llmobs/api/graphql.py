@@ -1,0 +1,399 @@
+"""``POST /graphql``: traces, spans and metrics, with the REST API's auth, scoping and queries.
+
+Spans link to their children, parent and trace, so documents can nest: depth, size and aliases
+are limited (:data:`MAX_DEPTH`, :data:`MAX_TOKENS`, :data:`MAX_ALIASES`) and list sizes are
+capped. A document that fails to parse or validate is answered with 400 and the API's error
+shape (plus the GraphQL ``errors`` list); field errors during execution follow GraphQL's rules
+(200, partial ``data``, ``errors``), except bad arguments (400) and an unreachable database (503).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Annotated, Any, TypeVar
+
+import strawberry
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from graphql import GraphQLError
+from pydantic import BaseModel, ConfigDict, Field
+from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.scalars import JSON
+
+from llmobs.api.auth import Principal
+from llmobs.api.deps import Reader, State, strict_query
+from llmobs.api.errors import ErrorResponse, error_body, error_responses
+from llmobs.api.params import time_range
+from llmobs.api.respond import json_response
+from llmobs.api.state import ApiState
+from llmobs.api.trace_tree import build_trace
+from llmobs.store import queries
+
+log = logging.getLogger("llmobs.api.graphql")
+
+MAX_DEPTH = 10
+MAX_TOKENS = 2000
+MAX_ALIASES = 30
+MAX_PAGE = 200
+MAX_QUERY_CHARS = 20_000
+
+T = TypeVar("T")
+
+
+@dataclass
+class Context:
+    state: ApiState
+    principal: Principal
+
+
+def bad_input(message: str) -> GraphQLError:
+    return GraphQLError(message, extensions={"code": "BAD_USER_INPUT"})
+
+
+def _guarded(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Expected failures become GraphQL errors with a code; the rest are masked."""
+    import psycopg
+    from psycopg_pool import PoolTimeout
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except queries.QueryError as exc:
+            raise bad_input(str(exc)) from None
+        except psycopg.errors.QueryCanceled:
+            raise bad_input("the query took longer than the API allows: narrow its time range") from None
+        except psycopg.DataError as exc:
+            raise bad_input(f"a value in the request is not usable: {str(exc).splitlines()[0]}") from None
+        except (psycopg.OperationalError, PoolTimeout):
+            raise GraphQLError("the database is not reachable right now; retry shortly",
+                               extensions={"code": "UNAVAILABLE"}) from None
+
+    return wrapper
+
+
+class _TraceSpans:
+    """The spans of one trace, loaded once per request and shared by every Span of it."""
+
+    def __init__(self, rows: list[dict[str, Any]], truncated: bool) -> None:
+        self.rows = rows
+        self.truncated = truncated
+        self.spans = [Span.from_row(r, self) for r in rows]
+        self.by_id = {s.span_id: s for s in reversed(self.spans)}
+        self.children: dict[str, list[Span]] = {}
+        for s in self.spans:
+            if s.parent_span_id:
+                self.children.setdefault(s.parent_span_id, []).append(s)
+
+    def trace(self) -> Trace:
+        t = build_trace(self.rows, truncated=self.truncated)
+        return Trace(trace_id=t["trace_id"], start_time=t["start_time"], end_time=t["end_time"],
+                     duration_ms=t["duration_ms"], span_count=t["span_count"], error_count=t["error_count"],
+                     input_tokens=t["input_tokens"], output_tokens=t["output_tokens"],
+                     total_tokens=t["total_tokens"], cost_usd=t["cost_usd"], services=t["services"],
+                     models=t["models"], truncated=t["truncated"], _spans=self)
+
+
+async def _load_trace(ctx: Context, trace_id: str) -> _TraceSpans | None:
+    async with ctx.state.db.read(ctx.principal.project_id) as conn:
+        rows = await queries.get_trace_spans(conn, ctx.principal.project_id, trace_id)
+    if not rows:
+        return None
+    truncated = len(rows) > queries.MAX_TRACE_SPANS
+    return _TraceSpans(rows[: queries.MAX_TRACE_SPANS], truncated)
+
+
+@strawberry.type
+class Span:
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    name: str
+    service_name: str
+    environment: str | None
+    kind: str
+    start_time: datetime
+    end_time: datetime
+    duration_ms: float
+    status_code: str
+    status_message: str | None
+    provider: str | None
+    request_model: str | None
+    response_model: str | None
+    operation: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    total_tokens: int | None
+    cached_input_tokens: int | None
+    reasoning_tokens: int | None
+    cost_usd: float | None
+    session_id: str | None
+    user_id: str | None
+    finish_reasons: list[str] | None
+    attributes: JSON
+    events: JSON
+    resource: JSON
+    _spans: strawberry.Private[_TraceSpans]
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any], spans: _TraceSpans) -> Span:
+        return cls(**{f: row[f] for f in _SPAN_GQL_FIELDS}, _spans=spans)
+
+    @strawberry.field(description="Spans whose parent is this span, in start order.")
+    def children(self) -> list[Span]:
+        return self._spans.children.get(self.span_id, [])
+
+    @strawberry.field(description="The parent span, when it is in the trace.")
+    def parent(self) -> Span | None:
+        return self._spans.by_id.get(self.parent_span_id) if self.parent_span_id else None
+
+    @strawberry.field(description="The trace this span belongs to.")
+    def trace(self) -> Trace:
+        return self._spans.trace()
+
+
+_SPAN_GQL_FIELDS = tuple(f for f in Span.__annotations__ if not f.startswith("_"))
+
+
+@strawberry.type
+class Trace:
+    trace_id: str
+    start_time: datetime
+    end_time: datetime
+    duration_ms: float
+    span_count: int
+    error_count: int
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    cost_usd: float | None
+    services: list[str]
+    models: list[str]
+    truncated: bool
+    _spans: strawberry.Private[_TraceSpans]
+
+    @strawberry.field(description="All spans, in start order.")
+    def spans(self) -> list[Span]:
+        return self._spans.spans
+
+    @strawberry.field(description="Spans without a parent in the trace.")
+    def roots(self) -> list[Span]:
+        return [s for s in self._spans.spans if not s.parent_span_id or s.parent_span_id not in self._spans.by_id]
+
+
+@strawberry.type
+class TraceSummary:
+    trace_id: str
+    root_span_id: str
+    root_name: str
+    service_name: str
+    start_time: datetime
+    end_time: datetime
+    duration_ms: float
+    root_status_code: str
+    span_count: int
+    error_count: int
+    input_tokens: int | None
+    output_tokens: int | None
+    total_tokens: int | None
+    cost_usd: float | None
+    models: list[str]
+    services: list[str]
+
+    @strawberry.field(description="The whole trace (one more lookup).")
+    @_guarded
+    async def trace(self, info: strawberry.Info) -> Trace | None:
+        spans = await _load_trace(info.context, self.trace_id)
+        return spans.trace() if spans else None
+
+
+@strawberry.type
+class TracePage:
+    traces: list[TraceSummary]
+    next_cursor: str | None
+
+
+@strawberry.input
+class TraceFilterInput:
+    from_: datetime | None = strawberry.field(default=None, name="from")
+    to: datetime | None = None
+    service: str | None = None
+    model: str | None = None
+    provider: str | None = None
+    status: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    name: str | None = None
+    min_duration_ms: float | None = None
+    min_cost_usd: float | None = None
+
+
+@strawberry.enum
+class TraceSortField(Enum):
+    START_TIME = "start_time"
+    DURATION_MS = "duration_ms"
+    COST_USD = "cost_usd"
+
+
+@strawberry.enum
+class MetricsGroupBy(Enum):
+    NONE = "none"
+    MODEL = "model"
+    PROVIDER = "provider"
+    SERVICE = "service"
+
+
+@strawberry.type
+class MetricPoint:
+    time: datetime
+    requests: int
+    errors: int
+    error_rate: float | None
+    input_tokens: float
+    output_tokens: float
+    total_tokens: float
+    cost_usd: float
+    latency_avg_ms: float | None
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    latency_p99_ms: float | None
+    latency_max_ms: float | None
+
+
+@strawberry.type
+class MetricSeries:
+    group: str | None
+    points: list[MetricPoint]
+
+
+def _hex(value: str, length: int, what: str) -> str:
+    text = value.lower()
+    if len(text) != length or any(c not in "0123456789abcdef" for c in text):
+        raise bad_input(f"{what} must be {length} hex characters")
+    return text
+
+
+_STR_LIMIT = 200
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="One trace of the caller's project.")
+    @_guarded
+    async def trace(self, info: strawberry.Info, trace_id: str) -> Trace | None:
+        spans = await _load_trace(info.context, _hex(trace_id, 32, "trace_id"))
+        return spans.trace() if spans else None
+
+    @strawberry.field(description="One span of the caller's project.")
+    @_guarded
+    async def span(self, info: strawberry.Info, span_id: str) -> Span | None:
+        ctx: Context = info.context
+        async with ctx.state.db.read(ctx.principal.project_id) as conn:
+            row = await queries.get_span(conn, ctx.principal.project_id, _hex(span_id, 16, "span_id"))
+        if row is None:
+            return None
+        spans = await _load_trace(ctx, row["trace_id"])
+        return spans.by_id.get(row["span_id"]) if spans else None
+
+    @strawberry.field(description="Traces listed by their root span; same filters as GET /api/v1/traces.")
+    @_guarded
+    async def traces(self, info: strawberry.Info, filter: TraceFilterInput | None = None,
+                     sort: TraceSortField = TraceSortField.START_TIME, descending: bool = True,
+                     first: int = 50, after: str | None = None) -> TracePage:
+        ctx: Context = info.context
+        if not 1 <= first <= MAX_PAGE:
+            raise bad_input(f"first must be between 1 and {MAX_PAGE}")
+        f = filter or TraceFilterInput()
+        for name in ("service", "model", "provider", "user_id", "session_id", "name"):
+            value = getattr(f, name)
+            if value is not None and (len(value) > _STR_LIMIT or "\x00" in value):
+                raise bad_input(f"filter {name} must be at most {_STR_LIMIT} characters, without NUL")
+        if f.status not in (None, "ok", "error"):
+            raise bad_input("filter status must be ok or error")
+        start, end = time_range(f.from_, f.to)
+        tf = queries.TraceFilter(start, end, service=f.service, model=f.model, provider=f.provider,
+                                 status=f.status, user_id=f.user_id, session_id=f.session_id,  # type: ignore[arg-type]
+                                 name=f.name, min_duration_ms=f.min_duration_ms, min_cost_usd=f.min_cost_usd)
+        cursor = queries.TraceCursor.decode(after, sort.value, descending) if after else None
+        async with ctx.state.db.read(ctx.principal.project_id) as conn:
+            page = await queries.list_traces(conn, ctx.principal.project_id, tf, sort=sort.value,
+                                             descending=descending, limit=first, cursor=cursor)
+        return TracePage(traces=[TraceSummary(**t) for t in page.traces], next_cursor=page.next_cursor)
+
+    @strawberry.field(description="Time series from the rollups; same as GET /api/v1/metrics.")
+    @_guarded
+    async def metrics(self, info: strawberry.Info,
+                      from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,
+                      to: datetime | None = None, interval: str = "auto",
+                      group_by: MetricsGroupBy = MetricsGroupBy.NONE, service: str | None = None,
+                      model: str | None = None, provider: str | None = None) -> list[MetricSeries]:
+        ctx: Context = info.context
+        start, end = time_range(from_, to)
+        req = queries.MetricsRequest(start, end, interval=interval, group_by=group_by.value,  # type: ignore[arg-type]
+                                     service=service, model=model, provider=provider)
+        async with ctx.state.db.read(ctx.principal.project_id) as conn:
+            _, _, series = await queries.metric_series(conn, ctx.principal.project_id, req)
+        return [MetricSeries(group=s["group"], points=[MetricPoint(**p) for p in s["points"]]) for s in series]
+
+
+def _mask(error: GraphQLError) -> bool:
+    return error.original_error is not None and not isinstance(error.original_error, GraphQLError)
+
+
+class _Schema(strawberry.Schema):
+    def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
+        """Log only unexpected errors (with their traceback): a bad document or argument is the
+        client's business, answered with 400 and not worth a log line each."""
+        for error in errors:
+            if _mask(error):
+                log.error("graphql resolver failed: %s", error.message, exc_info=error.original_error)
+
+
+schema = _Schema(query=Query, extensions=[
+    lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
+    lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+    lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+    lambda: MaskErrors(should_mask_error=_mask, error_message="internal error"),
+])
+
+
+class GraphQLRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    variables: dict[str, Any] | None = None
+    operationName: str | None = Field(None, max_length=200)
+    extensions: dict[str, Any] | None = None
+
+
+class GraphQLResult(BaseModel):
+    data: dict[str, Any] | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+router = APIRouter(tags=["graphql"], dependencies=[Depends(strict_query)])
+
+
+@router.post("/graphql", response_model=GraphQLResult, summary="GraphQL: traces, spans and metrics",
+             responses={400: {"model": ErrorResponse, "description": "Document does not parse or validate, or "
+                                                                       "bad arguments"},
+                        **error_responses(401, 403, 422, 429, 503)})
+async def graphql(body: GraphQLRequest, request: Request, principal: Reader, state: State) -> Response:
+    result = await schema.execute(body.query, variable_values=body.variables, operation_name=body.operationName,
+                                  context_value=Context(state, principal))
+    errors = [e.formatted for e in result.errors or []]
+    codes = {(e.get("extensions") or {}).get("code") for e in errors}
+    if errors and (result.data is None or "BAD_USER_INPUT" in codes or "UNAVAILABLE" in codes):
+        status = 503 if "UNAVAILABLE" in codes else 400
+        code = "database_unavailable" if status == 503 else "invalid_graphql"
+        payload = error_body(request, code, "; ".join(e["message"] for e in errors[:3]))
+        headers = {"Retry-After": "5"} if status == 503 else None
+        return json_response(payload | {"errors": errors, "data": result.data}, status=status, headers=headers)
+    payload: dict[str, Any] = {"data": result.data}
+    if errors:
+        payload["errors"] = errors
+    return json_response(payload)

@@ -1,0 +1,234 @@
+"""Request and response bodies of the REST API (they make its OpenAPI schema).
+
+Request bodies refuse unknown fields, so a typo is an error rather than a silently ignored
+filter. Responses of the hot paths are serialised from plain dicts straight to JSON; these
+models describe them.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from llmobs.store.queries import AGGREGATE_FUNCTIONS, FILTER_OPS, INTERVALS, MAX_QUERY_ROWS
+
+Strict = ConfigDict(extra="forbid", populate_by_name=True)
+
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
+def _iso_only(value: Any) -> Any:
+    """Times are ISO 8601 text, as the schema says: pydantic would also read a number as a Unix time."""
+    if isinstance(value, str) and _ISO_DATE.match(value):
+        return value
+    if isinstance(value, datetime):
+        return value
+    raise ValueError("expected an ISO 8601 time, for example 2024-05-01T12:00:00Z")
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_only)]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+
+
+class Check(BaseModel):
+    ok: bool
+    detail: str
+    latency_ms: float
+
+
+class Readiness(BaseModel):
+    status: Literal["ok", "degraded", "unavailable"]
+    version: str
+    checks: dict[str, Check]
+
+
+class Span(BaseModel):
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    service_name: str
+    environment: str | None
+    scope_name: str | None
+    name: str
+    kind: str
+    start_time: datetime
+    end_time: datetime
+    duration_ms: float
+    status_code: str
+    status_message: str | None
+    provider: str | None
+    request_model: str | None
+    response_model: str | None
+    operation: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    total_tokens: int | None
+    cached_input_tokens: int | None = Field(description="Cached (cache-read) input tokens; counted "
+                                            "inside input_tokens as OpenTelemetry defines it.")
+    reasoning_tokens: int | None
+    cost_usd: float | None = Field(description="Cost in USD: sent by the client, or priced from the model "
+                                   "price table; null when the model has no price.")
+    cost_source: str | None
+    session_id: str | None
+    user_id: str | None
+    finish_reasons: list[str] | None
+    attributes: dict[str, Any]
+    events: list[Any]
+    resource: dict[str, Any]
+    ingested_at: datetime
+
+
+class SpanNode(Span):
+    children: list[SpanNode]
+
+
+class Trace(BaseModel):
+    trace_id: str
+    start_time: datetime
+    end_time: datetime
+    duration_ms: float = Field(description="From the first span's start to the last span's end.")
+    span_count: int
+    error_count: int
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    cost_usd: float | None
+    services: list[str]
+    models: list[str]
+    truncated: bool = Field(description="True when the trace has more spans than one response carries.")
+    roots: list[SpanNode] = Field(description="Spans without a parent in the trace, each with its subtree.")
+
+
+class TraceSummary(BaseModel):
+    trace_id: str
+    root_span_id: str
+    root_name: str
+    service_name: str
+    start_time: datetime
+    end_time: datetime
+    duration_ms: float = Field(description="Duration of the root span.")
+    root_status_code: str
+    span_count: int
+    error_count: int
+    input_tokens: int | None
+    output_tokens: int | None
+    total_tokens: int | None
+    cost_usd: float | None
+    models: list[str]
+    services: list[str]
+
+
+class TraceList(BaseModel):
+    traces: list[TraceSummary]
+    next_cursor: str | None = Field(description="Pass as `cursor` to get the next page; null on the last.")
+
+
+Scalar = str | int | float | bool
+
+
+class QueryFilter(BaseModel):
+    model_config = Strict
+    field: str = Field(max_length=250, description="A span field (`model`, `duration_ms`, ...) or "
+                       "`attributes.<key>` / `resource.<key>`.")
+    op: Literal[FILTER_OPS] = "eq"  # type: ignore[valid-type]
+    value: Scalar | list[Scalar] | None = None
+
+
+class QueryAggregate(BaseModel):
+    model_config = Strict
+    fn: Literal[AGGREGATE_FUNCTIONS]  # type: ignore[valid-type]
+    field: str | None = Field(None, max_length=64)
+    alias: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+class QueryOrder(BaseModel):
+    model_config = Strict
+    key: str = Field(max_length=250)
+    desc: bool = True
+
+
+class QueryRequest(BaseModel):
+    model_config = Strict
+    from_: IsoDateTime | None = Field(None, alias="from", description="Start (inclusive); default: 24 h before `to`.")
+    to: IsoDateTime | None = Field(None, description="End (exclusive); default: now.")
+    filters: list[QueryFilter] = Field(default_factory=list, max_length=50)
+    group_by: list[str] = Field(default_factory=list, max_length=10)
+    aggregates: list[QueryAggregate] = Field(default_factory=lambda: [QueryAggregate(fn="count")],
+                                             min_length=1, max_length=20)
+    order_by: list[QueryOrder] = Field(default_factory=list, max_length=5)
+    limit: int = Field(100, ge=1, le=MAX_QUERY_ROWS)
+    bucket: Literal[tuple(INTERVALS)] | None = Field(  # type: ignore[valid-type]
+        None, description="Adds a `time` group: spans bucketed by start time.")
+
+
+class QueryResult(BaseModel):
+    columns: list[str]
+    rows: list[list[Any]]
+    truncated: bool
+
+
+class MetricPoint(BaseModel):
+    time: datetime
+    requests: int
+    errors: int
+    error_rate: float | None
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    cost_usd: float
+    latency_avg_ms: float | None
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    latency_p99_ms: float | None
+    latency_max_ms: float | None
+
+
+class MetricSeries(BaseModel):
+    group: str | None
+    points: list[MetricPoint]
+
+
+class MetricsResult(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    from_: datetime = Field(alias="from")
+    to: datetime
+    interval: str
+    group_by: str
+    source: str = Field(description="The rollup the series were read from.")
+    series: list[MetricSeries]
+
+
+class TokenResult(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"]
+    expires_in: int
+    expires_at: datetime
+    project: str
+    role: str
+
+
+class AuditEntry(BaseModel):
+    id: int
+    at: datetime
+    project: str | None
+    actor: str
+    action: str
+    target: str | None
+    source: str | None
+    details: dict[str, Any]
+
+
+class AuditList(BaseModel):
+    entries: list[AuditEntry]
+
+
+class IngestResult(BaseModel):
+    accepted: int
+    trace_ids: list[str]

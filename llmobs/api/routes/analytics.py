@@ -1,0 +1,93 @@
+"""Aggregates: structured queries over spans, and metrics time series from the rollups.
+
+Both results are cached in Redis for ``API_CACHE_TTL_SECONDS`` under a key holding the project
+(``X-Cache: hit|miss`` says which). A request without an explicit ``to`` means "until now" and is
+cached under the minute it was asked in, so repeated dashboard refreshes share an entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
+
+from llmobs.api.deps import Reader, State, strict_query
+from llmobs.api.errors import error_responses
+from llmobs.api.models import MetricsResult, QueryRequest, QueryResult
+from llmobs.api.params import From, Text, To, time_range
+from llmobs.api.respond import json_response, to_json
+from llmobs.api.state import ApiState
+from llmobs.store import queries
+
+router = APIRouter(prefix="/api/v1", tags=["analytics"], dependencies=[Depends(strict_query)])
+
+
+def _now_minute() -> datetime:
+    return datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
+
+
+async def _cached(state: ApiState, project_id: int, kind: str, request: Any,
+                  compute: Callable[[], Awaitable[Any]]) -> Response:
+    key = state.cache.key(project_id, kind, request)
+    body = await state.cache.get(key)
+    if body is not None:
+        return json_response(body=body, headers={"X-Cache": "hit"})
+    body = to_json(await compute())
+    await state.cache.put(key, body)
+    return json_response(body=body, headers={"X-Cache": "miss"})
+
+
+@router.post("/query", response_model=QueryResult, summary="Aggregate spans: filters, group-by, aggregates",
+             responses=error_responses(400, 401, 403, 422, 429))
+async def query(body: QueryRequest, principal: Reader, state: State) -> Response:
+    to = body.to if body.to is not None else _now_minute()
+    start, end = time_range(body.from_, to)
+    q = queries.SpanQuery(
+        start=start, end=end,
+        filters=[queries.Filter(f.field, f.op, f.value) for f in body.filters],
+        group_by=body.group_by,
+        aggregates=[queries.Aggregate(a.fn, a.field, a.alias) for a in body.aggregates],
+        order_by=[queries.Order(o.key, o.desc) for o in body.order_by],
+        limit=body.limit,
+        bucket=queries.INTERVALS[body.bucket] if body.bucket else None,
+    )
+    queries.compile_span_query(principal.project_id, q)  # refuse a bad query before the cache
+
+    async def compute() -> dict[str, Any]:
+        async with state.db.read(principal.project_id) as conn:
+            result = await queries.run_span_query(conn, principal.project_id, q)
+        return {"columns": result.columns, "rows": result.rows, "truncated": result.truncated}
+
+    key = body.model_dump(mode="json", by_alias=True) | {"from": start.isoformat(), "to": end.isoformat()}
+    return await _cached(state, principal.project_id, "query", key, compute)
+
+
+@router.get("/metrics", response_model=MetricsResult, summary="Time series from the rollups",
+            responses=error_responses(401, 403, 422, 429))
+async def metrics(
+    principal: Reader, state: State, from_: From = None, to: To = None,
+    interval: Annotated[str, Query(max_length=8, description="auto, or one of: " + ", ".join(queries.INTERVALS))
+                        ] = "auto",
+    group_by: Annotated[queries.MetricsGroup, Query(description="One series per model, provider or service.")
+                        ] = "none",
+    service: Text = None, model: Text = None, provider: Text = None,
+    spans: Annotated[Literal["llm", "all"], Query(description="llm: count LLM calls only (spans with a model or "
+                                                  "provider); all: every span.")] = "llm",
+) -> Response:
+    start, end = time_range(from_, to if to is not None else _now_minute())
+    req = queries.MetricsRequest(start, end, interval=interval, group_by=group_by, service=service, model=model,
+                                 provider=provider, llm_only=spans == "llm")
+    resolved = req.resolved_interval()
+
+    async def compute() -> dict[str, Any]:
+        async with state.db.read(principal.project_id) as conn:
+            interval_name, source, series = await queries.metric_series(conn, principal.project_id, req)
+        return {"from": start, "to": end, "interval": interval_name, "group_by": group_by, "source": source,
+                "series": series}
+
+    key = {"from": start.isoformat(), "to": end.isoformat(), "interval": resolved, "group_by": group_by,
+           "service": service, "model": model, "provider": provider, "spans": spans}
+    return await _cached(state, principal.project_id, "metrics", key, compute)

@@ -1,0 +1,69 @@
+"""``llmobs serve api``: uvicorn serving the API, in one process or several workers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from typing import TYPE_CHECKING
+
+from llmobs.config import SETTINGS
+
+if TYPE_CHECKING:
+    from llmobs.config import Settings
+
+log = logging.getLogger("llmobs.api")
+
+#: Seconds open connections (event streams) get to finish when the server stops.
+GRACEFUL_SHUTDOWN = 5
+
+
+def _listen_host(settings: Settings, host: str | None) -> str:
+    host = host or settings.get_str("BIND_ADDRESS")
+    return "0.0.0.0" if host in ("", "*") else host
+
+
+def settings_environ(settings: Settings) -> dict[str, str]:
+    """Every setting's effective value as environment variables, so worker processes (which
+    uvicorn starts from an import string) load exactly these settings. Secrets travel in the
+    environment of the children, never in their arguments."""
+    env = {}
+    for s in SETTINGS:
+        if s.secret:
+            if settings.has_secret(s.name):
+                env[s.name] = settings.secret(s.name)
+        else:
+            env[s.name] = settings.raw(s.name)
+    return env
+
+
+def serve(settings: Settings, host: str | None = None, port: int | None = None, workers: int = 1) -> None:
+    """Serve until interrupted. Raises a ConfigError before binding when settings are wrong."""
+    import uvicorn
+
+    from llmobs.api.app import create_app
+
+    host = _listen_host(settings, host)
+    port = port or settings.get_int("API_PORT")
+    level = settings.get_str("LLMOBS_LOG_LEVEL")
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    common = {"host": host, "port": port, "log_level": level, "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN,
+              "server_header": False}
+    if workers <= 1:
+        uvicorn.run(create_app(settings), **common)
+        return
+    create_app(settings)  # fail here, once, on bad settings rather than in every worker
+    os.environ.update(settings_environ(settings))
+    from llmobs.api.prom import MULTIPROC_ENV
+
+    own_dir = None
+    if not os.environ.get(MULTIPROC_ENV):
+        own_dir = tempfile.mkdtemp(prefix="llmobs-api-metrics-")
+        os.environ[MULTIPROC_ENV] = own_dir
+    try:
+        log.info("serving the API on %s:%d with %d workers", host, port, workers)
+        uvicorn.run("llmobs.api.app:app_from_environment", factory=True, workers=workers, **common)
+    finally:
+        if own_dir:
+            shutil.rmtree(own_dir, ignore_errors=True)

@@ -1,0 +1,149 @@
+"""Helpers for the API and Grafana tests: spans stored the way the collector stores them, keys,
+and the API running in-process.
+
+Spans go through the collector's pipeline (normalization, prices from the seeded price table) and
+its COPY, written as the app login role, so the tests exercise the real write path and the
+row-level security it lives with.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from llmobs.collector.pipeline import RawSpan, SpanPipeline
+from llmobs.config import Settings
+from llmobs.store import apikeys
+from llmobs.store.db import connect
+from llmobs.store.maintain import maintain
+from llmobs.store.spans import PartitionCache, SpanRow, copy_spans
+
+
+def trace_id() -> str:
+    return secrets.token_hex(16)
+
+
+def span_id() -> str:
+    return secrets.token_hex(8)
+
+
+def llm_trace(start: datetime, *, service: str = "chatbot", model: str = "gpt-4o", provider: str = "openai",
+              calls: int = 2, error: bool = False, user: str | None = None, session: str | None = None,
+              root_ms: float = 1500.0, input_tokens: int = 1000, output_tokens: int = 200) -> list[RawSpan]:
+    """A root span with ``calls`` LLM calls under it (OTel GenAI attributes)."""
+    tid, root = trace_id(), span_id()
+    resource = {"service.name": service}
+    spans = [RawSpan(trace_id=tid, span_id=root, name=f"POST /{service}", kind="server", start_time=start,
+                     end_time=start + timedelta(milliseconds=root_ms), status_code="error" if error else "ok",
+                     resource=resource,
+                     attributes={k: v for k, v in (("user.id", user), ("session.id", session)) if v})]
+    t = start + timedelta(milliseconds=10)
+    for i in range(calls):
+        end = t + timedelta(milliseconds=root_ms / (calls + 1))
+        attrs: dict[str, Any] = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": provider,
+                                 "gen_ai.request.model": model, "gen_ai.response.model": model,
+                                 "gen_ai.usage.input_tokens": input_tokens, "gen_ai.usage.output_tokens": output_tokens}
+        if user:
+            attrs["user.id"] = user
+        if session:
+            attrs["session.id"] = session
+        spans.append(RawSpan(trace_id=tid, span_id=span_id(), parent_span_id=root, name=f"chat {model}",
+                             kind="client", start_time=t, end_time=end,
+                             status_code="error" if error and i == calls - 1 else "ok", attributes=attrs,
+                             resource=resource))
+        t = end
+    return spans
+
+
+def store_spans(settings: Settings, project_id: int, spans: list[RawSpan]) -> list[SpanRow]:
+    """Through the collector's pipeline and COPY, as the app login role (what the collector does)."""
+    with connect(settings, "app", autocommit=True) as conn:
+        pipeline = SpanPipeline.from_settings(settings)
+        pipeline.load_prices(conn)
+        result = pipeline.process(spans, project_id=project_id)
+        assert result.rejected == 0, result.errors
+        with conn.transaction():
+            copy_spans(conn, result.rows, cache=PartitionCache())  # each test has a database of its own
+    return result.rows
+
+
+def refresh_rollups(settings: Settings) -> None:
+    with connect(settings, "admin", autocommit=True) as conn:
+        conn.execute("DELETE FROM llmobs_rollup_state")
+        maintain(conn, settings)
+
+
+@dataclass
+class Project:
+    id: int
+    name: str
+    keys: dict[str, str] = field(default_factory=dict)
+    traces: list[str] = field(default_factory=list)
+
+    def auth(self, role: str = "reader") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[role]}"}
+
+
+def make_project(settings: Settings, name: str) -> Project:
+    with connect(settings, "admin", autocommit=True) as conn:
+        keys = {}
+        for role in apikeys.ROLES:
+            created = apikeys.create_key(conn, project=name, role=role, name=f"test-{role}", actor="test")
+            keys[role] = created.token
+            project_id = created.key.project_id
+    return Project(project_id, name, keys)
+
+
+@dataclass
+class Seeded:
+    a: Project
+    b: Project
+    now: datetime
+
+
+def seed(settings: Settings, now: datetime | None = None) -> Seeded:
+    """Two projects with distinct services, models, users; errors in A; rollups refreshed.
+
+    A has 12 traces in the last 8 hours (``a.traces[:12]``, newest first) and one 3 days old.
+    """
+    now = (now or datetime.now(UTC)).replace(microsecond=0)
+    a, b = make_project(settings, "alpha"), make_project(settings, "beta")
+    spans_a: list[RawSpan] = []
+    for i in range(12):
+        trace = llm_trace(now - timedelta(minutes=5 + i * 37), service="chatbot" if i % 2 else "rag",
+                          model="gpt-4o" if i % 3 else "gpt-4o-mini", error=i == 4, user=f"user-{i % 3}",
+                          session=f"sess-{i % 4}", root_ms=500 + 100 * i, calls=1 + i % 3)
+        spans_a += trace
+        a.traces.append(trace[0].trace_id)
+    spans_b: list[RawSpan] = []
+    for i in range(6):
+        trace = llm_trace(now - timedelta(minutes=7 + i * 50), service="secret-svc", model="claude-3-5-sonnet",
+                          provider="anthropic", user="b-user", session="b-session")
+        spans_b += trace
+        b.traces.append(trace[0].trace_id)
+    # Older data: the hourly rollup (ranges over a day) has something to show as well.
+    old = llm_trace(now - timedelta(days=3), service="rag", model="gpt-4o")
+    spans_a += old
+    a.traces.append(old[0].trace_id)
+    store_spans(settings, a.id, spans_a)
+    store_spans(settings, b.id, spans_b)
+    refresh_rollups(settings)
+    return Seeded(a, b, now)
+
+
+@contextmanager
+def api_client(settings: Settings) -> Iterator[Any]:
+    """The API in-process (ASGI), its lifespan run: a starlette TestClient."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    from fastapi.testclient import TestClient
+
+    from llmobs.api.app import create_app
+
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client
