@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -29,7 +30,9 @@ def client(settings: Settings):
 def test_health_and_readiness(client):
     r = client.get("/health")
     assert r.status_code == 200
-    assert r.json() == {"status": "ok", "version": __version__}
+    body = r.json()
+    assert body["status"] == "ok" and body["version"] == __version__
+    assert body["instance"].endswith(f":{os.getpid()}")  # in-process app: this process answered
     r = client.get("/health/ready")
     assert r.status_code == 200
     body = r.json()

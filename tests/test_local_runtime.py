@@ -7,6 +7,8 @@ import os
 import signal
 import socket
 import time
+import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import psutil
@@ -136,6 +138,14 @@ def test_scale_runs_replicas_that_share_the_port(project: Path):
     assert len(by_name["api"]["pids"]) == 3 and by_name["api"]["replicas"] == 3
     assert len(by_name["collector"]["pids"]) == 2
     assert by_name["api"]["health"] == "healthy"
+    # every replica answers on the one published port (fresh connection per request)
+    port = by_name["api"]["ports"]["API_PORT"]
+    seen = Counter(json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read())["instance"]
+                   for _ in range(90))
+    assert {i.rsplit(":", 1)[1] for i in seen} == {str(p) for p in by_name["api"]["pids"]}, seen
+    time.sleep(3)  # and they stay up
+    _, later = status_json(project)
+    assert {s["name"]: s["pids"] for s in later["services"]}["api"] == by_name["api"]["pids"]
     assert run_cli("scale", "api=1", project_dir=project).returncode == 0
     _, status = status_json(project)
     assert len(next(s for s in status["services"] if s["name"] == "api")["pids"]) == 1

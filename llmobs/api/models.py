@@ -35,6 +35,7 @@ IsoDateTime = Annotated[datetime, BeforeValidator(_iso_only)]
 class Health(BaseModel):
     status: Literal["ok"]
     version: str
+    instance: str = Field(description="host:pid of the process that answered (replicas differ)")
 
 
 class Check(BaseModel):

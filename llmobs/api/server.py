@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
+import socket
 import tempfile
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from llmobs.config import SETTINGS
+from llmobs.serving import listening_socket, notify_ready
 
 if TYPE_CHECKING:
     from llmobs.config import Settings
@@ -38,6 +41,19 @@ def settings_environ(settings: Settings) -> dict[str, str]:
     return env
 
 
+async def _serve_one(config: Any, sock: socket.socket) -> None:
+    """Serve on ``sock`` and tell the supervisor once startup (lifespan: pools) has finished."""
+    import uvicorn
+
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started and not task.done():
+        await asyncio.sleep(0.05)
+    if server.started:
+        notify_ready()
+    await task
+
+
 def serve(settings: Settings, host: str | None = None, port: int | None = None, workers: int = 1) -> None:
     """Serve until interrupted. Raises a ConfigError before binding when settings are wrong."""
     import uvicorn
@@ -48,12 +64,18 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
     port = port or settings.get_int("API_PORT")
     level = settings.get_str("LLMOBS_LOG_LEVEL")
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    common = {"host": host, "port": port, "log_level": level, "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN,
+    common: dict[str, Any] = {"log_level": level, "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN,
               "server_header": False}
+    # Our own listening socket with SO_REUSEPORT: replicas of the local runtime share the port,
+    # and a replacement started during a rolling restart binds while the old one still serves.
+    sock = listening_socket(host, port)
     if workers <= 1:
-        uvicorn.run(create_app(settings), **common)
+        asyncio.run(_serve_one(uvicorn.Config(create_app(settings), **common), sock))
         return
     create_app(settings)  # fail here, once, on bad settings rather than in every worker
+    # The socket listens already: connections wait in its backlog until the workers accept.
+    common["fd"] = sock.fileno()
+    notify_ready()
     os.environ.update(settings_environ(settings))
     from llmobs.api.prom import MULTIPROC_ENV
 
@@ -64,6 +86,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
     try:
         log.info("serving the API on %s:%d with %d workers", host, port, workers)
         uvicorn.run("llmobs.api.app:app_from_environment", factory=True, workers=workers, **common)
+        sock.close()
     finally:
         if own_dir:
             shutil.rmtree(own_dir, ignore_errors=True)

@@ -247,8 +247,9 @@ class LocalStack(Stack):
         if pid:
             os.kill(pid, sig)
 
-    def _running_children(self) -> dict[str, list[int]]:
-        """Live pids per supervised service, each checked against its recorded start time."""
+    def _running_children(self, *, ready_only: bool = False) -> dict[str, list[int]]:
+        """Live pids per supervised service, each checked against its recorded start time;
+        ``ready_only``: only replicas that reported they serve."""
         import json
 
         try:
@@ -258,6 +259,8 @@ class LocalStack(Stack):
         running: dict[str, list[int]] = {}
         for service, entries in data.get("services", {}).items():
             for e in entries:
+                if ready_only and not e.get("ready"):
+                    continue
                 if e.get("pid") and live_pid(PidRecord(e["pid"], e["create_time"], sv.child_marker(service))):
                     running.setdefault(service, []).append(e["pid"])
         return running
@@ -272,11 +275,12 @@ class LocalStack(Stack):
         supervisor = self.supervisor_pid()
         desired = sv.DesiredState.read(self.layout)
         children = self._running_children() if supervisor else {}
+        ready = self._running_children(ready_only=True) if supervisor else {}
         for service in sv.SUPERVISED:
             pids = children.get(service, [])
             want = desired.count(service)
             state = "running" if pids else ("starting" if supervisor and want else "stopped")
-            states[service] = RuntimeState(state, len(pids), want, pids=pids,
+            states[service] = RuntimeState(state, len(ready.get(service, [])), want, pids=pids,
                                            detail="" if supervisor or not want else "supervisor not running")
         for s in SERVICES:
             if not s.local:
@@ -326,8 +330,8 @@ class LocalStack(Stack):
         progress.step("Waiting for the replicas")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            running = self._running_children()
-            if all(len(running.get(s, [])) == desired.count(s) for s in replicas):
+            ready, live = self._running_children(ready_only=True), self._running_children()
+            if all(len(ready.get(s, [])) == len(live.get(s, [])) == desired.count(s) for s in replicas):
                 progress.done(", ".join(f"{s}={desired.count(s)}" for s in replicas))
                 return
             time.sleep(0.1)

@@ -281,7 +281,7 @@ class Supervisor:
         records = {}
         for (service, replica), c in sorted(self.children.items()):
             entry = {"replica": replica, "restarts": c.restarts, "last_exit": c.last_exit, "pid": None,
-                     "create_time": None}
+                     "create_time": None, "ready": self._poll_ready(c)}
             if c.process is not None and c.process.poll() is None:
                 try:
                     entry["pid"] = c.process.pid

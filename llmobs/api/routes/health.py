@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 from collections.abc import Awaitable
 
@@ -18,9 +20,12 @@ from llmobs.api.respond import json_response
 router = APIRouter(tags=["health"], dependencies=[Depends(strict_query)])
 
 
+INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
+
+
 @router.get("/health", response_model=Health, summary="Liveness: the process answers")
 async def health() -> Response:
-    return json_response({"status": "ok", "version": __version__})
+    return json_response({"status": "ok", "version": __version__, "instance": INSTANCE})
 
 
 async def _timed(check: Awaitable[tuple[bool, str]]) -> dict:
