@@ -126,6 +126,9 @@ SETTINGS: tuple[Setting, ...] = (
        "`data/wal-archive/` in the project directory.", "path", group="Backup"),
     _s("BACKUP_GRAFANA_DATA_DIR", "", "Grafana's data directory as the backup commands see it (set by the "
        "compose runtime in its jobs). Empty: Grafana is not backed up.", "path", group="Backup"),
+    _s("BACKUP_PGDATA_DIR", "", "PostgreSQL's data directory as restore jobs see it (set by the compose "
+       "runtime in its restore jobs, where the database volume is mounted). Empty: the local runtime's.",
+       "path", group="Backup"),
     _s("BACKUP_COMPRESSION_LEVEL", "1", "gzip level of physical backups and of `pg_dump` (0 = none, 1 = "
        "fastest, 9 = smallest).", "int", group="Backup", minimum=0),
     _s("BACKUP_S3_BUCKET", "", "S3 bucket that backups and archived WAL are copied to. Empty: local only. "

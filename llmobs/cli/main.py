@@ -43,9 +43,9 @@ def main(
 
 
 def _register() -> None:
-    from llmobs.cli import db, project, serve, stack
+    from llmobs.cli import audit, backup, db, keys, prices, project, restore, secrets, serve, stack, swarm
 
-    for module in (project, stack, db, serve):
+    for module in (project, stack, db, serve, keys, prices, audit, secrets, backup, restore, swarm):
         module.register(app)
 
 

@@ -1,0 +1,312 @@
+"""`llmobs secrets rotate`: the plan, the run, and finishing a run that was killed.
+
+One rotation covers several targets with a single rolling restart:
+
+1. plan: journal written (``run/rotation.json``), the rotation log's baseline, checks that the
+   stack is up and that no rotated secret is overridden by the environment;
+2. stage: every new value into ``.env`` as ``NAME_NEXT`` before any server changes;
+3. per target, the overlap: new credentials valid on the servers while the old ones still work,
+   then ``.env`` switched (database, Redis, JWT key);
+4. one rolling restart of the api and collector, one replica at a time;
+5. the old credentials closed (old app role, old Redis password), Grafana (compose);
+6. final check: every service healthy with the new credentials, the old ones refused;
+7. finish: rotation log, audit log, retired values dropped from ``.env``, journal removed.
+
+The journal records each finished step; a rerun skips those and redoes the one under way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmobs.config import SETTINGS_BY_NAME, Settings, generate_secret
+from llmobs.errors import ConfigError, LlmobsError
+from llmobs.secrets import grafana_admin, history, jwt_key, postgres_roles, redis_acl
+from llmobs.secrets.catalog import expand_targets, secrets_of
+from llmobs.secrets.context import RotationContext, Step
+from llmobs.secrets.journal import RotationJournal, rotation_lock
+from llmobs.secrets.store import SecretStore
+
+if TYPE_CHECKING:
+    from llmobs.progress import Progress
+    from llmobs.stack.base import Stack
+
+log = logging.getLogger(__name__)
+
+#: Fault injection for tests: ``secrets:<step>`` makes the rotation SIGKILL itself right after
+#: that step's change and before the journal records it (the worst moment to die).
+FAILPOINT_ENV = "LLMOBS_FAILPOINT"
+_APP_SERVICES = ("collector", "api")
+#: services that read database passwords only when they start (compose runtime): Grafana's
+#: datasource (readonly role) and the backup scheduler (superuser). The stack recreates them.
+_DB_READERS_AT_START = ("grafana", "backup")
+
+
+@dataclass
+class RotationResult:
+    rotation_ids: list[str] = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)
+    secrets: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    resumed: bool = False
+    restarted: list[str] = field(default_factory=list)
+    checks: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def rotate(project_dir: Path, requested: Sequence[str], progress: Progress, *,
+           environ: dict[str, str] | None = None) -> RotationResult:
+    """Rotate the secrets of ``requested`` targets (``all`` for every one), first finishing a
+    rotation that a crash interrupted."""
+    targets = expand_targets(requested)
+    store = SecretStore(project_dir, environ)
+    result = RotationResult()
+    with rotation_lock(project_dir):
+        journal = RotationJournal.read(project_dir)
+        covered: list[str] = []
+        if journal is not None:
+            result.resumed = True
+            progress.warn(f"finishing the rotation of {', '.join(journal.targets)} started at {journal.started_at} "
+                          "that did not complete")
+            _run(RotationContext(project_dir, store, journal, progress), result)
+            covered = journal.targets
+        remaining = [t for t in targets if t not in covered]
+        if remaining:
+            journal = _plan(project_dir, store, remaining, progress, result)
+            if journal is not None:
+                _run(RotationContext(project_dir, store, journal, progress), result)
+    return result
+
+
+# -- plan ----------------------------------------------------------------------------------------
+
+
+def _plan(project_dir: Path, store: SecretStore, targets: list[str], progress: Progress,
+          result: RotationResult) -> RotationJournal | None:
+    from llmobs.stack.runtime import get_stack, resolve_runtime
+
+    settings = Settings.load(project_dir, environ=store.environ)
+    runtime = resolve_runtime(settings)
+    stack = get_stack(settings, runtime)
+    if "grafana" in targets:
+        reason = _grafana_unavailable(stack)
+        if reason:
+            targets = [t for t in targets if t != "grafana"]
+            result.skipped["grafana"] = reason
+            progress.warn(f"{reason}: GRAFANA_ADMIN_PASSWORD is not rotated")
+    if not targets:
+        return None
+    names = secrets_of(targets)
+    store.check_rotatable(_rewritten_keys(targets, names))
+    _preflight(stack, settings, targets, progress)
+    app_user = settings.get_str("DB_APP_USER")
+    journal = RotationJournal(
+        id=uuid.uuid4().hex[:12], started_at=datetime.now(UTC).replace(microsecond=0).isoformat(), runtime=runtime,
+        targets=targets, secrets=names, project_dir=str(project_dir),
+        app_user_from=app_user if "db" in targets else None,
+        app_user_to=postgres_roles.other_app_role(app_user) if "db" in targets else None)
+    history.ensure_baseline(project_dir)
+    journal.save()
+    progress.done(f"rotation {journal.id} of {', '.join(targets)} planned ({stack.runtime} runtime)")
+    return journal
+
+
+def _grafana_unavailable(stack: Stack) -> str | None:
+    """Why Grafana's password cannot be rotated here, if it cannot: it changes inside the running
+    Grafana, so a Grafana that does not run keeps its password (and .env keeps matching it)."""
+    if "grafana" not in stack.available_services():
+        return f"Grafana does not run in the {stack.runtime} runtime" + (
+            "" if stack.runtime == "local" else " of this project (not among its services)")
+    state = stack.states().get("grafana")
+    if state is None or state.state != "running":
+        return "Grafana is not running (start it with `llmobs up grafana`, then rotate it)"
+    return None
+
+
+def _rewritten_keys(targets: list[str], names: list[str]) -> list[str]:
+    keys = list(names)
+    if "db" in targets:
+        keys.append("DB_APP_USER")
+    if "jwt" in targets:
+        keys += ["SECRET_KEY_PREVIOUS", "SECRET_KEY_PREVIOUS_UNTIL"]
+    return keys
+
+
+def _preflight(stack: Stack, settings: Settings, targets: list[str], progress: Progress) -> None:
+    """The stack must be up (the servers change credentials online), and services must not hold
+    rotated secrets in their environment (they would never see the new values)."""
+    from llmobs.progress import SilentProgress
+    from llmobs.stack.lifecycle import wait_healthy
+
+    needed = ["timescaledb", *(["redis"] if "redis" in targets else [])]
+    if "grafana" in targets:
+        needed.append("grafana")
+    states = stack.states()
+    down = [s for s in needed if s not in states or states[s].state not in ("running", "starting")]
+    try:
+        if down:
+            raise LlmobsError(f"{', '.join(down)} not running")
+        wait_healthy(stack, settings, needed, SilentProgress(), timeout=15)
+    except LlmobsError as exc:
+        raise LlmobsError(f"the stack must be up to rotate secrets: {exc.message}",
+                          hint="start it with `llmobs up`; nothing was changed") from None
+    _check_service_environment(stack, targets)
+    progress.done(f"{', '.join(needed)} up")
+
+
+def _check_service_environment(stack: Stack, targets: list[str]) -> None:
+    from llmobs.stack.local import LocalStack
+
+    if not isinstance(stack, LocalStack):
+        return
+    pid = stack.supervisor_pid()
+    if pid is None:
+        return
+    import psutil
+
+    try:
+        environ = psutil.Process(pid).environ()
+    except (psutil.Error, OSError):
+        return
+    for key in _rewritten_keys(targets, secrets_of(targets)):
+        for name in (key, f"{key}_FILE"):
+            if name in environ:
+                raise ConfigError(name, "is in the environment the api and collector were started with, which "
+                                  "overrides .env: they would never use the new value",
+                                  hint="restart the stack without it (`llmobs down && llmobs up`), then rotate")
+
+
+# -- run -----------------------------------------------------------------------------------------
+
+
+def rotation_steps(targets: Sequence[str]) -> list[Step]:
+    steps = [Step("stage", "Generating the new secrets", _stage)]
+    if "db" in targets:
+        steps += postgres_roles.steps()
+    if "redis" in targets:
+        steps += redis_acl.steps()
+    if "jwt" in targets:
+        steps += jwt_key.steps()
+    if _restart_targets(targets):
+        steps.append(Step("restart", "Rolling restart", _restart))
+    if "db" in targets:
+        steps += postgres_roles.after_restart_steps()
+    if "redis" in targets:
+        steps += redis_acl.after_restart_steps()
+    if "grafana" in targets:
+        steps += grafana_admin.steps()
+    steps += [Step("verify", "Checking the new and the old credentials", _verify),
+              Step("finish", "Recording the rotation", _finish)]
+    return steps
+
+
+def _run(ctx: RotationContext, result: RotationResult) -> None:
+    journal = ctx.journal
+    for step in rotation_steps(journal.targets):
+        if step.name in journal.done:
+            continue
+        ctx.progress.step(step.title)
+        step.run(ctx)
+        _failpoint(step.name)
+        if step.name == "finish":
+            journal.remove()
+        else:
+            journal.mark(step.name)
+    result.rotation_ids.append(journal.id)
+    result.targets += journal.targets
+    result.secrets += journal.secrets
+    result.checks += ctx.checks
+    result.warnings += ctx.warnings
+    result.restarted = sorted(set(result.restarted) | set(journal.restarted))
+
+
+def _failpoint(step: str) -> None:
+    if os.environ.get(FAILPOINT_ENV) == f"secrets:{step}":
+        log.warning("failpoint %s reached: killing this process", step)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _stage(ctx: RotationContext) -> None:
+    ctx.store.stage({name: generate_secret(SETTINGS_BY_NAME[name]) for name in ctx.journal.secrets})
+    ctx.progress.done(f"new values staged in .env for {', '.join(ctx.journal.secrets)}")
+
+
+def _restart_targets(targets: Sequence[str]) -> list[str]:
+    services = list(_DB_READERS_AT_START) if "db" in targets else []
+    if "db" in targets or "redis" in targets:
+        return [*_APP_SERVICES, *services]
+    return ["api"] if "jwt" in targets else []
+
+
+def _restart(ctx: RotationContext) -> None:
+    from llmobs.stack.lifecycle import wait_healthy
+
+    if "redis" in ctx.journal.targets:
+        redis_acl.ensure_in_use_accepted(ctx)
+    services = ctx.running(_restart_targets(ctx.journal.targets))
+    if not services:
+        ctx.warn("no service to restart is running: they use the new secrets when they start")
+        return
+    ctx.journal.restarted = services
+    settings = ctx.settings()
+    stack = ctx.stack()
+    stack.restart(services, ctx.progress)
+    wait_healthy(stack, settings, services, ctx.progress, timeout=120)
+
+
+def _verify(ctx: RotationContext) -> None:
+    from llmobs.progress import SilentProgress
+    from llmobs.stack.lifecycle import wait_healthy
+
+    stack = ctx.stack()
+    services = ctx.running(stack.available_services())
+    wait_healthy(stack, ctx.settings(), services, SilentProgress(), timeout=120)
+    ctx.check(f"healthy: {', '.join(services)}")
+    targets = ctx.journal.targets
+    if "db" in targets:
+        postgres_roles.verify(ctx)
+    if "redis" in targets:
+        redis_acl.verify(ctx)
+    if "jwt" in targets:
+        jwt_key.verify(ctx)
+    if "grafana" in targets:
+        grafana_admin.verify(ctx)
+
+
+def _finish(ctx: RotationContext) -> None:
+    from llmobs.store import audit
+
+    journal = ctx.journal
+    now = datetime.now(UTC).isoformat()
+    actor = audit.cli_actor()
+    history.record_rotated(ctx.project_dir, journal.id, {n: journal.swapped_at.get(n, now) for n in journal.secrets},
+                           actor)
+    try:
+        with postgres_roles.admin_connection(ctx) as conn:
+            seen = conn.execute("SELECT 1 FROM audit_log WHERE action = 'secrets.rotate' "
+                                "AND details->>'rotation_id' = %s", (journal.id,)).fetchone()
+            if not seen:
+                audit.record(conn, "secrets.rotate", actor=actor, target=",".join(journal.secrets),
+                             source=audit.cli_source(),
+                             details={"rotation_id": journal.id, "targets": journal.targets, "runtime": journal.runtime,
+                                      "started_at": journal.started_at, "app_user": journal.app_user_to})
+    except LlmobsError as exc:
+        ctx.warn(f"could not write the audit record: {exc.message}")
+    ctx.store.forget_retired(journal.secrets)
+    dropped = jwt_key.drop_expired_previous(ctx.store)
+    if dropped:
+        ctx.progress.done(f"dropped the previous JWT key (its grace period ended {dropped.isoformat()})")
+    ctx.progress.done(f"rotated {', '.join(journal.secrets)}")
