@@ -105,10 +105,19 @@ class LocalStack(Stack):
         progress.done("Redis started")
 
     def write_redis_config(self, passwords: Sequence[str] | None = None) -> None:
+        """``passwords``: every password the ACL user accepts. By default the current one plus,
+        while a rotation is half done, the staged and retired ones: a Redis restart in the middle
+        of a rotation keeps every process that holds either password connected."""
+        if passwords is None:
+            from llmobs.secrets.store import SecretStore
+
+            store = SecretStore(self.layout.root)
+            found = [self.settings.secret("REDIS_PASSWORD"), store.staged("REDIS_PASSWORD"),
+                     store.retired("REDIS_PASSWORD")]
+            passwords = list(dict.fromkeys(p for p in found if p))
         self.redis.write_config(
             bind=self.settings.get_str("BIND_ADDRESS"), port=self.settings.get_int("REDIS_PORT"),
-            user=self.settings.get_str("REDIS_USER"),
-            passwords=list(passwords) if passwords else [self.settings.secret("REDIS_PASSWORD")])
+            user=self.settings.get_str("REDIS_USER"), passwords=list(passwords))
 
     def _start_supervised(self, services: Sequence[str], progress: Progress) -> None:
         desired = sv.DesiredState.read(self.layout)
