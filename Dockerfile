@@ -48,8 +48,8 @@ RUN /opt/llmobs/bin/pip install --no-cache-dir --no-index --no-deps --disable-pi
     && find /opt/llmobs -name '__pycache__' -prune -exec rm -rf '{}' + \
     && /opt/llmobs/bin/python -m compileall -q -j 0 /opt/llmobs/lib
 
-# --- runtime ------------------------------------------------------------------------------
-FROM ${BASE_IMAGE} AS runtime
+# --- apt sources with PostgreSQL ${PG_MAJOR} (Debian's own for 15, apt.postgresql.org otherwise) -
+FROM ${BASE_IMAGE} AS pg-apt
 ARG PG_MAJOR=16
 RUN set -eux; \
     apt-get update; \
@@ -57,16 +57,41 @@ RUN set -eux; \
         apt-get install -y --no-install-recommends postgresql-common ca-certificates; \
         /usr/share/postgresql-common/pgdg/apt.postgresql.org.sh -y; \
     fi; \
+    rm -rf /var/lib/apt/lists/*
+
+# --- pg_waldump and pg_controldata: in the server package, without its dependencies --------
+# (restores read commit times from WAL and the timeline of a data directory; both programs need
+# only libc, lz4 and zstd, which the client package brings)
+FROM pg-apt AS pg-server-tools
+ARG PG_MAJOR=16
+RUN set -eux; \
+    apt-get update; \
+    cd /tmp; \
+    apt-get download "postgresql-${PG_MAJOR}"; \
+    dpkg-deb -x postgresql-"${PG_MAJOR}"_*.deb /tmp/server; \
+    mkdir /out; \
+    cp /tmp/server/usr/lib/postgresql/"${PG_MAJOR}"/bin/pg_waldump \
+       /tmp/server/usr/lib/postgresql/"${PG_MAJOR}"/bin/pg_controldata /out/
+
+# --- runtime ------------------------------------------------------------------------------
+FROM pg-apt AS runtime
+ARG PG_MAJOR=16
+RUN set -eux; \
+    apt-get update; \
     apt-get install -y --no-install-recommends python3 ca-certificates "postgresql-client-${PG_MAJOR}"; \
     rm -rf /var/lib/apt/lists/*; \
     groupadd --gid 1001 llmobs; \
     useradd --uid 1001 --gid 1001 --home-dir /home/llmobs --create-home --shell /usr/sbin/nologin llmobs; \
-    install -d -o llmobs -g llmobs -m 0750 /backups /var/lib/llmobs; \
+    install -d -o llmobs -g llmobs -m 0750 /var/lib/llmobs; \
+    # The backup repository (a volume): group llmobs may write, setgid, so that restore jobs
+    # (PostgreSQL's uid with group 1001 added) share it with the backup jobs.
+    install -d -o llmobs -g llmobs -m 2770 /backups; \
     # A project directory for every `llmobs` command in the container: its .env only marks it;
     # the settings come from the environment and the secrets from /run/secrets (*_FILE).
     install -d -m 0755 /etc/llmobs/project; \
     printf 'LLMOBS_RUNTIME=compose\n' > /etc/llmobs/project/.env
 COPY --from=venv /opt/llmobs /opt/llmobs
+COPY --from=pg-server-tools /out/ /usr/lib/postgresql/${PG_MAJOR}/bin/
 COPY docker/app/healthcheck.py /usr/local/bin/llmobs-healthcheck
 ENV PATH=/opt/llmobs/bin:/usr/lib/postgresql/${PG_MAJOR}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PG_MAJOR=${PG_MAJOR} \

@@ -54,11 +54,12 @@ class ArchivedCluster:
         return when
 
     def dump(self) -> str:
-        """A plain dump of the stack's database, without the audit log (restores append to it)."""
+        """A plain dump of the stack's database, without the audit log and the backup records
+        (backups and restores append to them)."""
         env = {"PGPASSWORD": self.settings.secret("DB_PASSWORD"), "PATH": "/usr/bin:/bin"}
         out = subprocess.run(
             [str(self.cluster.binaries("pg_dump")), "-h", "127.0.0.1", "-p", str(self.settings.get_int("DB_PORT")),
-             "-U", "postgres", "--exclude-table-data=audit_log", DB_NAME],
+             "-U", "postgres", "--exclude-table-data=audit_log", "--exclude-table-data=llmobs_backups", DB_NAME],
             env=env, capture_output=True, check=True).stdout.decode()
         return "\n".join(line for line in out.splitlines()
                          if not re.search(r"audit_log_id_seq', \d+|^-- Dumped (from|by)|^\\(un)?restrict ", line))

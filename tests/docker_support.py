@@ -126,6 +126,15 @@ class Project:
         ids = docker("ps", "-q", *filters).stdout.split()
         return json.loads(docker("inspect", *ids).stdout) if ids else []
 
+    def sql(self, statement: str, params: tuple | None = None) -> list[tuple]:
+        """A statement as the superuser over the published PostgreSQL port (autocommit)."""
+        import psycopg
+
+        with psycopg.connect(host="127.0.0.1", port=self.port("DB_PORT"), user="postgres",
+                             password=self.env["DB_PASSWORD"], dbname=self.env["DB_NAME"], autocommit=True) as conn:
+            cur = conn.execute(statement, params)
+            return cur.fetchall() if cur.description else []
+
     def api(self) -> httpx.Client:
         return httpx.Client(base_url=f"http://127.0.0.1:{self.port('API_PORT')}", timeout=10,
                             headers={"Authorization": f"Bearer {self.env['LLMOBS_ADMIN_API_KEY']}"})

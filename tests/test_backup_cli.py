@@ -55,7 +55,7 @@ def _conn(project: Path, dbname: str | None = None) -> psycopg.Connection:
 def _dump(project: Path) -> str:
     env = read_env_file(project / ".env")
     out = subprocess.run(["pg_dump", "-h", "127.0.0.1", "-p", env["DB_PORT"], "-U", "postgres",
-                          "--exclude-table-data=audit_log", env["DB_NAME"]],
+                          "--exclude-table-data=audit_log", "--exclude-table-data=llmobs_backups", env["DB_NAME"]],
                          env={"PGPASSWORD": env["DB_PASSWORD"], "PATH": "/usr/bin:/bin"},
                          capture_output=True, check=True, text=True).stdout
     # sequences aside: `up` bootstraps with upserts, which advance identity sequences

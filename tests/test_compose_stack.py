@@ -2,9 +2,12 @@
 
 One project for the module (its own COMPOSE_PROJECT_NAME and free ports), used in order:
 up -> healthy and hardened -> an OTLP trace in through the published collector port and back out
-through the published API port -> backup and restore in one-off containers -> scale out and
-traffic on every replica -> scale in -> down keeps the volumes -> up finds the data -> down
---volumes removes them (only this project's).
+through the published API port -> backups in one-off containers (and a second one at once exits
+3) -> a point-in-time restore in a restore job -> a restore whose job is killed, and one whose
+llmobs is killed (undone by `up`) -> a logical restore -> scale out and traffic on every replica
+-> scale in -> down keeps the volumes -> up finds the data -> down --volumes removes them (only
+this project's). Restores run in the same stack, one after the other, to keep the Docker part
+of the suite short.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from datetime import datetime
 
 import httpx
 import pytest
@@ -115,39 +119,192 @@ def test_wal_is_archived_into_the_volume(project: Project):
     assert segment in listing
 
 
-@pytest.mark.xfail(reason="the backup commands do not run in the job container yet: llmobs/backup/runner.py "
-                   "takes /.dockerenv (present on hosts that are containers) for being inside a job, and "
-                   "pgclient.binaries_for wants server binaries where the image has the client tools",
-                   strict=False)
 def test_backups_run_in_one_off_containers_into_the_backup_volume(project: Project):
     """`llmobs backup create` on the host delegates to a job container of the app image, which
-    reaches PostgreSQL on the stack's network and writes into the backup-data volume."""
+    reaches PostgreSQL on the stack's network and writes into the backup-data volume; list and
+    verify run there too, and `status` shows the newest backup's age."""
     ids = []
     for kind in ("physical", "logical"):
         created = project.cli("backup", "create", "--type", kind)
         found = re.findall(r"\b(\d{8}T\d{6}\S*)", created.stdout)
         assert found, created.stdout + created.stderr
+        assert "pg_basebackup" in created.stderr or "pg_dump" in created.stderr  # the job's progress reaches us
         ids.append(found[-1])
     listing = docker("run", "--rm", "-v", f"{project.name}-backup-data:/b:ro", "--entrypoint", "ls",
                      project.env["LLMOBS_IMAGE_APP"], "/b").stdout.split()
     assert set(ids) <= set(listing), (ids, listing)
+    listed = json.loads(project.cli("backup", "list", "--json").stdout)
+    assert [b["id"] for b in listed["backups"]] == ids
     verified = project.cli("backup", "verify", ids[0], check=False)
     assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "pg_verifybackup" in verified.stdout and "wal continuity" in verified.stdout
+    _, status = project.status()
+    backup = status["facts"]["backup"]
+    assert backup["available"] and backup["newest"]["logical"]["id"] == ids[1], backup
+    assert 0 <= backup["age_seconds"] < 600
     (project.root / "logical-backup").write_text(ids[1])
 
 
-@pytest.mark.xfail(reason="llmobs restore does not drive the compose runtime yet (llmobs/backup/runner.py)",
-                   strict=False)
-def test_restore_runs_in_one_off_containers_and_brings_the_data_back(project: Project):
+def test_two_backups_at_once_one_exits_already_running(project: Project):
+    """The lock lives in the backup volume, which every job container mounts."""
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "llmobs", "--project-dir", str(project.root), "backup"]
+    runs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=300), *p.communicate()) for p in runs]
+    assert sorted(code for code, _, _ in results) == [0, 3], results
+    refused = next(err for code, _, err in results if code == 3)
+    assert "another backup operation is running" in refused
+
+
+def _probe_rows(project: Project, table: str) -> list[int]:
+    return [n for (n,) in project.sql(f"SELECT n FROM {table} ORDER BY n")]
+
+
+def _rows_then_target(project: Project, table: str) -> datetime:
+    """Rows 1-3, a physical backup, rows 4-6, the target time T, rows 7-9: `--to T` must give 1-6."""
+    project.sql(f"CREATE TABLE {table} (n int)")
+    project.sql(f"INSERT INTO {table} SELECT generate_series(1, 3)")
+    project.cli("backup", "--type", "physical")
+    project.sql(f"INSERT INTO {table} SELECT generate_series(4, 6)")
+    target = project.sql("SELECT clock_timestamp()")[0][0]
+    time.sleep(0.1)
+    project.sql(f"INSERT INTO {table} SELECT generate_series(7, 9)")
+    return target
+
+
+def _all_running_and_healthy(project: Project) -> None:
+    code, status = project.status()
+    states = {s["name"]: s for s in status["services"]}
+    for name in ("timescaledb", "redis", *APP_SERVICES):
+        assert states[name]["state"] == "running" and states[name]["health"] == "healthy", states[name]
+    assert code == 0, status["warnings"]
+
+
+def test_point_in_time_restore_runs_in_a_job_and_keeps_the_old_data_aside(project: Project):
+    target = _rows_then_target(project, "pitr_probe")
+    started = time.monotonic()
+    restored = project.cli("restore", "--to", target.isoformat(), "--yes")
+    print(f"compose PITR restore: {time.monotonic() - started:.1f} s")
+    assert _probe_rows(project, "pitr_probe") == [1, 2, 3, 4, 5, 6], restored.stderr
+    assert "Replaying WAL" in restored.stderr and "timeline 2" in restored.stdout
+    _all_running_and_healthy(project)
+    # The trace sent before the backup is still there, through the restarted services.
+    first = (project.root / "first-trace").read_text()
+    assert "compose e2e chat" in span_names(read_trace(project, first))
+    # The previous data directory is kept aside, beside the live one in the volume.
+    kept = json.loads(project.cli("backup", "kept-aside", "--json").stdout)["kept_aside"]
+    assert [k["kind"] for k in kept] == ["postgres-data"], kept
+    # The restored files belong to the user PostgreSQL runs as.
+    server = project.containers("timescaledb")[0]["Id"]
+    owner, uid = docker("exec", server, "sh", "-c", 'stat -c %u "$PGDATA"; id -u postgres').stdout.split()
+    assert owner == uid
+
+
+def _restore_interrupted(project: Project, target: datetime, kill_job: bool) -> tuple[int, str]:
+    """Start `llmobs restore --to TARGET`; once the restored data directory is in place and
+    PostgreSQL starts on it, kill the restore job's container (``kill_job``) or the llmobs
+    process itself. Returns its exit code and stderr."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "llmobs", "--project-dir", str(project.root), "restore", "--to",
+                             target.isoformat(), "--yes"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    when = "Starting PostgreSQL"  # the journal says "swapped"; recovery and checks take seconds more
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if when in line:
+            break
+    assert when in "".join(seen), "".join(seen)
+    if kill_job:
+        job = _restore_jobs(project)
+        assert len(job) == 1, job
+        docker("kill", job[0])
+    else:
+        proc.kill()
+    rest = proc.stderr.read()  # not communicate(): it would skip what this file object buffered
+    proc.wait(timeout=300)
+    return proc.returncode, " ".join(("".join(seen) + rest).split())  # rich wraps long lines
+
+
+def _restore_jobs(project: Project) -> list[str]:
+    return docker("ps", "-q", "--filter", f"label=com.docker.compose.project={project.name}",
+                  "--filter", "label=com.docker.compose.service=restore").stdout.split()
+
+
+def test_a_restore_whose_job_dies_midway_leaves_the_old_cluster_running(project: Project):
+    target = _rows_then_target(project, "killed_probe")
+    code, stderr = _restore_interrupted(project, target, kill_job=True)
+    assert code == 1 and "rolled back" in stderr, stderr
+    assert _probe_rows(project, "killed_probe") == list(range(1, 10))
+    _all_running_and_healthy(project)
+
+
+def test_an_interrupted_restore_is_undone_by_the_next_up(project: Project):
+    target = _rows_then_target(project, "interrupted_probe")
+    _restore_interrupted(project, target, kill_job=False)
+    deadline = time.monotonic() + 60  # the job notices that its llmobs went away and ends
+    while _restore_jobs(project) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    started = project.cli("up")
+    assert "rolled back" in " ".join(started.stderr.split()), started.stderr
+    assert _probe_rows(project, "interrupted_probe") == list(range(1, 10))
+    _all_running_and_healthy(project)
+    kept = json.loads(project.cli("backup", "kept-aside", "--json").stdout)["kept_aside"]
+    assert [k["kind"] for k in kept] == ["postgres-data"], kept  # the one from the PITR test only
+
+
+def test_logical_restore_runs_in_a_job_and_brings_the_data_back(project: Project):
     backup_id = (project.root / "logical-backup").read_text()
     late = send_trace(project, "after the backup")
     read_trace(project, late)
     project.cli("restore", backup_id, "--yes")
-    project.cli("up")
+    _all_running_and_healthy(project)
     first = (project.root / "first-trace").read_text()
     assert "compose e2e chat" in span_names(read_trace(project, first))
     with project.api() as client:
         assert client.get(f"/api/v1/traces/{late}").status_code == 404
+    kept = json.loads(project.cli("backup", "kept-aside", "--json").stdout)["kept_aside"]
+    assert sorted(k["kind"] for k in kept) == ["database", "postgres-data"], kept
+
+
+def test_a_volume_of_the_old_layout_is_moved_into_pgdata(project: Project):
+    """Before PGDATA was a subdirectory, the data directory was the volume's root: the
+    timescaledb entrypoint moves it in place once, and the data is there."""
+    from docker_support import ROOT
+
+    volume = f"{project.name}-old-layout"
+    image = project.env["LLMOBS_IMAGE_TIMESCALEDB"]
+    docker("volume", "create", volume)
+    try:
+        old = docker("run", "-d", "-e", "POSTGRES_PASSWORD=old-layout", "-v", f"{volume}:/var/lib/postgresql/data",
+                     image).stdout.strip()
+        _wait_ready(old)
+        docker("exec", old, "psql", "-U", "postgres", "-qc", "CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)")
+        docker("rm", "-f", old)
+        wrapper = ROOT / "compose" / "postgres"
+        new = docker("run", "-d", "-e", "POSTGRES_PASSWORD=old-layout", "-e", "PGDATA=/var/lib/postgresql/data/pgdata",
+                     "-v", f"{volume}:/var/lib/postgresql/data", "-v", f"{wrapper}:/etc/llmobs/postgres:ro",
+                     "--entrypoint", "/bin/sh", image, "/etc/llmobs/postgres/entrypoint.sh", "postgres").stdout.strip()
+        try:
+            _wait_ready(new)
+            assert docker("exec", new, "psql", "-U", "postgres", "-Atc", "SELECT x FROM kept").stdout.strip() == "42"
+            assert docker("exec", new, "ls", "/var/lib/postgresql/data").stdout.split() == ["pgdata"]
+            assert "moving the data directory" in docker("logs", new).stderr
+        finally:
+            docker("rm", "-f", new)
+    finally:
+        docker("volume", "rm", "-f", volume)
+
+
+def _wait_ready(container: str) -> None:
+    deadline = time.monotonic() + 60
+    while docker("exec", container, "pg_isready", "-q", "-h", "127.0.0.1", check=False).returncode != 0:
+        assert time.monotonic() < deadline, docker("logs", container).stderr
+        time.sleep(0.3)
 
 
 def upstreams_in_proxy_log(project: Project, since: str, port: int) -> dict[str, int]:

@@ -11,9 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from llmobs.backup.lock import backup_lock
 from llmobs.backup.manifest import BACKUP_TYPES, new_backup_id
+from llmobs.backup.paths import share_with_group
 from llmobs.backup.physical import finish_backup_dir
+from llmobs.backup.records import record_backups
 from llmobs.backup.repository import BackupEntry, Repository
 from llmobs.backup.retention import PruneResult, RetentionPolicy, prune
+from llmobs.backup.runner import in_job
 from llmobs.backup.verify import VerifyResult, verify_backup
 from llmobs.errors import LlmobsError, UsageError
 
@@ -40,6 +43,8 @@ def create_backup(settings: Settings, backup_type: str, progress: Progress, *, u
         try:
             manifest = _creator(settings, backup_type)(work, backup_id, progress)
             finish_backup_dir(work, repo.local_dir(backup_id), manifest)
+            if in_job():
+                share_with_group(repo.local_dir(backup_id))
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
@@ -50,6 +55,7 @@ def create_backup(settings: Settings, backup_type: str, progress: Progress, *, u
             repo.upload(entry)
             shipped = repo.ship_wal()
             progress.done(f"uploaded {backup_id} and {len(shipped)} WAL file(s)")
+        record_backups(settings, [entry])
         return entry
 
 
@@ -138,6 +144,7 @@ def verify_backups(settings: Settings, backup_ids: list[str] | None, progress: P
                 f"{entry.id}: " + ("verified" if result.ok else "FAILED: " + "; ".join(
                     c.detail for c in result.checks if not c.ok)))
             results.append(result)
+        record_backups(settings, entries)
         return results
 
 
@@ -148,6 +155,7 @@ def prune_backups(settings: Settings, *, dry_run: bool, now: datetime | None = N
     with backup_lock(repo.paths.lock_file, "prune"):
         result = prune(repo, RetentionPolicy.from_settings(settings), now or datetime.now(UTC), dry_run=dry_run)
     if not dry_run and (result.deleted or result.wal_deleted):
+        record_backups(settings, [], forget={backup_id for backup_id, _ in result.deleted})
         audit_action(settings, "backup.prune", None, result.to_dict())
     return result
 

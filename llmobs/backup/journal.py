@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,12 +69,14 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def roll_back(journal: RestoreJournal, cluster: PgCluster) -> None:
+def roll_back(journal: RestoreJournal, stop_server: Callable[[], None]) -> None:
     """Put the data directory that was live before the restore back in place. The restored copy
-    (unverified, and recreatable from its backup) is removed; the old one never is."""
+    (unverified, and recreatable from its backup) is removed; the old one never is.
+    ``stop_server`` stops whatever PostgreSQL runs on the data directory (a failure leaves
+    everything as it was, journal included)."""
     pgdata, staging, aside = Path(journal.pgdata), Path(journal.staging), Path(journal.aside)
     if journal.phase == "swapped" and aside.exists():
-        cluster.stop(mode="immediate")
+        stop_server()
         if pgdata.exists():
             shutil.rmtree(pgdata)
         os.rename(aside, pgdata)
@@ -82,15 +85,20 @@ def roll_back(journal: RestoreJournal, cluster: PgCluster) -> None:
     journal.remove()
 
 
-def finish_interrupted_restore(cluster: PgCluster) -> str | None:
+def finish_interrupted(pgdata: Path, stop_server: Callable[[], None]) -> str | None:
     """Called before PostgreSQL starts: undo a restore that was interrupted before its cluster
     was verified, or drop the journal of one that finished. Returns what was done, if anything."""
-    journal = RestoreJournal.read(cluster.data_dir)
+    journal = RestoreJournal.read(pgdata)
     if journal is None:
         return None
     if journal.phase == "verified":
         journal.remove()
         return None
-    roll_back(journal, cluster)
+    roll_back(journal, stop_server)
     return (f"an interrupted restore (backup {journal.backup}) was rolled back: the data directory "
             "from before it is in place again")
+
+
+def finish_interrupted_restore(cluster: PgCluster) -> str | None:
+    """``finish_interrupted`` for a cluster on this host (the local runtime)."""
+    return finish_interrupted(cluster.data_dir, lambda: cluster.stop(mode="immediate"))

@@ -2,12 +2,14 @@
 
 The same code runs on the host (local runtime: directories under the project) and inside a
 one-off container of the compose runtime (volumes mounted where BACKUP_DIR and
-BACKUP_WAL_ARCHIVE_DIR point). Nothing here knows which.
+BACKUP_WAL_ARCHIVE_DIR point). The one difference: in a job container, the repository is shared
+with the other jobs' users through its group (``share_with_group``).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -52,8 +54,34 @@ class BackupPaths:
         return self.backup_dir / "kept-aside"
 
     def ensure(self) -> None:
+        from llmobs.backup.runner import in_job
+
+        if in_job():
+            os.umask(0o007)  # what this job creates is the group's to read and write
         self.backup_dir.mkdir(parents=True, exist_ok=True)
         self.work_dir.mkdir(exist_ok=True)
+        if in_job():
+            share_with_group(self.backup_dir)
+
+
+#: In the compose runtime, backup jobs (uid 1001) and restore jobs (PostgreSQL's uid, with group
+#: 1001 added) share the repository through its group: directories group-writable and setgid (new
+#: entries keep the group), files group-readable; others have no access. PostgreSQL's tools
+#: write their files owner-only (0600), hence the walk.
+SHARED_DIR_MODE = 0o2770
+
+
+def share_with_group(root: Path) -> None:
+    """Open what this process owns under ``root`` (not following links) to its group."""
+    me = os.geteuid()
+    for dirpath, _dirs, files in os.walk(root):
+        directory = Path(dirpath)
+        if directory.stat().st_uid == me and directory.stat().st_mode & 0o7777 != SHARED_DIR_MODE:
+            directory.chmod(SHARED_DIR_MODE)
+        for name in files:
+            st = (directory / name).lstat()
+            if st.st_uid == me and stat.S_ISREG(st.st_mode) and not st.st_mode & stat.S_IRGRP:
+                (directory / name).chmod(stat.S_IMODE(st.st_mode) | stat.S_IRGRP)
 
 
 def _setting_path(settings: Settings, name: str, *default: str) -> Path:

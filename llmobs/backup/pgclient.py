@@ -7,8 +7,12 @@ afterwards: never in argv (visible in ``ps``) and never in a logged connection s
 
 from __future__ import annotations
 
+import functools
+import glob
 import os
+import re
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llmobs.backup.runner import in_job
+from llmobs.errors import LlmobsError
 from llmobs.stack.postgres import PgBinaries
 from llmobs.store.db import SUPERUSER, connect
 
@@ -54,9 +60,44 @@ def server_facts(conn: psycopg.Connection) -> ServerFacts:
 
 
 def binaries_for(settings: Settings, major: int | None) -> PgBinaries:
-    """PostgreSQL's programs matching the server's major version (pg_basebackup and
-    pg_verifybackup must match it)."""
-    return PgBinaries.find(settings.get_str("PG_BIN_DIR"), major)
+    """The directory of PostgreSQL's client programs (pg_basebackup, pg_dump, pg_restore,
+    pg_verifybackup, and pg_waldump and pg_controldata, which the app image copies from the
+    server package) of the server's major version (the newest without one): pg_dump and
+    pg_basebackup refuse newer servers, and pg_waldump reads its own major's WAL only.
+
+    PG_BIN_DIR if set, else Debian's /usr/lib/postgresql/N/bin (the app image has the same
+    layout), else where pg_dump is on PATH. The server binaries are not needed."""
+    configured = settings.get_str("PG_BIN_DIR")
+    if configured:
+        candidates = [Path(configured)]
+    else:
+        candidates = sorted((Path(p) for p in glob.glob("/usr/lib/postgresql/*/bin")), key=str)
+        on_path = shutil.which("pg_dump")
+        if on_path:
+            candidates.append(Path(on_path).resolve().parent)
+    found = sorted({(m, c) for c in candidates if (m := _tools_major(c)) is not None}, reverse=True)
+    if not found:
+        raise LlmobsError("PostgreSQL's client programs (pg_dump, pg_basebackup) not found",
+                          hint="install them (Debian: `apt-get install postgresql-client`) or set PG_BIN_DIR")
+    for found_major, bin_dir in found:
+        if major is None or found_major == major:
+            return PgBinaries(bin_dir, found_major)
+    have = ", ".join(str(m) for m, _ in found)
+    raise LlmobsError(
+        f"the server is PostgreSQL {major}, but the client programs here are PostgreSQL {have}",
+        hint=(f"use an app image built for it: `docker build --build-arg PG_MAJOR={major}` (LLMOBS_IMAGE_APP)"
+              if in_job() else f"install postgresql-client-{major} (and postgresql-{major} for pg_waldump), or "
+              "set PG_BIN_DIR to its bin directory"))
+
+
+@functools.cache
+def _tools_major(bin_dir: Path) -> int | None:
+    """The major version of the pg_dump in ``bin_dir`` ("pg_dump (PostgreSQL) 16.3 (Debian ...)")."""
+    if not (bin_dir / "pg_dump").is_file() or not (bin_dir / "pg_basebackup").is_file():
+        return None
+    out = subprocess.run([str(bin_dir / "pg_dump"), "--version"], capture_output=True, text=True).stdout
+    match = re.search(r"\)\s+(\d+)", out)
+    return int(match[1]) if match else None
 
 
 def admin_connection(settings: Settings, dbname: str | None = None) -> psycopg.Connection:

@@ -55,6 +55,8 @@ class Repository:
         self.local = LocalStore(paths.backup_dir)
         self.s3 = s3
         self.wal_archive = LocalStore(paths.wal_archive)
+        #: WAL files downloaded from S3 for a restore (the restore_command looks here second)
+        self.wal_cache = paths.work_dir / "wal-cache"
 
     @classmethod
     def from_settings(cls, settings: Settings, *, use_s3: bool = True) -> Repository:
@@ -181,11 +183,6 @@ class Repository:
             assert self.s3 is not None
             self.s3.get_file(WAL_PREFIX + name, dest / name)
         return dest / name
-
-    @property
-    def wal_cache(self) -> Path:
-        """WAL files downloaded from S3 for a restore (the restore_command looks here second)."""
-        return self.paths.work_dir / "wal-cache"
 
     def ship_wal(self) -> list[str]:
         """Upload archived WAL files that S3 does not have yet, oldest first."""

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmobs.backup.journal import RestoreJournal, roll_back
+from llmobs.backup.journal import RestoreJournal, finish_interrupted, roll_back
 from llmobs.backup.kept_aside import ASIDE_MARK, DB_MARK
 from llmobs.backup.logical import DUMP_FILE, check_dump, restore_dump
 from llmobs.backup.pgclient import admin_connection, binaries_for
@@ -41,7 +41,7 @@ from llmobs.backup.pitr import (
 )
 from llmobs.backup.redis_backup import RDB_FILE, install_rdb
 from llmobs.backup.repository import BackupEntry, Repository
-from llmobs.backup.sites import ClusterSite
+from llmobs.backup.sites import Site
 from llmobs.backup.verify import check_checksums
 from llmobs.backup.wal import switch_and_wait
 from llmobs.errors import LlmobsError, UsageError
@@ -71,7 +71,7 @@ def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def plan_restore(settings: Settings, repo: Repository, site: ClusterSite, *, backup_id: str | None,
+def plan_restore(settings: Settings, repo: Repository, site: Site, *, backup_id: str | None,
                  target: datetime | None, progress: Progress) -> tuple[RestorePlan, WalIndex | None]:
     """Choose what to restore; refuses (UsageError) before anything is touched."""
     entries = repo.backups()
@@ -113,7 +113,7 @@ def fetch_checked(repo: Repository, entry: BackupEntry, progress: Progress) -> P
     return source
 
 
-def restore_physical(settings: Settings, repo: Repository, site: ClusterSite, plan: RestorePlan,
+def restore_physical(settings: Settings, repo: Repository, site: Site, plan: RestorePlan,
                      index: WalIndex | None, progress: Progress) -> RestoreResult:
     entry = plan.base
     binaries = binaries_for(settings, entry.manifest.pg_major)
@@ -129,11 +129,15 @@ def restore_physical(settings: Settings, repo: Repository, site: ClusterSite, pl
                              plan.target_time.isoformat() if plan.target_time else None)
     recovery = recovery_settings(plan, restore_command(repo.paths.wal_archive, repo.wal_cache))
     journal.write("staging")
+
+    def stop_now() -> None:
+        site.stop_db(progress, immediate=True)
+
     try:
         progress.step(f"Unpacking {entry.id} and checking it with pg_verifybackup")
         stage_physical(source, entry.manifest, Path(journal.staging), binaries, recovery, site.owner())
     except BaseException:
-        roll_back(journal, site.cluster)
+        roll_back(journal, stop_now)
         raise
     was_running = site.db_running()
     writers = site.running_writers()
@@ -154,7 +158,7 @@ def restore_physical(settings: Settings, repo: Repository, site: ClusterSite, pl
         journal.write("verified")
     except BaseException as exc:
         progress.warn(f"restore failed ({_describe(exc)}); putting the previous data directory back")
-        roll_back(journal, site.cluster)
+        roll_back(journal, stop_now)
         if was_running:
             site.start_db(progress, timeout=120)
         site.start_services(writers, progress)
@@ -166,7 +170,7 @@ def restore_physical(settings: Settings, repo: Repository, site: ClusterSite, pl
         progress.warn(f"could not record timeline {timeline} in the repository: {exc.message}")
     kept = journal.aside if Path(journal.aside).exists() else None
     result = RestoreResult(entry.id, "physical", plan.target_time, timeline, kept)
-    audit_restore(settings, result)
+    audit_restore(settings, result, repo)
     journal.remove()
     if not was_running:
         site.stop_db(progress)
@@ -189,9 +193,13 @@ def check_database(settings: Settings) -> None:
             raise LlmobsError(f"the restored cluster has no llmobs schema in database {settings.get_str('DB_NAME')}")
 
 
-def audit_restore(settings: Settings, result: RestoreResult) -> None:
+def audit_restore(settings: Settings, result: RestoreResult, repo: Repository | None = None) -> None:
+    """The restore's audit record; and the backup rows, which a restore of the database rewinds."""
+    from llmobs.backup.records import record_backups
     from llmobs.store import audit
 
+    if repo is not None:
+        record_backups(settings, repo.backups(remote=False))
     try:
         with admin_connection(settings) as conn:
             audit.record(conn, "restore", actor=audit.cli_actor(), target=result.backup_id,
@@ -204,7 +212,7 @@ def audit_restore(settings: Settings, result: RestoreResult) -> None:
 # logical
 
 
-def restore_logical(settings: Settings, repo: Repository, site: ClusterSite, entry: BackupEntry,
+def restore_logical(settings: Settings, repo: Repository, site: Site, entry: BackupEntry,
                     progress: Progress) -> RestoreResult:
     """Load the dump into a new database, then swap names with the current one in a single
     transaction; the current database stays as ``<name>_before_restore_<time>``."""
@@ -242,7 +250,7 @@ def restore_logical(settings: Settings, repo: Repository, site: ClusterSite, ent
         site.start_services(writers, progress)
         raise
     result = RestoreResult(entry.id, "logical", kept_aside=aside)
-    audit_restore(settings, result)
+    audit_restore(settings, result, repo)
     site.start_services(writers, progress)
     return result
 
@@ -287,7 +295,7 @@ def _put_back(kept: Path, data_dir: Path) -> None:
         shutil.move(str(item), str(target))
 
 
-def run_restore(settings: Settings, site: ClusterSite, *, backup_id: str | None, target: datetime | None,
+def run_restore(settings: Settings, site: Site, *, backup_id: str | None, target: datetime | None,
                 progress: Progress, repo: Repository | None = None) -> RestoreResult:
     """Restore a backup (``backup_id``), or the stack's data as it was at ``target``; under the
     backup lock, so no backup runs meanwhile."""
@@ -295,6 +303,8 @@ def run_restore(settings: Settings, site: ClusterSite, *, backup_id: str | None,
 
     repo = repo or Repository.from_settings(settings)
     repo.paths.ensure()
+    if site.server_wal_cache is not None:
+        repo.wal_cache = site.server_wal_cache
     with backup_lock(repo.paths.lock_file, "restore"):
         plan, index = plan_restore(settings, repo, site, backup_id=backup_id, target=target, progress=progress)
         kind = plan.base.type
@@ -304,7 +314,8 @@ def run_restore(settings: Settings, site: ClusterSite, *, backup_id: str | None,
             return restore_logical(settings, repo, site, plan.base, progress)
         if kind == "redis":
             if site.redis_data is None:
-                raise UsageError("there is no Redis here to restore into")
+                raise UsageError("Redis restores are not available in this runtime",
+                                 hint="restore the snapshot's dump.rdb into Redis's data by hand (docs/backup.md)")
             running = site.redis_running()
             result = restore_redis(repo, plan.base, site.redis_data,
                                    stop=lambda p: site.stop_services(["redis"], p),
@@ -312,5 +323,19 @@ def run_restore(settings: Settings, site: ClusterSite, *, backup_id: str | None,
                                    progress=progress)
             audit_restore(settings, result)
             return result
-        raise UsageError(f"{plan.base.id} is a {kind} backup: restore it with the compose runtime, which runs "
-                         f"{kind}")
+        raise UsageError(f"{plan.base.id} is a {kind} backup, which `llmobs restore` does not restore",
+                         hint="unpack its tar.gz into Grafana's data directory while Grafana is stopped "
+                              "(docs/backup.md)")
+
+
+def finish_interrupted_job(settings: Settings, site: Site, progress: Progress) -> str | None:
+    """Undo (or complete) a restore that was interrupted, under the backup lock so that a
+    restore still running is left alone; what the compose runtime's `up` asks of a job before
+    the database starts. Returns what was done, if anything."""
+    from llmobs.backup.lock import backup_lock
+    from llmobs.backup.paths import BackupPaths
+
+    paths = BackupPaths.from_settings(settings)
+    paths.ensure()
+    with backup_lock(paths.lock_file, "finish an interrupted restore"):
+        return finish_interrupted(site.pgdata, lambda: site.stop_db(progress, immediate=True))

@@ -1,82 +1,135 @@
 """Where a restore acts: the cluster's data directory and how to stop and start it and the
-services that write to it. The local runtime's site wraps LocalStack; tests use a bare cluster.
+services that write to it.
+
+- ``ClusterSite``: a PostgreSQL cluster we start and stop ourselves (tests);
+- ``LocalStackSite``: the local runtime's cluster and services;
+- ``ComposeJobSite``: inside a restore job container of the compose runtime, which has the data
+  volume mounted and asks the `llmobs` process on the host to stop and start services
+  (``control.py``).
 """
 
 from __future__ import annotations
 
+import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llmobs.errors import LlmobsError
 from llmobs.proc import run
 from llmobs.progress import Progress
-from llmobs.stack.postgres import PgCluster, PgConfig
+from llmobs.stack.postgres import PgBinaries, PgCluster, PgConfig
 
 if TYPE_CHECKING:
+    from llmobs.backup.control import HostChannel
+    from llmobs.config import Settings
     from llmobs.stack.local import LocalStack
 
+#: the services that write to the database, stopped during a restore
+WRITERS = ("collector", "api")
+DB_SERVICE = "timescaledb"
 
-@dataclass
-class ClusterSite:
-    """A PostgreSQL cluster we start and stop ourselves, and nothing else."""
 
-    cluster: PgCluster
-    config: PgConfig
+class Site(ABC):
+    #: where the data directory is, as this process sees it
+    pgdata: Path
+    #: Redis's data directory, when a restore can replace it here
     redis_data: Path | None = None
-    writers: list[str] = field(default_factory=list)
+    #: where WAL fetched from S3 for a restore goes, as the server sees it too (None: the
+    #: repository's WAL cache, which a server on this host reads)
+    server_wal_cache: Path | None = None
 
     @property
-    def pgdata(self) -> Path:
-        return self.cluster.data_dir
-
-    @property
+    @abstractmethod
     def log_hint(self) -> str:
-        return f"see {self.cluster.log_file}"
+        """Where to look when PostgreSQL fails."""
 
     def owner(self) -> tuple[int, int] | None:
-        """Owner for a restored data directory: that of the current one, else the OS user."""
+        """Owner for a restored data directory: that of the current one."""
         try:
             st = self.pgdata.stat()
             return st.st_uid, st.st_gid
         except FileNotFoundError:
-            user = self.cluster.os_user
-            return (user.uid, user.gid) if user else None
-
-    def db_running(self) -> bool:
-        return self.cluster.running_pid() is not None
+            return None
 
     def live_timeline(self) -> int | None:
         """The timeline of the data directory's latest checkpoint (pg_controldata: works stopped)."""
-        if not self.cluster.initialized:
+        if not (self.pgdata / "PG_VERSION").is_file():
             return None
-        out = run([self.cluster.binaries("pg_controldata"), self.pgdata], env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"}
+        out = run([self.binaries()("pg_controldata"), self.pgdata], env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"}
                   ).stdout.decode()
         for line in out.splitlines():
             if line.startswith("Latest checkpoint's TimeLineID:"):
                 return int(line.split(":")[1])
         return None
 
-    def stop_db(self, progress: Progress) -> None:
+    @abstractmethod
+    def binaries(self) -> PgBinaries:
+        """Programs matching the data directory's major version."""
+
+    @abstractmethod
+    def db_running(self) -> bool: ...
+
+    @abstractmethod
+    def stop_db(self, progress: Progress, *, immediate: bool = False) -> None: ...
+
+    @abstractmethod
+    def start_db(self, progress: Progress, *, timeout: int) -> None:
+        """Start PostgreSQL; returns once it accepts connections (in recovery: once consistent)."""
+
+    def running_writers(self) -> list[str]:
+        return []
+
+    def redis_running(self) -> bool:
+        return False
+
+    @abstractmethod
+    def stop_services(self, services: Sequence[str], progress: Progress) -> None:
+        """Stop services other than PostgreSQL."""
+
+    @abstractmethod
+    def start_services(self, services: Sequence[str], progress: Progress) -> None:
+        """Start services other than PostgreSQL."""
+
+
+class ClusterSite(Site):
+    """A PostgreSQL cluster we start and stop ourselves, and nothing else."""
+
+    def __init__(self, cluster: PgCluster, config: PgConfig, redis_data: Path | None = None) -> None:
+        self.cluster = cluster
+        self.config = config
+        self.pgdata = cluster.data_dir
+        self.redis_data = redis_data
+
+    @property
+    def log_hint(self) -> str:
+        return f"see {self.cluster.log_file}"
+
+    def owner(self) -> tuple[int, int] | None:
+        user = self.cluster.os_user
+        return super().owner() or ((user.uid, user.gid) if user else None)
+
+    def binaries(self) -> PgBinaries:
+        return self.cluster.binaries
+
+    def db_running(self) -> bool:
+        return self.cluster.running_pid() is not None
+
+    def stop_db(self, progress: Progress, *, immediate: bool = False) -> None:
         progress.step("Stopping PostgreSQL")
-        self.cluster.stop(mode="fast")
+        self.cluster.stop(mode="immediate" if immediate else "fast")
 
     def start_db(self, progress: Progress, *, timeout: int) -> None:
         progress.step("Starting PostgreSQL")
         self.cluster.write_config(self.config)
         self.cluster.start(timeout=timeout)
 
-    def running_writers(self) -> list[str]:
-        return list(self.writers)
-
-    def redis_running(self) -> bool:
-        return False
-
     def stop_services(self, services: Sequence[str], progress: Progress) -> None:
-        """Services other than PostgreSQL: a bare cluster has none."""
+        """A bare cluster has no other services."""
 
     def start_services(self, services: Sequence[str], progress: Progress) -> None:
-        """Services other than PostgreSQL: a bare cluster has none."""
+        """A bare cluster has no other services."""
 
 
 class LocalStackSite(ClusterSite):
@@ -88,7 +141,7 @@ class LocalStackSite(ClusterSite):
 
     def running_writers(self) -> list[str]:
         states = self.stack.states()
-        return [s for s in ("collector", "api") if states.get(s) and states[s].state in ("running", "starting")]
+        return [s for s in WRITERS if states.get(s) and states[s].state in ("running", "starting")]
 
     def stop_services(self, services: Sequence[str], progress: Progress) -> None:
         if services:
@@ -100,4 +153,76 @@ class LocalStackSite(ClusterSite):
 
     def redis_running(self) -> bool:
         return self.stack.redis.running_pid() is not None
+
+
+class ComposeJobSite(Site):
+    """Inside a compose restore job: the data volume is mounted at the path the server uses
+    (BACKUP_PGDATA_DIR), so paths written into the restored configuration hold for the server;
+    services are stopped and started by the host."""
+
+    def __init__(self, settings: Settings, host: HostChannel) -> None:
+        pgdata = settings.get_str("BACKUP_PGDATA_DIR")
+        if not pgdata:
+            raise LlmobsError("BACKUP_PGDATA_DIR is not set in this restore job",
+                              hint="restore jobs run from the compose file's `restore` service")
+        self.settings = settings
+        self.host = host
+        self.pgdata = Path(pgdata)
+        # Beside the data directory, in the volume the server mounts at the same place.
+        self.server_wal_cache = self.pgdata.with_name(self.pgdata.name + ".wal-cache")
+
+    @property
+    def log_hint(self) -> str:
+        return "see `llmobs logs timescaledb`"
+
+    def binaries(self) -> PgBinaries:
+        from llmobs.backup.pgclient import binaries_for
+
+        try:
+            major = int((self.pgdata / "PG_VERSION").read_text().split(".")[0])
+        except (OSError, ValueError):
+            major = None
+        return binaries_for(self.settings, major)
+
+    def _states(self) -> dict[str, str]:
+        return dict(self.host.request("states"))
+
+    def db_running(self) -> bool:
+        return self._states().get(DB_SERVICE) in ("running", "starting")
+
+    def running_writers(self) -> list[str]:
+        states = self._states()
+        return [s for s in WRITERS if states.get(s) in ("running", "starting")]
+
+    def stop_db(self, progress: Progress, *, immediate: bool = False) -> None:
+        progress.step("Stopping PostgreSQL")
+        self.host.request("stop", services=[DB_SERVICE])
+
+    def start_db(self, progress: Progress, *, timeout: int) -> None:
+        """Started without waiting for its healthcheck (a long recovery would fail it); this
+        waits until it accepts connections, as pg_ctl -w does."""
+        from llmobs.backup.pgclient import admin_connection
+
+        progress.step("Starting PostgreSQL")
+        self.host.request("start", services=[DB_SERVICE], wait=False)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with admin_connection(self.settings, dbname="postgres"):
+                    return
+            except LlmobsError as exc:
+                error = exc
+            if time.monotonic() > deadline or not self.db_running():
+                raise LlmobsError(f"PostgreSQL does not accept connections: {error.message}", hint=self.log_hint)
+            time.sleep(0.5)
+
+    def stop_services(self, services: Sequence[str], progress: Progress) -> None:
+        if services:
+            progress.step(f"Stopping {', '.join(services)}")
+            self.host.request("stop", services=list(services))
+
+    def start_services(self, services: Sequence[str], progress: Progress) -> None:
+        if services:
+            progress.step(f"Starting {', '.join(services)}")
+            self.host.request("start", services=list(services), wait=True)
 

@@ -48,9 +48,11 @@ def emit(event: dict[str, Any]) -> None:
     print_json({**event, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
 
-def run_command(obj: CliContext, json_: bool, argv: list[str], work: Callable[[Any], None]) -> None:
-    """Run ``work(progress)`` here, or delegate ``llmobs ARGV`` into a compose job; with --json
-    an expected failure is also an event."""
+def run_command(obj: CliContext, json_: bool, argv: list[str], work: Callable[[Any], None], *,
+                as_db_owner: bool = False) -> None:
+    """Run ``work(progress)`` here, or delegate ``llmobs ARGV`` into a compose job (a restore job,
+    with the database volume, when ``as_db_owner``); with --json an expected failure is also an
+    event."""
     from llmobs.errors import LlmobsError
 
     try:
@@ -58,7 +60,7 @@ def run_command(obj: CliContext, json_: bool, argv: list[str], work: Callable[[A
         from llmobs.backup.runner import delegate, runs_here
 
         if not runs_here(settings):
-            raise typer.Exit(delegate(settings, argv))
+            raise typer.Exit(delegate(settings, argv, as_db_owner=as_db_owner))
         if json_:
             work(JsonProgress())
             return
@@ -249,13 +251,30 @@ def schedule(ctx: typer.Context, json_: JsonOpt = False) -> None:
 
         run_schedule(obj.settings, LogProgress("llmobs.backup"), show)
 
-    settings = obj.settings
     from llmobs.backup.runner import runs_here
+    from llmobs.errors import UsageError
 
-    if not runs_here(settings) and not json_:
-        obj.err_console.print("the compose runtime runs the schedule as its `backup` service: "
-                              "`llmobs up --profile backup`")
+    if not runs_here(obj.settings):
+        raise UsageError("the compose runtime runs the schedule as its `backup` service",
+                         hint="`llmobs up --profile backup`")
     work(None)
+
+
+@backup_app.command("finish-restore", hidden=True)
+def finish_restore(ctx: typer.Context) -> None:
+    """Undo a restore that was interrupted: run in a restore job by the compose runtime's `llmobs up`
+    (the local runtime does it itself before PostgreSQL starts)."""
+    obj = ctx_obj(ctx)
+
+    def work(progress: Any) -> None:
+        from llmobs.backup.restore import finish_interrupted_job
+        from llmobs.backup.runner import restore_site
+
+        done = finish_interrupted_job(obj.settings, restore_site(obj.settings), progress)
+        if done:
+            progress.warn(done)
+
+    run_command(obj, False, ["backup", "finish-restore"], work, as_db_owner=True)
 
 
 kept_app = typer.Typer(help="What restores kept aside (previous data directory, database, Redis and "
@@ -268,8 +287,13 @@ def _kept_context(obj: CliContext) -> tuple[Any, Any]:
     from llmobs.stack.layout import LocalLayout
 
     settings = obj.settings
-    pgdata = LocalLayout(settings.project_dir).pgdata if settings.project_dir else None
-    return BackupPaths.from_settings(settings), pgdata
+    pgdata = settings.get_str("BACKUP_PGDATA_DIR")
+    if pgdata:  # a compose restore job: the database volume
+        from pathlib import Path
+
+        return BackupPaths.from_settings(settings), Path(pgdata)
+    return BackupPaths.from_settings(settings), (LocalLayout(settings.project_dir).pgdata if settings.project_dir
+                                                 else None)
 
 
 @kept_app.callback(invoke_without_command=True)
@@ -277,27 +301,30 @@ def kept_list(ctx: typer.Context, json_: JsonOpt = False) -> None:
     """List what restores kept aside."""
     if ctx.invoked_subcommand is not None:
         return
-    from llmobs.backup.kept_aside import find_kept_aside
-
     obj = ctx_obj(ctx)
-    paths, pgdata = _kept_context(obj)
-    items = find_kept_aside(obj.settings, paths, pgdata)
-    if json_:
-        print_json({"kept_aside": [i.to_dict() for i in items]})
-        return
-    if not items:
-        obj.console.print("nothing is kept aside")
-    for i in items:
-        when = f", kept {i.kept_at:%Y-%m-%d %H:%M:%S}" if i.kept_at else ""
-        obj.console.print(f"{i.name}  {i.kind}  {human_bytes(i.size_bytes)}{when}  {i.location}", markup=False,
-                          soft_wrap=True)
+
+    def work(_progress: Any) -> None:
+        from llmobs.backup.kept_aside import find_kept_aside
+
+        paths, pgdata = _kept_context(obj)
+        items = find_kept_aside(obj.settings, paths, pgdata)
+        if json_:
+            print_json({"kept_aside": [i.to_dict() for i in items]})
+            return
+        if not items:
+            obj.console.print("nothing is kept aside")
+        for i in items:
+            when = f", kept {i.kept_at:%Y-%m-%d %H:%M:%S}" if i.kept_at else ""
+            obj.console.print(f"{i.name}  {i.kind}  {human_bytes(i.size_bytes)}{when}  {i.location}", markup=False,
+                              soft_wrap=True)
+
+    run_command(obj, json_, ["backup", "kept-aside", *(["--json"] if json_ else [])], work, as_db_owner=True)
 
 
 @kept_app.command("remove")
 def kept_remove(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Name from `llmobs backup kept-aside`.")],
                 yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False) -> None:
     """Delete one kept-aside item for good."""
-    from llmobs.backup.kept_aside import remove_kept_aside
     from llmobs.errors import Aborted
 
     obj = ctx_obj(ctx)
@@ -305,10 +332,14 @@ def kept_remove(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Na
         if not is_interactive():
             raise Aborted("removing kept-aside data needs confirmation; pass --yes")
         typer.confirm(f"Delete {name} for good?", abort=True)
-    paths, pgdata = _kept_context(obj)
-    item = remove_kept_aside(obj.settings, paths, pgdata, name)
-    from llmobs.backup.jobs import audit_action
 
-    audit_action(obj.settings, "backup.kept_aside.remove", item.name, item.to_dict())
-    obj.console.print(f"removed {item.name} ({item.kind}, {human_bytes(item.size_bytes)})")
+    def work(_progress: Any) -> None:
+        from llmobs.backup.jobs import audit_action
+        from llmobs.backup.kept_aside import remove_kept_aside
 
+        paths, pgdata = _kept_context(obj)
+        item = remove_kept_aside(obj.settings, paths, pgdata, name)
+        audit_action(obj.settings, "backup.kept_aside.remove", item.name, item.to_dict())
+        obj.console.print(f"removed {item.name} ({item.kind}, {human_bytes(item.size_bytes)})")
+
+    run_command(obj, False, ["backup", "kept-aside", "remove", name, "--yes"], work, as_db_owner=True)

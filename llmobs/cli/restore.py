@@ -44,9 +44,19 @@ def restore(
             typer.confirm(f"Restore {what.strip()}? The services that write stop meanwhile; the current data "
                           "is kept aside.", abort=True)
         from llmobs.backup.restore import run_restore
-        from llmobs.backup.runner import local_site
+        from llmobs.backup.runner import delegate_restore, restore_site, runs_here
 
-        site = local_site(obj.settings)
+        if not runs_here(obj.settings):
+            argv = ["restore", *([backup_id] if backup_id else []), *(["--to", to] if to else []), "--yes",
+                    *(["--json"] if json_ else [])]
+            if json_:
+                raise typer.Exit(delegate_restore(obj.settings, argv, JsonProgress()))
+            from llmobs.cli.progress import ConsoleProgress
+
+            with ConsoleProgress(obj.err_console) as host_progress:
+                code = delegate_restore(obj.settings, argv, host_progress)
+            raise typer.Exit(code)
+        site = restore_site(obj.settings)
         if json_:
             result = run_restore(obj.settings, site, backup_id=backup_id, target=target, progress=JsonProgress())
             emit({"event": "restored", **result.to_dict()})

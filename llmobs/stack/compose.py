@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shlex
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
@@ -41,6 +42,11 @@ PROXY = "proxy"
 PROXIED = ("api", "collector")
 #: the service whose definition one-off jobs use (image, credentials, backup volumes)
 JOB_SERVICE = "backup"
+#: one-off restore jobs: JOB_SERVICE's plus the database volume, run as the data's owner
+RESTORE_SERVICE = "restore"
+DB_SERVICE = "timescaledb"
+#: where restore jobs and the server mount the database volume
+DB_MOUNT = "/var/lib/postgresql/data"
 #: Docker secret file -> file in LLMOBS_TLS_DIR (prod overlay)
 TLS_FILES = {"TLS_CERT": "server.crt", "TLS_KEY": "server.key", "TLS_CA": "ca.crt"}
 _START_TIMEOUT_S = 300
@@ -243,6 +249,15 @@ class ComposeStack(Stack):
         return tuple(s.name for s in SERVICES if s.name in active)
 
     def start(self, services: Sequence[str], progress: Progress) -> None:
+        if DB_SERVICE in services:
+            from llmobs.backup.runner import finish_interrupted_restore
+
+            finish_interrupted_restore(self, progress)  # a restore killed midway: old data back
+        self.bring_up(services, progress)
+
+    def bring_up(self, services: Sequence[str], progress: Progress, *, wait: bool = True) -> None:
+        """`up` of the given services (and the proxy in front of api/collector); with ``wait``,
+        until their healthchecks pass."""
         targets = self._targets(services)
         if not targets:
             return
@@ -251,8 +266,9 @@ class ComposeStack(Stack):
         idle = [s for s in targets if not any(c["State"] == "running" for c in current.get(s, []))]
         ensure_ports_free(self.settings, [k for s in idle for k in _port_keys(s)])
         progress.step(f"Starting {', '.join(targets)} (compose project {self.project})")
-        self._whales("up", self.docker.compose.up, targets, detach=True, wait=True,
-                     wait_timeout=_START_TIMEOUT_S, scales=self._current_scales(current, targets), quiet=True)
+        waiting: dict[str, Any] = {"wait": True, "wait_timeout": _START_TIMEOUT_S} if wait else {}
+        self._whales("up", self.docker.compose.up, targets, detach=True, **waiting,
+                     scales=self._current_scales(current, targets), quiet=True)
         progress.done(f"{', '.join(targets)} running")
 
     def stop(self, services: Sequence[str] | None = None, progress: Progress | None = None) -> None:
@@ -355,15 +371,53 @@ class ComposeStack(Stack):
         definition: its credentials, and the backup-data and wal-archive volumes at /backups and
         /wal-archive). ``mounts`` name volumes by their key in the compose file (``db-data``),
         by their full name, or are absolute host paths."""
+        return self._compose(self._job_args(argv, mounts=mounts, env=env), env=env, check=check)
+
+    def spawn_job(self, argv: Sequence[str], *, service: str = JOB_SERVICE, user: str | None = None,
+                  env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """`llmobs ARGV` in a one-off container of ``service`` (``backup``, or ``restore`` with the
+        database volume), running as ``user`` ("UID:GID") instead of the service's. Its stdin
+        and stdout are pipes to us; its stderr is ours (what the operator sees)."""
+        argv_full = [*self.compose_cmd(), "--progress", "quiet",
+                     *self._job_args(argv, service=service, user=user, env=env)]
+        log.info("run: %s", shlex.join(argv_full))
+        try:
+            return subprocess.Popen(argv_full, env={**os.environ, **(env or {})}, stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE)
+        except FileNotFoundError:
+            raise LlmobsError("the docker command is not installed",
+                              hint="install Docker (scripts/docker-setup does it on Debian)") from None
+
+    def _job_args(self, argv: Sequence[str], *, service: str = JOB_SERVICE, user: str | None = None,
+                  mounts: Sequence[Mount] = (), env: Mapping[str, str] | None = None) -> list[str]:
+        """`run` arguments of a one-off job. `-e NAME` without a value: compose takes it from its
+        own environment, so values never appear in a command line."""
         self._require_secrets()
-        volumes = self.volume_names()
-        mount_args = []
-        for m in mounts:
-            source = volumes.get(m.source, m.source)
-            mount_args += ["-v", f"{source}:{m.target}{':ro' if m.read_only else ''}"]
+        volumes = self.volume_names() if mounts else {}
+        mount_args = [a for m in mounts
+                      for a in ("-v", f"{volumes.get(m.source, m.source)}:{m.target}{':ro' if m.read_only else ''}")]
         env_args = [a for name in (env or {}) for a in ("-e", name)]
-        return self._compose(["run", "--rm", "--no-deps", "-T", *mount_args, *env_args, JOB_SERVICE, *argv],
-                             env=env, check=check)
+        user_args = ["--user", user] if user else []
+        return ["run", "--rm", "--no-deps", "-T", *user_args, *mount_args, *env_args, service, *argv]
+
+    def db_data_owner(self) -> str:
+        """"UID:GID" of PostgreSQL's data directory (the server's user: 70 in the official
+        Alpine-based images, 999 in Debian-based ones), read from the running server, else from
+        the root of the database volume (which its image creates owned by that user)."""
+        if any(c.get("State") == "running" for c in self._containers().get(DB_SERVICE, [])):
+            proc = self._compose(["exec", "-T", DB_SERVICE, "sh", "-c", 'stat -c %u:%g "$PGDATA"'], check=False)
+        else:
+            proc = self._compose(["run", "--rm", "--no-deps", "-T", "--entrypoint", "stat", RESTORE_SERVICE,
+                                  "-c", "%u:%g", DB_MOUNT], check=False)
+        owner = proc.stdout.decode(errors="replace").strip()
+        if proc.returncode != 0 or not re.fullmatch(r"\d+:\d+", owner):
+            raise LlmobsError(f"cannot tell who owns PostgreSQL's data in the {DB_SERVICE} volume: "
+                              f"{(proc.stdout + proc.stderr).decode(errors='replace').strip()[-300:]}", hint=_HINT)
+        if owner.startswith("0:"):
+            raise LlmobsError("PostgreSQL's data directory belongs to root; restore jobs would need root",
+                              hint="the database volume must come from an image that runs PostgreSQL as its "
+                                   "own user (the official postgres/timescaledb images do)")
+        return owner
 
     def scale(self, replicas: Mapping[str, int], progress: Progress) -> None:
         for name, count in replicas.items():
