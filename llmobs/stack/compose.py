@@ -19,6 +19,7 @@ import os
 import re
 import shlex
 import subprocess
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: in front of the api and collector; started with either of them
 PROXY = "proxy"
+#: `resolver ... valid=` of compose/proxy/nginx.conf
+PROXY_DNS_TTL_S = 2
 PROXIED = ("api", "collector")
 #: the service whose definition one-off jobs use (image, credentials, backup volumes)
 JOB_SERVICE = "backup"
@@ -315,8 +318,12 @@ class ComposeStack(Stack):
                              dependencies=False, quiet=True)
                 try:
                     # The proxy learns the new replica before the old one stops taking connections,
-                    # and forgets the old one right after.
+                    # and forgets the old one right after. Workers that resolved the service name
+                    # before the new replica existed keep that answer for the resolver's TTL:
+                    # wait it out, so a refused connection to the old replica is retried on the
+                    # new one instead of becoming a 502.
                     self._reload_proxy()
+                    time.sleep(PROXY_DNS_TTL_S + 1)
                     self.docker.container.stop(container)
                     self._reload_proxy()
                     self.docker.container.remove(container, volumes=True)
