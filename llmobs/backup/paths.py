@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmobs.errors import LlmobsError
 from llmobs.proc import OsUser
+from llmobs.stack.layout import LocalLayout
 
 if TYPE_CHECKING:
     from llmobs.config import Settings
@@ -33,8 +35,8 @@ class BackupPaths:
     @classmethod
     def from_settings(cls, settings: Settings) -> BackupPaths:
         return cls(
-            backup_dir=_setting_path(settings, "BACKUP_DIR", "backups"),
-            wal_archive=_setting_path(settings, "BACKUP_WAL_ARCHIVE_DIR", "data", "wal-archive"),
+            backup_dir=_setting_path(settings, "BACKUP_DIR", lambda layout: layout.backups),
+            wal_archive=_setting_path(settings, "BACKUP_WAL_ARCHIVE_DIR", lambda layout: layout.wal_archive),
             os_user=OsUser.lookup(settings.get_str("PG_OS_USER")) if os.geteuid() == 0 else None,
         )
 
@@ -84,7 +86,8 @@ def share_with_group(root: Path) -> None:
                 (directory / name).chmod(stat.S_IMODE(st.st_mode) | stat.S_IRGRP)
 
 
-def _setting_path(settings: Settings, name: str, *default: str) -> Path:
+def _setting_path(settings: Settings, name: str, default: Callable[[LocalLayout], Path]) -> Path:
+    """The path a setting names (relative to the project), else the local runtime's default."""
     value = settings.get_str(name)
     if value:
         path = Path(value).expanduser()
@@ -94,4 +97,6 @@ def _setting_path(settings: Settings, name: str, *default: str) -> Path:
                                   hint=f"set {name} to an absolute path")
             path = settings.project_dir / path
         return path
-    return settings.path(*default)
+    if settings.project_dir is None:
+        raise LlmobsError(f"{name} is not set and there is no project directory", hint=f"set {name}")
+    return default(LocalLayout(settings.project_dir))
