@@ -24,7 +24,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,10 +34,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from benchlib import Infra, free_port, server_env
 
-from llmobs.store.spans import SpanRow  # noqa: E402
+from llmobs.store.spans import SpanRow
 
 PROJECTS = ("default", "acme", "globex")
 SERVICES = ("chat-api", "rag-worker", "agent", "summarizer", "search")
@@ -106,66 +104,6 @@ def generate(project_ids: list[int], n_spans: int, days: int = 7, seed: int = 7,
 
 # ---------------------------------------------------------------------------------------------
 # infrastructure
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Infra:
-    root: Path
-    env: dict[str, str]
-    cluster: object
-    redis: object
-
-    def stop(self) -> None:
-        self.redis.stop()  # type: ignore[attr-defined]
-        self.cluster.stop(mode="fast")  # type: ignore[attr-defined]
-
-
-def start_infra(root: Path) -> Infra:
-    """PostgreSQL and Redis under ``root`` (created, or reused when it holds them already)."""
-    import json
-
-    from llmobs.config import generate_password
-    from llmobs.proc import OsUser
-    from llmobs.stack.postgres import PgCluster, PgConfig
-    from llmobs.stack.redis_server import RedisServer
-    from llmobs.store.apikeys import generate_api_key
-
-    state_file = root / "bench-env.json"
-    fresh = not state_file.exists()
-    if fresh:
-        root.mkdir(parents=True, exist_ok=True)
-        root.chmod(0o755)
-        env = {
-            "LLMOBS_RUNTIME": "local", "DB_HOST": "127.0.0.1", "DB_PORT": str(free_port()), "DB_NAME": "llmobs_bench",
-            "DB_PASSWORD": generate_password(), "DB_APP_PASSWORD": generate_password(),
-            "DB_READONLY_PASSWORD": generate_password(), "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(free_port()),
-            "REDIS_PASSWORD": generate_password(), "SECRET_KEY": generate_password(48),
-            "LLMOBS_ADMIN_API_KEY": generate_api_key().token, "LLMOBS_INGEST_API_KEY": generate_api_key().token,
-            "DB_POOL_SIZE": "10", "API_RATE_LIMIT_PER_MINUTE": "0", "LLMOBS_LOG_LEVEL": "warning",
-        }
-        fd = os.open(state_file, os.O_WRONLY | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(env, fh)
-    env = json.loads(state_file.read_text())
-    os_user = OsUser.lookup("postgres") if os.geteuid() == 0 else None
-    cluster = PgCluster(root / "pg" / "data", log_file=root / "pg" / "postgres.log", os_user=os_user)
-    cluster.prepare_dirs(root / "pg" / "run")
-    if fresh:
-        cluster.init(env["DB_PASSWORD"])
-    cluster.write_config(PgConfig("127.0.0.1", int(env["DB_PORT"]), root / "pg" / "run", extra={
-        "shared_buffers": "'512MB'", "max_wal_size": "'4GB'", "synchronous_commit": "off"}))
-    cluster.start()
-    redis = RedisServer(root / "redis" / "redis.conf", root / "redis" / "data", root / "redis" / "redis.pid",
-                        root / "redis" / "redis.log")
-    redis.write_config(bind="127.0.0.1", port=int(env["REDIS_PORT"]), user="llmobs", passwords=[env["REDIS_PASSWORD"]])
-    redis.start()
-    return Infra(root, env, cluster, redis)
 
 
 def load(settings, n_spans: int) -> dict[str, int]:
@@ -390,7 +328,9 @@ def main() -> None:
     from llmobs.config import Settings
 
     root = args.reuse or Path(tempfile.mkdtemp(prefix="llmobs-bench-api-"))
-    infra = start_infra(root)
+    infra = Infra.start(root, server_env(DB_POOL_SIZE="10", API_RATE_LIMIT_PER_MINUTE="0"), reuse=bool(args.reuse),
+                        pg_settings={"shared_buffers": "'512MB'", "max_wal_size": "'4GB'",
+                                     "synchronous_commit": "off"})
     api = None
     try:
         settings = Settings(infra.env, None)

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,28 +23,11 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchlib import free_port, free_ports_lines, llmobs
 
 from llmobs.config import read_env_file
 from llmobs.proc import OsUser
 from llmobs.stack.postgres import PgBinaries, PgCluster, PgConfig
-
-PORT_KEYS = ("DB_PORT", "REDIS_PORT", "API_PORT", "COLLECTOR_GRPC_PORT", "COLLECTOR_HTTP_PORT",
-             "COLLECTOR_METRICS_PORT", "GRAFANA_PORT", "PGADMIN_PORT")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def llmobs(project: Path, *args: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "llmobs", "--project-dir", str(project), *args],
-                          capture_output=True, text=True)
-    if proc.returncode not in (0, 1):
-        raise SystemExit(f"llmobs {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
-    return proc.stdout
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -113,7 +95,7 @@ def main() -> None:
     try:
         subprocess.run([sys.executable, "-m", "llmobs", "init", str(project)], check=True, capture_output=True)
         with (project / ".env").open("a") as fh:
-            fh.writelines(f"{k}={free_port()}\n" for k in PORT_KEYS)
+            fh.writelines(free_ports_lines())
         llmobs(project, "up", "--runtime", "local", "timescaledb", "redis")
         env = read_env_file(project / ".env")
         print(f"filling spans up to {args.size_gb:g} GB ...", flush=True)

@@ -27,7 +27,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,10 +36,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from benchlib import Infra, free_port, server_env
 
-from llmobs.collector.otlp import ProtobufRequest  # noqa: E402
+from llmobs.collector.otlp import ProtobufRequest
 
 BATCH = 512
 CONCURRENCY = 8
@@ -130,42 +128,16 @@ def make_requests(n_spans: int, seed: int) -> list[bytes]:
 # infrastructure
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_infra(root: Path) -> tuple[dict[str, str], object, object]:
-    from llmobs.config import Settings, generate_password
-    from llmobs.proc import OsUser
-    from llmobs.stack.postgres import PgCluster, PgConfig
-    from llmobs.stack.redis_server import RedisServer
-    from llmobs.store.apikeys import generate_api_key
+def start_infra(root: Path) -> Infra:
+    """PostgreSQL (default durability) and Redis, bootstrapped."""
+    from llmobs.config import Settings
     from llmobs.store.bootstrap import bootstrap
 
-    env = {
-        "LLMOBS_RUNTIME": "local", "DB_HOST": "127.0.0.1", "DB_PORT": str(free_port()), "DB_NAME": "llmobs_bench",
-        "DB_PASSWORD": generate_password(), "DB_APP_PASSWORD": generate_password(),
-        "DB_READONLY_PASSWORD": generate_password(), "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(free_port()),
-        "REDIS_PASSWORD": generate_password(), "SECRET_KEY": generate_password(48),
-        "LLMOBS_ADMIN_API_KEY": generate_api_key().token, "LLMOBS_INGEST_API_KEY": generate_api_key().token,
-        "LLMOBS_LOG_LEVEL": "warning", "COLLECTOR_GRPC_PORT": str(free_port()),
-        "COLLECTOR_HTTP_PORT": str(free_port()), "COLLECTOR_METRICS_PORT": str(free_port()),
-    }
-    os_user = OsUser.lookup("postgres") if os.geteuid() == 0 else None
-    cluster = PgCluster(root / "pg" / "data", log_file=root / "pg" / "postgres.log", os_user=os_user)
-    cluster.prepare_dirs(root / "pg" / "run")
-    cluster.init(env["DB_PASSWORD"])
-    cluster.write_config(PgConfig("127.0.0.1", int(env["DB_PORT"]), root / "pg" / "run",
-                                  extra={"shared_buffers": "'256MB'", "max_wal_size": "'4GB'"}))
-    cluster.start()
-    redis = RedisServer(root / "redis" / "redis.conf", root / "redis" / "data", root / "redis" / "redis.pid",
-                        root / "redis" / "redis.log")
-    redis.write_config(bind="127.0.0.1", port=int(env["REDIS_PORT"]), user="llmobs", passwords=[env["REDIS_PASSWORD"]])
-    redis.start()
+    env = server_env(COLLECTOR_GRPC_PORT=str(free_port()), COLLECTOR_HTTP_PORT=str(free_port()),
+                     COLLECTOR_METRICS_PORT=str(free_port()))
+    infra = Infra.start(root, env, pg_settings={"shared_buffers": "'256MB'", "max_wal_size": "'4GB'"})
     bootstrap(Settings(env, None))
-    return env, cluster, redis
+    return infra
 
 
 def admin(env: dict[str, str]):
@@ -381,7 +353,8 @@ def main() -> None:
     print(f"generating {args.spans} spans in requests of {BATCH} ...", flush=True)
     requests = make_requests(args.spans, seed=1)
     counts = [ProtobufRequest(r).span_count for r in requests]
-    env, cluster, redis = start_infra(root)
+    infra = start_infra(root)
+    env = infra.env
     ceilings: list[float] = []
     runs: list[dict[str, tuple[float, int, float]]] = []
     try:
@@ -398,8 +371,7 @@ def main() -> None:
             ceilings.append(copy_ceiling(env, requests))
             print(f"COPY ceiling: {ceilings[-1]:,.0f} spans/s", flush=True)
     finally:
-        redis.stop()  # type: ignore[attr-defined]
-        cluster.stop(mode="fast")  # type: ignore[attr-defined]
+        infra.stop()
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -18,24 +17,14 @@ import tempfile
 import time
 from pathlib import Path
 
-PORT_KEYS = ("DB_PORT", "REDIS_PORT", "API_PORT", "COLLECTOR_GRPC_PORT", "COLLECTOR_HTTP_PORT",
-             "COLLECTOR_METRICS_PORT", "GRAFANA_PORT", "PGADMIN_PORT")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from benchlib import free_ports_lines, llmobs
 
 
 def cli(project: Path, *args: str) -> float:
+    """Seconds one `llmobs` command takes."""
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "llmobs", "--project-dir", str(project), *args],
-                          capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
-    if proc.returncode not in (0, 1):
-        raise SystemExit(f"llmobs {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
-    return elapsed
+    llmobs(project, *args)
+    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -48,7 +37,7 @@ def main() -> None:
     try:
         subprocess.run([sys.executable, "-m", "llmobs", "init", str(project)], check=True, capture_output=True)
         with (project / ".env").open("a") as fh:
-            fh.writelines(f"{k}={free_port()}\n" for k in PORT_KEYS)
+            fh.writelines(free_ports_lines())
         rows = [("up (cold: initdb, migrations)", cli(project, "up", "--runtime", "local"))]
         status = [cli(project, "status") for _ in range(args.runs)]
         version = [cli(project, "--version") for _ in range(args.runs)]
