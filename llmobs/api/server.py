@@ -65,17 +65,18 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
     level = settings.get_str("LLMOBS_LOG_LEVEL")
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     common: dict[str, Any] = {"log_level": level, "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN,
-              "server_header": False}
-    # Our own listening socket with SO_REUSEPORT: replicas of the local runtime share the port,
-    # and a replacement started during a rolling restart binds while the old one still serves.
-    sock = listening_socket(host, port)
+                              "server_header": False}
     if workers <= 1:
+        # Our own listening socket with SO_REUSEPORT: replicas of the local runtime share the
+        # port, and a replacement started during a rolling restart binds while the old one
+        # still serves; the supervisor hears when it is ready.
+        sock = listening_socket(host, port)
         asyncio.run(_serve_one(uvicorn.Config(create_app(settings), **common), sock))
         return
+    # Several workers: uvicorn binds and shares the socket itself (handing it ours by fd would
+    # make uvicorn treat it as a unix socket, losing TCP_NODELAY: 40 ms per small response).
     create_app(settings)  # fail here, once, on bad settings rather than in every worker
-    # The socket listens already: connections wait in its backlog until the workers accept.
-    common["fd"] = sock.fileno()
-    notify_ready()
+    common.update(host=host, port=port)
     os.environ.update(settings_environ(settings))
     from llmobs.api.prom import MULTIPROC_ENV
 
@@ -86,7 +87,6 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
     try:
         log.info("serving the API on %s:%d with %d workers", host, port, workers)
         uvicorn.run("llmobs.api.app:app_from_environment", factory=True, workers=workers, **common)
-        sock.close()
     finally:
         if own_dir:
             shutil.rmtree(own_dir, ignore_errors=True)
