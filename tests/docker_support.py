@@ -147,7 +147,7 @@ def new_project() -> Project:
     name = new_project_name()
     assert run_cli("init", str(root)).returncode == 0
     update_env_file(root / ".env", {**free_ports_env(), **images, "COMPOSE_PROJECT_NAME": name,
-                                    "LLMOBS_RUNTIME": "compose"})
+                                    "LLMOBS_RUNTIME": "compose", "MAINTAIN_INTERVAL_SECONDS": "5"})
     return Project(root, name)
 
 

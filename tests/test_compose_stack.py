@@ -98,6 +98,11 @@ def test_otlp_trace_goes_in_through_the_collector_and_out_through_the_api(projec
     trace_id = send_trace(project, "compose e2e chat")
     assert "compose e2e chat" in span_names(read_trace(project, trace_id))
     (project.root / "first-trace").write_text(trace_id)
+    # the maintenance service folds it into the rollups that status, metrics and Grafana read
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and project.status()[1]["facts"].get("spans_last_hour", 0) < 1:
+        time.sleep(1)
+    assert project.status()[1]["facts"]["spans_last_hour"] >= 1
 
 
 def test_wal_is_archived_into_the_volume(project: Project):

@@ -9,6 +9,7 @@ import socket
 import time
 import urllib.request
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
@@ -235,3 +236,23 @@ def test_status_reports_backups_and_turns_degraded_when_wal_archiving_fails(proj
     while time.monotonic() < deadline and status_json(project)[0] != 0:
         time.sleep(1)
     assert status_json(project)[0] == 0
+
+
+def test_the_supervisor_keeps_rollups_fresh(project: Path):
+    with (project / ".env").open("a") as fh:
+        fh.write("MAINTAIN_INTERVAL_SECONDS=5\n")
+    assert run_cli("up", "--runtime", "local", project_dir=project).returncode == 0
+    env = read_env_file(project / ".env")
+    now = datetime.now(UTC)
+    span = {"trace_id": "ab" * 16, "span_id": "cd" * 8, "name": "chat gpt-4o", "start_time": now.isoformat(),
+            "end_time": (now + timedelta(milliseconds=120)).isoformat(),
+            "attributes": {"gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o",
+                           "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 5}}
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{env['API_PORT']}/api/v1/spans", data=json.dumps(span).encode(), method="POST",
+        headers={"Authorization": f"Bearer {env['LLMOBS_INGEST_API_KEY']}", "Content-Type": "application/json"})
+    assert urllib.request.urlopen(request, timeout=10).status in (200, 201, 202)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and status_json(project)[1]["facts"].get("spans_last_hour", 0) < 1:
+        time.sleep(1)
+    assert status_json(project)[1]["facts"]["spans_last_hour"] == 1

@@ -64,14 +64,18 @@ def status(ctx: typer.Context,
 
 @db_app.command("maintain")
 def maintain(ctx: typer.Context,
-             json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+             json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+             every: Annotated[int | None, typer.Option(
+                 "--every", min=5, help="Run a pass every N seconds until stopped (SIGTERM), logging one line "
+                 "per pass: the compose stack's `maintenance` service.", show_default=False)] = None) -> None:
     """Create span partitions ahead, drop those past RETENTION_DAYS, refresh the rollups."""
-    from llmobs.store.db import connect
-    from llmobs.store.maintain import maintain as run_maintain
+    from llmobs.store.maintain import maintain_forever, maintain_once
 
     obj = ctx_obj(ctx)
-    with connect(obj.settings, "admin", autocommit=True) as conn:
-        result = run_maintain(conn, obj.settings)
+    if every is not None:
+        maintain_forever(obj.settings, every)
+        return
+    result = maintain_once(obj.settings)
     if json_:
         print_json({"timescale": result.timescale, "partitions_created": result.partitions_created,
                     "partitions_dropped": result.partitions_dropped, "rollup_rows": result.rollup_rows})

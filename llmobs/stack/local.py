@@ -291,8 +291,11 @@ class LocalStack(Stack):
             state = "running" if pids else ("starting" if supervisor and want else "stopped")
             states[service] = RuntimeState(state, len(ready.get(service, [])), want, pids=pids,
                                            detail="" if supervisor or not want else "supervisor not running")
+        # The supervisor runs `db maintain` itself, every MAINTAIN_INTERVAL_SECONDS.
+        states["maintenance"] = RuntimeState("running" if supervisor else "stopped", int(bool(supervisor)), 1,
+                                             pids=[supervisor] if supervisor else [], detail="in the supervisor")
         for s in SERVICES:
-            if not s.local:
+            if s.name not in states:
                 states[s.name] = RuntimeState("not available", detail="not run by the local runtime")
         return states
 

@@ -40,6 +40,9 @@ SERVICES: tuple[Service, ...] = (
     # through them (a healthy api/collector answer passes through it).
     Service("proxy", "Reverse proxy in front of api and collector replicas", "http", (), tier="app",
             local=False),
+    # Compose only: the local runtime's supervisor runs the same loop itself.
+    Service("maintenance", "Database upkeep (`llmobs db maintain --every`)", "http", (), tier="app",
+            local=False),
     Service("grafana", "Grafana dashboards", "http", ("GRAFANA_PORT",), health_path="/api/health",
             tier="ui", local=False),
     Service("pgadmin", "pgAdmin", "http", ("PGADMIN_PORT",), health_path="/misc/ping", tier="ui",

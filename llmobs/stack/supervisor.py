@@ -303,21 +303,12 @@ class Supervisor:
     # -- maintenance ----------------------------------------------------------------------------
 
     def _maintain_loop(self) -> None:
-        from llmobs.store.db import connect, first_line
-        from llmobs.store.maintain import maintain
+        from llmobs.store.maintain import maintain_forever
 
-        delay = 5.0  # soon after start, then every interval
-        while not self._stop.wait(delay):
-            try:
-                settings = Settings.load(self.layout.root)  # fresh: secrets may have been rotated
-                delay = float(settings.get_int("MAINTAIN_INTERVAL_SECONDS"))
-                with connect(settings, "admin", autocommit=True) as conn:
-                    result = maintain(conn, settings)
-                if result.partitions_created or result.partitions_dropped:
-                    log.info("maintain: partitions created %s, dropped %s", result.partitions_created,
-                             result.partitions_dropped)
-            except Exception as exc:  # the database may be restarting: try again next round
-                log.warning("maintain failed: %s", first_line(exc))
+        # Settings re-read at every pass: secrets may have been rotated. Soon after start, then
+        # every MAINTAIN_INTERVAL_SECONDS.
+        interval = Settings.load(self.layout.root).get_int("MAINTAIN_INTERVAL_SECONDS")
+        maintain_forever(lambda: Settings.load(self.layout.root), interval, stop=self._stop, first_delay=5.0)
 
 
 def main(argv: list[str] | None = None) -> int:

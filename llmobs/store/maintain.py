@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -101,3 +103,39 @@ def maintain(conn: psycopg.Connection, settings: Settings, *, now: datetime | No
             (now,),
         )
     return result
+
+
+def maintain_once(settings: Settings) -> MaintainResult:
+    """One pass over a fresh superuser connection."""
+    from llmobs.store.db import connect
+
+    with connect(settings, "admin", autocommit=True) as conn:
+        return maintain(conn, settings)
+
+
+def maintain_forever(settings_loader: Settings | Callable[[], Settings], interval: float, *,
+                     stop: threading.Event | None = None, first_delay: float = 0.0) -> None:
+    """A pass every ``interval`` seconds until ``stop`` is set (SIGTERM/SIGINT set it when this
+    runs in the main thread). A failing pass (the database restarting) is logged and retried at
+    the next one. ``settings_loader`` may be a callable: settings are then re-read at every pass,
+    so a rotated password is picked up."""
+    import signal
+
+    from llmobs.store.db import first_line
+
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    delay = first_delay
+    while not stop.wait(delay):
+        delay = interval
+        try:
+            settings = settings_loader() if callable(settings_loader) else settings_loader
+            result = maintain_once(settings)
+        except Exception as exc:  # retried at the next pass
+            log.warning("maintain failed: %s", first_line(exc))
+            continue
+        log.info("maintain: partitions created %s, dropped %s; %d rollup rows", result.partitions_created or "none",
+                 result.partitions_dropped or "none", result.rollup_rows)
