@@ -118,14 +118,21 @@ SETTINGS: tuple[Setting, ...] = (
        group="API"),
     _s("SECRET_KEY_PREVIOUS_UNTIL", "", "ISO 8601 time until which JWTs signed with "
        "`SECRET_KEY_PREVIOUS` are accepted; empty or past: they are refused.", group="API"),
+    _s("SECRET_KEY_NEXT", "", "During a JWT rotation, the key about to replace `SECRET_KEY`: accepted for "
+       "verification, never used for signing, so that every api replica accepts it before any signs with "
+       "it. Staged and removed by `llmobs secrets rotate jwt`; empty otherwise.", "secret", group="API"),
     # --- backup ---
     _s("BACKUP_DIR", "", "Local backup repository. Empty: `backups/` in the project directory (the compose "
        "runtime mounts the backup volume here in its jobs). A relative path is taken from the project "
        "directory.", "path", group="Backup"),
     _s("BACKUP_WAL_ARCHIVE_DIR", "", "Where PostgreSQL archives WAL, as the backup commands see it. Empty: "
        "`data/wal-archive/` in the project directory.", "path", group="Backup"),
-    _s("BACKUP_GRAFANA_DATA_DIR", "", "Grafana's data directory as the backup commands see it (set by the "
-       "compose runtime in its jobs). Empty: Grafana is not backed up.", "path", group="Backup"),
+    _s("BACKUP_GRAFANA_DATA_DIR", "", "Grafana's data directory as backup and restore jobs see it (set by "
+       "the compose runtime in its jobs). Empty: Grafana is neither backed up nor restored.", "path",
+       group="Backup"),
+    _s("BACKUP_REDIS_DATA_DIR", "", "Redis's data directory as restore jobs see it (set by the compose runtime "
+       "in its restore jobs, where the Redis volume is mounted). Empty: the local runtime's.", "path",
+       group="Backup"),
     _s("BACKUP_PGDATA_DIR", "", "PostgreSQL's data directory as restore jobs see it (set by the compose "
        "runtime in its restore jobs, where the database volume is mounted). Empty: the local runtime's.",
        "path", group="Backup"),

@@ -98,9 +98,8 @@ class TraceReader:
     """Lists traces through the API with one JWT, as a dashboard would, and records every answer
     that is not a 200."""
 
-    def __init__(self, port: int, token: str, *, keep_alive: bool = True) -> None:
-        limits = httpx.Limits() if keep_alive else httpx.Limits(max_keepalive_connections=0)
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, limits=limits)
+    def __init__(self, port: int, token: str) -> None:
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
         self.token = token
         self.ok = 0
         self.failures: list[str] = []
@@ -127,6 +126,54 @@ class TraceReader:
         self._stop.set()
         self._thread.join(15)
         self.client.close()
+
+
+class FreshTokenUser:
+    """Fetches a new JWT and uses it at once, over and over, each request on a new connection: with
+    several api replicas, a token issued by one replica is often presented to another. Records the
+    key ids it was issued tokens with and every answer that is not a 200."""
+
+    def __init__(self, port: int, api_key: str) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        self.api_key = api_key
+        self.used = 0
+        self.kids: set[str] = set()
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _once(self) -> None:
+        import jwt
+
+        resp = httpx.post(f"{self.base}/api/v1/auth/token", headers={"Authorization": f"Bearer {self.api_key}"},
+                          timeout=10)
+        if resp.status_code != 200:
+            self.failures.append(f"token: HTTP {resp.status_code}: {resp.text[:200]}")
+            return
+        token = resp.json()["access_token"]
+        self.kids.add(jwt.get_unverified_header(token)["kid"])
+        resp = httpx.get(f"{self.base}/api/v1/traces", params={"limit": 1},
+                         headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        if resp.status_code == 200:
+            self.used += 1
+        else:
+            self.failures.append(f"use: HTTP {resp.status_code}: {resp.text[:200]}")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._once()
+            except httpx.HTTPError as exc:
+                self.failures.append(f"{type(exc).__name__}: {exc}")
+            time.sleep(0.02)
+
+    def __enter__(self) -> FreshTokenUser:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(15)
 
 
 class ProcessArgsSampler:
@@ -216,11 +263,11 @@ def assert_no_secret_in(texts: list[str], secrets: dict[str, str], where: str) -
             assert value not in text, f"{key} appeared in {where}"
 
 
-def load_clients(project: Path, *, keep_alive: bool = True) -> tuple[SpanSender, TraceReader, str]:
+def load_clients(project: Path) -> tuple[SpanSender, TraceReader, str]:
     env = read_env_file(project / ".env")
     token = issue_jwt(env)
     sender = SpanSender(int(env["COLLECTOR_GRPC_PORT"]), env["LLMOBS_INGEST_API_KEY"])
-    reader = TraceReader(int(env["API_PORT"]), token, keep_alive=keep_alive)
+    reader = TraceReader(int(env["API_PORT"]), token)
     sender.start()
     reader.start()
     deadline = time.monotonic() + 60

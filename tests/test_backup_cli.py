@@ -120,6 +120,18 @@ def test_redis_snapshot_round_trip(project: Path) -> None:
     assert not Path(item["location"]).exists()
 
 
+def test_a_grafana_restore_is_refused_where_no_grafana_runs(project: Path, tmp_path: Path) -> None:
+    import sqlite3
+
+    data = tmp_path / "grafana"
+    data.mkdir()
+    sqlite3.connect(data / "grafana.db").close()
+    proc = run_cli("backup", "--type", "grafana", project_dir=project, env={"BACKUP_GRAFANA_DATA_DIR": str(data)})
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("restore", proc.stdout.strip(), "--yes", project_dir=project)
+    assert proc.returncode == 2 and "Grafana restores are not available in this runtime" in proc.stderr
+
+
 def test_restore_refuses_a_time_without_zone_and_asks_for_confirmation(project: Path) -> None:
     proc = run_cli("restore", "--to", "2025-01-01T00:00:00", "--yes", project_dir=project)
     assert proc.returncode == 2 and "no time zone" in proc.stderr

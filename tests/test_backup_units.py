@@ -124,3 +124,16 @@ def test_rdb_is_installed_as_dump_and_as_aof_base(tmp_path: Path) -> None:
     assert (data / RDB_FILE).read_bytes() == b"REDIS0010..."
     assert "type b" in (data / AOF_DIR / AOF_MANIFEST).read_text()
     assert (tmp_path / "kept" / AOF_DIR / "old.aof").read_text() == "old"
+
+
+def test_a_failed_install_puts_the_previous_data_back(tmp_path: Path) -> None:
+    data = tmp_path / "redis"
+    (data / AOF_DIR).mkdir(parents=True)
+    (data / AOF_DIR / "old.aof").write_text("old")
+    (data / RDB_FILE).write_text("old rdb")
+    (data / "other").write_text("not Redis's to replace")
+    with pytest.raises(FileNotFoundError):
+        install_rdb(tmp_path / "missing.rdb", data, tmp_path / "kept")
+    assert sorted(p.name for p in data.iterdir()) == sorted([AOF_DIR, RDB_FILE, "other"])
+    assert (data / RDB_FILE).read_text() == "old rdb" and (data / AOF_DIR / "old.aof").read_text() == "old"
+    assert not (tmp_path / "kept").exists()

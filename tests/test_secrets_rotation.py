@@ -45,7 +45,8 @@ def assert_rotated(before: dict[str, str], after: dict[str, str]) -> None:
         assert after[name] != before[name], name
     assert after["DB_APP_USER"] != before["DB_APP_USER"]
     assert after["SECRET_KEY_PREVIOUS"] == before["SECRET_KEY"]
-    assert not [k for k in after if k.endswith(("_NEXT", "_RETIRED"))], "staged or retired values left in .env"
+    assert not [k for k, v in after.items() if k.endswith(("_NEXT", "_RETIRED")) and v], \
+        "staged or retired values left in .env"
     assert pg_accepts(after, "postgres", after["DB_PASSWORD"])
     assert not pg_accepts(after, "postgres", before["DB_PASSWORD"])
     assert pg_accepts(after, "llmobs_readonly", after["DB_READONLY_PASSWORD"])

@@ -5,7 +5,8 @@ OTLP/gRPC and a reader lists traces through the API with a JWT issued before the
 Zero failed requests, zero lost spans (every acknowledged span is in the database), the old
 credentials refused afterwards (the old JWT once its grace period is over), no secret in any
 process's arguments during the run nor in any log, and a rotation killed at any step finished
-by the next run while the clients keep working.
+by the next run while the clients keep working. And while the JWT key rotates under two api
+replicas, a client that fetches a fresh token and uses it at once never gets a 401.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from secrets_support import (
+    FreshTokenUser,
     ProcessArgsSampler,
     api_status,
     assert_no_secret_in,
@@ -51,6 +53,23 @@ def stack(workdir: Path):
     proc = run_cli("up", "--runtime", "local", project_dir=proj, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     proc = run_cli("scale", "api=2", "collector=2", project_dir=proj, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    yield proj
+    run_cli("down", project_dir=proj, timeout=180)
+
+
+@pytest.fixture
+def api_stack(workdir: Path):
+    """PostgreSQL, Redis and two api replicas: what a JWT rotation involves."""
+    proj = workdir / "proj"
+    assert run_cli("init", str(proj)).returncode == 0
+    extra = {**free_ports_env(), "LLMOBS_RUNTIME": "local", "API_RATE_LIMIT_PER_MINUTE": "100000",
+             "API_RATE_LIMIT_BURST": "10000"}
+    env_file = proj / ".env"
+    env_file.write_text(env_file.read_text() + "".join(f"{k}={v}\n" for k, v in extra.items()))
+    proc = run_cli("up", "--runtime", "local", "timescaledb", "redis", "api", project_dir=proj, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = run_cli("scale", "api=2", project_dir=proj, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     yield proj
     run_cli("down", project_dir=proj, timeout=180)
@@ -137,10 +156,36 @@ def test_rotation_killed_at_every_step_finishes_on_rerun_while_clients_keep_work
             assert rerun.returncode == 0, f"{step}: {rerun.stdout}{rerun.stderr}"
             assert "finishing the rotation" in rerun.stdout
             after = read_env_file(stack / ".env")
-            assert not [k for k in after if k.endswith(("_NEXT", "_RETIRED"))]
+            assert not [k for k, v in after.items() if k.endswith(("_NEXT", "_RETIRED")) and v]
             assert pg_refuses(after, before["DB_APP_USER"], before["DB_APP_PASSWORD"]), step
             assert redis_refuses(after, before["REDIS_PASSWORD"]), step
     finally:
         reader.stop()
         sender.stop()
     assert_no_outage(stack, sender, reader)
+
+
+def test_fresh_tokens_work_on_every_replica_while_the_jwt_key_rotates(api_stack: Path):
+    """Each replica is replaced twice: first to accept the staged key, then to sign with it. A token
+    from a switched replica is therefore good on one not switched yet, and the other way round."""
+    from llmobs.api.tokens import kid_for
+
+    before = read_env_file(api_stack / ".env")
+    with FreshTokenUser(int(before["API_PORT"]), before["LLMOBS_ADMIN_API_KEY"]) as user:
+        deadline = time.monotonic() + 30
+        while not user.used and not user.failures and time.monotonic() < deadline:
+            time.sleep(0.1)
+        started = time.monotonic()
+        proc = run_cli("secrets", "rotate", "jwt", "--yes", "--json", project_dir=api_stack, timeout=300)
+        took = time.monotonic() - started
+        time.sleep(1)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout)
+    after = read_env_file(api_stack / ".env")
+    print(f"rotate jwt took {took:.1f} s; {user.used} fresh tokens used, {len(user.failures)} failures")
+    assert user.failures == [], f"{len(user.failures)} failures, e.g. {user.failures[:5]}"
+    assert user.kids == {kid_for(before["SECRET_KEY"]), kid_for(after["SECRET_KEY"])}, \
+        "the client must have been issued tokens with both keys during the run"
+    assert result["warnings"] == []
+    assert any("before signing with it" in check for check in result["checks"])
+    assert not after.get("SECRET_KEY_NEXT") and "SECRET_KEY_NEXT_FILE" not in after

@@ -4,6 +4,10 @@ Tokens are issued only with the current key. After a rotation (``llmobs secrets 
 ``SECRET_KEY_PREVIOUS`` holds the old key and ``SECRET_KEY_PREVIOUS_UNTIL`` the end of its grace
 period: tokens whose ``kid`` is the old key's are accepted until then, so clients holding one
 keep working while they fetch a new token.
+
+During a rotation, ``SECRET_KEY_NEXT`` holds the key about to replace ``SECRET_KEY``: accepted,
+never used for signing. Every api replica learns it before any replica signs with it, so a token
+from an already switched replica is good on one that is not switched yet.
 """
 
 from __future__ import annotations
@@ -51,17 +55,20 @@ class Claims:
 
 class TokenSigner:
     def __init__(self, current: str, *, previous: str | None = None, previous_until: datetime | None = None,
-                 ttl: timedelta = timedelta(hours=1)) -> None:
+                 next_key: str | None = None, ttl: timedelta = timedelta(hours=1)) -> None:
         self._current = current
         self.kid = kid_for(current)
         self._previous = previous if previous and previous != current else None
         self.previous_kid = kid_for(self._previous) if self._previous else None
         self.previous_until = previous_until
+        self._next = next_key if next_key and next_key != current else None
+        self.next_kid = kid_for(self._next) if self._next else None
         self.ttl = ttl
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenSigner:
         previous = settings.secret("SECRET_KEY_PREVIOUS") if settings.has_secret("SECRET_KEY_PREVIOUS") else None
+        next_key = settings.secret("SECRET_KEY_NEXT") if settings.has_secret("SECRET_KEY_NEXT") else None
         until_text = settings.get_str("SECRET_KEY_PREVIOUS_UNTIL")
         until = None
         if until_text:
@@ -71,7 +78,7 @@ class TokenSigner:
                 raise ConfigError("SECRET_KEY_PREVIOUS_UNTIL", f"{until_text!r} is not an ISO 8601 time") from None
             if until.tzinfo is None:
                 until = until.replace(tzinfo=UTC)
-        return cls(settings.secret("SECRET_KEY"), previous=previous, previous_until=until,
+        return cls(settings.secret("SECRET_KEY"), previous=previous, previous_until=until, next_key=next_key,
                    ttl=timedelta(seconds=settings.get_int("API_JWT_TTL_SECONDS")))
 
     def issue(self, *, key_id: str, project_id: int, role: str, now: datetime | None = None) -> IssuedToken:
@@ -85,6 +92,9 @@ class TokenSigner:
     def _secret_for(self, kid: Any, now: datetime) -> str:
         if kid == self.kid:
             return self._current
+        if kid is not None and kid == self.next_kid:
+            assert self._next is not None
+            return self._next
         if kid is not None and kid == self.previous_kid:
             if self.previous_until is not None and now < self.previous_until:
                 assert self._previous is not None

@@ -3,8 +3,6 @@ online backup API so that the copy is consistent while Grafana runs."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import sqlite3
 import tarfile
 import tempfile
@@ -12,8 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llmobs.backup.extract import chown_tree
+from llmobs.backup.kept_aside import replacing
 from llmobs.backup.manifest import Manifest, describe_files
 from llmobs.errors import LlmobsError
+from llmobs.proc import run
 
 if TYPE_CHECKING:
     from llmobs.progress import Progress
@@ -61,14 +62,12 @@ def check_archive(archive: Path) -> int:
 
 def install_grafana(archive: Path, data_dir: Path, kept_aside: Path) -> None:
     """Replace Grafana's data (Grafana must be stopped) with the archive's; the current contents
-    move to ``kept_aside``. Files get the owner of the data directory (Grafana's user)."""
+    move to ``kept_aside`` (and back if this fails). Files get the owner of the data directory
+    (Grafana's user)."""
     check_archive(archive)
     owner = data_dir.stat()
-    kept_aside.mkdir(parents=True, exist_ok=True)
-    for entry in list(data_dir.iterdir()):
-        shutil.move(str(entry), str(kept_aside / entry.name))
-    with tarfile.open(archive, "r:gz") as tar:
-        tar.extractall(data_dir, filter="data")
-    for dirpath, dirnames, filenames in os.walk(data_dir):
-        for name in (*dirnames, *filenames):
-            os.chown(Path(dirpath) / name, owner.st_uid, owner.st_gid, follow_symlinks=False)
+    with replacing(data_dir, kept_aside):
+        # GNU tar, as for physical backups: it refuses members outside the directory, and Python
+        # before 3.11.4 (Debian 12's 3.11.2, the app image's) has no extraction filter.
+        run(["tar", "--no-same-owner", "-x", "-z", "-f", archive, "-C", data_dir])
+        chown_tree(data_dir, owner.st_uid, owner.st_gid)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +47,37 @@ def _du(path: Path) -> int:
 
 def _mtime(path: Path) -> datetime:
     return datetime.fromtimestamp(path.stat().st_mtime, UTC)
+
+
+@contextlib.contextmanager
+def replacing(data_dir: Path, kept: Path, names: Collection[str] | None = None) -> Iterator[None]:
+    """Move the entries of ``data_dir`` named in ``names`` (all when None) into ``kept``, for the
+    body to fill ``data_dir`` anew. If anything fails, what the body left under those names goes
+    and the kept entries come back; an entry never moved is never touched."""
+    before = {entry.name for entry in data_dir.iterdir()} if data_dir.is_dir() else set()
+    kept.mkdir(parents=True, exist_ok=True)
+    try:
+        for name in sorted(before):
+            if names is None or name in names:
+                shutil.move(str(data_dir / name), str(kept / name))
+        yield
+    except BaseException:
+        _put_back(data_dir, kept, before)
+        raise
+
+
+def _put_back(data_dir: Path, kept: Path, before: set[str]) -> None:
+    moved = {item.name for item in kept.iterdir()}
+    for entry in list(data_dir.iterdir()) if data_dir.is_dir() else []:
+        if entry.name in moved or entry.name not in before:  # the failed install's
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    for name in moved:
+        shutil.move(str(kept / name), str(data_dir / name))
+    with contextlib.suppress(OSError):
+        kept.rmdir()
 
 
 def find_kept_aside(settings: Settings, paths: BackupPaths, pgdata: Path | None) -> list[KeptAside]:

@@ -105,6 +105,12 @@ def new_backup_id(backup_type: str, now: datetime | None = None, *, taken: set[s
     return candidate
 
 
+def backup_type_of(backup_id: str) -> str | None:
+    """The type an id names (``new_backup_id``'s format), or None for an id of another form."""
+    kind = backup_id.split("-")[1] if backup_id.count("-") in (1, 2) else None
+    return kind if kind in BACKUP_TYPES else None
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llmobs.backup.kept_aside import replacing
 from llmobs.backup.manifest import Manifest, describe_files
 from llmobs.errors import LlmobsError
 
@@ -118,17 +119,14 @@ def create_redis(settings: Settings, work: Path, backup_id: str, progress: Progr
 
 def install_rdb(rdb: Path, data_dir: Path, kept_aside: Path) -> None:
     """Put the snapshot in place of Redis's data (Redis must be stopped). What was there moves to
-    ``kept_aside``."""
-    kept_aside.mkdir(parents=True, exist_ok=True)
-    for name in (RDB_FILE, AOF_DIR):
-        if (data_dir / name).exists():
-            shutil.move(str(data_dir / name), str(kept_aside / name))
+    ``kept_aside`` (and back if this fails). Files get the owner of the data directory."""
     data_dir.mkdir(parents=True, exist_ok=True)
     owner = data_dir.stat()
-    shutil.copyfile(rdb, data_dir / RDB_FILE)
-    aof = data_dir / AOF_DIR
-    aof.mkdir()
-    shutil.copyfile(rdb, aof / AOF_BASE)
-    (aof / AOF_MANIFEST).write_text(f"file {AOF_BASE} seq 1 type b\n")
-    for path in (data_dir / RDB_FILE, aof, aof / AOF_BASE, aof / AOF_MANIFEST):
-        os.chown(path, owner.st_uid, owner.st_gid)
+    with replacing(data_dir, kept_aside, (RDB_FILE, AOF_DIR)):
+        shutil.copyfile(rdb, data_dir / RDB_FILE)
+        aof = data_dir / AOF_DIR
+        aof.mkdir()
+        shutil.copyfile(rdb, aof / AOF_BASE)
+        (aof / AOF_MANIFEST).write_text(f"file {AOF_BASE} seq 1 type b\n")
+        for path in (data_dir / RDB_FILE, aof, aof / AOF_BASE, aof / AOF_MANIFEST):
+            os.chown(path, owner.st_uid, owner.st_gid)

@@ -1,6 +1,7 @@
 """Restores: a physical backup (as taken, or to a point in time), a logical dump, a Redis
-snapshot. Everything that can be checked is checked before anything is touched; the data that
-was live is kept aside (renamed, never deleted) and put back if anything fails.
+snapshot, Grafana's data. Everything that can be checked is checked before anything is
+touched; the data that was live is kept aside (renamed, never deleted) and put back if anything
+fails.
 
 Physical restore, in order:
  1. plan: choose the base backup and timeline, refuse a target outside the restorable window;
@@ -17,15 +18,19 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmobs.backup.grafana_backup import ARCHIVE as GRAFANA_ARCHIVE
+from llmobs.backup.grafana_backup import install_grafana
 from llmobs.backup.journal import RestoreJournal, finish_interrupted, roll_back
 from llmobs.backup.kept_aside import ASIDE_MARK, DB_MARK
 from llmobs.backup.logical import DUMP_FILE, check_dump, restore_dump
+from llmobs.backup.paths import share_with_group
 from llmobs.backup.pgclient import admin_connection, binaries_for
 from llmobs.backup.pitr import (
     RestorePlan,
@@ -41,6 +46,7 @@ from llmobs.backup.pitr import (
 )
 from llmobs.backup.redis_backup import RDB_FILE, install_rdb
 from llmobs.backup.repository import BackupEntry, Repository
+from llmobs.backup.runner import in_job
 from llmobs.backup.sites import Site
 from llmobs.backup.verify import check_checksums
 from llmobs.backup.wal import switch_and_wait
@@ -266,33 +272,64 @@ def _drop_database(settings: Settings, name: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# redis
+# redis, grafana
 
 
-def restore_redis(repo: Repository, entry: BackupEntry, data_dir: Path, *, stop: Any, start: Any,
-                  progress: Progress) -> RestoreResult:
-    """Replace Redis's data with the snapshot; ``stop``/``start`` stop and start Redis."""
+@dataclass(frozen=True)
+class ServiceData:
+    """A service whose data directory a restore replaces with a backup's file."""
+    service: str
+    title: str
+    #: the backup's file that ``install`` puts in place
+    backup_file: str
+    #: (backup file, data directory, kept-aside directory); moves the current data aside
+    install: Callable[[Path, Path, Path], None]
+    #: the site's data directory of the service, None where a restore cannot replace it
+    data_dir: Callable[[Site], Path | None]
+    #: what to do where the restore is not available
+    manual_hint: str
+
+
+SERVICE_DATA = {
+    "redis": ServiceData("redis", "Redis", RDB_FILE, install_rdb, attrgetter("redis_data"),
+                         "restore the snapshot's dump.rdb into Redis's data by hand (docs/backup.md)"),
+    "grafana": ServiceData("grafana", "Grafana", GRAFANA_ARCHIVE, install_grafana, attrgetter("grafana_data"),
+                           "Grafana runs in the compose runtime only; restore it there (docs/backup.md)"),
+}
+
+
+def restore_service_data(repo: Repository, site: Site, entry: BackupEntry, progress: Progress) -> RestoreResult:
+    """Replace a service's data (Redis, Grafana) with the backup's: the service stops if it runs,
+    its data moves to ``BACKUP_DIR/kept-aside/<service>-<time>`` (and back if the install fails),
+    and it starts again if it ran."""
+    kind = SERVICE_DATA[entry.type]
+    data_dir = kind.data_dir(site)
+    if data_dir is None:
+        raise UsageError(f"{kind.title} restores are not available in this runtime", hint=kind.manual_hint)
     source = fetch_checked(repo, entry, progress)
-    kept = repo.paths.kept_aside_dir / f"redis-{_stamp()}"
-    stop(progress)
+    _check_data_owner(data_dir)
+    kept = repo.paths.kept_aside_dir / f"{kind.service}-{_stamp()}"
+    running = [kind.service] if site.service_running(kind.service) else []
+    site.stop_services(running, progress)
     try:
-        install_rdb(source / RDB_FILE, data_dir, kept)
-    except BaseException:
-        _put_back(kept, data_dir)
-        start(progress)
-        raise
-    start(progress)
-    return RestoreResult(entry.id, "redis", kept_aside=str(kept))
+        progress.step(f"Installing {entry.id} into {data_dir}")
+        kind.install(source / kind.backup_file, data_dir, kept)
+        if in_job():
+            share_with_group(kept)  # the other jobs' users list and remove it
+    finally:
+        site.start_services(running, progress)
+    return RestoreResult(entry.id, entry.type, kept_aside=str(kept))
 
 
-def _put_back(kept: Path, data_dir: Path) -> None:
-    for item in kept.iterdir() if kept.exists() else []:
-        target = data_dir / item.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        else:
-            target.unlink(missing_ok=True)
-        shutil.move(str(item), str(target))
+def _check_data_owner(data_dir: Path) -> None:
+    """A compose job runs as the owner of the data it replaces (the host reads it from the volume);
+    one that does not could neither move the data nor give the server files it can write."""
+    if not in_job() or not data_dir.is_dir():
+        return
+    owner, me = data_dir.stat().st_uid, os.geteuid()
+    if owner != me:
+        raise LlmobsError(f"this restore job runs as uid {me}, but {data_dir} belongs to uid {owner}",
+                          hint="run `llmobs restore` on the host: it starts the job as the data's owner")
 
 
 def run_restore(settings: Settings, site: Site, *, backup_id: str | None, target: datetime | None,
@@ -312,20 +349,11 @@ def run_restore(settings: Settings, site: Site, *, backup_id: str | None, target
             return restore_physical(settings, repo, site, plan, index, progress)
         if kind == "logical":
             return restore_logical(settings, repo, site, plan.base, progress)
-        if kind == "redis":
-            if site.redis_data is None:
-                raise UsageError("Redis restores are not available in this runtime",
-                                 hint="restore the snapshot's dump.rdb into Redis's data by hand (docs/backup.md)")
-            running = site.redis_running()
-            result = restore_redis(repo, plan.base, site.redis_data,
-                                   stop=lambda p: site.stop_services(["redis"], p),
-                                   start=lambda p: site.start_services(["redis"] if running else [], p),
-                                   progress=progress)
+        if kind in SERVICE_DATA:
+            result = restore_service_data(repo, site, plan.base, progress)
             audit_restore(settings, result)
             return result
-        raise UsageError(f"{plan.base.id} is a {kind} backup, which `llmobs restore` does not restore",
-                         hint="unpack its tar.gz into Grafana's data directory while Grafana is stopped "
-                              "(docs/backup.md)")
+        raise UsageError(f"{plan.base.id} is a {kind} backup, which `llmobs restore` does not restore")
 
 
 def finish_interrupted_job(settings: Settings, site: Site, progress: Progress) -> str | None:

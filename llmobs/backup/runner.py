@@ -3,9 +3,10 @@ the compose runtime), or delegated from the host into a one-off container of the
 runtime, which has the volumes mounted and reaches PostgreSQL on the stack's network.
 
 Backup jobs run from the ``backup`` service's definition as the app user (1001). Restore jobs
-run from the ``restore`` service's, which adds the database volume, as the owner of the data
-directory (``--user UID:GID``): the files they write belong to PostgreSQL's user without any
-privilege to change owners. Jobs ask the host to stop and start services (``control.py``).
+run from the ``restore`` service's, which adds the database, Redis and Grafana volumes, as the
+owner of the data they replace (``--user UID:GID``): the files they write belong to the
+server's user without any privilege to change owners. Jobs ask the host to stop and start
+services (``control.py``).
 
 A restore leaves a marker in the project's ``run/compose/`` while it runs. If it does not end
 well (the job was killed, or this process), the host, or else the next `llmobs up`, runs a job
@@ -105,13 +106,15 @@ def restore_marker(stack: ComposeStack) -> Path:
     return stack.state_dir / "restore.pending"
 
 
-def delegate_restore(settings: Settings, argv: Sequence[str], progress: Progress) -> int:
-    """Run `llmobs restore ...` in a restore job. When it did not end well, finish or undo what
-    it left, then start again the services that ran before. Returns its exit code."""
+def delegate_restore(settings: Settings, argv: Sequence[str], progress: Progress, *,
+                     backup_id: str | None = None) -> int:
+    """Run `llmobs restore ...` (of ``backup_id``, if one is named) in a restore job. When it did
+    not end well, finish or undo what it left, then start again the services that ran before.
+    Returns its exit code."""
     stack = _compose_stack(settings)
     marker = restore_marker(stack)
     had_marker = marker.exists()
-    owner = stack.db_data_owner()
+    owner = _restore_job_owner(stack, backup_id)
     running = [name for name, state in stack.states().items() if state.state in ("running", "starting")]
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(f"{os.getpid()}\n")
@@ -126,6 +129,26 @@ def delegate_restore(settings: Settings, argv: Sequence[str], progress: Progress
             raise LlmobsError(f"the restore job ended abruptly (exit code {code}); the data from before the "
                               "restore is in place and the services that ran are running again")
     return code
+
+
+#: where restore jobs find the data a Redis or Grafana restore replaces (the restore service's
+#: environment names the mount points)
+_SERVICE_DATA_SETTINGS = {"redis": "BACKUP_REDIS_DATA_DIR", "grafana": "BACKUP_GRAFANA_DATA_DIR"}
+
+
+def _restore_job_owner(stack: ComposeStack, backup_id: str | None) -> str:
+    """"UID:GID" a restore job runs as: the owner of the data it replaces, Redis's or Grafana's
+    volume for their backups, PostgreSQL's data directory otherwise."""
+    from llmobs.backup.manifest import backup_type_of
+    from llmobs.stack.compose import RESTORE_SERVICE
+
+    kind = backup_type_of(backup_id) if backup_id else None
+    setting = _SERVICE_DATA_SETTINGS.get(kind or "")
+    environment = (stack.full_config.get("services") or {}).get(RESTORE_SERVICE, {}).get("environment") or {}
+    mount = environment.get(setting) if setting else None
+    if kind is None or not mount:  # without the mount, the job says the restore is unavailable
+        return stack.db_data_owner()
+    return stack.volume_owner(mount, f"{kind.capitalize()}'s data")
 
 
 def finish_interrupted_restore(stack: ComposeStack, progress: Progress) -> None:

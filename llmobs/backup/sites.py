@@ -34,8 +34,9 @@ DB_SERVICE = "timescaledb"
 class Site(ABC):
     #: where the data directory is, as this process sees it
     pgdata: Path
-    #: Redis's data directory, when a restore can replace it here
+    #: Redis's and Grafana's data directories, when a restore can replace them here
     redis_data: Path | None = None
+    grafana_data: Path | None = None
     #: where WAL fetched from S3 for a restore goes, as the server sees it too (None: the
     #: repository's WAL cache, which a server on this host reads)
     server_wal_cache: Path | None = None
@@ -81,7 +82,8 @@ class Site(ABC):
     def running_writers(self) -> list[str]:
         return []
 
-    def redis_running(self) -> bool:
+    def service_running(self, service: str) -> bool:
+        """Whether a service other than PostgreSQL (redis, grafana) runs."""
         return False
 
     @abstractmethod
@@ -151,8 +153,9 @@ class LocalStackSite(ClusterSite):
         if services:
             self.stack.start(list(services), progress)
 
-    def redis_running(self) -> bool:
-        return self.stack.redis.running_pid() is not None
+    def service_running(self, service: str) -> bool:
+        state = self.stack.states().get(service)
+        return state is not None and state.state in ("running", "starting")
 
 
 class ComposeJobSite(Site):
@@ -168,6 +171,9 @@ class ComposeJobSite(Site):
         self.settings = settings
         self.host = host
         self.pgdata = Path(pgdata)
+        # The Redis and Grafana volumes, where the restore service mounts them.
+        self.redis_data = _path_setting(settings, "BACKUP_REDIS_DATA_DIR")
+        self.grafana_data = _path_setting(settings, "BACKUP_GRAFANA_DATA_DIR")
         # Beside the data directory, in the volume the server mounts at the same place.
         self.server_wal_cache = self.pgdata.with_name(self.pgdata.name + ".wal-cache")
 
@@ -188,7 +194,10 @@ class ComposeJobSite(Site):
         return dict(self.host.request("states"))
 
     def db_running(self) -> bool:
-        return self._states().get(DB_SERVICE) in ("running", "starting")
+        return self.service_running(DB_SERVICE)
+
+    def service_running(self, service: str) -> bool:
+        return self._states().get(service) in ("running", "starting")
 
     def running_writers(self) -> list[str]:
         states = self._states()
@@ -226,3 +235,7 @@ class ComposeJobSite(Site):
             progress.step(f"Starting {', '.join(services)}")
             self.host.request("start", services=list(services), wait=True)
 
+
+def _path_setting(settings: Settings, name: str) -> Path | None:
+    value = settings.get_str(name)
+    return Path(value) if value else None

@@ -24,9 +24,9 @@ def restore(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Restore PostgreSQL (physical backup, logical dump or point in time) or Redis. The services
-    that write are stopped; the current data is kept aside (`llmobs backup kept-aside`) and put
-    back if anything fails."""
+    """Restore PostgreSQL (physical backup, logical dump or point in time), Redis or Grafana. The
+    services that write are stopped; the current data is kept aside (`llmobs backup kept-aside`)
+    and put back if anything fails."""
     from llmobs.errors import Aborted, LlmobsError, UsageError
 
     obj = ctx_obj(ctx)
@@ -50,11 +50,11 @@ def restore(
             argv = ["restore", *([backup_id] if backup_id else []), *(["--to", to] if to else []), "--yes",
                     *(["--json"] if json_ else [])]
             if json_:
-                raise typer.Exit(delegate_restore(obj.settings, argv, JsonProgress()))
+                raise typer.Exit(delegate_restore(obj.settings, argv, JsonProgress(), backup_id=backup_id))
             from llmobs.cli.progress import ConsoleProgress
 
             with ConsoleProgress(obj.err_console) as host_progress:
-                code = delegate_restore(obj.settings, argv, host_progress)
+                code = delegate_restore(obj.settings, argv, host_progress, backup_id=backup_id)
             raise typer.Exit(code)
         site = restore_site(obj.settings)
         if json_:

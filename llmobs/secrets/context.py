@@ -43,6 +43,15 @@ class RotationContext:
         states = self.stack().states()
         return [s for s in services if s in states and states[s].state in ("running", "starting")]
 
+    def rolling_restart(self, services: Sequence[str]) -> None:
+        """Replace ``services`` one replica at a time, each new one started with ``.env`` as it is
+        now, and wait until they are healthy."""
+        from llmobs.stack.lifecycle import wait_healthy
+
+        stack = self.stack()
+        stack.restart(services, self.progress)
+        wait_healthy(stack, self.settings(), services, self.progress, timeout=120)
+
     def swap(self, name: str, **kwargs: object) -> bool:
         """Put the staged value of ``name`` into use (see SecretStore.swap) and note when."""
         swapped = self.store.swap(name, **kwargs)  # type: ignore[arg-type]

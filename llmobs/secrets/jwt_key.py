@@ -1,6 +1,15 @@
-"""Rotating the JWT signing key: a new ``SECRET_KEY`` (new ``kid``); the old one becomes
-``SECRET_KEY_PREVIOUS``, accepted until ``SECRET_KEY_PREVIOUS_UNTIL`` so tokens already handed
-out keep working for their lifetime. Later runs drop a previous key whose grace period is over.
+"""Rotating the JWT signing key in two phases, so that no replica ever refuses a token another
+replica signed:
+
+1. accept (``jwt.accept``): the new key is staged in ``.env`` as ``SECRET_KEY_NEXT`` (or named
+   there as ``SECRET_KEY_NEXT_FILE``), and a rolling restart of the api makes every replica
+   accept it while all of them still sign with the current key;
+2. switch (``jwt.commit``, then the rotation's rolling restart): the new key becomes
+   ``SECRET_KEY`` (new ``kid``) and the old one ``SECRET_KEY_PREVIOUS``, accepted until
+   ``SECRET_KEY_PREVIOUS_UNTIL`` so tokens already handed out keep working for their lifetime.
+   Replicas not yet replaced accept the new key from phase 1; replaced ones accept the old one.
+
+Later runs drop a previous key whose grace period is over.
 """
 
 from __future__ import annotations
@@ -63,8 +72,78 @@ def commit(ctx: RotationContext) -> None:
                           f"(kid {kid_for(old)}) are accepted until {until.isoformat()}")
 
 
+def accept(ctx: RotationContext) -> None:
+    """Phase 1: every api replica restarted with the staged key among the keys it accepts, then
+    a token signed with the staged key presented to the API (see :func:`_staged_key_refusals`)."""
+    from llmobs.api.tokens import kid_for
+
+    staged = ctx.store.staged(NAME)
+    if staged is None:  # already switched: nothing left to accept first
+        return
+    if not ctx.running(["api"]):
+        ctx.progress.done("the api is not running: no replica to prepare for the new JWT key")
+        return
+    ctx.rolling_restart(["api"])
+    probe = _admin_token(ctx, "whether the API accepts the new JWT key")
+    if probe is None:
+        return
+    api, token = probe
+    refusals = _staged_key_refusals(api, token, staged)
+    if refusals:
+        ctx.warn(f"the API refused a token signed with the new JWT key ({refusals}): while the replicas switch "
+                 "keys, a token from a replaced replica may be refused by one not yet replaced for a few "
+                 "seconds (is the api image older than this llmobs?)")
+        return
+    ctx.check(f"API: accepts tokens signed with the new key (kid {kid_for(staged)}) before signing with it")
+
+
+#: tries of the staged-key check, each on a new connection, so that with several replicas more
+#: than one is likely asked (they were all started alike)
+_ACCEPT_PROBES = 4
+
+
+def _staged_key_refusals(api: str, token: str, staged: str) -> str:
+    """Present a short-lived token with the claims of ``token`` (one the API issued) but signed
+    with the staged key; the HTTP statuses other than 200, if any."""
+    from datetime import timedelta
+
+    import jwt
+
+    from llmobs.api.tokens import TokenSigner
+
+    claims = jwt.decode(token, options={"verify_signature": False})
+    probe = TokenSigner(staged, ttl=timedelta(seconds=60)).issue(
+        key_id=claims["sub"], project_id=claims["pid"], role=claims["role"]).token
+    statuses = [request(f"{api}/api/v1/audit?limit=1", headers={"Authorization": f"Bearer {probe}"},
+                        service="the API")[0] for _ in range(_ACCEPT_PROBES)]
+    return ", ".join(f"HTTP {s}" for s in statuses if s != 200)
+
+
+def accept_steps() -> list[Step]:
+    return [Step("jwt.accept", "Letting every api replica accept the new JWT key", accept)]
+
+
 def steps() -> list[Step]:
     return [Step("jwt.commit", "Writing the new JWT signing key", commit)]
+
+
+def _admin_token(ctx: RotationContext, what: str) -> tuple[str, str] | None:
+    """The API's base URL and a token it issued for the default project's admin key
+    (LLMOBS_ADMIN_API_KEY); None, with a warning that ``what`` is not checked, when the api does
+    not run or the key is not set."""
+    settings = ctx.settings()
+    if not ctx.running(["api"]):
+        ctx.warn(f"the api is not running: {what} is checked when it starts")
+        return None
+    if not settings.has_secret("LLMOBS_ADMIN_API_KEY"):
+        ctx.warn(f"LLMOBS_ADMIN_API_KEY is not set: cannot ask the API for a token to check {what}")
+        return None
+    api = base_url(settings.client_host, settings.get_int("API_PORT"))
+    status, body = request(f"{api}/api/v1/auth/token", method="POST", service="the API",
+                           headers={"Authorization": f"Bearer {settings.secret('LLMOBS_ADMIN_API_KEY')}"})
+    if status != 200:
+        raise LlmobsError(f"the API did not issue a token (HTTP {status})", hint="see `llmobs logs api`")
+    return api, json.loads(body)["access_token"]
 
 
 def verify(ctx: RotationContext) -> None:
@@ -74,26 +153,17 @@ def verify(ctx: RotationContext) -> None:
 
     from llmobs.api.tokens import kid_for
 
-    settings = ctx.settings()
-    if not ctx.running(["api"]):
-        ctx.warn("the api is not running: the new JWT key is checked when it starts")
+    probe = _admin_token(ctx, "the new JWT key")
+    if probe is None:
         return
-    if not settings.has_secret("LLMOBS_ADMIN_API_KEY"):
-        ctx.warn("LLMOBS_ADMIN_API_KEY is not set: cannot ask the API for a token to check the new key")
-        return
-    api = base_url(settings.client_host, settings.get_int("API_PORT"))
-    status, body = request(f"{api}/api/v1/auth/token", method="POST", service="the API",
-                           headers={"Authorization": f"Bearer {settings.secret('LLMOBS_ADMIN_API_KEY')}"})
-    if status != 200:
-        raise LlmobsError(f"the API did not issue a token (HTTP {status})", hint="see `llmobs logs api`")
-    token = json.loads(body)["access_token"]
-    if jwt.get_unverified_header(token).get("kid") != kid_for(settings.secret(NAME)):
+    api, token = probe
+    if jwt.get_unverified_header(token).get("kid") != kid_for(ctx.settings().secret(NAME)):
         raise LlmobsError("the API still signs tokens with the old key", hint="run the rotation again")
     status, _ = request(f"{api}/api/v1/audit?limit=1", headers={"Authorization": f"Bearer {token}"},
                         service="the API")
     if status != 200:
         raise LlmobsError(f"the API refused a token signed with the new key (HTTP {status})",
                           hint="see `llmobs logs api`")
-    until = settings.get_str("SECRET_KEY_PREVIOUS_UNTIL")
+    until = ctx.settings().get_str("SECRET_KEY_PREVIOUS_UNTIL")
     ctx.check("API: signs and accepts tokens with the new key"
               + (f"; tokens of the previous key are accepted until {until}" if until else ""))

@@ -6,7 +6,9 @@ One rotation covers several targets with a single rolling restart:
    stack is up and that no rotated secret is overridden by the environment;
 2. stage: every new value into ``.env`` as ``NAME_NEXT`` before any server changes;
 3. per target, the overlap: new credentials valid on the servers while the old ones still work,
-   then ``.env`` switched (database, Redis, JWT key);
+   then ``.env`` switched (database, Redis, JWT key). The api is the server of the JWT key: a
+   rolling restart right after staging makes every replica accept the staged key (``SECRET_KEY_NEXT``)
+   before any replica signs with it;
 4. one rolling restart of the api and collector, one replica at a time;
 5. the old credentials closed (old app role, old Redis password), Grafana (compose);
 6. final check: every service healthy with the new credentials, the old ones refused;
@@ -141,7 +143,7 @@ def _rewritten_keys(targets: list[str], names: list[str]) -> list[str]:
     if "db" in targets:
         keys.append("DB_APP_USER")
     if "jwt" in targets:
-        keys += ["SECRET_KEY_PREVIOUS", "SECRET_KEY_PREVIOUS_UNTIL"]
+        keys += ["SECRET_KEY_PREVIOUS", "SECRET_KEY_PREVIOUS_UNTIL", "SECRET_KEY_NEXT"]
     return keys
 
 
@@ -194,6 +196,8 @@ def _check_service_environment(stack: Stack, targets: list[str]) -> None:
 
 def rotation_steps(targets: Sequence[str]) -> list[Step]:
     steps = [Step("stage", "Generating the new secrets", _stage)]
+    if "jwt" in targets:
+        steps += jwt_key.accept_steps()
     if "db" in targets:
         steps += postgres_roles.steps()
     if "redis" in targets:
@@ -252,8 +256,6 @@ def _restart_targets(targets: Sequence[str]) -> list[str]:
 
 
 def _restart(ctx: RotationContext) -> None:
-    from llmobs.stack.lifecycle import wait_healthy
-
     if "redis" in ctx.journal.targets:
         redis_acl.ensure_in_use_accepted(ctx)
     services = ctx.running(_restart_targets(ctx.journal.targets))
@@ -261,10 +263,7 @@ def _restart(ctx: RotationContext) -> None:
         ctx.warn("no service to restart is running: they use the new secrets when they start")
         return
     ctx.journal.restarted = services
-    settings = ctx.settings()
-    stack = ctx.stack()
-    stack.restart(services, ctx.progress)
-    wait_healthy(stack, settings, services, ctx.progress, timeout=120)
+    ctx.rolling_restart(services)
 
 
 def _verify(ctx: RotationContext) -> None:

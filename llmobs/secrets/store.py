@@ -9,9 +9,11 @@ While a rotation runs, up to three values of a secret sit side by side:
 * ``NAME_RETIRED``  the old value after the swap, kept only until the final check has proved the
                     servers refuse it, then dropped.
 
-For a file-backed secret the three are ``FILE``, ``FILE.next`` and ``FILE.retired``. Every write
-goes through :func:`llmobs.config.write_private_file` (atomic, mode 0600): a crash leaves the old
-or the new file, never a broken one.
+For a file-backed secret the three are ``FILE``, ``FILE.next`` and ``FILE.retired``, and ``.env``
+names the staged file as ``NAME_NEXT_FILE`` (the way settings read a secret from a file): what
+reads a staged value as a setting (the api accepts ``SECRET_KEY_NEXT``) finds it in either form.
+Every write goes through :func:`llmobs.config.write_private_file` (atomic, mode 0600): a crash
+leaves the old or the new file, never a broken one.
 
 A secret set in the environment of the command cannot be rotated: `.env` would change under a
 value that overrides it. :meth:`SecretStore.check_rotatable` says so before anything changes.
@@ -91,15 +93,23 @@ class SecretStore:
         already be in use on a server, and a rerun must apply the same value)."""
         values = self._values()
         env_updates: dict[str, str] = {}
+        drop: list[str] = []
         for name, value in new_values.items():
             path = self._file_of(name, values)
             if path is None:
                 if not values.get(name + NEXT):
                     env_updates[name + NEXT] = value
-            elif not _sibling(path, NEXT).exists():
+                continue
+            if not _sibling(path, NEXT).exists():
                 write_private_file(_sibling(path, NEXT), value + "\n")
+            # Named in .env after the file exists (a rerun adds a name a crash left out). An empty
+            # NAME_NEXT would hide NAME_NEXT_FILE from the settings: it goes in the same write.
+            staged_name = str(_sibling(Path(values[name + "_FILE"]), NEXT))
+            if values.get(name + NEXT + "_FILE") != staged_name or name + NEXT in values:
+                env_updates[name + NEXT + "_FILE"] = staged_name
+                drop.append(name + NEXT)
         if env_updates:
-            self._write_env(values, env_updates)
+            self._write_env(values, env_updates, drop=tuple(drop))
 
     def swap(self, name: str, *, extra: Mapping[str, str] | None = None, keep_old: bool = True) -> bool:
         """Make the staged value of ``name`` the one in use, keeping the old one as retired (when
@@ -120,12 +130,12 @@ class SecretStore:
         staged_file = _sibling(path, NEXT)
         if not staged_file.exists():
             return False
-        # Old value aside and the plain keys first, the swap itself last: a crash in between
-        # leaves the staged file in place, so a rerun does all of it again with the same values.
+        # Old value aside and .env (plain keys, staged file no longer named) first, the swap itself
+        # last: a crash in between leaves the staged file in place, so a rerun does all of it again
+        # with the same values.
         if keep_old and path.exists() and not _sibling(path, RETIRED).exists():
             write_private_file(_sibling(path, RETIRED), path.read_text(encoding="utf-8"))
-        if updates:
-            self._write_env(values, updates)
+        self._write_env(values, updates, drop=(name + NEXT, name + NEXT + "_FILE"))
         write_private_file(path, staged_file.read_text(encoding="utf-8"))
         staged_file.unlink()
         return True

@@ -56,6 +56,20 @@ _START_TIMEOUT_S = 300
 _HINT = "see `llmobs logs SERVICE` and `llmobs status`; `llmobs doctor` checks the Docker engine"
 
 
+def _data_owner(proc: subprocess.CompletedProcess[bytes], what: str) -> str:
+    """The "UID:GID" that ``stat -c %u:%g`` printed; refused when it is root's, since restore
+    jobs run as the owner of the data they replace, without any capability."""
+    owner = proc.stdout.decode(errors="replace").strip()
+    if proc.returncode != 0 or not re.fullmatch(r"\d+:\d+", owner):
+        raise LlmobsError(f"cannot tell who owns {what}: "
+                          f"{(proc.stdout + proc.stderr).decode(errors='replace').strip()[-300:]}", hint=_HINT)
+    if owner.startswith("0:"):
+        raise LlmobsError(f"{what} belongs to root; restore jobs would need root",
+                          hint="its volume must come from an image that runs the server as its own user "
+                               "(the official postgres/timescaledb, redis and grafana images do)")
+    return owner
+
+
 class ComposeStack(Stack):
     runtime = "compose"
 
@@ -317,15 +331,12 @@ class ComposeStack(Stack):
                              wait_timeout=_START_TIMEOUT_S, scales={name: len(old) + 1}, recreate=False,
                              dependencies=False, quiet=True)
                 try:
-                    # The proxy learns the new replica before the old one stops taking connections,
-                    # and forgets the old one right after. Workers that resolved the service name
-                    # before the new replica existed keep that answer for the resolver's TTL:
-                    # wait it out, so a refused connection to the old replica is retried on the
-                    # new one instead of becoming a 502.
-                    self._reload_proxy()
+                    # No proxy reload: it would close clients' idle kept-alive connections, and a
+                    # request sent on one at that moment fails. nginx asks Docker's DNS again once
+                    # its cached answer expires; after that every worker knows the new replica
+                    # and retries a refused connection to the old one there instead of failing.
                     time.sleep(PROXY_DNS_TTL_S + 1)
                     self.docker.container.stop(container)
-                    self._reload_proxy()
                     self.docker.container.remove(container, volumes=True)
                 except DockerException as exc:
                     raise LlmobsError(f"cannot replace {container}: {(exc.stderr or '').strip()}",
@@ -413,18 +424,16 @@ class ComposeStack(Stack):
         the root of the database volume (which its image creates owned by that user)."""
         if any(c.get("State") == "running" for c in self._containers().get(DB_SERVICE, [])):
             proc = self._compose(["exec", "-T", DB_SERVICE, "sh", "-c", 'stat -c %u:%g "$PGDATA"'], check=False)
-        else:
-            proc = self._compose(["run", "--rm", "--no-deps", "-T", "--entrypoint", "stat", RESTORE_SERVICE,
-                                  "-c", "%u:%g", DB_MOUNT], check=False)
-        owner = proc.stdout.decode(errors="replace").strip()
-        if proc.returncode != 0 or not re.fullmatch(r"\d+:\d+", owner):
-            raise LlmobsError(f"cannot tell who owns PostgreSQL's data in the {DB_SERVICE} volume: "
-                              f"{(proc.stdout + proc.stderr).decode(errors='replace').strip()[-300:]}", hint=_HINT)
-        if owner.startswith("0:"):
-            raise LlmobsError("PostgreSQL's data directory belongs to root; restore jobs would need root",
-                              hint="the database volume must come from an image that runs PostgreSQL as its "
-                                   "own user (the official postgres/timescaledb images do)")
-        return owner
+            return _data_owner(proc, "PostgreSQL's data directory")
+        return self.volume_owner(DB_MOUNT, "PostgreSQL's data directory")
+
+    def volume_owner(self, path: str, what: str) -> str:
+        """"UID:GID" of ``path`` as a one-off container of the restore service sees it: the root of
+        a volume it mounts there, which the server's image creates owned by the server's user.
+        ``what`` names the data in messages."""
+        proc = self._compose(["run", "--rm", "--no-deps", "-T", "--entrypoint", "stat", RESTORE_SERVICE,
+                              "-c", "%u:%g", path], check=False)
+        return _data_owner(proc, what)
 
     def scale(self, replicas: Mapping[str, int], progress: Progress) -> None:
         for name, count in replicas.items():
@@ -441,7 +450,8 @@ class ComposeStack(Stack):
         progress.step("Scaling " + ", ".join(f"{n} to {c}" for n, c in replicas.items()))
         self._whales("up", self.docker.compose.up, targets, detach=True, wait=True, wait_timeout=_START_TIMEOUT_S,
                      scales=scales, quiet=True, dependencies=False)
-        self._reload_proxy()
+        # New replicas get traffic once the proxy's cached DNS answer expires (no reload: see restart).
+        time.sleep(PROXY_DNS_TTL_S + 1)
         progress.done(", ".join(f"{n}: {c} replica(s)" for n, c in replicas.items()))
 
     def logs(self, service: str | None, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
@@ -469,12 +479,6 @@ class ComposeStack(Stack):
                 proc.wait(timeout=10)
 
     # -- helpers ----------------------------------------------------------------------------------
-
-    def _reload_proxy(self) -> None:
-        """New nginx workers resolve the replicas afresh instead of waiting out their DNS cache (5 s)."""
-        if any(c.get("State") == "running" for c in self._containers().get(PROXY, [])):
-            self._compose(["exec", "-T", PROXY, "nginx", "-c", "/etc/nginx/llmobs/nginx.conf", "-s", "reload"],
-                          check=False)
 
     def _check_known(self, services: Sequence[str]) -> None:
         active = self.active_services()
