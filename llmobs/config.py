@@ -106,7 +106,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("API_CACHE_TTL_SECONDS", "30", "How long query and metrics results stay in the Redis cache; 0 "
        "disables the cache.", "int", group="API", minimum=0),
     _s("API_AUTH_CACHE_SECONDS", "5", "How long a server process trusts a checked API key before it "
-       "looks again (revocations take effect within this time).", "int", group="API", minimum=0),
+       "looks again. Revocations apply at once (PostgreSQL announces them); this bounds the delay only "
+       "while a process has lost its database connection.", "int", group="API", minimum=0),
     _s("API_JWT_TTL_SECONDS", "3600", "Lifetime of the JWTs issued by `POST /api/v1/auth/token`.", "int",
        group="API", minimum=60),
     _s("API_QUERY_TIMEOUT_MS", "10000", "Statement timeout of API queries; a query that takes longer is "
@@ -255,9 +256,9 @@ SETTINGS: tuple[Setting, ...] = (
        group="Collector", minimum=1),
     _s("COLLECTOR_MAX_ATTRIBUTES_PER_SPAN", "1000", "Attributes kept per span; the rest are dropped and "
        "counted in `llmobs.dropped_attributes_count`.", "int", group="Collector", minimum=1),
-    _s("COLLECTOR_AUTH_CACHE_SECONDS", "30", "How long an API key lookup is cached: a revoked key is "
-       "still accepted for up to this long (unknown keys are cached for at most 5 s).", "int",
-       group="Collector", minimum=0),
+    _s("COLLECTOR_AUTH_CACHE_SECONDS", "30", "How long an API key lookup is cached (unknown keys: at most "
+       "5 s). Revocations apply at once (PostgreSQL announces them); this bounds the delay only while the "
+       "collector has lost its database connection.", "int", group="Collector", minimum=0),
     _s("COLLECTOR_PRICE_REFRESH_SECONDS", "60", "How often the collector reloads `model_prices`.", "int",
        group="Collector", minimum=1),
     _s("COLLECTOR_DRAIN_SECONDS", "30", "On SIGTERM, how long the collector keeps writing what it "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -297,6 +298,30 @@ def test_revoked_and_expired_keys_are_refused(settings: Settings, client, seeded
         assert c.get("/api/v1/traces", headers={"Authorization": f"Bearer {token}"}).status_code == 401
         assert c.get("/api/v1/traces", headers={"Authorization": f"Bearer {expiring.token}"}).status_code == 401
         assert c.get("/api/v1/traces", headers=seeded.a.auth("admin")).status_code == 200
+
+
+def test_a_revoked_key_and_its_tokens_are_refused_at_once_despite_the_key_cache(settings: Settings, seeded):
+    """The API caches key lookups (here for 10 minutes); PostgreSQL announces the revocation and
+    the key, and the JWTs issued for it, stop working within a moment."""
+    from llmobs.store import apikeys
+    from llmobs.store.db import connect
+
+    with connect(settings, "admin", autocommit=True) as conn:
+        created = apikeys.create_key(conn, project="alpha", role="reader", actor="test")
+    key_auth = {"Authorization": f"Bearer {created.token}"}
+    with api_client(settings.with_overrides(API_AUTH_CACHE_SECONDS="600")) as c:
+        token = c.post("/api/v1/auth/token", headers=key_auth).json()["access_token"]
+        jwt_auth = {"Authorization": f"Bearer {token}"}
+        assert c.get("/api/v1/traces", headers=key_auth).status_code == 200
+        assert c.get("/api/v1/traces", headers=jwt_auth).status_code == 200  # both answers now cached
+        with connect(settings, "admin", autocommit=True) as conn:
+            apikeys.revoke(conn, created.key.key_id, actor="test")
+        deadline = time.monotonic() + 5
+        while c.get("/api/v1/traces", headers=key_auth).status_code != 401:
+            assert time.monotonic() < deadline, "the revoked key is still accepted"
+            time.sleep(0.05)
+        assert c.get("/api/v1/traces", headers=jwt_auth).status_code == 401
+        assert c.get("/api/v1/traces", headers=seeded.a.auth("reader")).status_code == 200  # others unaffected
 
 
 def test_rate_limit_answers_429_with_headers(settings: Settings, seeded):

@@ -154,6 +154,28 @@ def test_workers_serve_and_metrics_cover_them_all(running_api: RunningApi):
     assert float(line.rsplit(" ", 1)[1]) == len(seeded.a.traces) * 2  # summed over both workers
 
 
+def test_a_stopping_api_answers_its_kept_alive_clients_instead_of_resetting_them(api_env):
+    """On SIGTERM the server stops accepting, but a client's next request on a connection it
+    already has gets an answer with `Connection: close` (then it connects elsewhere: a rolling
+    restart's new replica), never a reset."""
+    api = _start(api_env, workers=1)
+    try:
+        with httpx.Client(base_url=api.base, timeout=5) as client:
+            first = client.get("/health")
+            assert first.status_code == 200 and first.headers.get("connection") != "close"
+            os.killpg(api.proc.pid, signal.SIGTERM)
+            answers = []
+            deadline = time.monotonic() + 5
+            while not answers or answers[-1].headers.get("connection") != "close":
+                assert time.monotonic() < deadline, "the stopping server never said Connection: close"
+                answers.append(client.get("/health"))  # an error here is what the drain prevents
+                time.sleep(0.02)
+            assert all(a.status_code == 200 for a in answers)
+        assert api.proc.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled
+    finally:
+        _stop(api.proc)
+
+
 def test_event_stream_of_new_traces(running_api: RunningApi, own_redis: OwnRedis):
     a, b = make_project(running_api.settings, "alpha"), make_project(running_api.settings, "beta")
     publisher = own_redis.client()

@@ -146,6 +146,30 @@ def test_api_key_is_required_and_decides_the_project(start_collector, admin_conn
     assert project == ("acme",)
 
 
+def test_a_revoked_key_is_refused_at_once_despite_the_key_cache(start_collector, admin_conn):
+    """The collector caches key lookups (here for 10 minutes); PostgreSQL announces the revocation
+    and the key stops working within a moment, on both transports."""
+    from llmobs.store import apikeys
+
+    c = start_collector(COLLECTOR_AUTH_CACHE_SECONDS="600")
+    created = apikeys.create_key(admin_conn, project="default", role="writer", actor="test")
+    body = otlp_request([{"trace_id": "ef" * 16, "span_id": "01" * 8, "name": "before revocation"}])
+    assert grpc_export(c.grpc_target, body, created.token)[0] == grpc.StatusCode.OK
+    assert http_export(c.http_url, body, created.token).status_code == 200  # both answers now cached
+
+    apikeys.revoke(admin_conn, created.key.key_id, actor="test")
+    late = otlp_request([{"trace_id": "ef" * 16, "span_id": "02" * 8, "name": "after revocation"}])
+    deadline = time.monotonic() + 5
+    while grpc_export(c.grpc_target, late, created.token)[0] != grpc.StatusCode.UNAUTHENTICATED:
+        assert time.monotonic() < deadline, "the revoked key is still accepted"
+        time.sleep(0.05)
+    print(f"revoked key refused {5 - (deadline - time.monotonic()):.2f} s after the revocation")
+    assert http_export(c.http_url, late, created.token).status_code == 401
+    names = {n for (n,) in admin_conn.execute("SELECT name FROM spans WHERE trace_id = %s", ("ef" * 16,))}
+    assert "before revocation" in names and "after revocation" not in names
+    assert grpc_export(c.grpc_target, body, c.token)[0] == grpc.StatusCode.OK  # other keys unaffected
+
+
 def test_health_metrics_and_ingest_stats(start_collector, admin_conn):
     c = start_collector()
     code, body = c.health()

@@ -44,10 +44,17 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        import asyncio
+
+        from llmobs.store.key_events import follow_key_changes
+
         await db.open()
+        key_changes = asyncio.create_task(
+            follow_key_changes(db.connect_kwargs, state.auth.forget, state.auth.forget_all), name="key-changes")
         try:
             yield
         finally:
+            key_changes.cancel()
             await db.close()
             await redis.close()
 

@@ -56,6 +56,20 @@ class Authenticator:
         self.cache_seconds = settings.get_int("API_AUTH_CACHE_SECONDS")
         self._by_token: dict[str, tuple[float, ApiKey]] = {}
         self._by_id: dict[str, tuple[float, ApiKey | None]] = {}
+        # Bumped by every forget: a lookup under way meanwhile may have read the key as it was
+        # before the change, and its answer is not cached.
+        self._generation = 0
+
+    def forget(self, key_id: str, key_hash: str) -> None:
+        """Drop what the caches hold of a key that changed (``llmobs.store.key_events``)."""
+        self._generation += 1
+        self._by_token.pop(key_hash, None)
+        self._by_id.pop(key_id, None)
+
+    def forget_all(self) -> None:
+        self._generation += 1
+        self._by_token.clear()
+        self._by_id.clear()
 
     async def principal(self, token: str | None) -> Principal:
         if not token:
@@ -86,11 +100,12 @@ class Authenticator:
         now = time.monotonic()
         if hit and hit[0] > now and hit[1].active:
             return hit[1]
+        generation = self._generation
         async with self.db.control() as conn:
             key = await apikeys.aauthenticate(conn, token)
             if key is not None:
                 await apikeys.atouch(conn, key.key_id)
-        if key is not None and self.cache_seconds:
+        if key is not None and self.cache_seconds and generation == self._generation:
             self._remember(self._by_token, digest, (now + self.cache_seconds, key))
         return key
 
@@ -99,9 +114,10 @@ class Authenticator:
         now = time.monotonic()
         if hit and hit[0] > now:
             return hit[1]
+        generation = self._generation
         async with self.db.control() as conn:
             key = await apikeys.aget_key(conn, key_id)
-        if self.cache_seconds:
+        if self.cache_seconds and generation == self._generation:
             self._remember(self._by_id, key_id, (now + self.cache_seconds, key))
         return key
 

@@ -49,8 +49,7 @@ class Database:
     def __init__(self, settings: Settings) -> None:
         self.statement_timeout_ms = settings.get_int("API_QUERY_TIMEOUT_MS")
         self.max_size = settings.get_int("DB_POOL_SIZE")
-        self._kwargs = connect_kwargs(settings, "app")
-        self._kwargs["application_name"] = "llmobs-api"
+        self.connect_kwargs = {**connect_kwargs(settings, "app"), "application_name": "llmobs-api"}
         self._pool: AsyncConnectionPool | None = None
 
     @property
@@ -63,7 +62,7 @@ class Database:
         """A new pool (one per start of the app). It does not wait for PostgreSQL: the API starts,
         and reports not ready, while the database is still down."""
         self._pool = AsyncConnectionPool(
-            kwargs=self._kwargs, min_size=1, max_size=self.max_size, open=False, configure=_configure,
+            kwargs=self.connect_kwargs, min_size=1, max_size=self.max_size, open=False, configure=_configure,
             check=AsyncConnectionPool.check_connection, timeout=POOL_TIMEOUT, reconnect_timeout=float("inf"),
             name="llmobs-api")
         await self._pool.open(wait=False)

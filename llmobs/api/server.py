@@ -41,11 +41,11 @@ def settings_environ(settings: Settings) -> dict[str, str]:
     return env
 
 
-async def _serve_one(config: Any, sock: socket.socket) -> None:
+async def _serve_one(app: Any, config: dict[str, Any], sock: socket.socket) -> None:
     """Serve on ``sock`` and tell the supervisor once startup (lifespan: pools) has finished."""
-    import uvicorn
+    from llmobs.http_drain import DrainingServer
 
-    server = uvicorn.Server(config)
+    server = DrainingServer(app, **config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not task.done():
         await asyncio.sleep(0.05)
@@ -71,7 +71,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
         # port, and a replacement started during a rolling restart binds while the old one
         # still serves; the supervisor hears when it is ready.
         sock = listening_socket(host, port)
-        asyncio.run(_serve_one(uvicorn.Config(create_app(settings), **common), sock))
+        asyncio.run(_serve_one(create_app(settings), common, sock))
         return
     # Several workers: uvicorn binds and shares the socket itself (handing it ours by fd would
     # make uvicorn treat it as a unix socket, losing TCP_NODELAY: 40 ms per small response).

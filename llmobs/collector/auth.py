@@ -4,7 +4,8 @@ A lookup is a database query, too slow for every request. Answers are cached: a 
 ``COLLECTOR_AUTH_CACHE_SECONDS`` (so a revoked key keeps working for up to that long on each
 collector process), an unknown key for at most 5 s (so a key created a moment ago starts working
 quickly, and a flood of bad tokens costs one query per token per 5 s). Concurrent requests with
-the same uncached token share one lookup.
+the same uncached token share one lookup. A key that is revoked (or otherwise changed) is
+forgotten at once when PostgreSQL announces it (:mod:`llmobs.store.key_events`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,19 @@ class ApiKeyCache:
         self._negative_ttl = min(NEGATIVE_TTL, ttl)
         self._entries: dict[str, tuple[float, ApiKey | None]] = {}
         self._inflight: dict[str, asyncio.Future[ApiKey | None]] = {}
+        # Bumped by every forget: a lookup that was under way meanwhile may have read the key as
+        # it was before the change, and its answer is not cached.
+        self._generation = 0
+
+    def forget(self, key_id: str, key_hash: str) -> None:
+        """Drop the cached answer for the key whose token hashes to ``key_hash`` (what the
+        ``api_keys`` table stores: the sha256 the cache is keyed by)."""
+        self._generation += 1
+        self._entries.pop(key_hash, None)
+
+    def forget_all(self) -> None:
+        self._generation += 1
+        self._entries.clear()
 
     async def authenticate(self, token: str) -> ApiKey | None:
         """The active key for ``token``, or None; KeyLookupFailed when the database cannot answer."""
@@ -57,6 +71,7 @@ class ApiKeyCache:
         future: asyncio.Future[ApiKey | None] = asyncio.get_running_loop().create_future()
         self._inflight[digest] = future
         try:
+            generation = self._generation
             try:
                 key = await asyncio.to_thread(self._lookup, token)
             except Exception as exc:
@@ -68,7 +83,8 @@ class ApiKeyCache:
                 self._entries = {d: e for d, e in self._entries.items() if e[0] > now}
                 if len(self._entries) >= MAX_ENTRIES:
                     self._entries.clear()
-            self._entries[digest] = (now + (self._ttl if key is not None else self._negative_ttl), key)
+            if generation == self._generation:
+                self._entries[digest] = (now + (self._ttl if key is not None else self._negative_ttl), key)
             future.set_result(key)
             return key
         finally:

@@ -59,12 +59,12 @@ def listen_socket(host: str, port: int) -> socket.socket:
 async def start_http_server(app: Any, sock: socket.socket, *, graceful_seconds: int) -> uvicorn.Server:
     """Serve an ASGI app with uvicorn on ``sock`` without uvicorn's own signal handling (which would
     re-raise SIGTERM after its shutdown and end the process before the writer drained)."""
-    import uvicorn
+    from llmobs.http_drain import DrainingServer
 
-    config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False, server_header=False,
+    server = DrainingServer(app, lifespan="off", log_level="warning", access_log=False, server_header=False,
                             date_header=False, timeout_keep_alive=30, timeout_graceful_shutdown=graceful_seconds)
+    config = server.config
     config.load()
-    server = uvicorn.Server(config)
     server.lifespan = config.lifespan_class(config)
     await server.startup(sockets=[sock])
     return server
@@ -120,6 +120,7 @@ class Collector:
         from llmobs.collector.writer import Writer
         from llmobs.store import apikeys
         from llmobs.store.db import connect_kwargs
+        from llmobs.store.key_events import follow_key_changes
 
         s = self.settings
         metrics = CollectorMetrics()
@@ -153,7 +154,9 @@ class Collector:
         if publisher:
             publisher.start()
         background = [asyncio.create_task(self._refresh_prices(pool), name="prices"),
-                      asyncio.create_task(self._flush_counts(pool, counts), name="ingest-stats")]
+                      asyncio.create_task(self._flush_counts(pool, counts), name="ingest-stats"),
+                      asyncio.create_task(follow_key_changes(connect_kwargs(s, "app"), keys.forget, keys.forget_all),
+                                          name="key-changes")]
         if tail:
             background.append(asyncio.create_task(tail.run(), name="tail-sampler"))
         grpc_server = await start_grpc(ingestor, self.host, grpc_port, max_message_bytes=max_decompressed)
