@@ -268,13 +268,13 @@ SETTINGS: tuple[Setting, ...] = (
        group="Collector"),
     # --- PII redaction (docs/collector.md) ---
     _s("PII_DETECTORS", "bearer_token,api_key,aws_access_key", "Value detectors applied to every string "
-       "attribute, event attribute and message content: any of bearer_token, api_key, aws_access_key, "
+       "attribute, event and link attribute and message content: any of bearer_token, api_key, aws_access_key, "
        "email, phone, credit_card, us_ssn, ipv4, ipv6, or `none`.", group="PII redaction"),
     _s("PII_STRATEGY", "mask", "What a detected value becomes: `mask` ([REDACTED:email]), `hash` (a "
        "keyed hash, equal values stay equal) or `remove`.", "choice", group="PII redaction",
        choices=("mask", "hash", "remove")),
-    _s("PII_DROP_KEYS", "", "Comma-separated attribute keys (`*` wildcards allowed) removed from spans "
-       "and events, e.g. `gen_ai.prompt.*,gen_ai.input.messages`.", group="PII redaction"),
+    _s("PII_DROP_KEYS", "", "Comma-separated attribute keys (`*` wildcards allowed) removed from spans, "
+       "events and links, e.g. `gen_ai.prompt.*,gen_ai.input.messages`.", group="PII redaction"),
     _s("PII_HASH_KEYS", "", "Comma-separated attribute keys whose values are replaced by a keyed hash, "
        "e.g. `user.id,enduser.id`.", group="PII redaction"),
     _s("PII_HASH_SALT", "", "Key of the redaction hashes (HMAC-SHA256). Needed when PII_STRATEGY=hash "

@@ -34,7 +34,8 @@ def span_id() -> str:
 def llm_trace(start: datetime, *, service: str = "chatbot", model: str = "gpt-4o", provider: str = "openai",
               calls: int = 2, error: bool = False, user: str | None = None, session: str | None = None,
               root_ms: float = 1500.0, input_tokens: int = 1000, output_tokens: int = 200) -> list[RawSpan]:
-    """A root span with ``calls`` LLM calls under it (OTel GenAI attributes)."""
+    """A root span with ``calls`` LLM calls under it (OTel GenAI attributes), each call after the
+    first linked to the one before it."""
     tid, root = trace_id(), span_id()
     resource = {"service.name": service}
     spans = [RawSpan(trace_id=tid, span_id=root, name=f"POST /{service}", kind="server", start_time=start,
@@ -42,6 +43,7 @@ def llm_trace(start: datetime, *, service: str = "chatbot", model: str = "gpt-4o
                      resource=resource,
                      attributes={k: v for k, v in (("user.id", user), ("session.id", session)) if v})]
     t = start + timedelta(milliseconds=10)
+    previous: str | None = None
     for i in range(calls):
         end = t + timedelta(milliseconds=root_ms / (calls + 1))
         attrs: dict[str, Any] = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": provider,
@@ -51,10 +53,13 @@ def llm_trace(start: datetime, *, service: str = "chatbot", model: str = "gpt-4o
             attrs["user.id"] = user
         if session:
             attrs["session.id"] = session
-        spans.append(RawSpan(trace_id=tid, span_id=span_id(), parent_span_id=root, name=f"chat {model}",
+        links = ([{"trace_id": tid, "span_id": previous, "attributes": {"link.kind": "follows_from"}}]
+                 if previous else [])
+        previous = span_id()
+        spans.append(RawSpan(trace_id=tid, span_id=previous, parent_span_id=root, name=f"chat {model}",
                              kind="client", start_time=t, end_time=end,
                              status_code="error" if error and i == calls - 1 else "ok", attributes=attrs,
-                             resource=resource))
+                             resource=resource, links=links))
         t = end
     return spans
 

@@ -28,7 +28,8 @@ def gql(client, headers, query, variables=None):
 def test_trace_with_nested_spans(client, seeded):
     q = """query($id: String!) { trace(traceId: $id) {
              traceId spanCount costUsd models
-             roots { name children { name responseModel inputTokens parent { spanId } trace { traceId } } } } }"""
+             roots { name children { spanId name responseModel inputTokens links parent { spanId }
+                                     trace { traceId } } } } }"""
     r = gql(client, seeded.a.auth(), q, {"id": seeded.a.traces[5]})
     assert r.status_code == 200, r.text
     t = r.json()["data"]["trace"]
@@ -37,6 +38,9 @@ def test_trace_with_nested_spans(client, seeded):
     assert len(root["children"]) == 3
     assert {c["trace"]["traceId"] for c in root["children"]} == {seeded.a.traces[5]}
     assert root["children"][0]["inputTokens"] == 1000
+    first, second, _ = root["children"]
+    assert first["links"] == [] and second["links"] == [
+        {"trace_id": seeded.a.traces[5], "span_id": first["spanId"], "attributes": {"link.kind": "follows_from"}}]
 
 
 def test_traces_page_and_metrics(client, seeded):

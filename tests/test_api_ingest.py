@@ -59,7 +59,9 @@ def test_spans_are_normalized_priced_and_announced(settings: Settings, project):
          "attributes": {"gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 10,
                         "gen_ai.usage.output_tokens": 10, "gen_ai.usage.cost": 0.5},
          "events": [{"name": "exception", "time": iso(start + timedelta(seconds=2)),
-                     "attributes": {"exception.message": "boom"}}]},
+                     "attributes": {"exception.message": "boom"}}],
+         "links": [{"trace_id": "0AF7651916CD43DD8448EB211C80319C", "span_id": "b7ad6b7169203331",
+                    "attributes": {"link.reason": "retry of"}}]},
     ]
     client, pubsub = _subscriber(settings, project.id)
     try:
@@ -83,6 +85,9 @@ def test_spans_are_normalized_priced_and_announced(settings: Settings, project):
     assert chat["cost_usd"] == 0.5 and chat["cost_source"] == "client"
     assert chat["end_time"] == chat["start_time"]  # no end time: the start time
     assert chat["events"][0]["attributes"] == {"exception.message": "boom"}
+    assert chat["links"] == [{"trace_id": "0af7651916cd43dd8448eb211c80319c", "span_id": "b7ad6b7169203331",
+                              "attributes": {"link.reason": "retry of"}}]
+    assert llm["links"] == []
     with connect(settings, "admin") as conn:
         row = conn.execute("SELECT sum(accepted), sum(rejected) FROM llmobs_ingest_stats WHERE source = 'api' "
                            "AND project_id = %s", (project.id,)).fetchone()

@@ -18,9 +18,16 @@ GENAI = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen
          "gen_ai.usage.output_tokens": 200, "gen_ai.response.finish_reasons": ("stop",)}
 
 
+#: a span of another trace that the children of ``sdk_export`` link to
+LINKED_TRACE, LINKED_SPAN = 0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331
+#: an API key in a link attribute, which the default secret detectors redact
+LINK_SECRET = "sk-" + "A1b2C3d4E5" * 4
+
+
 def sdk_export(monkeypatch, protocol: str, endpoint: str, token: str, service: str, spans: list[tuple[str, dict]],
                **env: str) -> None:
-    """Emit one trace (a root span with the given children) through the SDK's exporter."""
+    """Emit one trace (a root span with the given children, each linked to LINKED_SPAN, with the
+    link attribute ``LINK_SECRET``) through the SDK's exporter."""
     from opentelemetry import trace
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -38,9 +45,12 @@ def sdk_export(monkeypatch, protocol: str, endpoint: str, token: str, service: s
                                                         "deployment.environment.name": "test"}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     tracer = provider.get_tracer("llm-app")
+    linked = trace.SpanContext(LINKED_TRACE, LINKED_SPAN, is_remote=True,
+                               trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED))
+    link = trace.Link(linked, {"link.reason": "batch", "llm.api_key": LINK_SECRET})
     with tracer.start_as_current_span("agent run"):
         for name, attributes in spans:
-            with tracer.start_as_current_span(name, kind=trace.SpanKind.CLIENT) as span:
+            with tracer.start_as_current_span(name, kind=trace.SpanKind.CLIENT, links=[link]) as span:
                 span.set_attributes(attributes)
                 span.add_event("gen_ai.choice", {"index": 0})
     assert provider.force_flush(30_000)
@@ -70,6 +80,12 @@ def test_sdk_exporter_traces_are_stored_with_model_tokens_and_cost(protocol, sta
     assert chat["parent_span_id"] == stored["agent run"]["span_id"] and chat["kind"] == "client"
     assert chat["events"][0]["name"] == "gen_ai.choice"
     assert stored["agent run"]["parent_span_id"] is None
+    # span links are kept, and their attributes go through redaction like the span's own
+    [link] = chat["links"]
+    assert (link["trace_id"], link["span_id"]) == (f"{LINKED_TRACE:032x}", f"{LINKED_SPAN:016x}")
+    assert link["attributes"]["link.reason"] == "batch"
+    assert LINK_SECRET not in json.dumps(link)
+    assert stored["agent run"]["links"] == []
 
 
 def test_openinference_and_openllmetry_style_spans(start_collector, admin_conn, monkeypatch):
@@ -104,19 +120,27 @@ def test_hand_written_otlp_json(start_collector, admin_conn):
                             {"key": "gen_ai.usage.input_tokens", "value": {"intValue": "4000"}},
                             {"key": "gen_ai.usage.output_tokens", "value": {"intValue": 100}},
                             {"key": "flags", "value": {"arrayValue": {"values": [{"boolValue": True}]}}}],
-             "events": [{"name": "retry", "timeUnixNano": str(now + 1000)}]},
+             "events": [{"name": "retry", "timeUnixNano": str(now + 1000)}],
+             "links": [{"traceId": "0AF7651916CD43DD8448EB211C80319C", "spanId": "B7AD6B7169203331",
+                        "traceState": "vendor=1",
+                        "attributes": [{"key": "link.reason", "value": {"stringValue": "retry of"}}]}]},
             {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "00ff", "name": "bad id"},
+            {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b175", "name": "bad link",
+             "startTimeUnixNano": str(now), "links": [{"traceId": "xyz", "spanId": "B7AD6B7169203331"}]},
         ]}]}]}
     response = http_export(c.http_url, json.dumps(body).encode(), c.token, content_type="application/json")
     assert response.status_code == 200 and response.headers["content-type"] == "application/json"
-    assert response.json()["partialSuccess"]["rejectedSpans"] == "1"
+    assert response.json()["partialSuccess"]["rejectedSpans"] == "2"
     assert "span id" in response.json()["partialSuccess"]["errorMessage"]
+    assert "link 0" in response.json()["partialSuccess"]["errorMessage"]
     row = rows(admin_conn, "json-app")["chat"]
     assert (row["trace_id"], row["span_id"], row["kind"]) == ("5b8efff798038103d269b633813fc60c",
                                                               "eee19b7ec3c1b174", "client")
     assert (row["status_code"], row["status_message"], row["input_tokens"]) == ("error", "upstream 500", 4000)
     assert row["cost_usd"] == pytest.approx(4000 * 0.15e-6 + 100 * 0.6e-6)
     assert row["attributes"]["flags"] == [True] and row["events"][0]["name"] == "retry"
+    assert row["links"] == [{"trace_id": "0af7651916cd43dd8448eb211c80319c", "span_id": "b7ad6b7169203331",
+                             "trace_state": "vendor=1", "attributes": {"link.reason": "retry of"}}]
 
     gzipped = http_export(c.http_url, gzip.compress(json.dumps({"resourceSpans": []}).encode()), c.token,
                           content_type="application/json", headers={"content-encoding": "gzip"})

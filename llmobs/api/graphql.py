@@ -137,6 +137,7 @@ class Span:
     finish_reasons: list[str] | None
     attributes: JSON
     events: JSON
+    links: JSON = strawberry.field(description="Linked spans: trace_id, span_id, attributes, trace_state when set.")
     resource: JSON
     _spans: strawberry.Private[_TraceSpans]
 

@@ -50,6 +50,21 @@ class SpanEventIn(BaseModel):
     attributes: dict[str, Any] = Field(default_factory=dict)
 
 
+class SpanLinkIn(BaseModel):
+    model_config = Strict
+    trace_id: str = Field(pattern=_HEX32, description="The linked span's trace: 32 hex characters.")
+    span_id: str = Field(pattern=_HEX16, description="The linked span: 16 hex characters.")
+    trace_state: str | None = Field(None, max_length=1000)
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+    def raw(self) -> dict[str, Any]:
+        link: dict[str, Any] = {"trace_id": self.trace_id.lower(), "span_id": self.span_id.lower(),
+                                "attributes": dict(self.attributes)}
+        if self.trace_state:
+            link["trace_state"] = self.trace_state
+        return link
+
+
 class SpanIn(BaseModel):
     """A span as JSON. Attribute names follow any of the conventions the collector knows (OTel
     GenAI, OpenInference, OpenLLMetry, OpenLIT): model, tokens and cost are read from them."""
@@ -68,6 +83,8 @@ class SpanIn(BaseModel):
     scope_name: str | None = Field(None, max_length=500)
     attributes: dict[str, Any] = Field(default_factory=dict)
     events: list[SpanEventIn] = Field(default_factory=list, max_length=1000)
+    links: list[SpanLinkIn] = Field(default_factory=list, max_length=1000,
+                                    description="Spans this one is linked to (OpenTelemetry span links).")
     resource: dict[str, Any] = Field(default_factory=dict)
 
     def raw(self, earliest: datetime, latest: datetime) -> RawSpan:
@@ -87,7 +104,7 @@ class SpanIn(BaseModel):
             status_code=self.status_code, status_message=self.status_message, attributes=dict(self.attributes),
             events=[{"name": e.name, "time": _utc(e.time) if e.time else None, "attributes": dict(e.attributes)}
                     for e in self.events],
-            resource=resource, scope_name=self.scope_name,
+            resource=resource, scope_name=self.scope_name, links=[link.raw() for link in self.links],
         )
 
 

@@ -82,6 +82,7 @@ class Span(BaseModel):
     finish_reasons: list[str] | None
     attributes: dict[str, Any]
     events: list[Any]
+    links: list[Any] = Field(description="Linked spans: trace_id, span_id, attributes, trace_state when set.")
     resource: dict[str, Any]
     ingested_at: datetime
 

@@ -70,7 +70,8 @@ class RawSpan:
     client, producer or consumer. ``status_code``: unset, ok or error. ``events``: dicts with
     ``name``, ``time`` (ns or datetime) and ``attributes``. ``resource``: resource attributes
     (``service.name``, ``deployment.environment.name``, ...); spans of one resource may share
-    the same dict, which is then processed once.
+    the same dict, which is then processed once. ``links``: dicts with ``trace_id``, ``span_id``
+    (hex, as the span's own), ``attributes`` and, when set, ``trace_state``.
     """
 
     trace_id: str
@@ -86,6 +87,7 @@ class RawSpan:
     events: list[dict[str, Any]] = field(default_factory=list)
     resource: dict[str, Any] = field(default_factory=dict)
     scope_name: str | None = None
+    links: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -206,8 +208,8 @@ class SpanPipeline:
             result.rejected += 1
             result._note(result.errors, f"span {span.span_id!r} rejected: {problem}")
         if self.redactor.scans and rows:
-            texts = [r.attributes if r.events == "[]" and r.status_message is None
-                     else f"{r.attributes}\n{r.events}\n{r.status_message or ''}" for r in rows]
+            texts = [r.attributes if r.events == "[]" and r.links == "[]" and r.status_message is None
+                     else f"{r.attributes}\n{r.events}\n{r.links}\n{r.status_message or ''}" for r in rows]
             for i in self.redactor.triggered(texts):
                 rows[i] = self._scrub(rows[i], *kept[i])
         return result
@@ -248,9 +250,9 @@ class SpanPipeline:
         redactor = self.redactor
         if redactor.has_key_rules:  # value detectors run afterwards, on the spans their trigger flags
             redactor.apply_keys(attrs)
-            for event in events:
-                if event.get("attributes"):
-                    redactor.apply_keys(event["attributes"])
+            for item in (*events, *span.links):
+                if item.get("attributes"):
+                    redactor.apply_keys(item["attributes"])
             user_id = redactor.column_keys(user_id, n.user_key)
             session_id = redactor.column_keys(session_id, n.session_key)
 
@@ -262,6 +264,7 @@ class SpanPipeline:
             n.operation, n.input_tokens, n.output_tokens, n.total_tokens, n.cached_input_tokens,
             n.reasoning_tokens, cost, cost_source, session_id, user_id, n.finish_reasons,
             to_json(attrs), to_json([_event(e) for e in events]) if events else "[]", res.json,
+            to_json(span.links) if span.links else "[]",
         )
         return row, attrs
 
@@ -269,13 +272,14 @@ class SpanPipeline:
         """Run the value detectors on a span their trigger flagged."""
         redactor = self.redactor
         redactor.scrub_values(attrs)
-        for event in span.events:
-            if event.get("attributes"):
-                redactor.scrub_values(event["attributes"])
+        for item in (*span.events, *span.links):
+            if item.get("attributes"):
+                redactor.scrub_values(item["attributes"])
         scrub = redactor.scrub
         return row._replace(
             attributes=to_json(attrs),
             events=to_json([_event(e) for e in span.events]) if span.events else "[]",
+            links=to_json(span.links) if span.links else "[]",
             status_message=scrub(row.status_message) if row.status_message else None,
             user_id=(scrub(row.user_id) or None) if row.user_id else None,
             session_id=(scrub(row.session_id) or None) if row.session_id else None,
@@ -300,6 +304,11 @@ def _check_ids(span: RawSpan) -> str | None:
         return "parent span id must be empty or 16 lowercase hex characters (8 bytes)"
     if parent == _ZERO_SPAN:
         span.parent_span_id = None
+    for i, link in enumerate(span.links):
+        linked_trace, linked_span = link.get("trace_id"), link.get("span_id")
+        if (not isinstance(linked_trace, str) or not _TRACE_ID.fullmatch(linked_trace)
+                or not isinstance(linked_span, str) or not _SPAN_ID.fullmatch(linked_span)):
+            return f"link {i}: trace id and span id must be 32 and 16 lowercase hex characters"
     return None
 
 

@@ -31,7 +31,7 @@ SPAN_FIELDS: tuple[str, ...] = (
     "start_time", "end_time", "duration_ms", "status_code", "status_message", "provider", "request_model",
     "response_model", "operation", "input_tokens", "output_tokens", "total_tokens", "cached_input_tokens",
     "reasoning_tokens", "cost_usd", "cost_source", "session_id", "user_id", "finish_reasons", "attributes",
-    "events", "resource", "ingested_at",
+    "events", "links", "resource", "ingested_at",
 )
 _SPAN_SELECT = ", ".join(SPAN_FIELDS)
 

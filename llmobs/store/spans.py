@@ -29,8 +29,8 @@ class SpanRow(NamedTuple):
     """One row of ``spans`` (every column but ``ingested_at``), in COPY order.
 
     Types: ids and text columns ``str``; times aware ``datetime`` (UTC); token counts ``int``;
-    ``finish_reasons`` a list of ``str``; ``attributes``/``events``/``resource`` JSON text
-    (``str``, already encoded, without NUL characters). ``None`` is SQL NULL.
+    ``finish_reasons`` a list of ``str``; ``attributes``/``events``/``resource``/``links`` JSON
+    text (``str``, already encoded, without NUL characters). ``None`` is SQL NULL.
     """
 
     project_id: int
@@ -64,6 +64,7 @@ class SpanRow(NamedTuple):
     attributes: str
     events: str
     resource: str
+    links: str = "[]"
 
 
 #: Column order of :class:`SpanRow`, for ``COPY spans (...) FROM STDIN``.
@@ -108,7 +109,7 @@ def encode_row(r: SpanRow | tuple) -> str:
     (project_id, trace_id, span_id, parent, service, env, scope, name, kind, start, end, duration, status,
      status_message, provider, request_model, response_model, operation, input_tokens, output_tokens,
      total_tokens, cached_tokens, reasoning_tokens, cost, cost_source, session_id, user_id, finish_reasons,
-     attributes, events, resource) = r
+     attributes, events, resource, links) = r
     texts = (trace_id, span_id, parent, service, env, scope, name, status_message, provider, request_model,
              response_model, operation, cost_source, session_id, user_id)
     if _COPY_SPECIAL.search("".join([t for t in texts if t is not None])) is not None:
@@ -128,6 +129,7 @@ def encode_row(r: SpanRow | tuple) -> str:
         n if finish_reasons is None else _array(finish_reasons),
         # JSON text holds no raw control characters (they are \\u-escaped), only backslashes.
         attributes.replace("\\", "\\\\"), events.replace("\\", "\\\\"), resource.replace("\\", "\\\\"),
+        links.replace("\\", "\\\\"),
     ))
 
 
