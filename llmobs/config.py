@@ -6,7 +6,8 @@ in step with the table).
 
 Precedence, highest first: the process environment, then the project's ``.env``, then the
 default. A secret ``NAME`` may instead be given as ``NAME_FILE``, a path to a file holding the
-value (Docker secrets); a plain ``NAME`` wins over ``NAME_FILE`` at the same level.
+value (Docker secrets); a plain ``NAME`` wins over ``NAME_FILE`` at the same level unless it is
+empty.
 """
 
 from __future__ import annotations
@@ -468,7 +469,9 @@ class Settings:
         secret_files: dict[str, str] = {}
         for source in (file_values, environ):
             for s in SETTINGS:
-                if s.name in source:
+                # `init` writes every key, secrets too: an empty secret is a placeholder that a
+                # NAME_FILE beside it replaces.
+                if s.name in source and not (s.secret and not source[s.name] and f"{s.name}_FILE" in source):
                     raw[s.name] = source[s.name]
                     secret_files.pop(s.name, None)
                 elif s.secret and f"{s.name}_FILE" in source:

@@ -15,6 +15,7 @@ from llmobs.config import (
     init_project,
     read_env_file,
     render_configuration_doc,
+    update_env_file,
 )
 from llmobs.errors import ConfigError, LlmobsError
 
@@ -83,6 +84,9 @@ def test_environment_overrides_env_file_and_file_variants_hold_secrets(workdir):
     # a plain value in the environment wins over a *_FILE one
     settings = Settings.load(workdir, environ={"REDIS_PASSWORD": "plain", "REDIS_PASSWORD_FILE": str(secret_file)})
     assert settings.secret("REDIS_PASSWORD") == "plain"
+    # in .env, where `init` wrote every key, a *_FILE replaces the empty placeholder of its secret
+    update_env_file(workdir / ".env", {"REDIS_PASSWORD": "", "REDIS_PASSWORD_FILE": str(secret_file)})
+    assert Settings.load(workdir, environ={}).secret("REDIS_PASSWORD") == "from-a-docker-secret"
 
 
 def test_missing_secret_names_the_key():

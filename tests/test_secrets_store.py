@@ -87,6 +87,22 @@ def test_file_backed_secret_is_staged_and_swapped_in_its_own_file(project: Path)
     assert not secret_file.with_name("db_app_password.retired").exists()
 
 
+def test_a_staged_file_backed_jwt_key_is_what_the_api_accepts_as_next(project: Path):
+    """The api reads the staged key as the setting SECRET_KEY_NEXT (two-phase JWT rotation); with
+    SECRET_KEY in a file, it comes from the staged file named in .env."""
+    from llmobs.config import Settings, update_env_file
+
+    key_file = project / "secrets" / "secret_key"
+    key_file.parent.mkdir()
+    key_file.write_text("current-signing-key-" + "x" * 40 + "\n")
+    update_env_file(project / ".env", {"SECRET_KEY": "", "SECRET_KEY_FILE": "secrets/secret_key"})
+    SecretStore(project, environ={}).stage({"SECRET_KEY": "staged-signing-key-" + "y" * 40})
+    settings = Settings.load(project, environ={})
+    assert settings.secret("SECRET_KEY") == "current-signing-key-" + "x" * 40
+    assert settings.secret("SECRET_KEY_NEXT") == "staged-signing-key-" + "y" * 40
+    assert "staged-signing-key" not in (project / ".env").read_text()
+
+
 def test_a_secret_set_in_the_environment_cannot_be_rotated_and_its_value_is_not_shown():
     store = SecretStore(Path("/nonexistent"), environ={"REDIS_PASSWORD": "s3cret-in-env"})
     with pytest.raises(ConfigError) as info:

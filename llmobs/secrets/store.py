@@ -93,7 +93,6 @@ class SecretStore:
         already be in use on a server, and a rerun must apply the same value)."""
         values = self._values()
         env_updates: dict[str, str] = {}
-        drop: list[str] = []
         for name, value in new_values.items():
             path = self._file_of(name, values)
             if path is None:
@@ -102,14 +101,12 @@ class SecretStore:
                 continue
             if not _sibling(path, NEXT).exists():
                 write_private_file(_sibling(path, NEXT), value + "\n")
-            # Named in .env after the file exists (a rerun adds a name a crash left out). An empty
-            # NAME_NEXT would hide NAME_NEXT_FILE from the settings: it goes in the same write.
+            # Named in .env after the file exists (a rerun adds a name a crash left out).
             staged_name = str(_sibling(Path(values[name + "_FILE"]), NEXT))
-            if values.get(name + NEXT + "_FILE") != staged_name or name + NEXT in values:
+            if values.get(name + NEXT + "_FILE") != staged_name:
                 env_updates[name + NEXT + "_FILE"] = staged_name
-                drop.append(name + NEXT)
         if env_updates:
-            self._write_env(values, env_updates, drop=tuple(drop))
+            self._write_env(values, env_updates)
 
     def swap(self, name: str, *, extra: Mapping[str, str] | None = None, keep_old: bool = True) -> bool:
         """Make the staged value of ``name`` the one in use, keeping the old one as retired (when
