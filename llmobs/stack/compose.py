@@ -70,6 +70,13 @@ def _data_owner(proc: subprocess.CompletedProcess[bytes], what: str) -> str:
     return owner
 
 
+def _wait_for_proxy_dns() -> None:
+    """Until the proxy's cached DNS answer has expired and its workers know the replicas as they
+    are now. The proxy is never reloaded instead: a reload closes clients' idle kept-alive
+    connections, and a request sent on one at that moment fails."""
+    time.sleep(PROXY_DNS_TTL_S + 1)
+
+
 class ComposeStack(Stack):
     runtime = "compose"
 
@@ -331,11 +338,9 @@ class ComposeStack(Stack):
                              wait_timeout=_START_TIMEOUT_S, scales={name: len(old) + 1}, recreate=False,
                              dependencies=False, quiet=True)
                 try:
-                    # No proxy reload: it would close clients' idle kept-alive connections, and a
-                    # request sent on one at that moment fails. nginx asks Docker's DNS again once
-                    # its cached answer expires; after that every worker knows the new replica
-                    # and retries a refused connection to the old one there instead of failing.
-                    time.sleep(PROXY_DNS_TTL_S + 1)
+                    # After this every proxy worker knows the new replica and retries a refused
+                    # connection to the old one there instead of failing.
+                    _wait_for_proxy_dns()
                     self.docker.container.stop(container)
                     self.docker.container.remove(container, volumes=True)
                 except DockerException as exc:
@@ -450,8 +455,7 @@ class ComposeStack(Stack):
         progress.step("Scaling " + ", ".join(f"{n} to {c}" for n, c in replicas.items()))
         self._whales("up", self.docker.compose.up, targets, detach=True, wait=True, wait_timeout=_START_TIMEOUT_S,
                      scales=scales, quiet=True, dependencies=False)
-        # New replicas get traffic once the proxy's cached DNS answer expires (no reload: see restart).
-        time.sleep(PROXY_DNS_TTL_S + 1)
+        _wait_for_proxy_dns()  # new replicas get traffic from here on
         progress.done(", ".join(f"{n}: {c} replica(s)" for n, c in replicas.items()))
 
     def logs(self, service: str | None, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
