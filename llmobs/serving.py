@@ -11,6 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llmobs.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -43,3 +48,17 @@ def notify_ready() -> None:
         os.close(int(fd))
     except (OSError, ValueError) as exc:
         log.warning("could not notify the supervisor: %s", exc)
+
+
+def setup_logging(settings: Settings, role: str) -> None:
+    """Log lines on stderr that name the server and its process, at ``LLMOBS_LOG_LEVEL``. The
+    connection pool and uvicorn say something at INFO on every request: kept to warnings."""
+    level = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+             "error": logging.ERROR}[settings.get_str("LLMOBS_LOG_LEVEL")]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s {role}[%(process)d] %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("uvicorn", "uvicorn.error", "psycopg.pool"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

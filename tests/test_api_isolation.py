@@ -78,13 +78,60 @@ def test_api_read_transactions_are_read_only(settings: Settings, seeded):
         db = Database(settings)
         await db.open()
         try:
-            async with db.read(seeded.a.id) as conn:
-                await conn.execute("DELETE FROM spans")
+            await db.read(seeded.a.id, lambda conn: conn.execute("DELETE FROM spans"))
         finally:
             await db.close()
 
     with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
         asyncio.run(attempt())
+
+
+def test_a_pooled_connection_serves_one_project_then_another(settings: Settings, seeded):
+    """Reads set the project on the session, and only when it changes: one connection, used by
+    A, then B, then A again (also after a failed read), sees each time only that project."""
+    import asyncio
+
+    from llmobs.api.db import Database
+
+    async def projects_seen(db: Database, project_id: int) -> set[int]:
+        async def distinct(conn: psycopg.AsyncConnection) -> set[int]:
+            cur = await conn.execute("SELECT DISTINCT project_id FROM spans")
+            return {r[0] for r in await cur.fetchall()}
+
+        return await db.read(project_id, distinct)
+
+    async def scenario() -> list[set[int]]:
+        db = Database(settings.with_overrides(DB_POOL_SIZE="1"))
+        await db.open()
+        try:
+            seen = [await projects_seen(db, seeded.a.id), await projects_seen(db, seeded.b.id)]
+            with pytest.raises(psycopg.errors.UndefinedTable):
+                await db.read(seeded.b.id, lambda conn: conn.execute("SELECT * FROM no_such_table"))
+            seen += [await projects_seen(db, seeded.a.id), await projects_seen(db, seeded.a.id)]
+            async with db.control() as conn:  # writes still work on the read-only-by-default session
+                await conn.execute("UPDATE api_keys SET name = name WHERE false")
+            seen.append(await projects_seen(db, seeded.b.id))
+            return seen
+        finally:
+            await db.close()
+
+    a, b = seeded.a.id, seeded.b.id
+    assert asyncio.run(scenario()) == [{a}, {b}, {a}, {a}, {b}]
+
+
+def test_connections_ended_by_the_server_are_replaced_before_a_request_gets_them(settings: Settings, seeded):
+    """A PostgreSQL restart or a password rotation ends the API's sessions: the next requests
+    are answered from fresh connections, not with errors."""
+    with api_client(settings) as c:
+        for _ in range(3):
+            assert c.get(f"/api/v1/traces/{seeded.a.traces[0]}", headers=seeded.a.auth()).status_code == 200
+        with connect(settings, "admin", autocommit=True) as admin:
+            ended = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                  "WHERE application_name = 'llmobs-api'").fetchone()[0]
+        assert ended >= 1
+        for _ in range(5):
+            r = c.get(f"/api/v1/traces/{seeded.a.traces[0]}", headers=seeded.a.auth())
+            assert r.status_code == 200, r.text
 
 
 def _as_api(settings: Settings, project_id: int | None):

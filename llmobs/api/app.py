@@ -83,5 +83,8 @@ def create_app(settings: Settings) -> FastAPI:
 def app_from_environment() -> FastAPI:
     """Factory for uvicorn worker processes: settings from the environment (see server.serve)."""
     from llmobs.config import Settings
+    from llmobs.serving import setup_logging
 
-    return create_app(Settings.load(None))
+    settings = Settings.load(None)
+    setup_logging(settings, "api-worker")
+    return create_app(settings)

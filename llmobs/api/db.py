@@ -1,20 +1,29 @@
-"""The API's PostgreSQL pool and the three kinds of transaction it runs.
+"""The API's PostgreSQL pool and the three kinds of work it does.
 
 Connections log in as the app login role and switch to the group role ``llmobs_app`` for the
-session, so row-level security applies to everything the API does (see ``init-sql/0020``):
+session, so row-level security applies to everything the API does (see ``init-sql/0020``).
+Sessions are read-only by default (``default_transaction_read_only``) and carry the statement
+timeout, so a read is one statement in autocommit: one round trip, no BEGIN and no COMMIT.
 
-* :meth:`Database.read` — read-only, scoped to one project, with a statement timeout;
+* :meth:`Database.read` — scoped to one project by the session's ``llmobs.project_id``, which
+  row-level security reads; it is set again only when the connection served another project.
+  A read whose session the server ended (a restart, a password rotation) runs again, once, on a
+  new connection: reads are idempotent;
 * :meth:`Database.write_spans` — inserting one project's spans with the collector's COPY, which
   PostgreSQL only allows to a role that bypasses row-level security: the login role, for the
   length of that transaction;
 * :meth:`Database.control` — API keys and the audit log (tables without row-level security).
+
+Both kinds of write open their transaction READ WRITE explicitly.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -25,24 +34,40 @@ if TYPE_CHECKING:
 
     from llmobs.config import Settings
 
+log = logging.getLogger("llmobs.api.db")
+
+T = TypeVar("T")
+
 #: Seconds a request waits for a pooled connection before it is answered with 503.
 POOL_TIMEOUT = 5.0
 
-_SCOPE_SQL = ("SELECT set_config('llmobs.project_id', %s, true), set_config('transaction_read_only', 'on', true),"
-              " set_config('statement_timeout', %s, true)")
+_SCOPE_SQL = "SELECT set_config('llmobs.project_id', %s, false)"
+_READ_WRITE_SQL = "SET TRANSACTION READ WRITE"
+#: SQLSTATEs of a session the server ended: admin_shutdown (restart, pg_terminate_backend) and
+#: crash_shutdown.
+_SESSION_ENDED = frozenset({"57P01", "57P02"})
 
 
-async def _configure(conn: psycopg.AsyncConnection) -> None:
-    import orjson
-    from psycopg import sql
-    from psycopg.types.json import set_json_loads
+async def check_alive(conn: psycopg.AsyncConnection) -> None:
+    """The pool's check before it hands out a connection, without a round trip: read whatever
+    the server sent meanwhile. A server that restarted or ended the session (for example
+    ``pg_terminate_backend`` during a password rotation) has closed the socket, and this raises,
+    so the pool replaces the connection before a request gets it."""
+    from psycopg import OperationalError
+    from psycopg.pq import ConnStatus
 
-    set_json_loads(orjson.loads, conn)
-    await conn.set_autocommit(True)
-    await conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(APP_GROUP_ROLE)))
-    # JIT compiles for seconds on plans this API runs in milliseconds (a trace list sorted by cost:
-    # 0.17 s without, 2 s with): never worth it for interactive queries.
-    await conn.execute("SET jit = off")
+    conn.pgconn.consume_input()
+    if conn.pgconn.status != ConnStatus.OK:
+        raise OperationalError("the connection to PostgreSQL is closed")
+
+
+class SessionEnded(Exception):
+    """The server ended a read's session (a restart, ``pg_terminate_backend``); reads are
+    idempotent, so the read can run again."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class Database:
@@ -51,6 +76,8 @@ class Database:
         self.max_size = settings.get_int("DB_POOL_SIZE")
         self.connect_kwargs = {**connect_kwargs(settings, "app"), "application_name": "llmobs-api"}
         self._pool: AsyncConnectionPool | None = None
+        # The project each pooled connection's session is scoped to; absent: none (yet).
+        self._scopes: weakref.WeakKeyDictionary[psycopg.AsyncConnection, int] = weakref.WeakKeyDictionary()
 
     @property
     def pool(self) -> AsyncConnectionPool:
@@ -58,13 +85,25 @@ class Database:
             raise RuntimeError("the database pool is not open (the app was not started)")
         return self._pool
 
+    async def _configure(self, conn: psycopg.AsyncConnection) -> None:
+        import orjson
+        from psycopg import sql
+        from psycopg.types.json import set_json_loads
+
+        set_json_loads(orjson.loads, conn)
+        await conn.set_autocommit(True)
+        # JIT compiles for seconds on plans this API runs in milliseconds (a trace list sorted by
+        # cost: 0.17 s without, 2 s with): never worth it for interactive queries.
+        await conn.execute(sql.SQL("SET ROLE {}; SET jit = off; SET default_transaction_read_only = on; "
+                                   "SET statement_timeout = {}").format(
+            sql.Identifier(APP_GROUP_ROLE), sql.Literal(self.statement_timeout_ms)))
+
     async def open(self) -> None:
         """A new pool (one per start of the app). It does not wait for PostgreSQL: the API starts,
         and reports not ready, while the database is still down."""
         self._pool = AsyncConnectionPool(
-            kwargs=self.connect_kwargs, min_size=1, max_size=self.max_size, open=False, configure=_configure,
-            check=AsyncConnectionPool.check_connection, timeout=POOL_TIMEOUT, reconnect_timeout=float("inf"),
-            name="llmobs-api")
+            kwargs=self.connect_kwargs, min_size=1, max_size=self.max_size, open=False, configure=self._configure,
+            check=check_alive, timeout=POOL_TIMEOUT, reconnect_timeout=float("inf"), name="llmobs-api")
         await self._pool.open(wait=False)
 
     async def close(self) -> None:
@@ -72,24 +111,48 @@ class Database:
             await self._pool.close()
             self._pool = None
 
-    @asynccontextmanager
-    async def read(self, project_id: int) -> AsyncIterator[psycopg.AsyncConnection]:
-        # Pipeline mode: BEGIN, the scope and the first query go out in one round trip.
-        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
-            await conn.execute(_SCOPE_SQL, (str(project_id), str(self.statement_timeout_ms)))
-            yield conn
+    async def read(self, project_id: int, work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
+        """``work(conn)`` on a connection in autocommit, read-only, that sees only ``project_id``'s
+        rows."""
+        try:
+            return await self._read_once(project_id, work)
+        except SessionEnded as ended:
+            # Whatever ended this session (a restart, a rotation) has likely ended the other idle
+            # ones too: check them all (one round trip each), then run the read again.
+            log.info("a read lost its session (%s); checking the pool and running it again", ended.reason)
+        await self.pool.check()
+        return await self._read_once(project_id, work, retry=False)
+
+    async def _read_once(self, project_id: int, work: Callable[[psycopg.AsyncConnection], Awaitable[T]], *,
+                         retry: bool = True) -> T:
+        from psycopg import OperationalError
+
+        async with self.pool.connection() as conn:
+            try:
+                if self._scopes.get(conn) != project_id:
+                    # Forgotten first: if setting it fails, the next read sets it again.
+                    self._scopes.pop(conn, None)
+                    await conn.execute(_SCOPE_SQL, (str(project_id),))
+                    self._scopes[conn] = project_id
+                return await work(conn)
+            except OperationalError as exc:
+                if retry and (conn.broken or exc.sqlstate in _SESSION_ENDED):
+                    raise SessionEnded(type(exc).__name__) from exc  # the pool drops the connection
+                raise
 
     @asynccontextmanager
     async def write_spans(self) -> AsyncIterator[psycopg.AsyncConnection]:
         """A transaction as the login role (which bypasses row-level security: COPY needs that).
         Only rows whose project the caller has checked may be written in it."""
         async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute("SET LOCAL ROLE NONE")
+            await conn.execute(f"{_READ_WRITE_SQL}; SET LOCAL ROLE NONE")
             yield conn
 
     @asynccontextmanager
     async def control(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        """A read-write transaction (API keys, the audit log)."""
         async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(_READ_WRITE_SQL)
             yield conn
 
     async def ping(self, timeout: float = 2.0) -> tuple[bool, str]:

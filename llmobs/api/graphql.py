@@ -100,8 +100,8 @@ class _TraceSpans:
 
 
 async def _load_trace(ctx: Context, trace_id: str) -> _TraceSpans | None:
-    async with ctx.state.db.read(ctx.principal.project_id) as conn:
-        rows = await queries.get_trace_spans(conn, ctx.principal.project_id, trace_id)
+    project_id = ctx.principal.project_id
+    rows = await ctx.state.db.read(project_id, lambda conn: queries.get_trace_spans(conn, project_id, trace_id))
     if not rows:
         return None
     truncated = len(rows) > queries.MAX_TRACE_SPANS
@@ -294,8 +294,8 @@ class Query:
     @_guarded
     async def span(self, info: strawberry.Info, span_id: str) -> Span | None:
         ctx: Context = info.context
-        async with ctx.state.db.read(ctx.principal.project_id) as conn:
-            row = await queries.get_span(conn, ctx.principal.project_id, _hex(span_id, 16, "span_id"))
+        project_id, wanted = ctx.principal.project_id, _hex(span_id, 16, "span_id")
+        row = await ctx.state.db.read(project_id, lambda conn: queries.get_span(conn, project_id, wanted))
         if row is None:
             return None
         spans = await _load_trace(ctx, row["trace_id"])
@@ -321,9 +321,9 @@ class Query:
                                  status=f.status, user_id=f.user_id, session_id=f.session_id,  # type: ignore[arg-type]
                                  name=f.name, min_duration_ms=f.min_duration_ms, min_cost_usd=f.min_cost_usd)
         cursor = queries.TraceCursor.decode(after, sort.value, descending) if after else None
-        async with ctx.state.db.read(ctx.principal.project_id) as conn:
-            page = await queries.list_traces(conn, ctx.principal.project_id, tf, sort=sort.value,
-                                             descending=descending, limit=first, cursor=cursor)
+        project_id = ctx.principal.project_id
+        page = await ctx.state.db.read(project_id, lambda conn: queries.list_traces(
+            conn, project_id, tf, sort=sort.value, descending=descending, limit=first, cursor=cursor))
         return TracePage(traces=[TraceSummary(**t) for t in page.traces], next_cursor=page.next_cursor)
 
     @strawberry.field(description="Time series from the rollups; same as GET /api/v1/metrics.")
@@ -337,8 +337,8 @@ class Query:
         start, end = time_range(from_, to)
         req = queries.MetricsRequest(start, end, interval=interval, group_by=group_by.value,  # type: ignore[arg-type]
                                      service=service, model=model, provider=provider)
-        async with ctx.state.db.read(ctx.principal.project_id) as conn:
-            _, _, series = await queries.metric_series(conn, ctx.principal.project_id, req)
+        project_id = ctx.principal.project_id
+        _, _, series = await ctx.state.db.read(project_id, lambda conn: queries.metric_series(conn, project_id, req))
         return [MetricSeries(group=s["group"], points=[MetricPoint(**p) for p in s["points"]]) for s in series]
 
 

@@ -11,7 +11,7 @@ import tempfile
 from typing import TYPE_CHECKING, Any
 
 from llmobs.config import SETTINGS
-from llmobs.serving import listening_socket, notify_ready
+from llmobs.serving import listening_socket, notify_ready, setup_logging
 
 if TYPE_CHECKING:
     from llmobs.config import Settings
@@ -63,7 +63,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
     host = _listen_host(settings, host)
     port = port or settings.get_int("API_PORT")
     level = settings.get_str("LLMOBS_LOG_LEVEL")
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(settings, "api")
     common: dict[str, Any] = {"log_level": level, "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN,
                               "server_header": False}
     if workers <= 1:

@@ -16,12 +16,11 @@ import gc
 import logging
 import signal
 import socket
-import sys
 import time
 from typing import TYPE_CHECKING, Any
 
 from llmobs import __version__
-from llmobs.serving import notify_ready
+from llmobs.serving import notify_ready, setup_logging
 
 if TYPE_CHECKING:
     import uvicorn
@@ -31,18 +30,6 @@ if TYPE_CHECKING:
     from llmobs.config import Settings
 
 log = logging.getLogger("llmobs.collector")
-
-
-def setup_logging(settings: Settings, role: str = "collector") -> None:
-    level = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-             "error": logging.ERROR}[settings.get_str("LLMOBS_LOG_LEVEL")]
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"%(asctime)s {role}[%(process)d] %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    for noisy in ("uvicorn", "uvicorn.error", "psycopg.pool"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
@@ -264,7 +251,7 @@ def serve(settings: Settings, host: str | None = None, workers: int | None = Non
     if host in ("*",):
         host = "0.0.0.0"
     workers = workers or settings.get_int("COLLECTOR_WORKERS")
-    setup_logging(settings)
+    setup_logging(settings, "collector")
     settings.secret("DB_APP_PASSWORD")  # fail early and clearly when it is missing
     if workers > 1:
         from llmobs.collector.workers import supervise

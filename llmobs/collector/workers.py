@@ -163,8 +163,9 @@ class Supervisor:
 
 
 def worker_main() -> None:
-    from llmobs.collector.server import Collector, setup_logging
+    from llmobs.collector.server import Collector
     from llmobs.config import Settings
+    from llmobs.serving import setup_logging
 
     parser = argparse.ArgumentParser(description="one collector worker (started by `llmobs serve collector`)")
     parser.add_argument("--host", required=True)

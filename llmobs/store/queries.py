@@ -17,9 +17,11 @@ import base64
 import binascii
 import json
 import math
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import accumulate
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -642,25 +644,28 @@ async def metric_series(conn: psycopg.AsyncConnection, project_id: int, req: Met
     return interval_name, table, _series(await _fetchall(conn, sql, params))
 
 
+def hist_quantiles(hist: Sequence[int] | None, qs: Sequence[float]) -> list[float | None]:
+    """The q-quantiles (0..1) of a latency histogram in ms: what ``llmobs_hist_quantile``
+    computes in SQL (0001_core.sql), here in Python, where it is much cheaper per series point.
+    One running sum serves every quantile."""
+    cumulative = list(accumulate(hist or ()))
+    if not cumulative or cumulative[-1] <= 0:
+        return [None] * len(qs)
+    return [_bucket_value(bisect_left(cumulative, max(1, math.ceil(q * cumulative[-1]))) + 1) for q in qs]
+
+
 def hist_quantile(hist: Sequence[int] | None, q: float) -> float | None:
-    """The q-quantile (0..1) of a latency histogram in ms: what ``llmobs_hist_quantile`` computes
-    in SQL (0001_core.sql), here in Python, where it is much cheaper per series point."""
-    if not hist:
-        return None
-    total = sum(hist)
-    if total <= 0:
-        return None
-    target = max(1, math.ceil(q * total))
-    seen = 0
-    for i, count in enumerate(hist, start=1):
-        seen += count
-        if seen >= target:
-            if i == 1:
-                return 0.5
-            if i == HIST_BUCKETS:
-                return 600000.0
-            return math.exp(math.log(0.5) + (i - 2 + 0.5) * _HIST_STEP)
-    return 600000.0
+    return hist_quantiles(hist, (q,))[0]
+
+
+def _bucket_value(i: int) -> float:
+    """The value a quantile falling in (1-based) bucket ``i`` reports: the bucket's middle on the
+    log scale; the underflow and overflow buckets report their bounds."""
+    if i == 1:
+        return 0.5
+    if i >= HIST_BUCKETS:
+        return 600000.0
+    return math.exp(math.log(0.5) + (i - 2 + 0.5) * _HIST_STEP)
 
 
 _HIST_STEP = (math.log(600000) - math.log(0.5)) / 64
@@ -670,6 +675,7 @@ def _series(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[str | None, list[dict[str, Any]]] = {}
     for r in rows:
         requests = r["requests"]
+        p50, p95, p99 = hist_quantiles(r["hist"], (0.5, 0.95, 0.99))
         groups.setdefault(r["grp"], []).append({
             "time": r["time"], "requests": requests, "errors": r["errors"],
             "error_rate": r["errors"] / requests if requests else None,
@@ -677,8 +683,8 @@ def _series(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "total_tokens": r["total_tokens"], "cost_usd": r["cost_usd"],
             "latency_avg_ms": r["duration_sum_ms"] / requests if requests and r["duration_sum_ms"] is not None
             else None,
-            "latency_p50_ms": hist_quantile(r["hist"], 0.5), "latency_p95_ms": hist_quantile(r["hist"], 0.95),
-            "latency_p99_ms": hist_quantile(r["hist"], 0.99), "latency_max_ms": r["duration_max_ms"],
+            "latency_p50_ms": p50, "latency_p95_ms": p95, "latency_p99_ms": p99,
+            "latency_max_ms": r["duration_max_ms"],
         })
     return [{"group": g, "points": points} for g, points in groups.items()]
 

@@ -57,8 +57,8 @@ async def query(body: QueryRequest, principal: Reader, state: State) -> Response
     queries.compile_span_query(principal.project_id, q)  # refuse a bad query before the cache
 
     async def compute() -> dict[str, Any]:
-        async with state.db.read(principal.project_id) as conn:
-            result = await queries.run_span_query(conn, principal.project_id, q)
+        result = await state.db.read(principal.project_id,
+                                     lambda conn: queries.run_span_query(conn, principal.project_id, q))
         return {"columns": result.columns, "rows": result.rows, "truncated": result.truncated}
 
     key = body.model_dump(mode="json", by_alias=True) | {"from": start.isoformat(), "to": end.isoformat()}
@@ -83,8 +83,8 @@ async def metrics(
     resolved = req.resolved_interval()
 
     async def compute() -> dict[str, Any]:
-        async with state.db.read(principal.project_id) as conn:
-            interval_name, source, series = await queries.metric_series(conn, principal.project_id, req)
+        interval_name, source, series = await state.db.read(
+            principal.project_id, lambda conn: queries.metric_series(conn, principal.project_id, req))
         return {"from": start, "to": end, "interval": interval_name, "group_by": group_by, "source": source,
                 "series": series}
 

@@ -22,8 +22,8 @@ router = APIRouter(prefix="/api/v1", tags=["traces"], dependencies=[Depends(stri
             responses=error_responses(401, 403, 404, 422, 429))
 async def get_span(principal: Reader, state: State,
                    span_id: Annotated[str, Path(pattern=Hex16, description="16 hex characters.")]) -> Response:
-    async with state.db.read(principal.project_id) as conn:
-        row = await queries.get_span(conn, principal.project_id, span_id.lower())
+    row = await state.db.read(principal.project_id,
+                              lambda conn: queries.get_span(conn, principal.project_id, span_id.lower()))
     if row is None:
         raise not_found(f"span {span_id}")
     return json_response(row)
@@ -33,8 +33,8 @@ async def get_span(principal: Reader, state: State,
             responses=error_responses(401, 403, 404, 422, 429))
 async def get_trace(principal: Reader, state: State,
                     trace_id: Annotated[str, Path(pattern=Hex32, description="32 hex characters.")]) -> Response:
-    async with state.db.read(principal.project_id) as conn:
-        rows = await queries.get_trace_spans(conn, principal.project_id, trace_id.lower())
+    rows = await state.db.read(principal.project_id,
+                               lambda conn: queries.get_trace_spans(conn, principal.project_id, trace_id.lower()))
     if not rows:
         raise not_found(f"trace {trace_id}")
     truncated = len(rows) > queries.MAX_TRACE_SPANS
@@ -69,7 +69,6 @@ async def list_traces(
                             min_cost_usd=min_cost_usd)
     descending = order == "desc"
     page_cursor = queries.TraceCursor.decode(cursor, sort, descending) if cursor else None
-    async with state.db.read(principal.project_id) as conn:
-        page = await queries.list_traces(conn, principal.project_id, f, sort=sort, descending=descending,
-                                         limit=limit, cursor=page_cursor)
+    page = await state.db.read(principal.project_id, lambda conn: queries.list_traces(
+        conn, principal.project_id, f, sort=sort, descending=descending, limit=limit, cursor=page_cursor))
     return json_response({"traces": page.traces, "next_cursor": page.next_cursor})
