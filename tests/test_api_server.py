@@ -299,3 +299,51 @@ def test_database_down_is_503_not_500(settings: Settings):
         assert ready.status_code == 503 and ready.json()["status"] == "unavailable"
         r = c.get("/api/v1/traces", headers=project.auth())
         assert r.status_code == 503 and r.json()["error"]["code"] == "database_unavailable"
+
+
+def test_concurrent_misses_of_one_entry_share_one_computation(settings: Settings):
+    """Twenty requests missing the same cache entry at once run the query once; a caller that
+    goes away does not take the others' answer with it; a failure reaches every waiting caller
+    and is not cached."""
+    import asyncio
+
+    from llmobs.api.cache import ResultCache
+    from llmobs.api.redis_link import RedisLink
+
+    async def scenario() -> None:
+        link = RedisLink(settings)
+        cache = ResultCache(link, ttl_seconds=30, namespace=f"test-{generate_password(8)}")
+        runs = 0
+
+        async def slow_body() -> bytes:
+            nonlocal runs
+            runs += 1
+            await asyncio.sleep(0.3)
+            return b'{"n": %d}' % runs
+
+        try:
+            key = cache.key(1, "metrics", {"q": "shared"})
+            first = asyncio.ensure_future(cache.fetch(key, slow_body))
+            await asyncio.sleep(0.05)
+            others = [asyncio.ensure_future(cache.fetch(key, slow_body)) for _ in range(19)]
+            await asyncio.sleep(0.05)
+            first.cancel()
+            results = await asyncio.gather(*others)
+            assert runs == 1 and results == [(b'{"n": 1}', False)] * 19
+            assert await cache.fetch(key, slow_body) == (b'{"n": 1}', True)
+
+            async def failing() -> bytes:
+                nonlocal runs
+                runs += 1
+                await asyncio.sleep(0.2)
+                raise RuntimeError("the database went away")
+
+            other_key = cache.key(1, "metrics", {"q": "failing"})
+            failed = await asyncio.gather(*(cache.fetch(other_key, failing) for _ in range(5)),
+                                          return_exceptions=True)
+            assert runs == 2 and all(isinstance(f, RuntimeError) for f in failed)
+            assert await cache.fetch(other_key, slow_body) == (b'{"n": 3}', False)
+        finally:
+            await link.close()
+
+    asyncio.run(scenario())

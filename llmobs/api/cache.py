@@ -2,13 +2,18 @@
 
 Entries are the exact JSON bodies sent to clients. A key is the database, the project id, the kind
 of result and a hash of the canonical request, so two projects (or two stacks sharing a Redis)
-never share an entry. A cache that cannot
-reach Redis is a cache that misses: the result is computed from PostgreSQL.
+never share an entry. A cache that cannot reach Redis is a cache that misses: the result is
+computed from PostgreSQL.
+
+Requests that miss the same entry at the same time (dashboards refreshing together, an entry
+expiring under load) share one computation in each process instead of each running the query.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -22,6 +27,7 @@ class ResultCache:
         self.link = link
         self.ttl = ttl_seconds
         self.namespace = namespace
+        self._computing: dict[str, asyncio.Future[bytes]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -49,3 +55,26 @@ class ResultCache:
             await self.link.run(lambda c: c.set(key, body, ex=self.ttl))
         except RedisUnavailable:
             prom.CACHE.labels("error").inc()
+
+    async def fetch(self, key: str, compute: Callable[[], Awaitable[bytes]]) -> tuple[bytes, bool]:
+        """The body cached under ``key``, or the one ``compute`` makes (then cached), and whether
+        it was a hit. A miss joins the computation of ``key`` already under way, if any."""
+        body = await self.get(key)
+        if body is not None:
+            return body, True
+        running = self._computing.get(key)
+        if running is None:
+            running = self._computing[key] = asyncio.ensure_future(self._compute_and_store(key, compute))
+            running.add_done_callback(lambda done: self._finished(key, done))
+        # Shielded: a caller that goes away does not cancel the others' result.
+        return await asyncio.shield(running), False
+
+    async def _compute_and_store(self, key: str, compute: Callable[[], Awaitable[bytes]]) -> bytes:
+        body = await compute()
+        await self.put(key, body)
+        return body
+
+    def _finished(self, key: str, done: asyncio.Future[bytes]) -> None:
+        self._computing.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved: every caller may have gone, and its error is theirs

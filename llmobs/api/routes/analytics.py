@@ -31,13 +31,11 @@ def _now_minute() -> datetime:
 
 async def _cached(state: ApiState, project_id: int, kind: str, request: Any,
                   compute: Callable[[], Awaitable[Any]]) -> Response:
-    key = state.cache.key(project_id, kind, request)
-    body = await state.cache.get(key)
-    if body is not None:
-        return json_response(body=body, headers={"X-Cache": "hit"})
-    body = to_json(await compute())
-    await state.cache.put(key, body)
-    return json_response(body=body, headers={"X-Cache": "miss"})
+    async def body() -> bytes:
+        return to_json(await compute())
+
+    content, hit = await state.cache.fetch(state.cache.key(project_id, kind, request), body)
+    return json_response(body=content, headers={"X-Cache": "hit" if hit else "miss"})
 
 
 @router.post("/query", response_model=QueryResult, summary="Aggregate spans: filters, group-by, aggregates",
