@@ -9,7 +9,6 @@ or expiring the key ends its tokens too. A process trusts a key it checked for
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -17,15 +16,12 @@ from llmobs.api import prom
 from llmobs.api.errors import ApiError
 from llmobs.api.tokens import TokenError, TokenSigner
 from llmobs.store import apikeys
+from llmobs.store.key_cache import KeyCache
 
 if TYPE_CHECKING:
     from llmobs.api.db import Database
     from llmobs.config import Settings
     from llmobs.store.apikeys import ApiKey, Role
-
-#: Entries kept by the in-process key cache before it starts over.
-_CACHE_LIMIT = 10_000
-
 
 @dataclass(frozen=True)
 class Principal:
@@ -53,23 +49,18 @@ class Authenticator:
     def __init__(self, settings: Settings, db: Database) -> None:
         self.db = db
         self.signer = TokenSigner.from_settings(settings)
-        self.cache_seconds = settings.get_int("API_AUTH_CACHE_SECONDS")
-        self._by_token: dict[str, tuple[float, ApiKey]] = {}
-        self._by_id: dict[str, tuple[float, ApiKey | None]] = {}
-        # Bumped by every forget: a lookup under way meanwhile may have read the key as it was
-        # before the change, and its answer is not cached.
-        self._generation = 0
+        cache_seconds = settings.get_int("API_AUTH_CACHE_SECONDS")
+        self._by_token = KeyCache(ttl=cache_seconds)  # by the token's sha256
+        self._by_id = KeyCache(ttl=cache_seconds, negative_ttl=cache_seconds)  # for JWTs
 
     def forget(self, key_id: str, key_hash: str) -> None:
         """Drop what the caches hold of a key that changed (``llmobs.store.key_events``)."""
-        self._generation += 1
-        self._by_token.pop(key_hash, None)
-        self._by_id.pop(key_id, None)
+        self._by_token.forget(key_hash)
+        self._by_id.forget(key_id)
 
     def forget_all(self) -> None:
-        self._generation += 1
-        self._by_token.clear()
-        self._by_id.clear()
+        self._by_token.forget_all()
+        self._by_id.forget_all()
 
     async def principal(self, token: str | None) -> Principal:
         if not token:
@@ -95,34 +86,19 @@ class Authenticator:
         raise unauthorized("credentials are neither an API key nor a token")
 
     async def _api_key(self, token: str) -> ApiKey | None:
-        digest = hashlib.sha256(token.encode()).hexdigest()
-        hit = self._by_token.get(digest)
-        now = time.monotonic()
-        if hit and hit[0] > now and hit[1].active:
-            return hit[1]
-        generation = self._generation
-        async with self.db.control() as conn:
-            key = await apikeys.aauthenticate(conn, token)
-            if key is not None:
-                await apikeys.atouch(conn, key.key_id)
-        if key is not None and self.cache_seconds and generation == self._generation:
-            self._remember(self._by_token, digest, (now + self.cache_seconds, key))
-        return key
+        async def lookup() -> ApiKey | None:
+            async with self.db.control() as conn:
+                key = await apikeys.aauthenticate(conn, token)
+                if key is not None:
+                    await apikeys.atouch(conn, key.key_id)
+            return key
+
+        key = await self._by_token.get(hashlib.sha256(token.encode()).hexdigest(), lookup)
+        return key if key is not None and key.active else None
 
     async def _key_by_id(self, key_id: str) -> ApiKey | None:
-        hit = self._by_id.get(key_id)
-        now = time.monotonic()
-        if hit and hit[0] > now:
-            return hit[1]
-        generation = self._generation
-        async with self.db.control() as conn:
-            key = await apikeys.aget_key(conn, key_id)
-        if self.cache_seconds and generation == self._generation:
-            self._remember(self._by_id, key_id, (now + self.cache_seconds, key))
-        return key
+        async def lookup() -> ApiKey | None:
+            async with self.db.control() as conn:
+                return await apikeys.aget_key(conn, key_id)
 
-    @staticmethod
-    def _remember(cache: dict, key: str, value: tuple) -> None:
-        if len(cache) >= _CACHE_LIMIT:
-            cache.clear()
-        cache[key] = value
+        return await self._by_id.get(key_id, lookup)

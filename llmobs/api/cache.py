@@ -11,7 +11,6 @@ expiring under load) share one computation in each process instead of each runni
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,6 +19,7 @@ import orjson
 
 from llmobs.api import prom
 from llmobs.api.redis_link import RedisLink, RedisUnavailable
+from llmobs.singleflight import SingleFlight
 
 
 class ResultCache:
@@ -27,7 +27,7 @@ class ResultCache:
         self.link = link
         self.ttl = ttl_seconds
         self.namespace = namespace
-        self._computing: dict[str, asyncio.Future[bytes]] = {}
+        self._computing: SingleFlight[str, bytes] = SingleFlight()
 
     @property
     def enabled(self) -> bool:
@@ -62,19 +62,9 @@ class ResultCache:
         body = await self.get(key)
         if body is not None:
             return body, True
-        running = self._computing.get(key)
-        if running is None:
-            running = self._computing[key] = asyncio.ensure_future(self._compute_and_store(key, compute))
-            running.add_done_callback(lambda done: self._finished(key, done))
-        # Shielded: a caller that goes away does not cancel the others' result.
-        return await asyncio.shield(running), False
+        return await self._computing.run(key, lambda: self._compute_and_store(key, compute)), False
 
     async def _compute_and_store(self, key: str, compute: Callable[[], Awaitable[bytes]]) -> bytes:
         body = await compute()
         await self.put(key, body)
         return body
-
-    def _finished(self, key: str, done: asyncio.Future[bytes]) -> None:
-        self._computing.pop(key, None)
-        if not done.cancelled():
-            done.exception()  # retrieved: every caller may have gone, and its error is theirs

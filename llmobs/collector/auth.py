@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 from collections.abc import Callable
 
 from llmobs.store.apikeys import ApiKey
+from llmobs.store.key_cache import KeyCache
 
+#: Seconds an unknown token stays unknown.
 NEGATIVE_TTL = 5.0
-MAX_ENTRIES = 10_000
 
 
 class KeyLookupFailed(Exception):
@@ -36,56 +36,26 @@ def bearer_token(header: str | None) -> str | None:
 
 
 class ApiKeyCache:
+    """The collector's view of API keys: tokens looked up with a blocking query (in a thread)."""
+
     def __init__(self, lookup: Callable[[str], ApiKey | None], *, ttl: float) -> None:
-        """``lookup`` is blocking (it runs in a thread) and raises on database errors."""
+        """``lookup`` is blocking and raises on database errors."""
         self._lookup = lookup
-        self._ttl = ttl
-        self._negative_ttl = min(NEGATIVE_TTL, ttl)
-        self._entries: dict[str, tuple[float, ApiKey | None]] = {}
-        self._inflight: dict[str, asyncio.Future[ApiKey | None]] = {}
-        # Bumped by every forget: a lookup that was under way meanwhile may have read the key as
-        # it was before the change, and its answer is not cached.
-        self._generation = 0
+        self._cache = KeyCache(ttl=ttl, negative_ttl=NEGATIVE_TTL)
 
     def forget(self, key_id: str, key_hash: str) -> None:
         """Drop the cached answer for the key whose token hashes to ``key_hash`` (what the
         ``api_keys`` table stores: the sha256 the cache is keyed by)."""
-        self._generation += 1
-        self._entries.pop(key_hash, None)
+        self._cache.forget(key_hash)
 
     def forget_all(self) -> None:
-        self._generation += 1
-        self._entries.clear()
+        self._cache.forget_all()
 
     async def authenticate(self, token: str) -> ApiKey | None:
         """The active key for ``token``, or None; KeyLookupFailed when the database cannot answer."""
         digest = hashlib.sha256(token.encode()).hexdigest()  # the cache never holds tokens in clear
-        now = time.monotonic()
-        entry = self._entries.get(digest)
-        if entry is not None and entry[0] > now:
-            key = entry[1]
-            return key if key is None or key.active else None
-        pending = self._inflight.get(digest)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[ApiKey | None] = asyncio.get_running_loop().create_future()
-        self._inflight[digest] = future
         try:
-            generation = self._generation
-            try:
-                key = await asyncio.to_thread(self._lookup, token)
-            except Exception as exc:
-                error = KeyLookupFailed(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-                future.set_exception(error)
-                future.exception()  # retrieved: no "never retrieved" warning when nobody else waits
-                raise error from None
-            if len(self._entries) >= MAX_ENTRIES:
-                self._entries = {d: e for d, e in self._entries.items() if e[0] > now}
-                if len(self._entries) >= MAX_ENTRIES:
-                    self._entries.clear()
-            if generation == self._generation:
-                self._entries[digest] = (now + (self._ttl if key is not None else self._negative_ttl), key)
-            future.set_result(key)
-            return key
-        finally:
-            del self._inflight[digest]
+            key = await self._cache.get(digest, lambda: asyncio.to_thread(self._lookup, token))
+        except Exception as exc:
+            raise KeyLookupFailed(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        return key if key is not None and key.active else None
