@@ -26,10 +26,8 @@ import json
 import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -37,7 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from benchlib import Infra, free_port, server_env
+from benchlib import Infra, free_port, server_env, start_server, stop_server
 
 from llmobs.store.spans import SpanRow
 
@@ -277,36 +275,6 @@ async def metrics_sql_baseline(settings, project_id: int, now: datetime, n: int)
     return Result.from_latencies("baseline: 24 h metrics SQL direct (auto)", latencies, elapsed)
 
 
-def start_api(env: dict[str, str], port: int, workers: int, log_file: Path) -> subprocess.Popen:
-    import urllib.request
-
-    with log_file.open("ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "llmobs", "serve", "api", "--host", "127.0.0.1", "--port",
-                                 str(port), "--workers", str(workers)], env={**os.environ, **env},
-                                stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=1) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            pass
-        if proc.poll() is not None:
-            raise SystemExit(f"api exited: {log_file.read_text(errors='replace')[-2000:]}")
-        time.sleep(0.2)
-    raise SystemExit("api did not become ready")
-
-
-def stop_api(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 def measure(settings, load: LoadGenerator, projects: dict[str, int], args) -> list[Result]:
     from llmobs.store.db import connect
 
@@ -370,7 +338,8 @@ def main() -> None:
         projects = load(settings, args.spans)
         port = free_port()
         api_log = root / "api.log"
-        api = start_api(infra.env, port, args.workers, api_log)
+        api = start_server(["api", "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers)],
+                           infra.env, api_log, f"http://127.0.0.1:{port}/health/ready")
         load_generator = LoadGenerator(f"http://127.0.0.1:{port}", infra.env["LLMOBS_ADMIN_API_KEY"], api.pid)
         results = measure(settings, load_generator, projects, args)
         print(f"\nAPI with {args.workers} worker(s), {args.concurrency} concurrent connections, "
@@ -388,7 +357,7 @@ def main() -> None:
               f"-> {'met' if cold.max_ms < 200 else 'MISSED'}")
     finally:
         if api is not None:
-            stop_api(api)
+            stop_server(api)
         infra.stop()
         if args.keep or args.reuse:
             print(f"data kept in {root} (reuse with --reuse {root})")

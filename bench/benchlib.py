@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +44,38 @@ def llmobs(project: Path, *args: str) -> str:
     if proc.returncode not in (0, 1):
         raise SystemExit(f"llmobs {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
     return proc.stdout
+
+
+def start_server(args: list[str], env: dict[str, str], log_file: Path, ready_url: str) -> subprocess.Popen:
+    """``python -m llmobs serve ...`` in its own process group, logging to ``log_file``; returned
+    once ``ready_url`` answers 200."""
+    with log_file.open("ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "llmobs", "serve", *args], env={**os.environ, **env},
+                                stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(ready_url, timeout=1) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            raise SystemExit(f"{args[0]} exited: {log_file.read_text(errors='replace')[-2000:]}")
+        time.sleep(0.2)
+    stop_server(proc)
+    raise SystemExit(f"{args[0]} did not become ready")
+
+
+def stop_server(proc: subprocess.Popen, timeout: float = 60) -> None:
+    """SIGTERM lets the server drain (it stops its own workers); only a hung one is killed, with
+    its process group."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def server_env(**extra: str) -> dict[str, str]:

@@ -23,20 +23,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
-from benchlib import Infra, free_port, server_env
+from benchlib import Infra, free_port, server_env, start_server, stop_server
 
 from llmobs.collector.otlp import ProtobufRequest
 
@@ -195,32 +191,8 @@ def copy_ceiling(env: dict[str, str], requests: list[bytes]) -> float:
 
 def start_collector(env: dict[str, str], workers: int | None, log_file: Path) -> subprocess.Popen:
     extra = {"COLLECTOR_WORKERS": str(workers)} if workers else {}
-    proc = subprocess.Popen([sys.executable, "-m", "llmobs", "serve", "collector"],
-                            env={**os.environ, **env, **extra}, stdout=subprocess.DEVNULL,
-                            stderr=log_file.open("wb"), start_new_session=True)
-    url = f"http://127.0.0.1:{env['COLLECTOR_METRICS_PORT']}/health"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            pass
-        if proc.poll() is not None:
-            raise SystemExit(f"collector exited: {log_file.read_text()[-2000:]}")
-        time.sleep(0.2)
-    raise SystemExit("collector did not become healthy")
-
-
-def stop_collector(proc: subprocess.Popen) -> None:
-    """SIGTERM lets the collector drain; only a hung one is killed (with its workers)."""
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    return start_server(["collector"], {**env, **extra}, log_file,
+                        f"http://127.0.0.1:{env['COLLECTOR_METRICS_PORT']}/health")
 
 
 class ProcessSampler(threading.Thread):
@@ -328,7 +300,7 @@ def run_transport(env: dict[str, str], transport: str, requests: list[bytes], co
         cpu_after = sum(sampler.cpu.values())
     finally:
         try:
-            stop_collector(proc)
+            stop_server(proc)
         finally:
             peak, _ = sampler.stop()
     stored = count_spans(env)
