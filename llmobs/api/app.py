@@ -46,9 +46,11 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         import asyncio
 
+        from llmobs.serving import tune_gc
         from llmobs.store.key_events import follow_key_changes
 
         await db.open()
+        tune_gc()
         key_changes = asyncio.create_task(
             follow_key_changes(db.connect_kwargs, state.auth.forget, state.auth.forget_all), name="key-changes")
         try:

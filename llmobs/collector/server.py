@@ -12,7 +12,6 @@ COLLECTOR_DRAIN_SECONDS) before the process exits.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
 import socket
@@ -20,7 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from llmobs import __version__
-from llmobs.serving import notify_ready, setup_logging
+from llmobs.serving import notify_ready, setup_logging, tune_gc
 
 if TYPE_CHECKING:
     import uvicorn
@@ -55,16 +54,6 @@ async def start_http_server(app: Any, sock: socket.socket, *, graceful_seconds: 
     server.lifespan = config.lifespan_class(config)
     await server.startup(sockets=[sock])
     return server
-
-
-def tune_gc() -> None:
-    """Each span makes a few dozen short-lived containers, and the default collection threshold
-    (700) then runs the cyclic GC thousands of times a second over every long-lived object
-    (modules, queued rows). Freezing what exists after start-up and collecting young objects
-    less often saves about a tenth of the CPU per span (measured with bench/ingest.py)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 50, 100)
 
 
 def health_body(up: bool, **extra: Any) -> tuple[bool, dict[str, Any]]:
