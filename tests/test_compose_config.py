@@ -117,6 +117,9 @@ def test_prod_overlay_keeps_wal_archiving_and_adds_limits_restart_and_tls(tmp_pa
     base_cmd, prod_cmd = base["timescaledb"]["command"], prod["timescaledb"]["command"]
     assert prod_cmd[:len(base_cmd)] == base_cmd
     assert "ssl=on" in prod_cmd and any(a.startswith("shared_buffers=") for a in prod_cmd)
+    # Grafana's datasource asks PostgreSQL for TLS where the server offers it
+    assert base["grafana"]["environment"]["LLMOBS_DB_SSLMODE"] == "disable"
+    assert prod["grafana"]["environment"]["LLMOBS_DB_SSLMODE"] == "require"
     for name, svc in prod.items():
         assert svc["restart"] == "unless-stopped", name
         assert svc["deploy"]["resources"]["limits"]["memory"], name

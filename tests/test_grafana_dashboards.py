@@ -126,6 +126,8 @@ def test_provisioning_files_name_the_readonly_role_and_each_other():
     if compose.exists():  # the compose file passes what the datasource reads
         grafana = yaml.safe_load(compose.read_text())["services"]["grafana"]
         assert grafana["environment"]["LLMOBS_DB_READONLY_USER"] == READONLY_ROLE
+        read = set(re.findall(r"\$(LLMOBS_\w+)", (PROVISIONING / "datasources" / "llmobs.yaml").read_text()))
+        assert read and read <= set(grafana["environment"])
         assert "db_readonly_password" in grafana["secrets"]
     provider = yaml.safe_load((PROVISIONING / "dashboards" / "llmobs.yaml").read_text())["providers"][0]
     assert provider["options"]["path"].endswith("/dashboards/llmobs")
