@@ -168,6 +168,11 @@ def test_api_key_is_required_and_decides_the_project(start_collector, admin_conn
     assert grpc_export(c.grpc_target, body, other)[0] == grpc.StatusCode.OK
     project = admin_conn.execute("SELECT p.name FROM spans s JOIN projects p ON p.id = s.project_id").fetchone()
     assert project == ("acme",)
+    # `llmobs keys list` tells when a key was last presented (the reader's was, and refused)
+    store_key(admin_conn, generate_api_key().token, project="acme", role="writer", name="unused")
+    used = dict(admin_conn.execute("SELECT name, last_used_at IS NOT NULL FROM api_keys "
+                                   "WHERE name IN ('r', 'w', 'unused')").fetchall())
+    assert used == {"w": True, "r": True, "unused": False}
 
 
 def test_a_revoked_key_is_refused_at_once_despite_the_key_cache(start_collector, admin_conn):

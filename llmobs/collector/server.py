@@ -114,7 +114,10 @@ class Collector:
 
         def lookup(token: str) -> Any:
             with pool.connection(timeout=5) as conn:
-                return apikeys.authenticate(conn, token)
+                key = apikeys.authenticate(conn, token)
+                if key is not None:
+                    apikeys.touch(conn, key.key_id)
+                return key
 
         keys = ApiKeyCache(lookup, ttl=s.get_int("COLLECTOR_AUTH_CACHE_SECONDS"))
         ingestor = Ingestor(self.pipeline, writer, keys, metrics, counts,

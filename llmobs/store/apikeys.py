@@ -175,8 +175,15 @@ async def aauthenticate(conn: psycopg.AsyncConnection, token: str) -> ApiKey | N
 _TOUCH_SQL = "UPDATE api_keys SET last_used_at = now() WHERE id = %s"
 
 
+def touch(conn: psycopg.Connection, key_id: str) -> None:
+    """Record that the key was used just now (``keys list`` shows it). Callers touch a key when
+    they look it up, not on every request: its last use is known to within their key cache's
+    lifetime."""
+    conn.execute(_TOUCH_SQL, (key_id,))
+
+
 async def atouch(conn: psycopg.AsyncConnection, key_id: str) -> None:
-    """Record that the key was used just now."""
+    """:func:`touch` on an async connection."""
     await conn.execute(_TOUCH_SQL, (key_id,))
 
 
