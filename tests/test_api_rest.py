@@ -365,7 +365,7 @@ def test_latency_percentiles_match_the_sql_function(admin_conn):
     function. Both must give the same figure."""
     import random
 
-    from llmobs.store.queries import HIST_BUCKETS, hist_quantile
+    from llmobs.store.queries import HIST_BUCKETS, hist_quantiles
 
     rng = random.Random(3)
     hists = [[0] * HIST_BUCKETS, [1] + [0] * (HIST_BUCKETS - 1), [0] * (HIST_BUCKETS - 1) + [5]]
@@ -373,7 +373,7 @@ def test_latency_percentiles_match_the_sql_function(admin_conn):
     for hist in hists:
         for q in (0.0, 0.5, 0.95, 0.99, 1.0):
             expected = admin_conn.execute("SELECT llmobs_hist_quantile(%s::integer[], %s)", (hist, q)).fetchone()[0]
-            got = hist_quantile(hist, q)
+            [got] = hist_quantiles(hist, (q,))
             assert (got is None and expected is None) or got == pytest.approx(expected, rel=1e-9), (hist, q)
 
 

@@ -88,10 +88,7 @@ class Authenticator:
     async def _api_key(self, token: str) -> ApiKey | None:
         async def lookup() -> ApiKey | None:
             async with self.db.control() as conn:
-                key = await apikeys.aauthenticate(conn, token)
-                if key is not None:
-                    await apikeys.atouch(conn, key.key_id)
-            return key
+                return await apikeys.aauthenticate(conn, token)
 
         key = await self._by_token.get(hashlib.sha256(token.encode()).hexdigest(), lookup)
         return key if key is not None and key.active else None

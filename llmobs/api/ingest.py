@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from llmobs.api.errors import ApiError
 from llmobs.api.models import IsoDateTime, Strict
 from llmobs.api.redis_link import RedisUnavailable
-from llmobs.collector.pipeline import RawSpan, SpanPipeline
+from llmobs.collector.pipeline import RawSpan, SpanPipeline, span_link
 from llmobs.collector.publish import trace_messages
 from llmobs.store import ingest_stats
 from llmobs.store.spans import PartitionCache, SpanRow, acopy_spans, is_missing_partition
@@ -58,11 +58,7 @@ class SpanLinkIn(BaseModel):
     attributes: dict[str, Any] = Field(default_factory=dict)
 
     def raw(self) -> dict[str, Any]:
-        link: dict[str, Any] = {"trace_id": self.trace_id.lower(), "span_id": self.span_id.lower(),
-                                "attributes": dict(self.attributes)}
-        if self.trace_state:
-            link["trace_state"] = self.trace_state
-        return link
+        return span_link(self.trace_id.lower(), self.span_id.lower(), self.trace_state, dict(self.attributes))
 
 
 class SpanIn(BaseModel):

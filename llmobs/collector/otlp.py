@@ -22,7 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from llmobs.collector.pipeline import RawSpan
+from llmobs.collector.pipeline import RawSpan, span_link
 
 SPAN_KINDS = ("internal", "internal", "server", "client", "producer", "consumer")  # index = OTLP enum
 _KIND_NAMES = {f"SPAN_KIND_{k.upper()}": k for k in SPAN_KINDS[1:]} | {"SPAN_KIND_UNSPECIFIED": "internal"}
@@ -73,7 +73,7 @@ class ProtobufRequest:
                         [{"name": ev.name, "time": ev.time_unix_nano, "attributes": _pb_attributes(ev.attributes)}
                          for ev in events] if events else [],
                         resource, scope,
-                        [_link(ln.trace_id.hex(), ln.span_id.hex(), ln.trace_state, _pb_attributes(ln.attributes))
+                        [span_link(ln.trace_id.hex(), ln.span_id.hex(), ln.trace_state, _pb_attributes(ln.attributes))
                          for ln in links] if links else [],
                     )
 
@@ -157,18 +157,10 @@ def _json_span(sp: dict[str, Any], resource: dict[str, Any], scope: str | None) 
                 for ev in _list(_get(sp, "events"), "events")],
         resource=resource,
         scope_name=scope,
-        links=[_link(_hex(_get(ln, "traceId", "trace_id")), _hex(_get(ln, "spanId", "span_id")),
+        links=[span_link(_hex(_get(ln, "traceId", "trace_id")), _hex(_get(ln, "spanId", "span_id")),
                      _str(_get(ln, "traceState", "trace_state")), _json_attributes(_get(ln, "attributes")))
                for ln in map(_obj, _list(_get(sp, "links"), "links"))],
     )
-
-
-def _link(trace_id: str, span_id: str, trace_state: str, attributes: dict[str, Any]) -> dict[str, Any]:
-    """A span link as stored; ``trace_state`` only when the sender set one."""
-    link: dict[str, Any] = {"trace_id": trace_id, "span_id": span_id, "attributes": attributes}
-    if trace_state:
-        link["trace_state"] = trace_state
-    return link
 
 
 def _get(obj: dict[str, Any], camel: str, snake: str | None = None) -> Any:

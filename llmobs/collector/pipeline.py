@@ -90,6 +90,15 @@ class RawSpan:
     links: list[dict[str, Any]] = field(default_factory=list)
 
 
+def span_link(trace_id: str, span_id: str, trace_state: str | None, attributes: dict[str, Any]) -> dict[str, Any]:
+    """A span link as :class:`RawSpan` carries it and ``spans.links`` stores it; ``trace_state``
+    only when the sender set one."""
+    link: dict[str, Any] = {"trace_id": trace_id, "span_id": span_id, "attributes": attributes}
+    if trace_state:
+        link["trace_state"] = trace_state
+    return link
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     redaction: RedactionRules = field(default_factory=RedactionRules)

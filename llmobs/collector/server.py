@@ -114,10 +114,7 @@ class Collector:
 
         def lookup(token: str) -> Any:
             with pool.connection(timeout=5) as conn:
-                key = apikeys.authenticate(conn, token)
-                if key is not None:
-                    apikeys.touch(conn, key.key_id)
-                return key
+                return apikeys.authenticate(conn, token)
 
         keys = ApiKeyCache(lookup, ttl=s.get_int("COLLECTOR_AUTH_CACHE_SECONDS"))
         ingestor = Ingestor(self.pipeline, writer, keys, metrics, counts,

@@ -155,36 +155,32 @@ def _check_token(row: tuple | None, token: str) -> ApiKey | None:
     return key if key.active else None
 
 
+_TOUCH_SQL = "UPDATE api_keys SET last_used_at = now() WHERE id = %s"
+
+
 def authenticate(conn: psycopg.Connection, token: str) -> ApiKey | None:
-    """The active key matching ``token``, or None. Constant-time comparison of the hash."""
+    """The active key matching ``token``, or None. Constant-time comparison of the hash. A key
+    that matches is marked as used just now (``keys list`` shows it): callers authenticate when
+    their key cache misses, so a key's last use is known to within that cache's lifetime."""
     key_id = key_id_of(token)
     if key_id is None:
         return None
-    return _check_token(conn.execute(_AUTH_SQL, (key_id,)).fetchone(), token)
+    key = _check_token(conn.execute(_AUTH_SQL, (key_id,)).fetchone(), token)
+    if key is not None:
+        conn.execute(_TOUCH_SQL, (key_id,))
+    return key
 
 
 async def aauthenticate(conn: psycopg.AsyncConnection, token: str) -> ApiKey | None:
-    """:func:`authenticate` on an async connection (tuple rows)."""
+    """:func:`authenticate` on an async connection."""
     key_id = key_id_of(token)
     if key_id is None:
         return None
     cur = await conn.execute(_AUTH_SQL, (key_id,))
-    return _check_token(await cur.fetchone(), token)
-
-
-_TOUCH_SQL = "UPDATE api_keys SET last_used_at = now() WHERE id = %s"
-
-
-def touch(conn: psycopg.Connection, key_id: str) -> None:
-    """Record that the key was used just now (``keys list`` shows it). Callers touch a key when
-    they look it up, not on every request: its last use is known to within their key cache's
-    lifetime."""
-    conn.execute(_TOUCH_SQL, (key_id,))
-
-
-async def atouch(conn: psycopg.AsyncConnection, key_id: str) -> None:
-    """:func:`touch` on an async connection."""
-    await conn.execute(_TOUCH_SQL, (key_id,))
+    key = _check_token(await cur.fetchone(), token)
+    if key is not None:
+        await conn.execute(_TOUCH_SQL, (key_id,))
+    return key
 
 
 @dataclass(frozen=True)

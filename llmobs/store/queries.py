@@ -654,10 +654,6 @@ def hist_quantiles(hist: Sequence[int] | None, qs: Sequence[float]) -> list[floa
     return [_bucket_value(bisect_left(cumulative, max(1, math.ceil(q * cumulative[-1]))) + 1) for q in qs]
 
 
-def hist_quantile(hist: Sequence[int] | None, q: float) -> float | None:
-    return hist_quantiles(hist, (q,))[0]
-
-
 def _bucket_value(i: int) -> float:
     """The value a quantile falling in (1-based) bucket ``i`` reports: the bucket's middle on the
     log scale; the underflow and overflow buckets report their bounds."""
