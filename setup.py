@@ -23,8 +23,9 @@ class BuildPyWithResources(build_py):
         for name in RESOURCE_DIRS:
             src = root / name
             if src.is_dir():
-                shutil.copytree(src, target / name, dirs_exist_ok=True,
-                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                shutil.copytree(
+                    src, target / name, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+                )
 
 
 setup(cmdclass={"build_py": BuildPyWithResources})

@@ -57,8 +57,9 @@ def _hex(rng: random.Random, bits: int) -> str:
     return f"{rng.getrandbits(bits):0{bits // 4}x}"
 
 
-def generate(project_ids: list[int], n_spans: int, days: int = 7, seed: int = 7,
-             now: datetime | None = None) -> Iterator[SpanRow]:
+def generate(
+    project_ids: list[int], n_spans: int, days: int = 7, seed: int = 7, now: datetime | None = None
+) -> Iterator[SpanRow]:
     """About ``n_spans`` spans in traces of 2 to 8 spans (5 on average) spread over ``days``."""
     rng = random.Random(seed)
     now = now or datetime.now(UTC)
@@ -85,20 +86,79 @@ def generate(project_ids: list[int], n_spans: int, days: int = 7, seed: int = 7,
             cost = (tokens_in * p_in + tokens_out * p_out) / 1e6
             error = failed and rng.random() < 0.5
             end = t + timedelta(milliseconds=duration)
-            rows.append(SpanRow(
-                project, trace_id, _hex(rng, 64), root_id, service, "production", "bench", f"chat {model}",
-                "client", t, end, duration, "error" if error else "ok", "upstream error" if error else None,
-                provider, model, model, "embeddings" if "embedding" in model else "chat", tokens_in, tokens_out,
-                tokens_in + tokens_out, None, None, cost, "computed", session, user, ["stop"],
-                f'{{"gen_ai.request.model": "{model}", "gen_ai.usage.input_tokens": {tokens_in}}}', empty_list,
-                f'{{"service.name": "{service}"}}'))
+            rows.append(
+                SpanRow(
+                    project,
+                    trace_id,
+                    _hex(rng, 64),
+                    root_id,
+                    service,
+                    "production",
+                    "bench",
+                    f"chat {model}",
+                    "client",
+                    t,
+                    end,
+                    duration,
+                    "error" if error else "ok",
+                    "upstream error" if error else None,
+                    provider,
+                    model,
+                    model,
+                    "embeddings" if "embedding" in model else "chat",
+                    tokens_in,
+                    tokens_out,
+                    tokens_in + tokens_out,
+                    None,
+                    None,
+                    cost,
+                    "computed",
+                    session,
+                    user,
+                    ["stop"],
+                    f'{{"gen_ai.request.model": "{model}", "gen_ai.usage.input_tokens": {tokens_in}}}',
+                    empty_list,
+                    f'{{"service.name": "{service}"}}',
+                )
+            )
             t = end + timedelta(milliseconds=rng.uniform(0, 30))
         root_end = t + timedelta(milliseconds=rng.uniform(1, 50))
-        rows.insert(0, SpanRow(
-            project, trace_id, root_id, None, service, "production", "bench", f"POST /{service}", "server", start,
-            root_end, (root_end - start) / timedelta(milliseconds=1), "error" if failed else "ok", None, None,
-            None, None, None, None, None, None, None, None, None, None, session, user, None, empty_obj, empty_list,
-            f'{{"service.name": "{service}"}}'))
+        rows.insert(
+            0,
+            SpanRow(
+                project,
+                trace_id,
+                root_id,
+                None,
+                service,
+                "production",
+                "bench",
+                f"POST /{service}",
+                "server",
+                start,
+                root_end,
+                (root_end - start) / timedelta(milliseconds=1),
+                "error" if failed else "ok",
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                session,
+                user,
+                None,
+                empty_obj,
+                empty_list,
+                f'{{"service.name": "{service}"}}',
+            ),
+        )
         produced += len(rows)
         yield from rows
 
@@ -165,13 +225,16 @@ class Result:
     @classmethod
     def from_latencies(cls, name: str, latencies_ms: list[float], seconds: float) -> Result:
         lat = sorted(latencies_ms)
-        return cls(name, len(lat), seconds, statistics.median(lat), lat[min(len(lat) - 1, int(len(lat) * 0.99))],
-                   lat[-1])
+        return cls(
+            name, len(lat), seconds, statistics.median(lat), lat[min(len(lat) - 1, int(len(lat) * 0.99))], lat[-1]
+        )
 
     def line(self) -> str:
         cpu = f"  API CPU {self.api_cpu_ms:5.2f} ms/req" if self.api_cpu_ms is not None else ""
-        return (f"{self.name:<52} n={self.requests:>6}  p50 {self.p50_ms:7.1f} ms  p99 {self.p99_ms:7.1f} ms  "
-                f"{self.requests / self.seconds:7.0f} req/s{cpu}" + (f"  errors {self.errors}" if self.errors else ""))
+        return (
+            f"{self.name:<52} n={self.requests:>6}  p50 {self.p50_ms:7.1f} ms  p99 {self.p99_ms:7.1f} ms  "
+            f"{self.requests / self.seconds:7.0f} req/s{cpu}" + (f"  errors {self.errors}" if self.errors else "")
+        )
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -205,17 +268,37 @@ class LoadGenerator:
             listing.flush()
             cpu_before = tree_cpu_seconds(self.api_pid)
             proc = subprocess.run(
-                ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "30s", "-s",
-                 str(Path(__file__).with_name("wrk_paths.lua")), self.base],
+                [
+                    "wrk",
+                    "-t1",
+                    f"-c{connections}",
+                    f"-d{seconds:g}s",
+                    "--timeout",
+                    "30s",
+                    "-s",
+                    str(Path(__file__).with_name("wrk_paths.lua")),
+                    self.base,
+                ],
                 env={**os.environ, "WRK_PATHS": listing.name, "WRK_TOKEN": self.token},
-                capture_output=True, text=True, check=False)
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             cpu = tree_cpu_seconds(self.api_pid) - cpu_before
         if proc.returncode != 0:
             raise SystemExit(f"wrk failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()}")
         figures = json.loads(proc.stdout.strip().splitlines()[-1])
         requests = max(1, figures["requests"])
-        return Result(name, figures["requests"], figures["seconds"], figures["p50_ms"], figures["p99_ms"],
-                      figures["max_ms"], figures["errors"], api_cpu_ms=cpu * 1000 / requests)
+        return Result(
+            name,
+            figures["requests"],
+            figures["seconds"],
+            figures["p50_ms"],
+            figures["p99_ms"],
+            figures["max_ms"],
+            figures["errors"],
+            api_cpu_ms=cpu * 1000 / requests,
+        )
 
 
 def sql_baseline(settings, project_id: int, trace_ids: list[str]) -> Result:
@@ -230,8 +313,11 @@ def sql_baseline(settings, project_id: int, trace_ids: list[str]) -> Result:
         started_all = time.perf_counter()
         for trace_id in trace_ids:
             started = time.perf_counter()
-            conn.execute(f"SELECT {', '.join(SPAN_FIELDS)} FROM spans WHERE project_id = %s AND trace_id = %s "
-                         "ORDER BY start_time, span_id", (project_id, trace_id)).fetchall()
+            conn.execute(
+                f"SELECT {', '.join(SPAN_FIELDS)} FROM spans WHERE project_id = %s AND trace_id = %s "
+                "ORDER BY start_time, span_id",
+                (project_id, trace_id),
+            ).fetchall()
             latencies.append((time.perf_counter() - started) * 1000)
         elapsed = time.perf_counter() - started_all
     return Result.from_latencies("baseline: trace SQL direct (1 connection)", latencies, elapsed)
@@ -247,8 +333,9 @@ def metrics_paths(now: datetime, interval: str, n: int) -> list[str]:
     paths = []
     for i in range(n):
         end = (now - timedelta(minutes=i)).replace(second=0, microsecond=0)
-        paths.append(f"/api/v1/metrics?from={_iso(end - timedelta(hours=24))}&to={_iso(end)}"
-                     f"&group_by=model&interval={interval}")
+        paths.append(
+            f"/api/v1/metrics?from={_iso(end - timedelta(hours=24))}&to={_iso(end)}&group_by=model&interval={interval}"
+        )
     return paths
 
 
@@ -280,12 +367,19 @@ def measure(settings, load: LoadGenerator, projects: dict[str, int], args) -> li
 
     project_id = projects["default"]
     with connect(settings, "admin") as conn:
-        trace_ids = [r[0] for r in conn.execute(
-            "SELECT trace_id FROM spans WHERE project_id = %s AND parent_span_id IS NULL "
-            "ORDER BY random() LIMIT %s", (project_id, args.traces)).fetchall()]
+        trace_ids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT trace_id FROM spans WHERE project_id = %s AND parent_span_id IS NULL "
+                "ORDER BY random() LIMIT %s",
+                (project_id, args.traces),
+            ).fetchall()
+        ]
     seconds, conns = args.seconds, args.concurrency
-    results = [load.run("baseline: GET /health", ["/health"], conns, seconds),
-               sql_baseline(settings, project_id, trace_ids[:1000])]
+    results = [
+        load.run("baseline: GET /health", ["/health"], conns, seconds),
+        sql_baseline(settings, project_id, trace_ids[:1000]),
+    ]
     trace_paths = [f"/api/v1/traces/{t}" for t in trace_ids]
     load.run("warm-up", trace_paths, conns, 3)  # connections, prepared statements
     results.append(load.run("GET /api/v1/traces/{id}", trace_paths, conns, seconds))
@@ -295,7 +389,7 @@ def measure(settings, load: LoadGenerator, projects: dict[str, int], args) -> li
         "GET /api/v1/traces (24 h, newest)": f"/api/v1/traces?from={day_ago}&limit=50",
         "GET /api/v1/traces?model=gpt-4o&status=error": f"/api/v1/traces?from={day_ago}&model=gpt-4o&status=error",
         "GET /api/v1/traces?service=agent&min_cost_usd=0.02": f"/api/v1/traces?from={day_ago}&service=agent"
-                                                              "&min_cost_usd=0.02",
+        "&min_cost_usd=0.02",
         "GET /api/v1/traces (7 d, sort=cost_usd)": f"/api/v1/traces?from={week_ago}&sort=cost_usd&limit=20",
     }
     for name, path in lists.items():
@@ -317,8 +411,12 @@ def main() -> None:
     parser.add_argument("--spans", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=float, default=10, help="length of each measurement")
     parser.add_argument("--traces", type=int, default=5000, help="distinct traces fetched, in turn")
-    parser.add_argument("--concurrency", type=int, default=8,
-                        help="concurrent connections (wrk shares the machine with the server: 2 cores)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=8,
+        help="concurrent connections (wrk shares the machine with the server: 2 cores)",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--reuse", type=Path, help="directory of a previous --keep run")
     parser.add_argument("--keep", action="store_true", help="keep PostgreSQL/Redis data for --reuse")
@@ -329,32 +427,46 @@ def main() -> None:
     from llmobs.config import Settings
 
     root = args.reuse or Path(tempfile.mkdtemp(prefix="llmobs-bench-api-"))
-    infra = Infra.start(root, server_env(DB_POOL_SIZE="10", API_RATE_LIMIT_PER_MINUTE="0"), reuse=bool(args.reuse),
-                        pg_settings={"shared_buffers": "'512MB'", "max_wal_size": "'4GB'",
-                                     "synchronous_commit": "off"})
+    infra = Infra.start(
+        root,
+        server_env(DB_POOL_SIZE="10", API_RATE_LIMIT_PER_MINUTE="0"),
+        reuse=bool(args.reuse),
+        pg_settings={"shared_buffers": "'512MB'", "max_wal_size": "'4GB'", "synchronous_commit": "off"},
+    )
     api = None
     try:
         settings = Settings(infra.env, None)
         projects = load(settings, args.spans)
         port = free_port()
         api_log = root / "api.log"
-        api = start_server(["api", "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers)],
-                           infra.env, api_log, f"http://127.0.0.1:{port}/health/ready")
+        api = start_server(
+            ["api", "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers)],
+            infra.env,
+            api_log,
+            f"http://127.0.0.1:{port}/health/ready",
+        )
         load_generator = LoadGenerator(f"http://127.0.0.1:{port}", infra.env["LLMOBS_ADMIN_API_KEY"], api.pid)
         results = measure(settings, load_generator, projects, args)
-        print(f"\nAPI with {args.workers} worker(s), {args.concurrency} concurrent connections, "
-              f"{os.cpu_count()} CPUs, {args.seconds:g} s per line:")
+        print(
+            f"\nAPI with {args.workers} worker(s), {args.concurrency} concurrent connections, "
+            f"{os.cpu_count()} CPUs, {args.seconds:g} s per line:"
+        )
         for r in results:
             print("  " + r.line())
         fetch = next(r for r in results if r.name == "GET /api/v1/traces/{id}")
         cold = next(r for r in results if r.name.endswith("cold"))  # the default (auto) interval
-        complaints = [line for line in api_log.read_text(errors="replace").splitlines()
-                      if " WARNING " in line or " ERROR " in line]
+        complaints = [
+            line
+            for line in api_log.read_text(errors="replace").splitlines()
+            if " WARNING " in line or " ERROR " in line
+        ]
         if complaints:
             print(f"\nthe API logged {len(complaints)} warning(s) or error(s) ({api_log}), first:\n  {complaints[0]}")
         print(f"\ntarget trace fetch p99 < 50 ms: {fetch.p99_ms:.1f} ms -> {'met' if fetch.p99_ms < 50 else 'MISSED'}")
-        print(f"target 24 h metrics cold < 200 ms: p50 {cold.p50_ms:.1f} ms, max {cold.max_ms:.1f} ms "
-              f"-> {'met' if cold.max_ms < 200 else 'MISSED'}")
+        print(
+            f"target 24 h metrics cold < 200 ms: p50 {cold.p50_ms:.1f} ms, max {cold.max_ms:.1f} ms "
+            f"-> {'met' if cold.max_ms < 200 else 'MISSED'}"
+        )
     finally:
         if api is not None:
             stop_server(api)

@@ -57,16 +57,27 @@ def fill_spans(env: dict[str, str], size_gb: float) -> int:
     import psycopg
 
     target = int(size_gb * 1024**3)
-    with psycopg.connect(host="127.0.0.1", port=int(env["DB_PORT"]), user="postgres", password=env["DB_PASSWORD"],
-                         dbname=env["DB_NAME"], autocommit=True) as conn:
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=int(env["DB_PORT"]),
+        user="postgres",
+        password=env["DB_PASSWORD"],
+        dbname=env["DB_NAME"],
+        autocommit=True,
+    ) as conn:
         conn.execute("SELECT llmobs_ensure_span_partition(current_date)")
         offset = 0
         while True:
-            size = conn.execute("SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits "
-                                "WHERE inhparent = 'spans'::regclass").fetchone()[0] or 0
+            size = (
+                conn.execute(
+                    "SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits WHERE inhparent = 'spans'::regclass"
+                ).fetchone()[0]
+                or 0
+            )
             if size >= target:
                 return int(size)
-            conn.execute("""
+            conn.execute(
+                """
                 INSERT INTO spans (project_id, trace_id, span_id, service_name, name, kind, start_time, end_time,
                                    duration_ms, status_code, provider, request_model, response_model, operation,
                                    input_tokens, output_tokens, total_tokens, cost_usd, attributes)
@@ -76,7 +87,9 @@ def fill_spans(env: dict[str, str], size_gb: float) -> int:
                        g %% 1000, g %% 300, g %% 1300, (g %% 1300) * 0.00001,
                        jsonb_build_object('gen_ai.prompt', repeat(md5(g::text) || ' ', 16),
                                           'gen_ai.completion', repeat(md5((g + 1)::text) || ' ', 8))
-                FROM generate_series(%s, %s) g""", (offset, offset + 99_999))
+                FROM generate_series(%s, %s) g""",
+                (offset, offset + 99_999),
+            )
             offset += 100_000
 
 
@@ -104,26 +117,59 @@ def main() -> None:
 
         binaries = PgBinaries.find(env.get("PG_BIN_DIR", ""))
         level = env.get("BACKUP_COMPRESSION_LEVEL", "1")
-        pg_env = {"PATH": "/usr/bin:/bin", "PGPASSWORD": env["DB_PASSWORD"], "PGHOST": "127.0.0.1",
-                  "PGPORT": env["DB_PORT"], "PGUSER": "postgres"}
-        times: dict[str, list[float]] = {k: [] for k in ("plain physical", "ours physical", "plain logical",
-                                                        "ours logical", "plain restore", "ours restore")}
+        pg_env = {
+            "PATH": "/usr/bin:/bin",
+            "PGPASSWORD": env["DB_PASSWORD"],
+            "PGHOST": "127.0.0.1",
+            "PGPORT": env["DB_PORT"],
+            "PGUSER": "postgres",
+        }
+        times: dict[str, list[float]] = {
+            k: []
+            for k in (
+                "plain physical",
+                "ours physical",
+                "plain logical",
+                "ours logical",
+                "plain restore",
+                "ours restore",
+            )
+        }
         physical_id = ""
         plain_base = scratch / "plain-base"
         dump = scratch / "plain.pgdump"
         for r in range(args.rounds):
             print(f"round {r + 1}/{args.rounds} ...", flush=True)
             shutil.rmtree(plain_base, ignore_errors=True)
-            times["plain physical"].append(timed(lambda: run(
-                [str(binaries("pg_basebackup")), "-D", str(plain_base), "-Ft", "-X", "stream", "-c", "fast",
-                 *([f"--compress=client-gzip:{level}"] if level != "0" else [])], pg_env)))
+            times["plain physical"].append(
+                timed(
+                    lambda: run(
+                        [
+                            str(binaries("pg_basebackup")),
+                            "-D",
+                            str(plain_base),
+                            "-Ft",
+                            "-X",
+                            "stream",
+                            "-c",
+                            "fast",
+                            *([f"--compress=client-gzip:{level}"] if level != "0" else []),
+                        ],
+                        pg_env,
+                    )
+                )
+            )
             if physical_id:
                 shutil.rmtree(project / "backups" / physical_id, ignore_errors=True)
-            times["ours physical"].append(timed(lambda: llmobs(project, "backup", "--type", "physical",
-                                                               "--no-upload")))
+            times["ours physical"].append(timed(lambda: llmobs(project, "backup", "--type", "physical", "--no-upload")))
             physical_id = sorted(p.name for p in (project / "backups").glob("*-physical"))[-1]
-            times["plain logical"].append(timed(partial(
-                run, [str(binaries("pg_dump")), "-Fc", f"-Z{level}", "-f", str(dump), env["DB_NAME"]], pg_env)))
+            times["plain logical"].append(
+                timed(
+                    partial(
+                        run, [str(binaries("pg_dump")), "-Fc", f"-Z{level}", "-f", str(dump), env["DB_NAME"]], pg_env
+                    )
+                )
+            )
             dump.unlink()
             for old in (project / "backups").glob("*-logical"):
                 shutil.rmtree(old)
@@ -135,8 +181,9 @@ def main() -> None:
             data = scratch / f"plain-restore-{r}"
             cluster = PgCluster(data, log_file=scratch / f"plain-restore-{r}.log", os_user=user, binaries=binaries)
 
-            times["plain restore"].append(timed(partial(plain_restore, cluster, plain_base, level, user,
-                                                          scratch / f"sock-{r}")))
+            times["plain restore"].append(
+                timed(partial(plain_restore, cluster, plain_base, level, user, scratch / f"sock-{r}"))
+            )
             cluster.stop(mode="immediate")
             shutil.rmtree(data)
             times["ours restore"].append(timed(lambda: llmobs(project, "restore", physical_id, "--yes")))

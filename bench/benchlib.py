@@ -39,8 +39,9 @@ def free_ports_lines() -> list[str]:
 
 def llmobs(project: Path, *args: str) -> str:
     """Run the real CLI on ``project``; stdout, or exit on failure (1 = degraded is fine)."""
-    proc = subprocess.run([sys.executable, "-m", "llmobs", "--project-dir", str(project), *args],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "llmobs", "--project-dir", str(project), *args], capture_output=True, text=True
+    )
     if proc.returncode not in (0, 1):
         raise SystemExit(f"llmobs {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
     return proc.stdout
@@ -50,8 +51,13 @@ def start_server(args: list[str], env: dict[str, str], log_file: Path, ready_url
     """``python -m llmobs serve ...`` in its own process group, logging to ``log_file``; returned
     once ``ready_url`` answers 200."""
     with log_file.open("ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "llmobs", "serve", *args], env={**os.environ, **env},
-                                stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llmobs", "serve", *args],
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -84,11 +90,19 @@ def server_env(**extra: str) -> dict[str, str]:
     from llmobs.store.apikeys import generate_api_key
 
     env = {
-        "LLMOBS_RUNTIME": "local", "DB_HOST": "127.0.0.1", "DB_PORT": str(free_port()), "DB_NAME": "llmobs_bench",
-        "DB_PASSWORD": generate_password(), "DB_APP_PASSWORD": generate_password(),
-        "DB_READONLY_PASSWORD": generate_password(), "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(free_port()),
-        "REDIS_PASSWORD": generate_password(), "SECRET_KEY": generate_password(48),
-        "LLMOBS_ADMIN_API_KEY": generate_api_key().token, "LLMOBS_INGEST_API_KEY": generate_api_key().token,
+        "LLMOBS_RUNTIME": "local",
+        "DB_HOST": "127.0.0.1",
+        "DB_PORT": str(free_port()),
+        "DB_NAME": "llmobs_bench",
+        "DB_PASSWORD": generate_password(),
+        "DB_APP_PASSWORD": generate_password(),
+        "DB_READONLY_PASSWORD": generate_password(),
+        "REDIS_HOST": "127.0.0.1",
+        "REDIS_PORT": str(free_port()),
+        "REDIS_PASSWORD": generate_password(),
+        "SECRET_KEY": generate_password(48),
+        "LLMOBS_ADMIN_API_KEY": generate_api_key().token,
+        "LLMOBS_INGEST_API_KEY": generate_api_key().token,
         "LLMOBS_LOG_LEVEL": "warning",
     }
     env.update(extra)
@@ -105,8 +119,9 @@ class Infra:
     redis: object
 
     @classmethod
-    def start(cls, root: Path, env: dict[str, str], *, pg_settings: dict[str, str] | None = None,
-              reuse: bool = False) -> Infra:
+    def start(
+        cls, root: Path, env: dict[str, str], *, pg_settings: dict[str, str] | None = None, reuse: bool = False
+    ) -> Infra:
         """Start the servers; with ``reuse``, ``root`` holds them from an earlier run (and its env)."""
         from llmobs.proc import OsUser
         from llmobs.stack.postgres import PgCluster, PgConfig
@@ -128,10 +143,15 @@ class Infra:
             cluster.init(env["DB_PASSWORD"])
         cluster.write_config(PgConfig("127.0.0.1", int(env["DB_PORT"]), root / "pg" / "run", extra=pg_settings))
         cluster.start()
-        redis = RedisServer(root / "redis" / "redis.conf", root / "redis" / "data", root / "redis" / "redis.pid",
-                            root / "redis" / "redis.log")
-        redis.write_config(bind="127.0.0.1", port=int(env["REDIS_PORT"]), user="llmobs",
-                           passwords=[env["REDIS_PASSWORD"]])
+        redis = RedisServer(
+            root / "redis" / "redis.conf",
+            root / "redis" / "data",
+            root / "redis" / "redis.pid",
+            root / "redis" / "redis.log",
+        )
+        redis.write_config(
+            bind="127.0.0.1", port=int(env["REDIS_PORT"]), user="llmobs", passwords=[env["REDIS_PASSWORD"]]
+        )
         redis.start()
         return cls(root, env, cluster, redis)
 

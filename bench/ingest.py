@@ -38,10 +38,17 @@ from llmobs.collector.otlp import ProtobufRequest
 
 BATCH = 512
 CONCURRENCY = 8
-MODELS = (("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("anthropic", "claude-3-5-sonnet-20241022"),
-          ("anthropic", "claude-3-5-haiku-20241022"), ("mistral_ai", "mistral-large-latest"))
-_TEXT = ("the quick brown fox jumps over the lazy dog while a customer asks about the refund policy of their "
-         "order and the assistant looks up the knowledge base for shipping times in europe")
+MODELS = (
+    ("openai", "gpt-4o"),
+    ("openai", "gpt-4o-mini"),
+    ("anthropic", "claude-3-5-sonnet-20241022"),
+    ("anthropic", "claude-3-5-haiku-20241022"),
+    ("mistral_ai", "mistral-large-latest"),
+)
+_TEXT = (
+    "the quick brown fox jumps over the lazy dog while a customer asks about the refund policy of their "
+    "order and the assistant looks up the knowledge base for shipping times in europe"
+)
 WORDS = tuple(_TEXT.split())
 
 
@@ -77,9 +84,14 @@ def make_requests(n_spans: int, seed: int) -> list[bytes]:
     while made < n_spans:
         req = ExportTraceServiceRequest()
         rs = req.resource_spans.add()
-        rs.resource.attributes.extend([kv("service.name", rng.choice(("chat-api", "rag-worker", "agent"))),
-                                       kv("deployment.environment.name", "prod"),
-                                       kv("telemetry.sdk.language", "python"), kv("telemetry.sdk.version", "1.45.0")])
+        rs.resource.attributes.extend(
+            [
+                kv("service.name", rng.choice(("chat-api", "rag-worker", "agent"))),
+                kv("deployment.environment.name", "prod"),
+                kv("telemetry.sdk.language", "python"),
+                kv("telemetry.sdk.version", "1.45.0"),
+            ]
+        )
         ss = rs.scope_spans.add()
         ss.scope.name = "opentelemetry.instrumentation.openai"
         in_batch = 0
@@ -88,29 +100,53 @@ def make_requests(n_spans: int, seed: int) -> list[bytes]:
             root_id = rng.randbytes(8)
             start = now - rng.randrange(0, 3_600_000_000_000)
             size = min(rng.randint(3, 6), BATCH - in_batch, n_spans - made - in_batch)
-            root = ss.spans.add(trace_id=trace_id, span_id=root_id, name="POST /chat", kind=Span.SPAN_KIND_SERVER,
-                                start_time_unix_nano=start, end_time_unix_nano=start + 2_500_000_000)
-            root.attributes.extend([kv("http.request.method", "POST"), kv("http.route", "/chat"),
-                                    kv("session.id", f"s-{rng.randrange(10_000)}")])
+            root = ss.spans.add(
+                trace_id=trace_id,
+                span_id=root_id,
+                name="POST /chat",
+                kind=Span.SPAN_KIND_SERVER,
+                start_time_unix_nano=start,
+                end_time_unix_nano=start + 2_500_000_000,
+            )
+            root.attributes.extend(
+                [
+                    kv("http.request.method", "POST"),
+                    kv("http.route", "/chat"),
+                    kv("session.id", f"s-{rng.randrange(10_000)}"),
+                ]
+            )
             for i in range(size - 1):
                 provider, model = rng.choice(MODELS)
                 t0 = start + i * 400_000_000
-                sp = ss.spans.add(trace_id=trace_id, span_id=rng.randbytes(8), parent_span_id=root_id,
-                                  name=f"chat {model}", kind=Span.SPAN_KIND_CLIENT, start_time_unix_nano=t0,
-                                  end_time_unix_nano=t0 + rng.randrange(200_000_000, 2_000_000_000))
-                sp.attributes.extend([
-                    kv("gen_ai.operation.name", "chat"), kv("gen_ai.system", provider),
-                    kv("gen_ai.request.model", model), kv("gen_ai.response.model", model),
-                    kv("gen_ai.request.temperature", 0.7), kv("gen_ai.request.max_tokens", 1024),
-                    kv("gen_ai.usage.input_tokens", rng.randrange(50, 4000)),
-                    kv("gen_ai.usage.output_tokens", rng.randrange(10, 800)),
-                    kv("gen_ai.response.finish_reasons", ["stop"]),
-                    kv("gen_ai.response.id", f"chatcmpl-{rng.getrandbits(64):x}"),
-                    kv("gen_ai.prompt.0.role", "system"), kv("gen_ai.prompt.0.content", sentence(rng, 12)),
-                    kv("gen_ai.prompt.1.role", "user"), kv("gen_ai.prompt.1.content", sentence(rng, 40)),
-                    kv("gen_ai.completion.0.role", "assistant"),
-                    kv("gen_ai.completion.0.content", sentence(rng, 60)),
-                ])
+                sp = ss.spans.add(
+                    trace_id=trace_id,
+                    span_id=rng.randbytes(8),
+                    parent_span_id=root_id,
+                    name=f"chat {model}",
+                    kind=Span.SPAN_KIND_CLIENT,
+                    start_time_unix_nano=t0,
+                    end_time_unix_nano=t0 + rng.randrange(200_000_000, 2_000_000_000),
+                )
+                sp.attributes.extend(
+                    [
+                        kv("gen_ai.operation.name", "chat"),
+                        kv("gen_ai.system", provider),
+                        kv("gen_ai.request.model", model),
+                        kv("gen_ai.response.model", model),
+                        kv("gen_ai.request.temperature", 0.7),
+                        kv("gen_ai.request.max_tokens", 1024),
+                        kv("gen_ai.usage.input_tokens", rng.randrange(50, 4000)),
+                        kv("gen_ai.usage.output_tokens", rng.randrange(10, 800)),
+                        kv("gen_ai.response.finish_reasons", ["stop"]),
+                        kv("gen_ai.response.id", f"chatcmpl-{rng.getrandbits(64):x}"),
+                        kv("gen_ai.prompt.0.role", "system"),
+                        kv("gen_ai.prompt.0.content", sentence(rng, 12)),
+                        kv("gen_ai.prompt.1.role", "user"),
+                        kv("gen_ai.prompt.1.content", sentence(rng, 40)),
+                        kv("gen_ai.completion.0.role", "assistant"),
+                        kv("gen_ai.completion.0.content", sentence(rng, 60)),
+                    ]
+                )
                 if rng.random() < 0.02:
                     sp.status.code = Status.STATUS_CODE_ERROR
                     sp.status.message = "rate limited"
@@ -129,8 +165,11 @@ def start_infra(root: Path) -> Infra:
     from llmobs.config import Settings
     from llmobs.store.bootstrap import bootstrap
 
-    env = server_env(COLLECTOR_GRPC_PORT=str(free_port()), COLLECTOR_HTTP_PORT=str(free_port()),
-                     COLLECTOR_METRICS_PORT=str(free_port()))
+    env = server_env(
+        COLLECTOR_GRPC_PORT=str(free_port()),
+        COLLECTOR_HTTP_PORT=str(free_port()),
+        COLLECTOR_METRICS_PORT=str(free_port()),
+    )
     infra = Infra.start(root, env, pg_settings={"shared_buffers": "'256MB'", "max_wal_size": "'4GB'"})
     bootstrap(Settings(env, None))
     return infra
@@ -171,7 +210,7 @@ def copy_ceiling(env: dict[str, str], requests: list[bytes]) -> float:
     for body in requests:
         rows.extend(pipeline.process(ProtobufRequest(body).raw_spans(), 1).rows)
     batch = settings.get_int("COLLECTOR_BATCH_MAX_SPANS")
-    chunks = [encode_rows(rows[i:i + batch]) for i in range(0, len(rows), batch)]
+    chunks = [encode_rows(rows[i : i + batch]) for i in range(0, len(rows), batch)]
     with connect(settings, "app") as conn:
         ensure_span_partitions(conn, row_days(rows))
         conn.commit()
@@ -191,8 +230,9 @@ def copy_ceiling(env: dict[str, str], requests: list[bytes]) -> float:
 
 def start_collector(env: dict[str, str], workers: int | None, log_file: Path) -> subprocess.Popen:
     extra = {"COLLECTOR_WORKERS": str(workers)} if workers else {}
-    return start_server(["collector"], {**env, **extra}, log_file,
-                        f"http://127.0.0.1:{env['COLLECTOR_METRICS_PORT']}/health")
+    return start_server(
+        ["collector"], {**env, **extra}, log_file, f"http://127.0.0.1:{env['COLLECTOR_METRICS_PORT']}/health"
+    )
 
 
 class ProcessSampler(threading.Thread):
@@ -283,8 +323,9 @@ async def send_http(env: dict[str, str], requests: list[bytes], counts: list[int
     return acked
 
 
-def run_transport(env: dict[str, str], transport: str, requests: list[bytes], counts: list[int],
-                  workers: int | None, log_file: Path) -> tuple[float, int, float]:
+def run_transport(
+    env: dict[str, str], transport: str, requests: list[bytes], counts: list[int], workers: int | None, log_file: Path
+) -> tuple[float, int, float]:
     """Spans/s, peak RSS and collector CPU microseconds per span."""
     proc = start_collector(env, workers, log_file)
     sampler = ProcessSampler(proc.pid)
@@ -338,8 +379,11 @@ def main() -> None:
                 log_file = root / f"collector-{transport}-{n}.log"
                 rate, peak, cpu = run_transport(env, transport, requests, counts, args.workers, log_file)
                 runs[-1][transport] = (rate, peak, cpu)
-                print(f"{transport}: {rate:,.0f} spans/s, peak RSS {peak / 2**20:.0f} MiB, collector CPU "
-                      f"{cpu:.0f} us/span", flush=True)
+                print(
+                    f"{transport}: {rate:,.0f} spans/s, peak RSS {peak / 2**20:.0f} MiB, collector CPU "
+                    f"{cpu:.0f} us/span",
+                    flush=True,
+                )
             ceilings.append(copy_ceiling(env, requests))
             print(f"COPY ceiling: {ceilings[-1]:,.0f} spans/s", flush=True)
     finally:
@@ -352,18 +396,24 @@ def main() -> None:
     for transport in transports:
         rates = [run[transport][0] for run in runs]
         ratios = [run[transport][0] / ((ceilings[n] + ceilings[n + 1]) / 2) for n, run in enumerate(runs)]
-        summary[transport] = {"spans_per_s": round(statistics.median(rates)),
-                              "ratio": round(statistics.median(ratios), 3),
-                              "peak_rss_mib": round(max(run[transport][1] for run in runs) / 2**20),
-                              "collector_cpu_us_per_span": round(statistics.median(run[transport][2] for run in runs))}
+        summary[transport] = {
+            "spans_per_s": round(statistics.median(rates)),
+            "ratio": round(statistics.median(ratios), 3),
+            "peak_rss_mib": round(max(run[transport][1] for run in runs) / 2**20),
+            "collector_cpu_us_per_span": round(statistics.median(run[transport][2] for run in runs)),
+        }
     ceiling = statistics.median(ceilings)
     print()
-    print(f"{'transport':<10} {'spans/s':>10} {'of ceiling':>11} {'peak RSS':>10} {'CPU/span':>9}   (ceiling "
-          f"{ceiling:,.0f} spans/s, {args.spans} spans, batches of {BATCH}, concurrency {CONCURRENCY}, "
-          f"{args.rounds} round(s), medians)")
+    print(
+        f"{'transport':<10} {'spans/s':>10} {'of ceiling':>11} {'peak RSS':>10} {'CPU/span':>9}   (ceiling "
+        f"{ceiling:,.0f} spans/s, {args.spans} spans, batches of {BATCH}, concurrency {CONCURRENCY}, "
+        f"{args.rounds} round(s), medians)"
+    )
     for transport, row in summary.items():
-        print(f"{transport:<10} {row['spans_per_s']:>10,} {row['ratio']:>10.0%} {row['peak_rss_mib']:>6} MiB "
-              f"{row['collector_cpu_us_per_span']:>6} us")
+        print(
+            f"{transport:<10} {row['spans_per_s']:>10,} {row['ratio']:>10.0%} {row['peak_rss_mib']:>6} MiB "
+            f"{row['collector_cpu_us_per_span']:>6} us"
+        )
     print(json.dumps({"ceiling": round(ceiling), **summary}))
     if args.keep:
         print(f"kept {root}")

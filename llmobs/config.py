@@ -54,251 +54,769 @@ def _s(name: str, default: str, doc: str, kind: Kind = "str", **kw: object) -> S
 
 SETTINGS: tuple[Setting, ...] = (
     # --- general ---
-    _s("LLMOBS_RUNTIME", "auto", "How the stack runs: `compose` (Docker Compose), `local` (processes on "
-       "this host) or `auto` (compose when a Docker engine answers, else local).", "choice",
-       choices=("auto", "compose", "local")),
-    _s("COMPOSE_PROJECT_NAME", "llm-observatory", "Compose project name; prefixes the network and "
-       "named volumes so that two projects on one engine never share one.", group="General"),
-    _s("BIND_ADDRESS", "127.0.0.1", "Address the published ports listen on. Keep loopback unless a "
-       "firewall or proxy guards the host.", "host"),
-    _s("LLMOBS_LOG_LEVEL", "info", "Log level of the servers and the CLI's log file.", "choice",
-       choices=("debug", "info", "warning", "error")),
+    _s(
+        "LLMOBS_RUNTIME",
+        "auto",
+        "How the stack runs: `compose` (Docker Compose), `local` (processes on "
+        "this host) or `auto` (compose when a Docker engine answers, else local).",
+        "choice",
+        choices=("auto", "compose", "local"),
+    ),
+    _s(
+        "COMPOSE_PROJECT_NAME",
+        "llm-observatory",
+        "Compose project name; prefixes the network and "
+        "named volumes so that two projects on one engine never share one.",
+        group="General",
+    ),
+    _s(
+        "BIND_ADDRESS",
+        "127.0.0.1",
+        "Address the published ports listen on. Keep loopback unless a firewall or proxy guards the host.",
+        "host",
+    ),
+    _s(
+        "LLMOBS_LOG_LEVEL",
+        "info",
+        "Log level of the servers and the CLI's log file.",
+        "choice",
+        choices=("debug", "info", "warning", "error"),
+    ),
     # --- ports ---
     _s("DB_PORT", "5432", "PostgreSQL port.", "port", group="Ports"),
     _s("REDIS_PORT", "6379", "Redis port.", "port", group="Ports"),
     _s("API_PORT", "8080", "REST/GraphQL API port.", "port", group="Ports"),
     _s("COLLECTOR_GRPC_PORT", "4317", "OTLP/gRPC receiver port.", "port", group="Ports"),
     _s("COLLECTOR_HTTP_PORT", "4318", "OTLP/HTTP receiver port.", "port", group="Ports"),
-    _s("COLLECTOR_METRICS_PORT", "9464", "The collector's Prometheus `/metrics` and `/health` port.",
-       "port", group="Ports"),
+    _s(
+        "COLLECTOR_METRICS_PORT",
+        "9464",
+        "The collector's Prometheus `/metrics` and `/health` port.",
+        "port",
+        group="Ports",
+    ),
     _s("GRAFANA_PORT", "3000", "Grafana port (compose runtime).", "port", group="Ports"),
     _s("PGADMIN_PORT", "5050", "pgAdmin port (compose runtime, profile `admin`).", "port", group="Ports"),
     # --- database ---
-    _s("DB_HOST", "", "Host the servers and the CLI connect to for PostgreSQL. Empty: the loopback "
-       "address matching `BIND_ADDRESS` (inside compose: the `timescaledb` service).", group="Database"),
+    _s(
+        "DB_HOST",
+        "",
+        "Host the servers and the CLI connect to for PostgreSQL. Empty: the loopback "
+        "address matching `BIND_ADDRESS` (inside compose: the `timescaledb` service).",
+        group="Database",
+    ),
     _s("DB_NAME", "llm_observatory", "Database name.", group="Database"),
-    _s("DB_APP_USER", "llmobs_app_a", "Login role the api and collector use (member of the `llmobs_app` "
-       "group role). `llmobs secrets rotate db` alternates it between `llmobs_app_a` and `llmobs_app_b`.",
-       group="Database"),
+    _s(
+        "DB_APP_USER",
+        "llmobs_app_a",
+        "Login role the api and collector use (member of the `llmobs_app` "
+        "group role). `llmobs secrets rotate db` alternates it between `llmobs_app_a` and `llmobs_app_b`.",
+        group="Database",
+    ),
     _s("DB_POOL_SIZE", "10", "Maximum connections per server process.", "int", group="Database", minimum=1),
-    _s("RETENTION_DAYS", "30", "Days of spans kept; older partitions (or chunks) are dropped by "
-       "`llmobs db maintain`.", "int", group="Database", minimum=1),
-    _s("PARTITION_PREMAKE_DAYS", "3", "Daily span partitions created ahead of time (plain PostgreSQL).",
-       "int", group="Database", minimum=1),
-    _s("MAINTAIN_INTERVAL_SECONDS", "60", "How often the local runtime runs `llmobs db maintain` "
-       "(partitions, rollups, retention).", "int", group="Database", minimum=5),
-    _s("PG_BIN_DIR", "", "Directory of the PostgreSQL server binaries for the local runtime. Empty: "
-       "found automatically (`/usr/lib/postgresql/*/bin`, `pg_config --bindir`, `PATH`).", "path",
-       group="Database"),
-    _s("PG_OS_USER", "postgres", "When `llmobs` runs as root, the unprivileged OS user that runs "
-       "PostgreSQL in the local runtime (PostgreSQL refuses to run as root).", group="Database"),
+    _s(
+        "RETENTION_DAYS",
+        "30",
+        "Days of spans kept; older partitions (or chunks) are dropped by `llmobs db maintain`.",
+        "int",
+        group="Database",
+        minimum=1,
+    ),
+    _s(
+        "PARTITION_PREMAKE_DAYS",
+        "3",
+        "Daily span partitions created ahead of time (plain PostgreSQL).",
+        "int",
+        group="Database",
+        minimum=1,
+    ),
+    _s(
+        "MAINTAIN_INTERVAL_SECONDS",
+        "60",
+        "How often the local runtime runs `llmobs db maintain` (partitions, rollups, retention).",
+        "int",
+        group="Database",
+        minimum=5,
+    ),
+    _s(
+        "PG_BIN_DIR",
+        "",
+        "Directory of the PostgreSQL server binaries for the local runtime. Empty: "
+        "found automatically (`/usr/lib/postgresql/*/bin`, `pg_config --bindir`, `PATH`).",
+        "path",
+        group="Database",
+    ),
+    _s(
+        "PG_OS_USER",
+        "postgres",
+        "When `llmobs` runs as root, the unprivileged OS user that runs "
+        "PostgreSQL in the local runtime (PostgreSQL refuses to run as root).",
+        group="Database",
+    ),
     # --- redis ---
-    _s("REDIS_HOST", "", "Host for Redis. Empty: the loopback address matching `BIND_ADDRESS` "
-       "(inside compose: the `redis` service).", group="Redis"),
-    _s("REDIS_USER", "llmobs", "Redis ACL user the services authenticate as (the `default` user is "
-       "disabled).", group="Redis"),
+    _s(
+        "REDIS_HOST",
+        "",
+        "Host for Redis. Empty: the loopback address matching `BIND_ADDRESS` (inside compose: the `redis` service).",
+        group="Redis",
+    ),
+    _s(
+        "REDIS_USER",
+        "llmobs",
+        "Redis ACL user the services authenticate as (the `default` user is disabled).",
+        group="Redis",
+    ),
     # --- api ---
-    _s("API_RATE_LIMIT_PER_MINUTE", "1200", "Requests per minute each API key (or JWT of that key) may "
-       "make; 0 disables rate limiting.", "int", group="API", minimum=0),
-    _s("API_RATE_LIMIT_BURST", "200", "Requests a key may make at once above its steady rate (token "
-       "bucket size).", "int", group="API", minimum=1),
-    _s("API_RATE_LIMIT_FAIL_OPEN", "true", "When Redis is unreachable: `true` serves requests without "
-       "rate limiting (reads keep working), `false` refuses them with 503.", "bool", group="API"),
-    _s("API_CACHE_TTL_SECONDS", "30", "How long query and metrics results stay in the Redis cache; 0 "
-       "disables the cache.", "int", group="API", minimum=0),
-    _s("API_AUTH_CACHE_SECONDS", "5", "How long a server process trusts a checked API key before it "
-       "looks again. Revocations apply at once (PostgreSQL announces them); this bounds the delay only "
-       "while a process has lost its database connection.", "int", group="API", minimum=0),
-    _s("API_JWT_TTL_SECONDS", "3600", "Lifetime of the JWTs issued by `POST /api/v1/auth/token`.", "int",
-       group="API", minimum=60),
-    _s("API_QUERY_TIMEOUT_MS", "10000", "Statement timeout of API queries; a query that takes longer is "
-       "refused with `query_timeout` (narrow its time range).", "int", group="API", minimum=100),
-    _s("API_CORS_ORIGINS", "", "Comma-separated origins allowed to call the API from a browser "
-       "(CORS); empty allows none.", group="API"),
-    _s("SECRET_KEY_PREVIOUS", "", "The previous `SECRET_KEY` after a rotation: JWTs signed with it stay "
-       "valid until `SECRET_KEY_PREVIOUS_UNTIL`. Set by `llmobs secrets rotate jwt`.", "secret",
-       group="API"),
-    _s("SECRET_KEY_PREVIOUS_UNTIL", "", "ISO 8601 time until which JWTs signed with "
-       "`SECRET_KEY_PREVIOUS` are accepted; empty or past: they are refused.", group="API"),
-    _s("SECRET_KEY_NEXT", "", "During a JWT rotation, the key about to replace `SECRET_KEY`: accepted for "
-       "verification, never used for signing, so that every api replica accepts it before any signs with "
-       "it. Staged and removed by `llmobs secrets rotate jwt`; empty otherwise.", "secret", group="API"),
+    _s(
+        "API_RATE_LIMIT_PER_MINUTE",
+        "1200",
+        "Requests per minute each API key (or JWT of that key) may make; 0 disables rate limiting.",
+        "int",
+        group="API",
+        minimum=0,
+    ),
+    _s(
+        "API_RATE_LIMIT_BURST",
+        "200",
+        "Requests a key may make at once above its steady rate (token bucket size).",
+        "int",
+        group="API",
+        minimum=1,
+    ),
+    _s(
+        "API_RATE_LIMIT_FAIL_OPEN",
+        "true",
+        "When Redis is unreachable: `true` serves requests without "
+        "rate limiting (reads keep working), `false` refuses them with 503.",
+        "bool",
+        group="API",
+    ),
+    _s(
+        "API_CACHE_TTL_SECONDS",
+        "30",
+        "How long query and metrics results stay in the Redis cache; 0 disables the cache.",
+        "int",
+        group="API",
+        minimum=0,
+    ),
+    _s(
+        "API_AUTH_CACHE_SECONDS",
+        "5",
+        "How long a server process trusts a checked API key before it "
+        "looks again. Revocations apply at once (PostgreSQL announces them); this bounds the delay only "
+        "while a process has lost its database connection.",
+        "int",
+        group="API",
+        minimum=0,
+    ),
+    _s(
+        "API_JWT_TTL_SECONDS",
+        "3600",
+        "Lifetime of the JWTs issued by `POST /api/v1/auth/token`.",
+        "int",
+        group="API",
+        minimum=60,
+    ),
+    _s(
+        "API_QUERY_TIMEOUT_MS",
+        "10000",
+        "Statement timeout of API queries; a query that takes longer is "
+        "refused with `query_timeout` (narrow its time range).",
+        "int",
+        group="API",
+        minimum=100,
+    ),
+    _s(
+        "API_CORS_ORIGINS",
+        "",
+        "Comma-separated origins allowed to call the API from a browser (CORS); empty allows none.",
+        group="API",
+    ),
+    _s(
+        "SECRET_KEY_PREVIOUS",
+        "",
+        "The previous `SECRET_KEY` after a rotation: JWTs signed with it stay "
+        "valid until `SECRET_KEY_PREVIOUS_UNTIL`. Set by `llmobs secrets rotate jwt`.",
+        "secret",
+        group="API",
+    ),
+    _s(
+        "SECRET_KEY_PREVIOUS_UNTIL",
+        "",
+        "ISO 8601 time until which JWTs signed with "
+        "`SECRET_KEY_PREVIOUS` are accepted; empty or past: they are refused.",
+        group="API",
+    ),
+    _s(
+        "SECRET_KEY_NEXT",
+        "",
+        "During a JWT rotation, the key about to replace `SECRET_KEY`: accepted for "
+        "verification, never used for signing, so that every api replica accepts it before any signs with "
+        "it. Staged and removed by `llmobs secrets rotate jwt`; empty otherwise.",
+        "secret",
+        group="API",
+    ),
     # --- backup ---
-    _s("BACKUP_DIR", "", "Local backup repository. Empty: `backups/` in the project directory (the compose "
-       "runtime mounts the backup volume here in its jobs). A relative path is taken from the project "
-       "directory.", "path", group="Backup"),
-    _s("BACKUP_WAL_ARCHIVE_DIR", "", "Where PostgreSQL archives WAL, as the backup commands see it. Empty: "
-       "`data/wal-archive/` in the project directory.", "path", group="Backup"),
-    _s("BACKUP_GRAFANA_DATA_DIR", "", "Grafana's data directory as backup and restore jobs see it (set by "
-       "the compose runtime in its jobs). Empty: Grafana is neither backed up nor restored.", "path",
-       group="Backup"),
-    _s("BACKUP_REDIS_DATA_DIR", "", "Redis's data directory as restore jobs see it (set by the compose runtime "
-       "in its restore jobs, where the Redis volume is mounted). Empty: the local runtime's.", "path",
-       group="Backup"),
-    _s("BACKUP_PGDATA_DIR", "", "PostgreSQL's data directory as restore jobs see it (set by the compose "
-       "runtime in its restore jobs, where the database volume is mounted). Empty: the local runtime's.",
-       "path", group="Backup"),
-    _s("BACKUP_COMPRESSION_LEVEL", "1", "gzip level of physical backups and of `pg_dump` (0 = none, 1 = "
-       "fastest, 9 = smallest).", "int", group="Backup", minimum=0),
-    _s("BACKUP_S3_BUCKET", "", "S3 bucket that backups and archived WAL are copied to. Empty: local only. "
-       "Credentials: the standard AWS variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, "
-       "`AWS_PROFILE`, ...), read by boto3.", group="Backup"),
-    _s("BACKUP_S3_PREFIX", "llmobs", "Key prefix inside the bucket (one per project when projects share a "
-       "bucket).", group="Backup"),
-    _s("BACKUP_S3_ENDPOINT_URL", "", "Endpoint of an S3-compatible service (MinIO, Ceph, ...). Empty: AWS. "
-       "With an endpoint, path-style addressing is used.", group="Backup"),
+    _s(
+        "BACKUP_DIR",
+        "",
+        "Local backup repository. Empty: `backups/` in the project directory (the compose "
+        "runtime mounts the backup volume here in its jobs). A relative path is taken from the project "
+        "directory.",
+        "path",
+        group="Backup",
+    ),
+    _s(
+        "BACKUP_WAL_ARCHIVE_DIR",
+        "",
+        "Where PostgreSQL archives WAL, as the backup commands see it. Empty: "
+        "`data/wal-archive/` in the project directory.",
+        "path",
+        group="Backup",
+    ),
+    _s(
+        "BACKUP_GRAFANA_DATA_DIR",
+        "",
+        "Grafana's data directory as backup and restore jobs see it (set by "
+        "the compose runtime in its jobs). Empty: Grafana is neither backed up nor restored.",
+        "path",
+        group="Backup",
+    ),
+    _s(
+        "BACKUP_REDIS_DATA_DIR",
+        "",
+        "Redis's data directory as restore jobs see it (set by the compose runtime "
+        "in its restore jobs, where the Redis volume is mounted). Empty: the local runtime's.",
+        "path",
+        group="Backup",
+    ),
+    _s(
+        "BACKUP_PGDATA_DIR",
+        "",
+        "PostgreSQL's data directory as restore jobs see it (set by the compose "
+        "runtime in its restore jobs, where the database volume is mounted). Empty: the local runtime's.",
+        "path",
+        group="Backup",
+    ),
+    _s(
+        "BACKUP_COMPRESSION_LEVEL",
+        "1",
+        "gzip level of physical backups and of `pg_dump` (0 = none, 1 = fastest, 9 = smallest).",
+        "int",
+        group="Backup",
+        minimum=0,
+    ),
+    _s(
+        "BACKUP_S3_BUCKET",
+        "",
+        "S3 bucket that backups and archived WAL are copied to. Empty: local only. "
+        "Credentials: the standard AWS variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, "
+        "`AWS_PROFILE`, ...), read by boto3.",
+        group="Backup",
+    ),
+    _s(
+        "BACKUP_S3_PREFIX",
+        "llmobs",
+        "Key prefix inside the bucket (one per project when projects share a bucket).",
+        group="Backup",
+    ),
+    _s(
+        "BACKUP_S3_ENDPOINT_URL",
+        "",
+        "Endpoint of an S3-compatible service (MinIO, Ceph, ...). Empty: AWS. "
+        "With an endpoint, path-style addressing is used.",
+        group="Backup",
+    ),
     _s("BACKUP_S3_REGION", "", "Region of the bucket. Empty: from the AWS configuration.", group="Backup"),
-    _s("BACKUP_S3_SSE", "", "Server-side encryption of uploads: empty (the bucket's default), `AES256` or "
-       "`aws:kms`.", "choice", group="Backup", choices=("", "AES256", "aws:kms")),
-    _s("BACKUP_S3_SSE_KMS_KEY_ID", "", "KMS key for `BACKUP_S3_SSE=aws:kms`. Empty: the account's default "
-       "key.", group="Backup"),
-    _s("BACKUP_S3_MULTIPART_MB", "64", "Files larger than this are uploaded in parts of this size.", "int",
-       group="Backup", minimum=5),
-    _s("BACKUP_KEEP_DAILY", "7", "`llmobs backup prune` keeps the newest backup of each of the last N days "
-       "that have one (per backup type).", "int", group="Backup", minimum=0),
-    _s("BACKUP_KEEP_WEEKLY", "4", "... and of each of the last N ISO weeks that have one.", "int",
-       group="Backup", minimum=0),
-    _s("BACKUP_KEEP_MONTHLY", "3", "... and of each of the last N months that have one.", "int",
-       group="Backup", minimum=0),
-    _s("BACKUP_RETENTION_DAYS", "0", "... and every backup younger than N days (0: off). The newest backup "
-       "of each type is always kept, and so is all WAL that a kept physical backup needs.", "int",
-       group="Backup", minimum=0),
-    _s("BACKUP_MAX_AGE_HOURS", "26", "`llmobs status` turns degraded when the newest database backup is "
-       "older than this.", "int", group="Backup", minimum=1),
-    _s("BACKUP_RESTORE_TIMEOUT_SECONDS", "3600", "How long a restore may replay WAL before it gives up and "
-       "puts the previous data back.", "int", group="Backup", minimum=30),
-    _s("BACKUP_RESTORE_JOBS", "2", "Parallel jobs of `pg_restore` for logical restores.", "int",
-       group="Backup", minimum=1),
-    _s("BACKUP_SCHEDULE_PHYSICAL", "0 2 * * *", "Cron expression (UTC) of physical backups in `llmobs "
-       "backup schedule`; empty: never. Five fields, or six with seconds first.", "cron", group="Backup"),
-    _s("BACKUP_SCHEDULE_LOGICAL", "0 3 * * 0", "Cron expression of logical backups (`pg_dump`).", "cron",
-       group="Backup"),
-    _s("BACKUP_SCHEDULE_WAL_SHIP", "* * * * *", "Cron expression of copying archived WAL to S3 (when "
-       "`BACKUP_S3_BUCKET` is set).", "cron", group="Backup"),
-    _s("BACKUP_SCHEDULE_VERIFY", "0 4 * * *", "Cron expression of verifying the newest backup of each type "
-       "and the WAL chain.", "cron", group="Backup"),
-    _s("BACKUP_SCHEDULE_PRUNE", "0 5 * * *", "Cron expression of applying the retention policy.", "cron",
-       group="Backup"),
+    _s(
+        "BACKUP_S3_SSE",
+        "",
+        "Server-side encryption of uploads: empty (the bucket's default), `AES256` or `aws:kms`.",
+        "choice",
+        group="Backup",
+        choices=("", "AES256", "aws:kms"),
+    ),
+    _s(
+        "BACKUP_S3_SSE_KMS_KEY_ID",
+        "",
+        "KMS key for `BACKUP_S3_SSE=aws:kms`. Empty: the account's default key.",
+        group="Backup",
+    ),
+    _s(
+        "BACKUP_S3_MULTIPART_MB",
+        "64",
+        "Files larger than this are uploaded in parts of this size.",
+        "int",
+        group="Backup",
+        minimum=5,
+    ),
+    _s(
+        "BACKUP_KEEP_DAILY",
+        "7",
+        "`llmobs backup prune` keeps the newest backup of each of the last N days that have one (per backup type).",
+        "int",
+        group="Backup",
+        minimum=0,
+    ),
+    _s(
+        "BACKUP_KEEP_WEEKLY",
+        "4",
+        "... and of each of the last N ISO weeks that have one.",
+        "int",
+        group="Backup",
+        minimum=0,
+    ),
+    _s(
+        "BACKUP_KEEP_MONTHLY",
+        "3",
+        "... and of each of the last N months that have one.",
+        "int",
+        group="Backup",
+        minimum=0,
+    ),
+    _s(
+        "BACKUP_RETENTION_DAYS",
+        "0",
+        "... and every backup younger than N days (0: off). The newest backup "
+        "of each type is always kept, and so is all WAL that a kept physical backup needs.",
+        "int",
+        group="Backup",
+        minimum=0,
+    ),
+    _s(
+        "BACKUP_MAX_AGE_HOURS",
+        "26",
+        "`llmobs status` turns degraded when the newest database backup is older than this.",
+        "int",
+        group="Backup",
+        minimum=1,
+    ),
+    _s(
+        "BACKUP_RESTORE_TIMEOUT_SECONDS",
+        "3600",
+        "How long a restore may replay WAL before it gives up and puts the previous data back.",
+        "int",
+        group="Backup",
+        minimum=30,
+    ),
+    _s(
+        "BACKUP_RESTORE_JOBS",
+        "2",
+        "Parallel jobs of `pg_restore` for logical restores.",
+        "int",
+        group="Backup",
+        minimum=1,
+    ),
+    _s(
+        "BACKUP_SCHEDULE_PHYSICAL",
+        "0 2 * * *",
+        "Cron expression (UTC) of physical backups in `llmobs "
+        "backup schedule`; empty: never. Five fields, or six with seconds first.",
+        "cron",
+        group="Backup",
+    ),
+    _s(
+        "BACKUP_SCHEDULE_LOGICAL",
+        "0 3 * * 0",
+        "Cron expression of logical backups (`pg_dump`).",
+        "cron",
+        group="Backup",
+    ),
+    _s(
+        "BACKUP_SCHEDULE_WAL_SHIP",
+        "* * * * *",
+        "Cron expression of copying archived WAL to S3 (when `BACKUP_S3_BUCKET` is set).",
+        "cron",
+        group="Backup",
+    ),
+    _s(
+        "BACKUP_SCHEDULE_VERIFY",
+        "0 4 * * *",
+        "Cron expression of verifying the newest backup of each type and the WAL chain.",
+        "cron",
+        group="Backup",
+    ),
+    _s(
+        "BACKUP_SCHEDULE_PRUNE",
+        "0 5 * * *",
+        "Cron expression of applying the retention policy.",
+        "cron",
+        group="Backup",
+    ),
     _s("BACKUP_SCHEDULE_REDIS", "15 2 * * *", "Cron expression of Redis snapshots.", "cron", group="Backup"),
-    _s("BACKUP_SCHEDULE_GRAFANA", "30 2 * * *", "Cron expression of Grafana backups (when "
-       "`BACKUP_GRAFANA_DATA_DIR` is set).", "cron", group="Backup"),
+    _s(
+        "BACKUP_SCHEDULE_GRAFANA",
+        "30 2 * * *",
+        "Cron expression of Grafana backups (when `BACKUP_GRAFANA_DATA_DIR` is set).",
+        "cron",
+        group="Backup",
+    ),
     # --- secrets ---
-    _s("DB_PASSWORD", "", "Password of the PostgreSQL superuser `postgres`.", "secret", group="Secrets",
-       generate="password"),
-    _s("DB_APP_PASSWORD", "", "Password of the app login role (`DB_APP_USER`).", "secret", group="Secrets",
-       generate="password"),
-    _s("DB_READONLY_PASSWORD", "", "Password of `llmobs_readonly` (Grafana's datasource).", "secret",
-       group="Secrets", generate="password"),
-    _s("REDIS_PASSWORD", "", "Password of the Redis ACL user `REDIS_USER`.", "secret", group="Secrets",
-       generate="password"),
+    _s(
+        "DB_PASSWORD",
+        "",
+        "Password of the PostgreSQL superuser `postgres`.",
+        "secret",
+        group="Secrets",
+        generate="password",
+    ),
+    _s(
+        "DB_APP_PASSWORD",
+        "",
+        "Password of the app login role (`DB_APP_USER`).",
+        "secret",
+        group="Secrets",
+        generate="password",
+    ),
+    _s(
+        "DB_READONLY_PASSWORD",
+        "",
+        "Password of `llmobs_readonly` (Grafana's datasource).",
+        "secret",
+        group="Secrets",
+        generate="password",
+    ),
+    _s(
+        "REDIS_PASSWORD",
+        "",
+        "Password of the Redis ACL user `REDIS_USER`.",
+        "secret",
+        group="Secrets",
+        generate="password",
+    ),
     _s("SECRET_KEY", "", "Key that signs JWTs (HS256).", "secret", group="Secrets", generate="token"),
-    _s("GRAFANA_ADMIN_PASSWORD", "", "Password of Grafana's `admin` user.", "secret", group="Secrets",
-       generate="password"),
-    _s("PGADMIN_PASSWORD", "", "Password of pgAdmin's login (`PGADMIN_EMAIL`).", "secret", group="Secrets",
-       generate="password"),
-    _s("LLMOBS_ADMIN_API_KEY", "", "Admin API key of the `default` project.", "secret", group="Secrets",
-       generate="api_key:admin"),
-    _s("LLMOBS_INGEST_API_KEY", "", "Writer (ingest) API key of the `default` project: what LLM apps "
-       "send in `Authorization: Bearer ...`.", "secret", group="Secrets", generate="api_key:writer"),
+    _s(
+        "GRAFANA_ADMIN_PASSWORD",
+        "",
+        "Password of Grafana's `admin` user.",
+        "secret",
+        group="Secrets",
+        generate="password",
+    ),
+    _s(
+        "PGADMIN_PASSWORD",
+        "",
+        "Password of pgAdmin's login (`PGADMIN_EMAIL`).",
+        "secret",
+        group="Secrets",
+        generate="password",
+    ),
+    _s(
+        "LLMOBS_ADMIN_API_KEY",
+        "",
+        "Admin API key of the `default` project.",
+        "secret",
+        group="Secrets",
+        generate="api_key:admin",
+    ),
+    _s(
+        "LLMOBS_INGEST_API_KEY",
+        "",
+        "Writer (ingest) API key of the `default` project: what LLM apps send in `Authorization: Bearer ...`.",
+        "secret",
+        group="Secrets",
+        generate="api_key:writer",
+    ),
     _s("PGADMIN_EMAIL", "admin@llmobs.local", "pgAdmin login e-mail.", group="Secrets"),
-    _s("SECRETS_MAX_AGE_DAYS", "90", "`llmobs secrets status` warns (exit code 1) about a secret not rotated "
-       "for longer than this.", "int", group="Secrets", minimum=1),
-    _s("SECRETS_JWT_GRACE_SECONDS", "0", "After `llmobs secrets rotate jwt`, how long JWTs signed with the "
-       "previous key stay valid. 0: the token lifetime (API_JWT_TTL_SECONDS), so no token dies before it "
-       "expires; a shorter grace cuts tokens off early (the rotation warns).", "int", group="Secrets",
-       minimum=0),
+    _s(
+        "SECRETS_MAX_AGE_DAYS",
+        "90",
+        "`llmobs secrets status` warns (exit code 1) about a secret not rotated for longer than this.",
+        "int",
+        group="Secrets",
+        minimum=1,
+    ),
+    _s(
+        "SECRETS_JWT_GRACE_SECONDS",
+        "0",
+        "After `llmobs secrets rotate jwt`, how long JWTs signed with the "
+        "previous key stay valid. 0: the token lifetime (API_JWT_TTL_SECONDS), so no token dies before it "
+        "expires; a shorter grace cuts tokens off early (the rotation warns).",
+        "int",
+        group="Secrets",
+        minimum=0,
+    ),
     # --- compose runtime (docs/compose.md) ---
-    _s("LLMOBS_IMAGE_TIMESCALEDB", "timescale/timescaledb:2.14.2-pg16", "Image of the `timescaledb` service "
-       "(any image with the official postgres image's interface).", group="Compose"),
+    _s(
+        "LLMOBS_IMAGE_TIMESCALEDB",
+        "timescale/timescaledb:2.14.2-pg16",
+        "Image of the `timescaledb` service (any image with the official postgres image's interface).",
+        group="Compose",
+    ),
     _s("LLMOBS_IMAGE_REDIS", "redis:7.2", "Image of the `redis` service.", group="Compose"),
     _s("LLMOBS_IMAGE_GRAFANA", "grafana/grafana:10.4.2", "Image of the `grafana` service.", group="Compose"),
-    _s("LLMOBS_IMAGE_PGADMIN", "dpage/pgadmin4:8.4", "Image of the `pgadmin` service (profile `admin`).",
-       group="Compose"),
-    _s("LLMOBS_IMAGE_APP", f"ghcr.io/llm-observatory/llmobs:{__version__}", "The project's image (built from "
-       "its Dockerfile): the `api`, `collector` and `backup` services and one-off jobs. Its PostgreSQL "
-       "client tools must match the server's major version.", group="Compose"),
-    _s("LLMOBS_IMAGE_PROXY", "nginx:1.26-alpine", "Image of the `proxy` service (nginx) that publishes the "
-       "api and collector ports and balances their replicas.", group="Compose"),
-    _s("LLMOBS_COMPOSE_FILES", "docker-compose.yml", "Comma-separated compose files, later ones layered on "
-       "earlier ones. Bare names are the files shipped with llmobs (`docker-compose.yml`, "
-       "`docker-compose.prod.yml`, `docker-compose.offline.yml`); other paths are relative to the "
-       "project directory.", group="Compose"),
-    _s("LLMOBS_TLS_DIR", "tls", "Directory of the TLS files the prod overlay mounts: `server.crt`, "
-       "`server.key` (proxy, PostgreSQL, Redis) and `ca.crt`. Relative to the project directory.", "path",
-       group="Compose"),
-    _s("REDIS_TLS_PORT", "6380", "Redis's TLS port in the prod overlay (the plain REDIS_PORT stays for "
-       "loopback and the stack's own services).", "port", group="Compose"),
-    _s("DB_SHARED_BUFFERS", "1GB", "PostgreSQL `shared_buffers` in the prod overlay (about 25 % of the "
-       "memory given to the database).", group="Compose"),
-    _s("DB_EFFECTIVE_CACHE_SIZE", "3GB", "PostgreSQL `effective_cache_size` in the prod overlay (about 75 % "
-       "of the memory given to the database).", group="Compose"),
-    _s("DB_MAX_CONNECTIONS", "200", "PostgreSQL `max_connections` in the prod overlay. Each api/collector "
-       "replica opens up to DB_POOL_SIZE (times COLLECTOR_WRITERS for collectors).", "int", group="Compose",
-       minimum=20),
-    _s("DB_MEMORY_LIMIT", "4g", "Memory limit of the `timescaledb` container in the prod overlay.",
-       group="Compose"),
+    _s(
+        "LLMOBS_IMAGE_PGADMIN",
+        "dpage/pgadmin4:8.4",
+        "Image of the `pgadmin` service (profile `admin`).",
+        group="Compose",
+    ),
+    _s(
+        "LLMOBS_IMAGE_APP",
+        f"ghcr.io/llm-observatory/llmobs:{__version__}",
+        "The project's image (built from "
+        "its Dockerfile): the `api`, `collector` and `backup` services and one-off jobs. Its PostgreSQL "
+        "client tools must match the server's major version.",
+        group="Compose",
+    ),
+    _s(
+        "LLMOBS_IMAGE_PROXY",
+        "nginx:1.26-alpine",
+        "Image of the `proxy` service (nginx) that publishes the api and collector ports and balances their replicas.",
+        group="Compose",
+    ),
+    _s(
+        "LLMOBS_COMPOSE_FILES",
+        "docker-compose.yml",
+        "Comma-separated compose files, later ones layered on "
+        "earlier ones. Bare names are the files shipped with llmobs (`docker-compose.yml`, "
+        "`docker-compose.prod.yml`, `docker-compose.offline.yml`); other paths are relative to the "
+        "project directory.",
+        group="Compose",
+    ),
+    _s(
+        "LLMOBS_TLS_DIR",
+        "tls",
+        "Directory of the TLS files the prod overlay mounts: `server.crt`, "
+        "`server.key` (proxy, PostgreSQL, Redis) and `ca.crt`. Relative to the project directory.",
+        "path",
+        group="Compose",
+    ),
+    _s(
+        "REDIS_TLS_PORT",
+        "6380",
+        "Redis's TLS port in the prod overlay (the plain REDIS_PORT stays for loopback and the stack's own services).",
+        "port",
+        group="Compose",
+    ),
+    _s(
+        "DB_SHARED_BUFFERS",
+        "1GB",
+        "PostgreSQL `shared_buffers` in the prod overlay (about 25 % of the memory given to the database).",
+        group="Compose",
+    ),
+    _s(
+        "DB_EFFECTIVE_CACHE_SIZE",
+        "3GB",
+        "PostgreSQL `effective_cache_size` in the prod overlay (about 75 % of the memory given to the database).",
+        group="Compose",
+    ),
+    _s(
+        "DB_MAX_CONNECTIONS",
+        "200",
+        "PostgreSQL `max_connections` in the prod overlay. Each api/collector "
+        "replica opens up to DB_POOL_SIZE (times COLLECTOR_WRITERS for collectors).",
+        "int",
+        group="Compose",
+        minimum=20,
+    ),
+    _s("DB_MEMORY_LIMIT", "4g", "Memory limit of the `timescaledb` container in the prod overlay.", group="Compose"),
     # --- collector (docs/collector.md) ---
-    _s("COLLECTOR_WORKERS", "1", "Collector processes sharing the OTLP ports (SO_REUSEPORT). Each one "
-       "parses, batches and writes on its own; more than one uses more cores.", "int", group="Collector",
-       minimum=1),
-    _s("COLLECTOR_MAX_REQUEST_BYTES", "8388608", "Largest OTLP/HTTP request body accepted as sent "
-       "(compressed); larger ones get 413.", "int", group="Collector", minimum=1024),
-    _s("COLLECTOR_MAX_DECOMPRESSED_BYTES", "33554432", "Largest OTLP request after decompression "
-       "(gRPC message or HTTP body); a gzip bomb stops here (413 / RESOURCE_EXHAUSTED).", "int",
-       group="Collector", minimum=1024),
-    _s("COLLECTOR_QUEUE_MAX_SPANS", "20000", "Spans accepted but not yet committed, per process. A request "
-       "that does not fit is refused with 429 / RESOURCE_EXHAUSTED and Retry-After.", "int",
-       group="Collector", minimum=1),
-    _s("COLLECTOR_BATCH_MAX_SPANS", "4096", "Most spans written in one COPY and commit (group commit across "
-       "requests).", "int", group="Collector", minimum=1),
-    _s("COLLECTOR_BATCH_MAX_WAIT_MS", "5", "How long a writer waits for more requests to join a batch "
-       "that is not full.", "int", group="Collector", minimum=0),
-    _s("COLLECTOR_WRITERS", "2", "Database connections writing batches in parallel, per process.", "int",
-       group="Collector", minimum=1),
-    _s("COLLECTOR_MAX_ATTRIBUTES_PER_SPAN", "1000", "Attributes kept per span; the rest are dropped and "
-       "counted in `llmobs.dropped_attributes_count`.", "int", group="Collector", minimum=1),
-    _s("COLLECTOR_AUTH_CACHE_SECONDS", "30", "How long an API key lookup is cached (unknown keys: at most "
-       "5 s). Revocations apply at once (PostgreSQL announces them); this bounds the delay only while the "
-       "collector has lost its database connection.", "int", group="Collector", minimum=0),
-    _s("COLLECTOR_PRICE_REFRESH_SECONDS", "60", "How often the collector reloads `model_prices`.", "int",
-       group="Collector", minimum=1),
-    _s("COLLECTOR_DRAIN_SECONDS", "30", "On SIGTERM, how long the collector keeps writing what it "
-       "accepted before it exits.", "int", group="Collector", minimum=0),
-    _s("COLLECTOR_PUBLISH_TRACES", "true", "Announce new traces on Redis pub/sub (`llmobs:traces:<project "
-       "id>`) for the API's live stream. Best effort: Redis being down never slows ingestion.", "bool",
-       group="Collector"),
+    _s(
+        "COLLECTOR_WORKERS",
+        "1",
+        "Collector processes sharing the OTLP ports (SO_REUSEPORT). Each one "
+        "parses, batches and writes on its own; more than one uses more cores.",
+        "int",
+        group="Collector",
+        minimum=1,
+    ),
+    _s(
+        "COLLECTOR_MAX_REQUEST_BYTES",
+        "8388608",
+        "Largest OTLP/HTTP request body accepted as sent (compressed); larger ones get 413.",
+        "int",
+        group="Collector",
+        minimum=1024,
+    ),
+    _s(
+        "COLLECTOR_MAX_DECOMPRESSED_BYTES",
+        "33554432",
+        "Largest OTLP request after decompression "
+        "(gRPC message or HTTP body); a gzip bomb stops here (413 / RESOURCE_EXHAUSTED).",
+        "int",
+        group="Collector",
+        minimum=1024,
+    ),
+    _s(
+        "COLLECTOR_QUEUE_MAX_SPANS",
+        "20000",
+        "Spans accepted but not yet committed, per process. A request "
+        "that does not fit is refused with 429 / RESOURCE_EXHAUSTED and Retry-After.",
+        "int",
+        group="Collector",
+        minimum=1,
+    ),
+    _s(
+        "COLLECTOR_BATCH_MAX_SPANS",
+        "4096",
+        "Most spans written in one COPY and commit (group commit across requests).",
+        "int",
+        group="Collector",
+        minimum=1,
+    ),
+    _s(
+        "COLLECTOR_BATCH_MAX_WAIT_MS",
+        "5",
+        "How long a writer waits for more requests to join a batch that is not full.",
+        "int",
+        group="Collector",
+        minimum=0,
+    ),
+    _s(
+        "COLLECTOR_WRITERS",
+        "2",
+        "Database connections writing batches in parallel, per process.",
+        "int",
+        group="Collector",
+        minimum=1,
+    ),
+    _s(
+        "COLLECTOR_MAX_ATTRIBUTES_PER_SPAN",
+        "1000",
+        "Attributes kept per span; the rest are dropped and counted in `llmobs.dropped_attributes_count`.",
+        "int",
+        group="Collector",
+        minimum=1,
+    ),
+    _s(
+        "COLLECTOR_AUTH_CACHE_SECONDS",
+        "30",
+        "How long an API key lookup is cached (unknown keys: at most "
+        "5 s). Revocations apply at once (PostgreSQL announces them); this bounds the delay only while the "
+        "collector has lost its database connection.",
+        "int",
+        group="Collector",
+        minimum=0,
+    ),
+    _s(
+        "COLLECTOR_PRICE_REFRESH_SECONDS",
+        "60",
+        "How often the collector reloads `model_prices`.",
+        "int",
+        group="Collector",
+        minimum=1,
+    ),
+    _s(
+        "COLLECTOR_DRAIN_SECONDS",
+        "30",
+        "On SIGTERM, how long the collector keeps writing what it accepted before it exits.",
+        "int",
+        group="Collector",
+        minimum=0,
+    ),
+    _s(
+        "COLLECTOR_PUBLISH_TRACES",
+        "true",
+        "Announce new traces on Redis pub/sub (`llmobs:traces:<project "
+        "id>`) for the API's live stream. Best effort: Redis being down never slows ingestion.",
+        "bool",
+        group="Collector",
+    ),
     # --- PII redaction (docs/collector.md) ---
-    _s("PII_DETECTORS", "bearer_token,api_key,aws_access_key", "Value detectors applied to every string "
-       "attribute, event and link attribute and message content: any of bearer_token, api_key, aws_access_key, "
-       "email, phone, credit_card, us_ssn, ipv4, ipv6, or `none`.", group="PII redaction"),
-    _s("PII_STRATEGY", "mask", "What a detected value becomes: `mask` ([REDACTED:email]), `hash` (a "
-       "keyed hash, equal values stay equal) or `remove`.", "choice", group="PII redaction",
-       choices=("mask", "hash", "remove")),
-    _s("PII_DROP_KEYS", "", "Comma-separated attribute keys (`*` wildcards allowed) removed from spans, "
-       "events and links, e.g. `gen_ai.prompt.*,gen_ai.input.messages`.", group="PII redaction"),
-    _s("PII_HASH_KEYS", "", "Comma-separated attribute keys whose values are replaced by a keyed hash, "
-       "e.g. `user.id,enduser.id`.", group="PII redaction"),
-    _s("PII_HASH_SALT", "", "Key of the redaction hashes (HMAC-SHA256). Needed when PII_STRATEGY=hash "
-       "or PII_HASH_KEYS is set; keep it stable or hashes change.", "secret", group="PII redaction",
-       generate="token"),
+    _s(
+        "PII_DETECTORS",
+        "bearer_token,api_key,aws_access_key",
+        "Value detectors applied to every string "
+        "attribute, event and link attribute and message content: any of bearer_token, api_key, aws_access_key, "
+        "email, phone, credit_card, us_ssn, ipv4, ipv6, or `none`.",
+        group="PII redaction",
+    ),
+    _s(
+        "PII_STRATEGY",
+        "mask",
+        "What a detected value becomes: `mask` ([REDACTED:email]), `hash` (a "
+        "keyed hash, equal values stay equal) or `remove`.",
+        "choice",
+        group="PII redaction",
+        choices=("mask", "hash", "remove"),
+    ),
+    _s(
+        "PII_DROP_KEYS",
+        "",
+        "Comma-separated attribute keys (`*` wildcards allowed) removed from spans, "
+        "events and links, e.g. `gen_ai.prompt.*,gen_ai.input.messages`.",
+        group="PII redaction",
+    ),
+    _s(
+        "PII_HASH_KEYS",
+        "",
+        "Comma-separated attribute keys whose values are replaced by a keyed hash, e.g. `user.id,enduser.id`.",
+        group="PII redaction",
+    ),
+    _s(
+        "PII_HASH_SALT",
+        "",
+        "Key of the redaction hashes (HMAC-SHA256). Needed when PII_STRATEGY=hash "
+        "or PII_HASH_KEYS is set; keep it stable or hashes change.",
+        "secret",
+        group="PII redaction",
+        generate="token",
+    ),
     # --- sampling (docs/collector.md) ---
-    _s("SAMPLING_HEAD_RATE", "1.0", "Fraction of traces kept, decided from the trace id (every collector "
-       "decides the same way). 1.0 keeps all.", "float", group="Sampling", minimum=0),
-    _s("SAMPLING_TAIL_ENABLED", "false", "Tail sampling: hold each trace for a decision wait, then keep "
-       "it whole if it has an error, is slow, costly or marked priority, else keep SAMPLING_TAIL_RATE of "
-       "the rest. Held spans are acknowledged before they are written.", "bool", group="Sampling"),
-    _s("SAMPLING_TAIL_DECISION_WAIT_SECONDS", "10", "How long a trace is held after its first span "
-       "before the tail decision.", "float", group="Sampling", minimum=0),
-    _s("SAMPLING_TAIL_LATENCY_MS", "5000", "Keep traces with a span at least this slow (0: off).", "float",
-       group="Sampling", minimum=0),
-    _s("SAMPLING_TAIL_COST_USD", "0.05", "Keep traces costing at least this much in total (0: off).",
-       "float", group="Sampling", minimum=0),
-    _s("SAMPLING_PRIORITY_ATTRIBUTE", "sampling.priority", "Span attribute whose positive value keeps its "
-       "trace (tail sampling).", group="Sampling"),
-    _s("SAMPLING_TAIL_RATE", "0.1", "Fraction of the other traces kept by tail sampling.", "float",
-       group="Sampling", minimum=0),
-    _s("SAMPLING_TAIL_MAX_SPANS", "100000", "Most spans held for tail decisions; when full, the oldest "
-       "traces are decided early.", "int", group="Sampling", minimum=1),
+    _s(
+        "SAMPLING_HEAD_RATE",
+        "1.0",
+        "Fraction of traces kept, decided from the trace id (every collector decides the same way). 1.0 keeps all.",
+        "float",
+        group="Sampling",
+        minimum=0,
+    ),
+    _s(
+        "SAMPLING_TAIL_ENABLED",
+        "false",
+        "Tail sampling: hold each trace for a decision wait, then keep "
+        "it whole if it has an error, is slow, costly or marked priority, else keep SAMPLING_TAIL_RATE of "
+        "the rest. Held spans are acknowledged before they are written.",
+        "bool",
+        group="Sampling",
+    ),
+    _s(
+        "SAMPLING_TAIL_DECISION_WAIT_SECONDS",
+        "10",
+        "How long a trace is held after its first span before the tail decision.",
+        "float",
+        group="Sampling",
+        minimum=0,
+    ),
+    _s(
+        "SAMPLING_TAIL_LATENCY_MS",
+        "5000",
+        "Keep traces with a span at least this slow (0: off).",
+        "float",
+        group="Sampling",
+        minimum=0,
+    ),
+    _s(
+        "SAMPLING_TAIL_COST_USD",
+        "0.05",
+        "Keep traces costing at least this much in total (0: off).",
+        "float",
+        group="Sampling",
+        minimum=0,
+    ),
+    _s(
+        "SAMPLING_PRIORITY_ATTRIBUTE",
+        "sampling.priority",
+        "Span attribute whose positive value keeps its trace (tail sampling).",
+        group="Sampling",
+    ),
+    _s(
+        "SAMPLING_TAIL_RATE",
+        "0.1",
+        "Fraction of the other traces kept by tail sampling.",
+        "float",
+        group="Sampling",
+        minimum=0,
+    ),
+    _s(
+        "SAMPLING_TAIL_MAX_SPANS",
+        "100000",
+        "Most spans held for tail decisions; when full, the oldest traces are decided early.",
+        "int",
+        group="Sampling",
+        minimum=1,
+    ),
 )
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -404,8 +922,9 @@ def update_env_file(path: Path, updates: Mapping[str, str]) -> None:
 # project directory
 
 
-def find_project_dir(explicit: str | os.PathLike[str] | None = None, *, cwd: Path | None = None,
-                     environ: Mapping[str, str] | None = None) -> Path:
+def find_project_dir(
+    explicit: str | os.PathLike[str] | None = None, *, cwd: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Path:
     """The project directory: ``--project-dir``, then ``LLMOBS_PROJECT_DIR``, then upwards from cwd."""
     environ = os.environ if environ is None else environ
     if explicit:
@@ -426,8 +945,10 @@ def find_project_dir(explicit: str | os.PathLike[str] | None = None, *, cwd: Pat
 def _existing_project(path: Path, source: str) -> Path:
     path = path.expanduser().resolve()
     if not (path / ENV_FILE).is_file():
-        raise LlmobsError(f"{path} (from {source}) is not a project directory: it has no {ENV_FILE}",
-                          hint=f"run `llmobs init {path}` first")
+        raise LlmobsError(
+            f"{path} (from {source}) is not a project directory: it has no {ENV_FILE}",
+            hint=f"run `llmobs init {path}` first",
+        )
     return path
 
 
@@ -450,8 +971,9 @@ class Settings:
     so a command fails on a missing secret only if it needs that secret.
     """
 
-    def __init__(self, raw: Mapping[str, str], project_dir: Path | None,
-                 secret_files: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, raw: Mapping[str, str], project_dir: Path | None, secret_files: Mapping[str, str] | None = None
+    ) -> None:
         self._raw = dict(raw)
         self._secret_files = dict(secret_files or {})
         self.project_dir = project_dir
@@ -525,8 +1047,12 @@ class Settings:
             if not value:
                 raise ConfigError(name, f"{name}_FILE ({path}) is empty")
             return value
-        raise ConfigError(name, "is not set", hint="run `llmobs init --force` to generate missing secrets, "
-                          f"or set {name} (or {name}_FILE) in the environment")
+        raise ConfigError(
+            name,
+            "is not set",
+            hint="run `llmobs init --force` to generate missing secrets, "
+            f"or set {name} (or {name}_FILE) in the environment",
+        )
 
     def require_secrets(self, names: Iterable[str] | None = None) -> None:
         """Fail on the first missing secret of ``names`` (default: every secret init generates;
@@ -660,8 +1186,9 @@ def init_project(directory: Path, *, force: bool = False, overrides: Mapping[str
     existing: dict[str, str] = {}
     if env_file.exists():
         if not force:
-            raise LlmobsError(f"{env_file} already exists",
-                              hint="use --force to rewrite it (existing values and secrets are kept)")
+            raise LlmobsError(
+                f"{env_file} already exists", hint="use --force to rewrite it (existing values and secrets are kept)"
+            )
         existing = read_env_file(env_file)
     if not directory.exists():
         directory.mkdir(parents=True)

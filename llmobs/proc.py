@@ -36,18 +36,27 @@ class OsUser:
         try:
             entry = pwd.getpwnam(name)
         except KeyError:
-            raise LlmobsError(f"OS user {name!r} does not exist",
-                              hint="create it (`useradd --system postgres`) or set PG_OS_USER") from None
+            raise LlmobsError(
+                f"OS user {name!r} does not exist", hint="create it (`useradd --system postgres`) or set PG_OS_USER"
+            ) from None
         return cls(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
 
     def chown(self, path: Path) -> None:
         os.chown(path, self.uid, self.gid)
 
 
-def run(argv: Sequence[str | os.PathLike[str]], *, user: OsUser | None = None,
-        env: Mapping[str, str] | None = None, cwd: Path | None = None, input: bytes | None = None,
-        timeout: float | None = None, check: bool = True, hint: str | None = None,
-        stdout_path: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+def run(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    user: OsUser | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    input: bytes | None = None,
+    timeout: float | None = None,
+    check: bool = True,
+    hint: str | None = None,
+    stdout_path: Path | None = None,
+) -> subprocess.CompletedProcess[bytes]:
     """Run a command to completion, logging it; raise CommandError when it fails and ``check``.
 
     ``user`` runs it as that OS user (we must be root). ``stdout_path`` sends stdout to a file
@@ -65,16 +74,31 @@ def run(argv: Sequence[str | os.PathLike[str]], *, user: OsUser | None = None,
     try:
         if stdout_path is not None:
             with open(stdout_path, "wb") as out:
-                proc = subprocess.run(args, env=child_env, cwd=cwd, input=input, timeout=timeout,
-                                      stdout=out, stderr=subprocess.PIPE, **kwargs)
+                proc = subprocess.run(
+                    args,
+                    env=child_env,
+                    cwd=cwd,
+                    input=input,
+                    timeout=timeout,
+                    stdout=out,
+                    stderr=subprocess.PIPE,
+                    **kwargs,
+                )
         else:
-            proc = subprocess.run(args, env=child_env, cwd=cwd, input=input, timeout=timeout,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
+            proc = subprocess.run(
+                args,
+                env=child_env,
+                cwd=cwd,
+                input=input,
+                timeout=timeout,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                **kwargs,
+            )
     except FileNotFoundError:
         raise LlmobsError(f"{args[0]} not found", hint=hint or "run `llmobs doctor`") from None
     except subprocess.TimeoutExpired as exc:
-        raise LlmobsError(f"{Path(args[0]).name} did not finish within {timeout:g} s",
-                          hint=hint) from exc
+        raise LlmobsError(f"{Path(args[0]).name} did not finish within {timeout:g} s", hint=hint) from exc
     output = (proc.stdout or b"") if stdout_path is None else (proc.stderr or b"")
     log.info("exit %d after %.2fs: %s", proc.returncode, time.monotonic() - started, Path(args[0]).name)
     if check and proc.returncode != 0:

@@ -57,8 +57,9 @@ def notify_ready() -> None:
 def setup_logging(settings: Settings, role: str) -> None:
     """Log lines on stderr that name the server and its process, at ``LLMOBS_LOG_LEVEL``. The
     connection pool and uvicorn say something at INFO on every request: kept to warnings."""
-    level = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-             "error": logging.ERROR}[settings.get_str("LLMOBS_LOG_LEVEL")]
+    level = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}[
+        settings.get_str("LLMOBS_LOG_LEVEL")
+    ]
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"%(asctime)s {role}[%(process)d] %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()

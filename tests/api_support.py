@@ -31,35 +31,72 @@ def span_id() -> str:
     return secrets.token_hex(8)
 
 
-def llm_trace(start: datetime, *, service: str = "chatbot", model: str = "gpt-4o", provider: str = "openai",
-              calls: int = 2, error: bool = False, user: str | None = None, session: str | None = None,
-              root_ms: float = 1500.0, input_tokens: int = 1000, output_tokens: int = 200) -> list[RawSpan]:
+def llm_trace(
+    start: datetime,
+    *,
+    service: str = "chatbot",
+    model: str = "gpt-4o",
+    provider: str = "openai",
+    calls: int = 2,
+    error: bool = False,
+    user: str | None = None,
+    session: str | None = None,
+    root_ms: float = 1500.0,
+    input_tokens: int = 1000,
+    output_tokens: int = 200,
+) -> list[RawSpan]:
     """A root span with ``calls`` LLM calls under it (OTel GenAI attributes), each call after the
     first linked to the one before it."""
     tid, root = trace_id(), span_id()
     resource = {"service.name": service}
-    spans = [RawSpan(trace_id=tid, span_id=root, name=f"POST /{service}", kind="server", start_time=start,
-                     end_time=start + timedelta(milliseconds=root_ms), status_code="error" if error else "ok",
-                     resource=resource,
-                     attributes={k: v for k, v in (("user.id", user), ("session.id", session)) if v})]
+    spans = [
+        RawSpan(
+            trace_id=tid,
+            span_id=root,
+            name=f"POST /{service}",
+            kind="server",
+            start_time=start,
+            end_time=start + timedelta(milliseconds=root_ms),
+            status_code="error" if error else "ok",
+            resource=resource,
+            attributes={k: v for k, v in (("user.id", user), ("session.id", session)) if v},
+        )
+    ]
     t = start + timedelta(milliseconds=10)
     previous: str | None = None
     for i in range(calls):
         end = t + timedelta(milliseconds=root_ms / (calls + 1))
-        attrs: dict[str, Any] = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": provider,
-                                 "gen_ai.request.model": model, "gen_ai.response.model": model,
-                                 "gen_ai.usage.input_tokens": input_tokens, "gen_ai.usage.output_tokens": output_tokens}
+        attrs: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": provider,
+            "gen_ai.request.model": model,
+            "gen_ai.response.model": model,
+            "gen_ai.usage.input_tokens": input_tokens,
+            "gen_ai.usage.output_tokens": output_tokens,
+        }
         if user:
             attrs["user.id"] = user
         if session:
             attrs["session.id"] = session
-        links = ([{"trace_id": tid, "span_id": previous, "attributes": {"link.kind": "follows_from"}}]
-                 if previous else [])
+        links = (
+            [{"trace_id": tid, "span_id": previous, "attributes": {"link.kind": "follows_from"}}] if previous else []
+        )
         previous = span_id()
-        spans.append(RawSpan(trace_id=tid, span_id=previous, parent_span_id=root, name=f"chat {model}",
-                             kind="client", start_time=t, end_time=end,
-                             status_code="error" if error and i == calls - 1 else "ok", attributes=attrs,
-                             resource=resource, links=links))
+        spans.append(
+            RawSpan(
+                trace_id=tid,
+                span_id=previous,
+                parent_span_id=root,
+                name=f"chat {model}",
+                kind="client",
+                start_time=t,
+                end_time=end,
+                status_code="error" if error and i == calls - 1 else "ok",
+                attributes=attrs,
+                resource=resource,
+                links=links,
+            )
+        )
         t = end
     return spans
 
@@ -119,15 +156,28 @@ def seed(settings: Settings, now: datetime | None = None) -> Seeded:
     a, b = make_project(settings, "alpha"), make_project(settings, "beta")
     spans_a: list[RawSpan] = []
     for i in range(12):
-        trace = llm_trace(now - timedelta(minutes=5 + i * 37), service="chatbot" if i % 2 else "rag",
-                          model="gpt-4o" if i % 3 else "gpt-4o-mini", error=i == 4, user=f"user-{i % 3}",
-                          session=f"sess-{i % 4}", root_ms=500 + 100 * i, calls=1 + i % 3)
+        trace = llm_trace(
+            now - timedelta(minutes=5 + i * 37),
+            service="chatbot" if i % 2 else "rag",
+            model="gpt-4o" if i % 3 else "gpt-4o-mini",
+            error=i == 4,
+            user=f"user-{i % 3}",
+            session=f"sess-{i % 4}",
+            root_ms=500 + 100 * i,
+            calls=1 + i % 3,
+        )
         spans_a += trace
         a.traces.append(trace[0].trace_id)
     spans_b: list[RawSpan] = []
     for i in range(6):
-        trace = llm_trace(now - timedelta(minutes=7 + i * 50), service="secret-svc", model="claude-3-5-sonnet",
-                          provider="anthropic", user="b-user", session="b-session")
+        trace = llm_trace(
+            now - timedelta(minutes=7 + i * 50),
+            service="secret-svc",
+            model="claude-3-5-sonnet",
+            provider="anthropic",
+            user="b-user",
+            session="b-session",
+        )
         spans_b += trace
         b.traces.append(trace[0].trace_id)
     # Older data: the hourly rollup (ranges over a day) has something to show as well.

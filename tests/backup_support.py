@@ -58,11 +58,27 @@ class ArchivedCluster:
         (backups and restores append to them)."""
         env = {"PGPASSWORD": self.settings.secret("DB_PASSWORD"), "PATH": "/usr/bin:/bin"}
         out = subprocess.run(
-            [str(self.cluster.binaries("pg_dump")), "-h", "127.0.0.1", "-p", str(self.settings.get_int("DB_PORT")),
-             "-U", "postgres", "--exclude-table-data=audit_log", "--exclude-table-data=llmobs_backups", DB_NAME],
-            env=env, capture_output=True, check=True).stdout.decode()
-        return "\n".join(line for line in out.splitlines()
-                         if not re.search(r"audit_log_id_seq', \d+|^-- Dumped (from|by)|^\\(un)?restrict ", line))
+            [
+                str(self.cluster.binaries("pg_dump")),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.settings.get_int("DB_PORT")),
+                "-U",
+                "postgres",
+                "--exclude-table-data=audit_log",
+                "--exclude-table-data=llmobs_backups",
+                DB_NAME,
+            ],
+            env=env,
+            capture_output=True,
+            check=True,
+        ).stdout.decode()
+        return "\n".join(
+            line
+            for line in out.splitlines()
+            if not re.search(r"audit_log_id_seq', \d+|^-- Dumped (from|by)|^\\(un)?restrict ", line)
+        )
 
 
 def make_archived_cluster(**extra: str) -> ArchivedCluster:
@@ -81,8 +97,9 @@ def make_archived_cluster(**extra: str) -> ArchivedCluster:
     cluster.write_config(config)
     cluster.start()
     server = PgServer("127.0.0.1", port, password, generate_password(), generate_password(), cluster)
-    env = settings_env(server, None, DB_NAME, BACKUP_DIR=str(root / "backups"),
-                       BACKUP_WAL_ARCHIVE_DIR=str(archive), **extra)
+    env = settings_env(
+        server, None, DB_NAME, BACKUP_DIR=str(root / "backups"), BACKUP_WAL_ARCHIVE_DIR=str(archive), **extra
+    )
     settings = Settings(env, None)
     bootstrap(settings)
     return ArchivedCluster(root, cluster, ClusterSite(cluster, config), settings, env)

@@ -52,8 +52,11 @@ class RunningCollector:
     def metric(self, name: str) -> float:
         """Sum of a metric's samples whose name (with labels) starts with ``name``."""
         text = httpx.get(f"{self.metrics_url}/metrics", timeout=5).text
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith(name) and not line.startswith("#"))
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name) and not line.startswith("#")
+        )
 
     def stop(self, timeout: float = 60) -> int:
         """SIGTERM (drain) and wait; the exit code."""
@@ -72,19 +75,33 @@ class RunningCollector:
 
 
 def collector_env(base: dict[str, str], **extra: str) -> dict[str, str]:
-    env = {**base, "COLLECTOR_GRPC_PORT": str(free_port()), "COLLECTOR_HTTP_PORT": str(free_port()),
-           "COLLECTOR_METRICS_PORT": str(free_port()), "COLLECTOR_WORKERS": "1", "LLMOBS_LOG_LEVEL": "info"}
+    env = {
+        **base,
+        "COLLECTOR_GRPC_PORT": str(free_port()),
+        "COLLECTOR_HTTP_PORT": str(free_port()),
+        "COLLECTOR_METRICS_PORT": str(free_port()),
+        "COLLECTOR_WORKERS": "1",
+        "LLMOBS_LOG_LEVEL": "info",
+    }
     env.update(extra)
     return env
 
 
 def launch(env: dict[str, str], log_file: Path, *, wait_healthy: bool = True, timeout: float = 60) -> RunningCollector:
-    child_env = {k: v for k, v in os.environ.items()
-                 if not k.startswith(("LLMOBS_", "DB_", "REDIS_", "COLLECTOR_", "PII_", "SAMPLING_", "OTEL_"))}
+    child_env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LLMOBS_", "DB_", "REDIS_", "COLLECTOR_", "PII_", "SAMPLING_", "OTEL_"))
+    }
     child_env.update(env)
     # secrets go through the environment, never the arguments
-    proc = subprocess.Popen([sys.executable, "-m", "llmobs", "serve", "collector"], env=child_env,
-                            stdout=subprocess.DEVNULL, stderr=log_file.open("ab"), start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmobs", "serve", "collector"],
+        env=child_env,
+        stdout=subprocess.DEVNULL,
+        stderr=log_file.open("ab"),
+        start_new_session=True,
+    )
     running = RunningCollector(proc, env, log_file)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -142,10 +159,14 @@ def otlp_request(spans: list[dict], resource: dict | None = None) -> bytes:
     ss = rs.scope_spans.add()
     ss.scope.name = "tests"
     for s in spans:
-        sp = ss.spans.add(trace_id=bytes.fromhex(s["trace_id"]), span_id=bytes.fromhex(s["span_id"]),
-                          name=s.get("name", "op"), kind=s.get("kind", 1),
-                          start_time_unix_nano=s.get("start", time.time_ns()),
-                          end_time_unix_nano=s.get("end", time.time_ns() + 1_000_000))
+        sp = ss.spans.add(
+            trace_id=bytes.fromhex(s["trace_id"]),
+            span_id=bytes.fromhex(s["span_id"]),
+            name=s.get("name", "op"),
+            kind=s.get("kind", 1),
+            start_time_unix_nano=s.get("start", time.time_ns()),
+            end_time_unix_nano=s.get("end", time.time_ns() + 1_000_000),
+        )
         if s.get("parent"):
             sp.parent_span_id = bytes.fromhex(s["parent"])
         sp.status.code = s.get("status", 0)
@@ -185,8 +206,15 @@ def grpc_export(target: str, body: bytes, token: str | None, *, compression=None
         return grpc.StatusCode.OK, response, dict(call.trailing_metadata() or ())
 
 
-def http_export(base_url: str, body: bytes, token: str | None, *, content_type: str = "application/x-protobuf",
-                headers: dict[str, str] | None = None, timeout: float = 30) -> httpx.Response:
+def http_export(
+    base_url: str,
+    body: bytes,
+    token: str | None,
+    *,
+    content_type: str = "application/x-protobuf",
+    headers: dict[str, str] | None = None,
+    timeout: float = 30,
+) -> httpx.Response:
     all_headers = {"content-type": content_type, **(headers or {})}
     if token:
         all_headers["authorization"] = f"Bearer {token}"

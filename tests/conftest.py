@@ -79,8 +79,10 @@ class RedisInfo:
 def pg_server() -> Iterator[PgServer]:
     from llmobs.stack.postgres import PgCluster, PgConfig
 
-    require(shutil.which("pg_ctl") is not None or Path("/usr/lib/postgresql").is_dir(),
-            "PostgreSQL server binaries are not installed")
+    require(
+        shutil.which("pg_ctl") is not None or Path("/usr/lib/postgresql").is_dir(),
+        "PostgreSQL server binaries are not installed",
+    )
     root = make_workdir("llmobs-pg-")
     cluster = PgCluster(root / "data", log_file=root / "postgres.log", os_user=pg_os_user())
     socket_dir = root / "run"
@@ -163,12 +165,24 @@ def db_name(pg_server: PgServer, template_db: str, request: pytest.FixtureReques
     import psycopg
 
     name = f"t_{secrets.token_hex(6)}"
-    with psycopg.connect(host=pg_server.host, port=pg_server.port, user="postgres", dbname="postgres",
-                         password=pg_server.password, autocommit=True) as conn:
+    with psycopg.connect(
+        host=pg_server.host,
+        port=pg_server.port,
+        user="postgres",
+        dbname="postgres",
+        password=pg_server.password,
+        autocommit=True,
+    ) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
     yield name
-    with psycopg.connect(host=pg_server.host, port=pg_server.port, user="postgres", dbname="postgres",
-                         password=pg_server.password, autocommit=True) as conn:
+    with psycopg.connect(
+        host=pg_server.host,
+        port=pg_server.port,
+        user="postgres",
+        dbname="postgres",
+        password=pg_server.password,
+        autocommit=True,
+    ) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -186,8 +200,14 @@ def admin_conn(settings: Settings):
         yield conn
 
 
-def run_cli(*args: str, project_dir: Path | None = None, env: dict[str, str] | None = None,
-            cwd: Path | None = None, timeout: float = 300, input: str | None = None):
+def run_cli(
+    *args: str,
+    project_dir: Path | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 300,
+    input: str | None = None,
+):
     """Run the real `llmobs` CLI in a subprocess; returns the CompletedProcess (text)."""
     import subprocess
     import sys
@@ -197,8 +217,9 @@ def run_cli(*args: str, project_dir: Path | None = None, env: dict[str, str] | N
         argv += ["--project-dir", str(project_dir)]
     child_env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMOBS_", "DB_", "REDIS_"))}
     child_env.update(env or {})
-    return subprocess.run([*argv, *args], capture_output=True, text=True, env=child_env, cwd=cwd,
-                          timeout=timeout, input=input)
+    return subprocess.run(
+        [*argv, *args], capture_output=True, text=True, env=child_env, cwd=cwd, timeout=timeout, input=input
+    )
 
 
 def free_ports_env() -> dict[str, str]:

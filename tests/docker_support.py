@@ -26,16 +26,28 @@ from conftest import free_ports_env, make_workdir, require, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 #: what `eval "$(scripts/offline-images)"` exports
-OFFLINE_KEYS = ("LLMOBS_IMAGE_TIMESCALEDB", "LLMOBS_IMAGE_REDIS", "LLMOBS_IMAGE_PROXY", "LLMOBS_IMAGE_APP",
-                "LLMOBS_COMPOSE_FILES")
+OFFLINE_KEYS = (
+    "LLMOBS_IMAGE_TIMESCALEDB",
+    "LLMOBS_IMAGE_REDIS",
+    "LLMOBS_IMAGE_PROXY",
+    "LLMOBS_IMAGE_APP",
+    "LLMOBS_COMPOSE_FILES",
+)
 TEST_PROJECT_PREFIX = "llmobs-test-"
 UP_TIMEOUT = 600
 
 
-def docker(*args: str, check: bool = True, timeout: float = 120, input: bytes | None = None
-           ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, timeout=timeout,
-                          input=input.decode() if input else None)
+def docker(
+    *args: str, check: bool = True, timeout: float = 120, input: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["docker", *args],
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=timeout,
+        input=input.decode() if input else None,
+    )
 
 
 @cache
@@ -43,8 +55,10 @@ def engine_and_compose() -> bool:
     if shutil.which("docker") is None:
         return False
     try:
-        return (docker("info", check=False, timeout=20).returncode == 0
-                and docker("compose", "version", check=False, timeout=20).returncode == 0)
+        return (
+            docker("info", check=False, timeout=20).returncode == 0
+            and docker("compose", "version", check=False, timeout=20).returncode == 0
+        )
     except subprocess.TimeoutExpired:
         return False
 
@@ -65,8 +79,7 @@ def offline_settings() -> dict[str, str]:
     images = [v for k, v in values.items() if k.startswith("LLMOBS_IMAGE_")]
     if len(values) == len(OFFLINE_KEYS) and all(_image_exists(i) for i in images):
         return values
-    proc = subprocess.run([str(ROOT / "scripts" / "offline-images")], capture_output=True, text=True,
-                          timeout=1200)
+    proc = subprocess.run([str(ROOT / "scripts" / "offline-images")], capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, f"scripts/offline-images failed:\n{proc.stderr[-4000:]}"
     found = dict(re.findall(r"^export (\w+)=(\S+)$", proc.stdout, re.MULTILINE))
     return {k: found[k] for k in OFFLINE_KEYS}
@@ -130,14 +143,23 @@ class Project:
         """A statement as the superuser over the published PostgreSQL port (autocommit)."""
         import psycopg
 
-        with psycopg.connect(host="127.0.0.1", port=self.port("DB_PORT"), user="postgres",
-                             password=self.env["DB_PASSWORD"], dbname=self.env["DB_NAME"], autocommit=True) as conn:
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=self.port("DB_PORT"),
+            user="postgres",
+            password=self.env["DB_PASSWORD"],
+            dbname=self.env["DB_NAME"],
+            autocommit=True,
+        ) as conn:
             cur = conn.execute(statement, params)
             return cur.fetchall() if cur.description else []
 
     def api(self) -> httpx.Client:
-        return httpx.Client(base_url=f"http://127.0.0.1:{self.port('API_PORT')}", timeout=10,
-                            headers={"Authorization": f"Bearer {self.env['LLMOBS_ADMIN_API_KEY']}"})
+        return httpx.Client(
+            base_url=f"http://127.0.0.1:{self.port('API_PORT')}",
+            timeout=10,
+            headers={"Authorization": f"Bearer {self.env['LLMOBS_ADMIN_API_KEY']}"},
+        )
 
 
 def new_project() -> Project:
@@ -146,8 +168,16 @@ def new_project() -> Project:
     root = make_workdir("llmobs-compose-") / "proj"
     name = new_project_name()
     assert run_cli("init", str(root)).returncode == 0
-    update_env_file(root / ".env", {**free_ports_env(), **images, "COMPOSE_PROJECT_NAME": name,
-                                    "LLMOBS_RUNTIME": "compose", "MAINTAIN_INTERVAL_SECONDS": "5"})
+    update_env_file(
+        root / ".env",
+        {
+            **free_ports_env(),
+            **images,
+            "COMPOSE_PROJECT_NAME": name,
+            "LLMOBS_RUNTIME": "compose",
+            "MAINTAIN_INTERVAL_SECONDS": "5",
+        },
+    )
     return Project(root, name)
 
 
@@ -158,8 +188,11 @@ def send_trace(project: Project, name: str) -> str:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-    exporter = OTLPSpanExporter(endpoint=f"127.0.0.1:{project.port('COLLECTOR_GRPC_PORT')}", insecure=True,
-                                headers={"authorization": f"Bearer {project.env['LLMOBS_INGEST_API_KEY']}"})
+    exporter = OTLPSpanExporter(
+        endpoint=f"127.0.0.1:{project.port('COLLECTOR_GRPC_PORT')}",
+        insecure=True,
+        headers={"authorization": f"Bearer {project.env['LLMOBS_INGEST_API_KEY']}"},
+    )
     provider = TracerProvider(resource=Resource.create({"service.name": "compose-e2e"}))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     with provider.get_tracer("compose-e2e").start_as_current_span(name) as span:

@@ -48,8 +48,12 @@ class SpanSender:
         self.failed_batches = 0
         self.retries = _RetryCounter()
         logging.getLogger("opentelemetry.exporter.otlp.proto.grpc.exporter").addHandler(self.retries)
-        inner = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}", insecure=True, timeout=30,
-                                 headers=(("authorization", f"Bearer {ingest_key}"),))
+        inner = OTLPSpanExporter(
+            endpoint=f"http://127.0.0.1:{port}",
+            insecure=True,
+            timeout=30,
+            headers=(("authorization", f"Bearer {ingest_key}"),),
+        )
 
         class Recording(SpanExporter):
             def export(self, spans):  # type: ignore[no-untyped-def]
@@ -64,8 +68,9 @@ class SpanSender:
                 inner.shutdown()
 
         self.provider = TracerProvider(resource=Resource.create({"service.name": "rotation-load"}))
-        self.provider.add_span_processor(BatchSpanProcessor(Recording(), schedule_delay_millis=50,
-                                                            max_export_batch_size=30, max_queue_size=100_000))
+        self.provider.add_span_processor(
+            BatchSpanProcessor(Recording(), schedule_delay_millis=50, max_export_batch_size=30, max_queue_size=100_000)
+        )
         self.tracer = self.provider.get_tracer("rotation-test")
         self.created = 0
         self._stop = threading.Event()
@@ -109,8 +114,9 @@ class TraceReader:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                resp = self.client.get("/api/v1/traces", params={"limit": 5},
-                                       headers={"Authorization": f"Bearer {self.token}"})
+                resp = self.client.get(
+                    "/api/v1/traces", params={"limit": 5}, headers={"Authorization": f"Bearer {self.token}"}
+                )
                 if resp.status_code == 200:
                     self.ok += 1
                 else:
@@ -145,15 +151,17 @@ class FreshTokenUser:
     def _once(self) -> None:
         import jwt
 
-        resp = httpx.post(f"{self.base}/api/v1/auth/token", headers={"Authorization": f"Bearer {self.api_key}"},
-                          timeout=10)
+        resp = httpx.post(
+            f"{self.base}/api/v1/auth/token", headers={"Authorization": f"Bearer {self.api_key}"}, timeout=10
+        )
         if resp.status_code != 200:
             self.failures.append(f"token: HTTP {resp.status_code}: {resp.text[:200]}")
             return
         token = resp.json()["access_token"]
         self.kids.add(jwt.get_unverified_header(token)["kid"])
-        resp = httpx.get(f"{self.base}/api/v1/traces", params={"limit": 1},
-                         headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        resp = httpx.get(
+            f"{self.base}/api/v1/traces", params={"limit": 1}, headers={"Authorization": f"Bearer {token}"}, timeout=10
+        )
         if resp.status_code == 200:
             self.used += 1
         else:
@@ -199,22 +207,35 @@ class ProcessArgsSampler:
 
 
 def issue_jwt(env: dict[str, str]) -> str:
-    resp = httpx.post(f"http://127.0.0.1:{env['API_PORT']}/api/v1/auth/token",
-                      headers={"Authorization": f"Bearer {env['LLMOBS_ADMIN_API_KEY']}"}, timeout=10)
+    resp = httpx.post(
+        f"http://127.0.0.1:{env['API_PORT']}/api/v1/auth/token",
+        headers={"Authorization": f"Bearer {env['LLMOBS_ADMIN_API_KEY']}"},
+        timeout=10,
+    )
     assert resp.status_code == 200, resp.text
     return resp.json()["access_token"]
 
 
 def api_status(env: dict[str, str], token: str) -> int:
-    return httpx.get(f"http://127.0.0.1:{env['API_PORT']}/api/v1/traces", params={"limit": 1},
-                     headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code
+    return httpx.get(
+        f"http://127.0.0.1:{env['API_PORT']}/api/v1/traces",
+        params={"limit": 1},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    ).status_code
 
 
 def pg_accepts(env: dict[str, str], user: str, password: str) -> bool:
     """Whether PostgreSQL lets ``user`` in; False only for a refused login (not an outage)."""
     try:
-        psycopg.connect(host="127.0.0.1", port=int(env["DB_PORT"]), dbname=env["DB_NAME"], user=user,
-                        password=password, connect_timeout=5).close()
+        psycopg.connect(
+            host="127.0.0.1",
+            port=int(env["DB_PORT"]),
+            dbname=env["DB_NAME"],
+            user=user,
+            password=password,
+            connect_timeout=5,
+        ).close()
         return True
     except psycopg.OperationalError as exc:
         assert "password authentication failed" in str(exc) or "not permitted to log in" in str(exc), exc
@@ -226,8 +247,14 @@ def pg_refuses(env: dict[str, str], user: str, password: str) -> bool:
 
 
 def redis_accepts(env: dict[str, str], password: str) -> bool:
-    client = redis.Redis(host="127.0.0.1", port=int(env["REDIS_PORT"]), username=env["REDIS_USER"],
-                         password=password, socket_timeout=5, retry=Retry(NoBackoff(), 0))
+    client = redis.Redis(
+        host="127.0.0.1",
+        port=int(env["REDIS_PORT"]),
+        username=env["REDIS_USER"],
+        password=password,
+        socket_timeout=5,
+        retry=Retry(NoBackoff(), 0),
+    )
     try:
         return bool(client.ping())
     except redis.AuthenticationError:
@@ -241,10 +268,12 @@ def redis_refuses(env: dict[str, str], password: str) -> bool:
 
 
 def stored_span_ids(env: dict[str, str], span_ids: set[str]) -> set[str]:
-    with psycopg.connect(host="127.0.0.1", port=int(env["DB_PORT"]), dbname=env["DB_NAME"], user="postgres",
-                         password=env["DB_PASSWORD"]) as conn:
-        rows = conn.execute("SELECT span_id FROM spans WHERE service_name = 'rotation-load' AND span_id = ANY(%s)",
-                            (list(span_ids),)).fetchall()
+    with psycopg.connect(
+        host="127.0.0.1", port=int(env["DB_PORT"]), dbname=env["DB_NAME"], user="postgres", password=env["DB_PASSWORD"]
+    ) as conn:
+        rows = conn.execute(
+            "SELECT span_id FROM spans WHERE service_name = 'rotation-load' AND span_id = ANY(%s)", (list(span_ids),)
+        ).fetchall()
     return {r[0] for r in rows}
 
 
@@ -277,13 +306,16 @@ def load_clients(project: Path) -> tuple[SpanSender, TraceReader, str]:
     return sender, reader, token
 
 
-def assert_nothing_failed_or_lost(project: Path, sender: SpanSender, reader: TraceReader, *,
-                                  allow_retries: bool = False) -> None:
+def assert_nothing_failed_or_lost(
+    project: Path, sender: SpanSender, reader: TraceReader, *, allow_retries: bool = False
+) -> None:
     """No read failed, no export failed, every acknowledged span is stored. ``allow_retries``
     tolerates export requests the collector refused as retryable (OTLP UNAVAILABLE, which the
     SDK retries), e.g. from a replica that takes traffic before its database pool is up."""
-    print(f"{len(sender.acked)} spans acknowledged, {sender.retries.count} export retries, "
-          f"{reader.ok} reads, {len(reader.failures)} failed reads")
+    print(
+        f"{len(sender.acked)} spans acknowledged, {sender.retries.count} export retries, "
+        f"{reader.ok} reads, {len(reader.failures)} failed reads"
+    )
     assert reader.failures == [], f"{len(reader.failures)} failed reads, e.g. {reader.failures[:5]}"
     assert sender.failed_batches == 0, f"{sender.failed_batches} span batches failed"
     if not allow_retries:

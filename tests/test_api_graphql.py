@@ -40,7 +40,8 @@ def test_trace_with_nested_spans(client, seeded):
     assert root["children"][0]["inputTokens"] == 1000
     first, second, _ = root["children"]
     assert first["links"] == [] and second["links"] == [
-        {"trace_id": seeded.a.traces[5], "span_id": first["spanId"], "attributes": {"link.kind": "follows_from"}}]
+        {"trace_id": seeded.a.traces[5], "span_id": first["spanId"], "attributes": {"link.kind": "follows_from"}}
+    ]
 
 
 def test_traces_page_and_metrics(client, seeded):
@@ -53,8 +54,12 @@ def test_traces_page_and_metrics(client, seeded):
     assert ids == seeded.a.traces[:10]
     errors = gql(client, seeded.a.auth(), q, {"f": {"from": since, "status": "error"}}).json()["data"]["traces"]
     assert [t["traceId"] for t in errors["traces"]] == [seeded.a.traces[4]]
-    m = gql(client, seeded.a.auth(), """{ metrics(groupBy: PROVIDER, interval: "1h") {
-             group points { time requests latencyP95Ms costUsd } } }""").json()["data"]["metrics"]
+    m = gql(
+        client,
+        seeded.a.auth(),
+        """{ metrics(groupBy: PROVIDER, interval: "1h") {
+             group points { time requests latencyP95Ms costUsd } } }""",
+    ).json()["data"]["metrics"]
     assert [s["group"] for s in m] == ["openai"]
     assert sum(p["requests"] for p in m[0]["points"]) == sum(1 + i % 3 for i in range(12))
 
@@ -79,17 +84,20 @@ def test_query_nested_50_levels_is_refused(client, seeded):
     assert body["error"]["request_id"] == r.headers["x-request-id"]
 
 
-@pytest.mark.parametrize("query, fragment", [
-    ("{ traces(first: 100000) { nextCursor } }", "first must be between 1 and 200"),
-    ('{ trace(traceId: "xyz") { traceId } }', "trace_id must be 32 hex"),
-    ('{ metrics(interval: "7w") { group } }', "unknown interval"),
-    ('{ traces(filter: {status: "maybe"}) { nextCursor } }', "status must be ok or error"),
-    ('{ traces(after: "garbage") { nextCursor } }', "cursor is not valid"),
-    ("{ traces { nope } }", "Cannot query field 'nope'"),
-    ("{ traces(", "Syntax Error"),
-    ("mutation { x }", "mutation"),
-    ("{ " + " ".join(f"a{i}: traces {{ nextCursor }}" for i in range(40)) + " }", "aliases"),
-])
+@pytest.mark.parametrize(
+    "query, fragment",
+    [
+        ("{ traces(first: 100000) { nextCursor } }", "first must be between 1 and 200"),
+        ('{ trace(traceId: "xyz") { traceId } }', "trace_id must be 32 hex"),
+        ('{ metrics(interval: "7w") { group } }', "unknown interval"),
+        ('{ traces(filter: {status: "maybe"}) { nextCursor } }', "status must be ok or error"),
+        ('{ traces(after: "garbage") { nextCursor } }', "cursor is not valid"),
+        ("{ traces { nope } }", "Cannot query field 'nope'"),
+        ("{ traces(", "Syntax Error"),
+        ("mutation { x }", "mutation"),
+        ("{ " + " ".join(f"a{i}: traces {{ nextCursor }}" for i in range(40)) + " }", "aliases"),
+    ],
+)
 def test_bad_documents_and_arguments_are_4xx(client, seeded, query, fragment):
     r = gql(client, seeded.a.auth(), query)
     assert r.status_code == 400, r.text

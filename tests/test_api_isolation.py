@@ -37,17 +37,24 @@ def test_a_key_never_sees_another_projects_spans(settings: Settings, seeded):
         listed = c.get("/api/v1/traces", headers=a.auth(), params={"from": since, "limit": 1000}).json()["traces"]
         assert {t["trace_id"] for t in listed} == set(a.traces)
         assert "secret-svc" not in {t["service_name"] for t in listed}
-        assert c.get("/api/v1/traces", headers=a.auth(), params={"service": "secret-svc", "from": since}
-                     ).json()["traces"] == []
+        assert (
+            c.get("/api/v1/traces", headers=a.auth(), params={"service": "secret-svc", "from": since}).json()["traces"]
+            == []
+        )
         # Structured queries cannot reach B, not even by filtering on project fields.
-        q = {"from": since, "group_by": ["service_name", "provider"], "aggregates": [{"fn": "count"}],
-             "filters": [{"field": "resource.service.name", "op": "eq", "value": "secret-svc"}]}
+        q = {
+            "from": since,
+            "group_by": ["service_name", "provider"],
+            "aggregates": [{"fn": "count"}],
+            "filters": [{"field": "resource.service.name", "op": "eq", "value": "secret-svc"}],
+        }
         assert c.post("/api/v1/query", headers=a.auth(), json=q).json()["rows"] == []
         q = {"from": since, "group_by": ["service_name"], "aggregates": [{"fn": "count"}]}
         rows = c.post("/api/v1/query", headers=a.auth(), json=q).json()["rows"]
         assert {row[0] for row in rows} == {"chatbot", "rag"}
-        metrics = c.get("/api/v1/metrics", headers=a.auth(), params={"from": since, "group_by": "provider",
-                                                                     "interval": "1d"}).json()
+        metrics = c.get(
+            "/api/v1/metrics", headers=a.auth(), params={"from": since, "group_by": "provider", "interval": "1d"}
+        ).json()
         assert {s["group"] for s in metrics["series"]} == {"openai"}
         query = f'{{ trace(traceId: "{b.traces[0]}") {{ traceId }} }}'
         gql = c.post("/graphql", headers=a.auth(), json={"query": query})
@@ -126,8 +133,9 @@ def test_connections_ended_by_the_server_are_replaced_before_a_request_gets_them
         for _ in range(3):
             assert c.get(f"/api/v1/traces/{seeded.a.traces[0]}", headers=seeded.a.auth()).status_code == 200
         with connect(settings, "admin", autocommit=True) as admin:
-            ended = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                  "WHERE application_name = 'llmobs-api'").fetchone()[0]
+            ended = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'llmobs-api'"
+            ).fetchone()[0]
         assert ended >= 1
         for _ in range(5):
             r = c.get(f"/api/v1/traces/{seeded.a.traces[0]}", headers=seeded.a.auth())
@@ -163,8 +171,10 @@ def test_row_level_security_in_postgres(settings: Settings, seeded):
         assert conn.execute("SELECT count(*) FROM spans").fetchone()[0] == 0
     with connect(settings, "admin") as conn:
         names = {r[0] for r in conn.execute("SELECT DISTINCT name FROM spans WHERE project_id = %s", (b.id,))}
-        assert "pwned" not in names and conn.execute(
-            "SELECT count(*) FROM spans WHERE project_id = %s", (b.id,)).fetchone()[0] == 18
+        assert (
+            "pwned" not in names
+            and conn.execute("SELECT count(*) FROM spans WHERE project_id = %s", (b.id,)).fetchone()[0] == 18
+        )
 
 
 def test_inserts_stay_open_to_every_project(settings: Settings, seeded):
@@ -176,19 +186,25 @@ def test_inserts_stay_open_to_every_project(settings: Settings, seeded):
 
     now = datetime.now(UTC)
     with _as_api(settings, seeded.a.id) as conn:
-        conn.execute("""INSERT INTO spans (project_id, trace_id, span_id, name, start_time, end_time, duration_ms)
-                        VALUES (%s, %s, %s, 'x', now(), now(), 0)""", (seeded.b.id, "ef" * 16, "01" * 8))
+        conn.execute(
+            """INSERT INTO spans (project_id, trace_id, span_id, name, start_time, end_time, duration_ms)
+                        VALUES (%s, %s, %s, 'x', now(), now(), 0)""",
+            (seeded.b.id, "ef" * 16, "01" * 8),
+        )
         conn.commit()
     pipeline = SpanPipeline()
-    rows = (pipeline.process(llm_trace(now), project_id=seeded.a.id).rows
-            + pipeline.process(llm_trace(now), project_id=seeded.b.id).rows)
+    rows = (
+        pipeline.process(llm_trace(now), project_id=seeded.a.id).rows
+        + pipeline.process(llm_trace(now), project_id=seeded.b.id).rows
+    )
     with connect(settings, "app") as conn:
         copy_spans(conn, rows, cache=PartitionCache())
         conn.commit()
     with connect(settings, "admin") as conn:
         assert conn.execute("SELECT count(*) FROM spans WHERE span_id = %s", ("01" * 8,)).fetchone()[0] == 1
-        assert conn.execute("SELECT count(*) FROM spans WHERE trace_id = ANY(%s)",
-                            ([r.trace_id for r in rows],)).fetchone()[0] == len(rows)
+        assert conn.execute(
+            "SELECT count(*) FROM spans WHERE trace_id = ANY(%s)", ([r.trace_id for r in rows],)
+        ).fetchone()[0] == len(rows)
     store_spans(settings, seeded.b.id, llm_trace(now))  # the test helper's path: same COPY as the collector
 
 

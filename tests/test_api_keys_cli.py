@@ -28,8 +28,13 @@ def project_dir(settings: Settings, pg_server, redis_server, db_name, tmp_path: 
 
 def llmobs(project_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "REDIS_", "LLMOBS_", "SECRET_"))}
-    proc = subprocess.run([sys.executable, "-m", "llmobs", "--project-dir", str(project_dir), *args],
-                          capture_output=True, text=True, env=env, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "llmobs", "--project-dir", str(project_dir), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
@@ -41,8 +46,9 @@ def test_create_list_revoke_and_audit(settings: Settings, project_dir: Path):
     token = created.stdout.strip().splitlines()[-1]
     key_id = apikeys.key_id_of(token)
     assert key_id is not None
-    again = json.loads(llmobs(project_dir, "keys", "create", "--project", "newproj", "--expires", "30",
-                              "--json").stdout)
+    again = json.loads(
+        llmobs(project_dir, "keys", "create", "--project", "newproj", "--expires", "30", "--json").stdout
+    )
     assert again["project_created"] is False and again["role"] == "reader" and again["expires_at"]
     assert apikeys.key_id_of(again["token"]) == again["id"]
 

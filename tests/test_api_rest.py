@@ -43,9 +43,20 @@ def test_health_and_readiness(client):
 
 def test_openapi_and_docs_served(client):
     spec = client.get("/openapi.json").json()
-    for path in ("/api/v1/spans", "/api/v1/spans/{span_id}", "/api/v1/traces/{trace_id}", "/api/v1/traces",
-                 "/api/v1/query", "/api/v1/metrics", "/api/v1/traces/stream", "/api/v1/auth/token", "/api/v1/audit",
-                 "/graphql", "/health", "/health/ready"):
+    for path in (
+        "/api/v1/spans",
+        "/api/v1/spans/{span_id}",
+        "/api/v1/traces/{trace_id}",
+        "/api/v1/traces",
+        "/api/v1/query",
+        "/api/v1/metrics",
+        "/api/v1/traces/stream",
+        "/api/v1/auth/token",
+        "/api/v1/audit",
+        "/graphql",
+        "/health",
+        "/health/ready",
+    ):
         assert path in spec["paths"], path
     assert "bearer" in str(spec["components"]["securitySchemes"]).lower()
     assert client.get("/docs").status_code == 200
@@ -137,13 +148,22 @@ def test_trace_list_cursor_pages_through_everything_once(client, seeded, sort):
 
 
 def test_structured_query(client, seeded):
-    body = {"from": iso(seeded.now - timedelta(days=1)), "to": iso(seeded.now + timedelta(minutes=1)),
-            "filters": [{"field": "model", "op": "in", "value": ["gpt-4o", "gpt-4o-mini"]},
-                        {"field": "attributes.gen_ai.usage.input_tokens", "op": "gte", "value": 1000}],
-            "group_by": ["model"],
-            "aggregates": [{"fn": "count"}, {"fn": "sum", "field": "cost_usd", "alias": "cost"},
-                           {"fn": "p95", "field": "duration_ms"}, {"fn": "count_distinct_traces"}],
-            "order_by": [{"key": "count", "desc": True}]}
+    body = {
+        "from": iso(seeded.now - timedelta(days=1)),
+        "to": iso(seeded.now + timedelta(minutes=1)),
+        "filters": [
+            {"field": "model", "op": "in", "value": ["gpt-4o", "gpt-4o-mini"]},
+            {"field": "attributes.gen_ai.usage.input_tokens", "op": "gte", "value": 1000},
+        ],
+        "group_by": ["model"],
+        "aggregates": [
+            {"fn": "count"},
+            {"fn": "sum", "field": "cost_usd", "alias": "cost"},
+            {"fn": "p95", "field": "duration_ms"},
+            {"fn": "count_distinct_traces"},
+        ],
+        "order_by": [{"key": "count", "desc": True}],
+    }
     r = client.post("/api/v1/query", headers=seeded.a.auth(), json=body)
     assert r.status_code == 200, r.text
     result = r.json()
@@ -156,21 +176,25 @@ def test_structured_query(client, seeded):
     again = client.post("/api/v1/query", headers=seeded.a.auth(), json=body)
     assert again.headers["x-cache"] == "hit" and again.json() == result
     # Bucketed by hour: a `time` column first.
-    r = client.post("/api/v1/query", headers=seeded.a.auth(), json={**body, "group_by": [], "bucket": "1h",
-                                                                      "order_by": []})
+    r = client.post(
+        "/api/v1/query", headers=seeded.a.auth(), json={**body, "group_by": [], "bucket": "1h", "order_by": []}
+    )
     assert r.json()["columns"][0] == "time" and len(r.json()["rows"]) >= 6
 
 
-@pytest.mark.parametrize("query, fragment", [
-    ({"group_by": ["password"]}, "unknown field 'password'"),
-    ({"aggregates": [{"fn": "sum", "field": "name"}]}, "unknown numeric field 'name'"),
-    ({"aggregates": [{"fn": "avg"}]}, "needs a field"),
-    ({"filters": [{"field": "duration_ms", "op": "gt", "value": "fast"}]}, "finite number"),
-    ({"filters": [{"field": "model", "op": "gt", "value": "a"}]}, "numeric field"),
-    ({"order_by": [{"key": "nope"}]}, "not an output column"),
-    ({"from": "2024-02-01T00:00:00Z", "to": "2024-01-01T00:00:00Z"}, "from must be before to"),
-    ({"filters": [{"field": "model", "op": "eq", "value": "a\u0000b"}]}, "not usable"),
-])
+@pytest.mark.parametrize(
+    "query, fragment",
+    [
+        ({"group_by": ["password"]}, "unknown field 'password'"),
+        ({"aggregates": [{"fn": "sum", "field": "name"}]}, "unknown numeric field 'name'"),
+        ({"aggregates": [{"fn": "avg"}]}, "needs a field"),
+        ({"filters": [{"field": "duration_ms", "op": "gt", "value": "fast"}]}, "finite number"),
+        ({"filters": [{"field": "model", "op": "gt", "value": "a"}]}, "numeric field"),
+        ({"order_by": [{"key": "nope"}]}, "not an output column"),
+        ({"from": "2024-02-01T00:00:00Z", "to": "2024-01-01T00:00:00Z"}, "from must be before to"),
+        ({"filters": [{"field": "model", "op": "eq", "value": "a\u0000b"}]}, "not usable"),
+    ],
+)
 def test_structured_query_refuses_bad_queries(client, seeded, query, fragment):
     r = client.post("/api/v1/query", headers=seeded.a.auth(), json=query)
     assert r.status_code == 422, r.text
@@ -178,8 +202,12 @@ def test_structured_query_refuses_bad_queries(client, seeded, query, fragment):
 
 
 def test_metrics_from_rollups_and_cache(client, seeded):
-    params = {"from": iso(seeded.now - timedelta(hours=24)), "to": iso(seeded.now + timedelta(minutes=1)),
-              "interval": "1h", "group_by": "model"}
+    params = {
+        "from": iso(seeded.now - timedelta(hours=24)),
+        "to": iso(seeded.now + timedelta(minutes=1)),
+        "interval": "1h",
+        "group_by": "model",
+    }
     r = client.get("/api/v1/metrics", headers=seeded.a.auth(), params=params)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -197,8 +225,11 @@ def test_metrics_from_rollups_and_cache(client, seeded):
     r = client.get("/api/v1/metrics", headers=seeded.a.auth(), params={**params, "interval": "5m", "group_by": "none"})
     assert r.json()["source"] == "spans_rollup_1m" and len(r.json()["series"]) == 1
     assert client.get("/api/v1/metrics", headers=seeded.a.auth(), params={"interval": "2w"}).status_code == 422
-    r = client.get("/api/v1/metrics", headers=seeded.a.auth(), params={"from": iso(seeded.now - timedelta(days=30)),
-                                                                       "interval": "1m"})
+    r = client.get(
+        "/api/v1/metrics",
+        headers=seeded.a.auth(),
+        params={"from": iso(seeded.now - timedelta(days=30)), "interval": "1m"},
+    )
     assert r.status_code == 422 and "points" in r.json()["error"]["message"]
 
 
@@ -264,8 +295,11 @@ def test_jwt_key_rotation_grace_period(settings: Settings, seeded):
     with api_client(settings) as c:
         old_token = c.post("/api/v1/auth/token", headers=seeded.a.auth()).json()["access_token"]
     assert jwt.get_unverified_header(old_token)["kid"] == kid_for(old_secret)
-    rotated = settings.with_overrides(SECRET_KEY="a-brand-new-signing-key-" + "x" * 40, SECRET_KEY_PREVIOUS=old_secret,
-                                      SECRET_KEY_PREVIOUS_UNTIL=iso(datetime.now(UTC) + timedelta(hours=1)))
+    rotated = settings.with_overrides(
+        SECRET_KEY="a-brand-new-signing-key-" + "x" * 40,
+        SECRET_KEY_PREVIOUS=old_secret,
+        SECRET_KEY_PREVIOUS_UNTIL=iso(datetime.now(UTC) + timedelta(hours=1)),
+    )
     with api_client(rotated) as c:
         assert c.get("/api/v1/traces", headers={"Authorization": f"Bearer {old_token}"}).status_code == 200
         new_token = c.post("/api/v1/auth/token", headers=seeded.a.auth()).json()["access_token"]
@@ -291,8 +325,9 @@ def test_revoked_and_expired_keys_are_refused(settings: Settings, client, seeded
     with connect(settings, "admin", autocommit=True) as conn:
         apikeys.revoke(conn, key_id, actor="test")
         expiring = apikeys.create_key(conn, project="alpha", role="reader", actor="test", expires_in_days=1)
-        conn.execute("UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE id = %s",
-                     (expiring.key.key_id,))
+        conn.execute(
+            "UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE id = %s", (expiring.key.key_id,)
+        )
     with api_client(settings.with_overrides(API_AUTH_CACHE_SECONDS="0")) as c:
         assert c.get("/api/v1/traces", headers=seeded.a.auth("reader")).status_code == 401
         assert c.get("/api/v1/traces", headers={"Authorization": f"Bearer {token}"}).status_code == 401
@@ -377,8 +412,10 @@ def test_latency_percentiles_match_the_sql_function(admin_conn):
             assert (got is None and expected is None) or got == pytest.approx(expected, rel=1e-9), (hist, q)
 
 
-@pytest.mark.parametrize("filters", [{"status": "error"}, {"model": "gpt-4o-mini"}, {"user_id": "user-2"},
-                                     {"service": "rag", "min_cost_usd": 0.001}])
+@pytest.mark.parametrize(
+    "filters",
+    [{"status": "error"}, {"model": "gpt-4o-mini"}, {"user_id": "user-2"}, {"service": "rag", "min_cost_usd": 0.001}],
+)
 def test_both_listing_strategies_agree(client, seeded, monkeypatch, filters):
     """Filtered lists first probe the newest roots, and aggregate the whole range when matches are
     rare: both ways must page through the same traces in the same order."""
@@ -388,8 +425,9 @@ def test_both_listing_strategies_agree(client, seeded, monkeypatch, filters):
         seen, cursor = [], None
         params = {"from": iso(seeded.now - timedelta(days=1)), "limit": 2, **params}
         while True:
-            r = client.get("/api/v1/traces", headers=seeded.a.auth(), params={**params, **({"cursor": cursor}
-                                                                                            if cursor else {})})
+            r = client.get(
+                "/api/v1/traces", headers=seeded.a.auth(), params={**params, **({"cursor": cursor} if cursor else {})}
+            )
             assert r.status_code == 200, r.text
             seen += [t["trace_id"] for t in r.json()["traces"]]
             cursor = r.json()["next_cursor"]
@@ -404,8 +442,11 @@ def test_both_listing_strategies_agree(client, seeded, monkeypatch, filters):
 
 
 def test_cors_only_for_configured_origins(settings: Settings, seeded):
-    preflight = {"Origin": "https://dash.example.com", "Access-Control-Request-Method": "GET",
-                 "Access-Control-Request-Headers": "authorization"}
+    preflight = {
+        "Origin": "https://dash.example.com",
+        "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization",
+    }
     with api_client(settings) as c:  # default: no origin allowed
         r = c.get("/health", headers={"Origin": "https://dash.example.com"})
         assert "access-control-allow-origin" not in r.headers

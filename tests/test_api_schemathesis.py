@@ -28,8 +28,14 @@ MAX_EXAMPLES = int(os.environ.get("LLMOBS_FUZZ_EXAMPLES", "40"))
 @pytest.fixture(scope="module")
 def fuzz_settings(pg_server, redis_server, template_db) -> Iterator[Settings]:
     name = f"t_fuzz_{secrets.token_hex(4)}"
-    admin = {"host": pg_server.host, "port": pg_server.port, "user": "postgres", "dbname": "postgres",
-             "password": pg_server.password, "autocommit": True}
+    admin = {
+        "host": pg_server.host,
+        "port": pg_server.port,
+        "user": "postgres",
+        "dbname": "postgres",
+        "password": pg_server.password,
+        "autocommit": True,
+    }
     with psycopg.connect(**admin) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
     try:
@@ -86,9 +92,16 @@ class _BearerKey:
 
 
 @schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large,
-                                 HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+    ],
+)
 def test_api_conforms_to_its_schema(case, fuzz_app, fuzz_key):
     # The schema was loaded from a dict at import; its checks (including probes without credentials)
     # reach the app started for this module through schemathesis' ASGI transport.

@@ -61,17 +61,42 @@ class RunningApi:
 
 @pytest.fixture
 def api_env(pg_server, db_name, own_redis) -> dict[str, str]:
-    return settings_env(pg_server, None, db_name, REDIS_HOST="127.0.0.1", REDIS_PORT=str(own_redis.port),
-                        REDIS_USER="llmobs", REDIS_PASSWORD=own_redis.password, LLMOBS_LOG_LEVEL="warning")
+    return settings_env(
+        pg_server,
+        None,
+        db_name,
+        REDIS_HOST="127.0.0.1",
+        REDIS_PORT=str(own_redis.port),
+        REDIS_USER="llmobs",
+        REDIS_PASSWORD=own_redis.password,
+        LLMOBS_LOG_LEVEL="warning",
+    )
 
 
 def _start(env: dict[str, str], workers: int) -> RunningApi:
     port = free_port()
     child_env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "REDIS_", "LLMOBS_", "API_"))}
     child_env.update(env)
-    proc = subprocess.Popen([sys.executable, "-m", "llmobs", "serve", "api", "--host", "127.0.0.1", "--port", str(port),
-                             "--workers", str(workers)], env=child_env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True, cwd="/")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llmobs",
+            "serve",
+            "api",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
+        env=child_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        cwd="/",
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -185,15 +210,27 @@ def test_event_stream_of_new_traces(running_api: RunningApi, own_redis: OwnRedis
             assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
             events = EventStream(r)
             assert events.next("status")["redis"] == "connected"
-            message = {"project_id": b.id, "trace_id": "b" * 32, "span_count": 1, "service_name": "x",
-                       "root_name": "r", "start_time": "2024-01-01T00:00:00+00:00", "has_error": False}
+            message = {
+                "project_id": b.id,
+                "trace_id": "b" * 32,
+                "span_count": 1,
+                "service_name": "x",
+                "root_name": "r",
+                "start_time": "2024-01-01T00:00:00+00:00",
+                "has_error": False,
+            }
             publisher.publish(f"llmobs:traces:{b.id}", json.dumps(message))  # another project: not for A
             mine = {**message, "project_id": a.id, "trace_id": "a" * 32}
             publisher.publish(f"llmobs:traces:{a.id}", json.dumps(mine))
             assert events.next("trace") == mine
             # End to end: spans posted to the API come back on the stream.
-            span = {"trace_id": "c" * 32, "span_id": "d" * 16, "name": "posted", "service_name": "svc",
-                    "start_time": datetime.now(UTC).isoformat()}
+            span = {
+                "trace_id": "c" * 32,
+                "span_id": "d" * 16,
+                "name": "posted",
+                "service_name": "svc",
+                "start_time": datetime.now(UTC).isoformat(),
+            }
             posted = httpx.post(f"{running_api.base}/api/v1/spans", headers=a.auth("writer"), json=span)
             assert posted.status_code == 201
             got = events.next("trace")
@@ -212,19 +249,37 @@ def test_collector_traces_reach_the_stream(pg_server, redis_server, db_name, sta
     collector = start_collector()
     headers = {"Authorization": f"Bearer {env['LLMOBS_ADMIN_API_KEY']}"}  # the default project's keys
     try:
-        with httpx.stream("GET", f"{api.base}/api/v1/traces/stream", headers=headers,
-                          timeout=httpx.Timeout(10.0, read=30.0)) as r:
+        with httpx.stream(
+            "GET", f"{api.base}/api/v1/traces/stream", headers=headers, timeout=httpx.Timeout(10.0, read=30.0)
+        ) as r:
             events = EventStream(r)
             assert events.next("status")["redis"] == "connected"
             now = time.time_ns()
             trace_id, root, child = "5a" * 16, "6b" * 8, "7c" * 8
-            body = otlp_request([
-                {"trace_id": trace_id, "span_id": root, "name": "POST /ask", "kind": 2, "start": now,
-                 "end": now + 900_000_000},
-                {"trace_id": trace_id, "span_id": child, "parent": root, "name": "chat gpt-4o", "kind": 3,
-                 "start": now + 1_000_000, "end": now + 800_000_000, "status": 2,
-                 "attributes": {"gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 10}},
-            ], resource={"service.name": "e2e-svc"})
+            body = otlp_request(
+                [
+                    {
+                        "trace_id": trace_id,
+                        "span_id": root,
+                        "name": "POST /ask",
+                        "kind": 2,
+                        "start": now,
+                        "end": now + 900_000_000,
+                    },
+                    {
+                        "trace_id": trace_id,
+                        "span_id": child,
+                        "parent": root,
+                        "name": "chat gpt-4o",
+                        "kind": 3,
+                        "start": now + 1_000_000,
+                        "end": now + 800_000_000,
+                        "status": 2,
+                        "attributes": {"gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 10},
+                    },
+                ],
+                resource={"service.name": "e2e-svc"},
+            )
             assert http_export(collector.http_url, body, collector.token).status_code == 200
             got = events.next("trace")
         assert got["trace_id"] == trace_id and got["span_count"] == 2 and got["has_error"] is True
@@ -240,8 +295,10 @@ def test_redis_going_away_and_coming_back(running_api: RunningApi, own_redis: Ow
     seeded = seed(running_api.settings)
     base, headers = running_api.base, seeded.a.auth()
     timeout = httpx.Timeout(10.0, read=30.0)
-    with httpx.Client(base_url=base, headers=headers, timeout=10) as c, \
-            httpx.stream("GET", f"{base}/api/v1/traces/stream", headers=headers, timeout=timeout) as stream:
+    with (
+        httpx.Client(base_url=base, headers=headers, timeout=10) as c,
+        httpx.stream("GET", f"{base}/api/v1/traces/stream", headers=headers, timeout=timeout) as stream,
+    ):
         events = EventStream(stream)
         assert events.next("status")["redis"] == "connected"
         assert c.get("/api/v1/metrics").headers["x-cache"] == "miss"
@@ -266,14 +323,22 @@ def test_redis_going_away_and_coming_back(running_api: RunningApi, own_redis: Ow
         assert events.next("status", timeout=20)["redis"] == "connected"
         publisher = own_redis.client()
         try:
-            message = {"project_id": seeded.a.id, "trace_id": "e" * 32, "span_count": 2, "service_name": "s",
-                       "root_name": "again", "start_time": "2024-01-01T00:00:00+00:00", "has_error": False}
+            message = {
+                "project_id": seeded.a.id,
+                "trace_id": "e" * 32,
+                "span_count": 2,
+                "service_name": "s",
+                "root_name": "again",
+                "start_time": "2024-01-01T00:00:00+00:00",
+                "has_error": False,
+            }
             publisher.publish(f"llmobs:traces:{seeded.a.id}", json.dumps(message))
             assert events.next("trace") == message
         finally:
             publisher.close()
-        assert _wait_for(lambda: c.get("/api/v1/metrics", params={"interval": "1h"}).headers["x-cache"] == "hit",
-                         timeout=10)
+        assert _wait_for(
+            lambda: c.get("/api/v1/metrics", params={"interval": "1h"}).headers["x-cache"] == "hit", timeout=10
+        )
 
 
 def test_rate_limiting_fails_open_or_closed_as_configured(settings: Settings):
@@ -339,8 +404,7 @@ def test_concurrent_misses_of_one_entry_share_one_computation(settings: Settings
                 raise RuntimeError("the database went away")
 
             other_key = cache.key(1, "metrics", {"q": "failing"})
-            failed = await asyncio.gather(*(cache.fetch(other_key, failing) for _ in range(5)),
-                                          return_exceptions=True)
+            failed = await asyncio.gather(*(cache.fetch(other_key, failing) for _ in range(5)), return_exceptions=True)
             assert runs == 2 and all(isinstance(f, RuntimeError) for f in failed)
             assert await cache.fetch(other_key, slow_body) == (b'{"n": 3}', False)
         finally:

@@ -48,26 +48,55 @@ def project() -> Iterator[Path]:
 
 def _conn(project: Path, dbname: str | None = None) -> psycopg.Connection:
     env = read_env_file(project / ".env")
-    return psycopg.connect(host="127.0.0.1", port=int(env["DB_PORT"]), user="postgres", password=env["DB_PASSWORD"],
-                           dbname=dbname or env["DB_NAME"], autocommit=True)
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=int(env["DB_PORT"]),
+        user="postgres",
+        password=env["DB_PASSWORD"],
+        dbname=dbname or env["DB_NAME"],
+        autocommit=True,
+    )
 
 
 def _dump(project: Path) -> str:
     env = read_env_file(project / ".env")
-    out = subprocess.run(["pg_dump", "-h", "127.0.0.1", "-p", env["DB_PORT"], "-U", "postgres",
-                          "--exclude-table-data=audit_log", "--exclude-table-data=llmobs_backups", env["DB_NAME"]],
-                         env={"PGPASSWORD": env["DB_PASSWORD"], "PATH": "/usr/bin:/bin"},
-                         capture_output=True, check=True, text=True).stdout
+    out = subprocess.run(
+        [
+            "pg_dump",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            env["DB_PORT"],
+            "-U",
+            "postgres",
+            "--exclude-table-data=audit_log",
+            "--exclude-table-data=llmobs_backups",
+            env["DB_NAME"],
+        ],
+        env={"PGPASSWORD": env["DB_PASSWORD"], "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
     # sequences aside: `up` bootstraps with upserts, which advance identity sequences
-    return "\n".join(line for line in out.splitlines() if "pg_catalog.setval(" not in line
-                     and not line.startswith(("\\restrict", "\\unrestrict")))
+    return "\n".join(
+        line
+        for line in out.splitlines()
+        if "pg_catalog.setval(" not in line and not line.startswith(("\\restrict", "\\unrestrict"))
+    )
 
 
 def _cron(project: Path, *args: str) -> subprocess.Popen[str]:
     """As cron runs it: no TTY, a minimal environment, the project given on the command line."""
-    return subprocess.Popen([*LLMOBS, "--project-dir", str(project), *args], env={"PATH": "/usr/bin:/bin"},
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd="/")
+    return subprocess.Popen(
+        [*LLMOBS, "--project-dir", str(project), *args],
+        env={"PATH": "/usr/bin:/bin"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd="/",
+    )
 
 
 def test_two_backups_from_cron_at_once_one_runs_one_is_refused(project: Path) -> None:
@@ -100,8 +129,12 @@ def test_redis_snapshot_round_trip(project: Path) -> None:
     import redis
 
     env = read_env_file(project / ".env")
-    client = redis.Redis(host="127.0.0.1", port=int(env["REDIS_PORT"]), username=env.get("REDIS_USER", "llmobs"),
-                         password=env["REDIS_PASSWORD"])
+    client = redis.Redis(
+        host="127.0.0.1",
+        port=int(env["REDIS_PORT"]),
+        username=env.get("REDIS_USER", "llmobs"),
+        password=env["REDIS_PASSWORD"],
+    )
     client.set("kept", "before the backup")
     proc = run_cli("backup", "--type", "redis", project_dir=project)
     assert proc.returncode == 0, proc.stderr
@@ -110,8 +143,12 @@ def test_redis_snapshot_round_trip(project: Path) -> None:
     client.set("new", "after the backup")
     proc = run_cli("restore", backup_id, "--yes", project_dir=project)
     assert proc.returncode == 0, proc.stderr
-    client = redis.Redis(host="127.0.0.1", port=int(env["REDIS_PORT"]), username=env.get("REDIS_USER", "llmobs"),
-                         password=env["REDIS_PASSWORD"])
+    client = redis.Redis(
+        host="127.0.0.1",
+        port=int(env["REDIS_PORT"]),
+        username=env.get("REDIS_USER", "llmobs"),
+        password=env["REDIS_PASSWORD"],
+    )
     assert client.get("kept") == b"before the backup" and client.get("new") is None
     kept = json.loads(run_cli("backup", "kept-aside", "--json", project_dir=project).stdout)["kept_aside"]
     [item] = [k for k in kept if k["kind"] == "redis"]
@@ -140,10 +177,21 @@ def test_restore_refuses_a_time_without_zone_and_asks_for_confirmation(project: 
 
 
 def test_schedule_runs_jobs_and_stops_on_sigterm(project: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "BACKUP_SCHEDULE_PHYSICAL": "", "BACKUP_SCHEDULE_LOGICAL": "*/2 * * * * *",
-           "BACKUP_SCHEDULE_REDIS": "", "BACKUP_SCHEDULE_VERIFY": "", "BACKUP_SCHEDULE_PRUNE": ""}
-    proc = subprocess.Popen([*LLMOBS, "--project-dir", str(project), "backup", "schedule", "--json"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "BACKUP_SCHEDULE_PHYSICAL": "",
+        "BACKUP_SCHEDULE_LOGICAL": "*/2 * * * * *",
+        "BACKUP_SCHEDULE_REDIS": "",
+        "BACKUP_SCHEDULE_VERIFY": "",
+        "BACKUP_SCHEDULE_PRUNE": "",
+    }
+    proc = subprocess.Popen(
+        [*LLMOBS, "--project-dir", str(project), "backup", "schedule", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines: queue.Queue[str] = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True)  # type: ignore
     reader.start()
@@ -181,8 +229,11 @@ def test_restore_killed_midway_is_undone_by_up(project: Path) -> None:
         conn.execute("INSERT INTO bulk VALUES (-1, 'after the target')")
     before = _dump(project)
     journal = project / "data" / "postgres.restore.json"
-    restore = subprocess.Popen([*LLMOBS, "--project-dir", str(project), "restore", "--to", target.isoformat(),
-                                "--yes"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    restore = subprocess.Popen(
+        [*LLMOBS, "--project-dir", str(project), "restore", "--to", target.isoformat(), "--yes"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 120
     phase = None
     while time.monotonic() < deadline and restore.poll() is None:

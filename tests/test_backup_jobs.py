@@ -44,8 +44,9 @@ JOB = textwrap.dedent("""
 
 
 def _job(mode: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", JOB, mode], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-c", JOB, mode], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
 
 
 def test_a_job_asks_the_host_and_its_own_output_passes_through(tmp_path: Path) -> None:
@@ -62,8 +63,11 @@ def test_a_job_asks_the_host_and_its_own_output_passes_through(tmp_path: Path) -
     assert serve(proc, handle, out=out) == 0
     out.seek(0)
     assert out.read().decode().splitlines() == [
-        "before the request", "states: {'timescaledb': 'running'}",
-        "refused: stop failed on the host: no such service", "after"]
+        "before the request",
+        "states: {'timescaledb': 'running'}",
+        "refused: stop failed on the host: no such service",
+        "after",
+    ]
     assert asked == [("states", {}), ("stop", {"services": ["nope"]})]
 
 
@@ -100,6 +104,7 @@ def test_client_tools_must_be_of_the_servers_major_version() -> None:
 def _as_nobody(locked: Path) -> int:
     """Try the lock as another user (a forked child that drops to uid 65534, as root; this
     process, when it is not root and the file is not writable for it): 0 locked, 3 refused."""
+
     def attempt() -> int:
         try:
             with backup_lock(locked, "restore"):

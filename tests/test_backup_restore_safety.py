@@ -20,8 +20,9 @@ archived = pytest.fixture(archived_cluster_fixture)
 def _fill(a: ArchivedCluster) -> None:
     a.sql("INSERT INTO projects (name) VALUES ('second')")
     a.sql("CREATE TABLE notes (id serial PRIMARY KEY, body text, data jsonb)")
-    a.sql("INSERT INTO notes (body, data) SELECT 'note ' || g, jsonb_build_object('g', g) "
-          "FROM generate_series(1, 500) g")
+    a.sql(
+        "INSERT INTO notes (body, data) SELECT 'note ' || g, jsonb_build_object('g', g) FROM generate_series(1, 500) g"
+    )
 
 
 def test_logical_backup_restores_into_a_fresh_cluster_identically(archived: ArchivedCluster) -> None:

@@ -36,8 +36,11 @@ SEG = 16 * 1024 * 1024
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -69,8 +72,14 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, s3_endpoint: str) -> str:
 @pytest.fixture
 def s3_cluster(aws_env: str, request: pytest.FixtureRequest) -> Iterator[ArchivedCluster]:
     prefix = f"t{os.getpid()}-{request.node.name[-20:]}-{time.monotonic_ns()}"
-    a = make_archived_cluster(BACKUP_S3_BUCKET=BUCKET, BACKUP_S3_PREFIX=prefix, BACKUP_S3_ENDPOINT_URL=aws_env,
-                              BACKUP_S3_SSE="AES256", BACKUP_S3_MULTIPART_MB="5", BACKUP_COMPRESSION_LEVEL="0")
+    a = make_archived_cluster(
+        BACKUP_S3_BUCKET=BUCKET,
+        BACKUP_S3_PREFIX=prefix,
+        BACKUP_S3_ENDPOINT_URL=aws_env,
+        BACKUP_S3_SSE="AES256",
+        BACKUP_S3_MULTIPART_MB="5",
+        BACKUP_COMPRESSION_LEVEL="0",
+    )
     try:
         yield a
     finally:
@@ -114,9 +123,17 @@ def test_backup_goes_to_s3_and_restores_from_s3_alone(s3_cluster: ArchivedCluste
 
 
 def _fake_backup(repo: Repository, backup_id: str, when: datetime, start_segno: int) -> None:
-    manifest = Manifest(backup_id, "physical", when - timedelta(minutes=10), when,
-                        [FileEntry("base.tar", 4, "ab" * 32)], timeline=1, start_lsn=f"0/{start_segno * SEG:X}",
-                        end_lsn=f"0/{start_segno * SEG + 100:X}", wal_segment_size=SEG)
+    manifest = Manifest(
+        backup_id,
+        "physical",
+        when - timedelta(minutes=10),
+        when,
+        [FileEntry("base.tar", 4, "ab" * 32)],
+        timeline=1,
+        start_lsn=f"0/{start_segno * SEG:X}",
+        end_lsn=f"0/{start_segno * SEG + 100:X}",
+        wal_segment_size=SEG,
+    )
     for store in repo.stores():
         store.put_bytes(f"{backup_id}/base.tar", b"base")
         store.put_bytes(f"{backup_id}/manifest.json", manifest.to_json().encode())
@@ -124,8 +141,10 @@ def _fake_backup(repo: Repository, backup_id: str, when: datetime, start_segno: 
 
 def test_retention_over_a_simulated_week_locally_and_in_s3(aws_env: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     now = datetime(2025, 3, 16, 23, 0, tzinfo=UTC)
-    repo = Repository(BackupPaths(tmp_path / "backups", tmp_path / "wal"),
-                      S3Store(BUCKET, f"week-{time.monotonic_ns()}", endpoint_url=aws_env))
+    repo = Repository(
+        BackupPaths(tmp_path / "backups", tmp_path / "wal"),
+        S3Store(BUCKET, f"week-{time.monotonic_ns()}", endpoint_url=aws_env),
+    )
     segno = 2
     ids = []
     for day in range(6, -1, -1):  # a week, two backups a day, a WAL segment every few hours

@@ -27,10 +27,17 @@ SEG = 16 * 1024 * 1024
 def test_segment_names_and_lsns() -> None:
     assert segment_name(1, 0x1FF, SEG) == "0000000100000001000000FF"
     assert parse_lsn("1/FF000028") // SEG == 0x1FF
-    assert removable_wal(["000000010000000000000003", "000000020000000000000004.partial",
-                          "00000002.history", "000000010000000000000002.00000028.backup",
-                          "000000020000000000000005"], 5, SEG) == [
-        "000000010000000000000002.00000028.backup", "000000010000000000000003", "000000020000000000000004.partial"]
+    assert removable_wal(
+        [
+            "000000010000000000000003",
+            "000000020000000000000004.partial",
+            "00000002.history",
+            "000000010000000000000002.00000028.backup",
+            "000000020000000000000005",
+        ],
+        5,
+        SEG,
+    ) == ["000000010000000000000002.00000028.backup", "000000010000000000000003", "000000020000000000000004.partial"]
 
 
 def test_chain_follows_timeline_switches_and_finds_gaps() -> None:
@@ -38,8 +45,11 @@ def test_chain_follows_timeline_switches_and_finds_gaps() -> None:
     steps = chain_steps(1, parse_lsn("0/3000028"), 3, history, SEG)
     assert steps is not None
     assert [(s.timeline, s.first_segno, s.last_segno) for s in steps] == [(1, 3, 4), (2, 5, 7), (3, 8, None)]
-    have = {segment_name(1, n, SEG) for n in (3, 4)} | {segment_name(2, n, SEG) for n in (5, 6, 7)} | {
-        segment_name(3, n, SEG) for n in (8, 9)}
+    have = (
+        {segment_name(1, n, SEG) for n in (3, 4)}
+        | {segment_name(2, n, SEG) for n in (5, 6, 7)}
+        | {segment_name(3, n, SEG) for n in (8, 9)}
+    )
     chain = follow_chain(steps, have, SEG)
     assert chain.ok and chain.last_segment == segment_name(3, 9, SEG)
     chain = follow_chain(steps, have - {segment_name(2, 6, SEG)}, SEG)
@@ -54,8 +64,9 @@ def _manifest(backup_id: str, when: datetime, kind: str = "physical") -> Manifes
 
 def test_retention_over_a_simulated_week() -> None:
     now = datetime(2025, 3, 16, 12, 0, tzinfo=UTC)  # a Sunday
-    manifests = [_manifest(f"d{day}h{hour}", now - timedelta(days=day, hours=hour))
-                 for day in range(0, 40) for hour in (1, 7)]
+    manifests = [
+        _manifest(f"d{day}h{hour}", now - timedelta(days=day, hours=hour)) for day in range(0, 40) for hour in (1, 7)
+    ]
     manifests.append(_manifest("logical-old", now - timedelta(days=30), "logical"))
     kept = kept_backups(manifests, RetentionPolicy(keep_daily=3, keep_weekly=2, keep_monthly=2), now)
     # newest of each of the last 3 days; newest of this ISO week (same as today) and of last week
@@ -84,8 +95,11 @@ def test_cron_expressions() -> None:
 
 
 def test_lock_refuses_a_second_holder(tmp_path: Path) -> None:
-    with backup_lock(tmp_path / ".lock", "first"), pytest.raises(AlreadyRunning, match="first, pid"), \
-            backup_lock(tmp_path / ".lock", "second"):
+    with (
+        backup_lock(tmp_path / ".lock", "first"),
+        pytest.raises(AlreadyRunning, match="first, pid"),
+        backup_lock(tmp_path / ".lock", "second"),
+    ):
         pass
     with backup_lock(tmp_path / ".lock", "third"):
         pass

@@ -8,8 +8,21 @@ import sys
 
 from conftest import run_cli
 
-HEAVY = ("psycopg", "grpc", "boto3", "botocore", "python_on_whales", "fastapi", "starlette", "redis",
-         "uvicorn", "strawberry", "apscheduler", "google.protobuf", "opentelemetry")
+HEAVY = (
+    "psycopg",
+    "grpc",
+    "boto3",
+    "botocore",
+    "python_on_whales",
+    "fastapi",
+    "starlette",
+    "redis",
+    "uvicorn",
+    "strawberry",
+    "apscheduler",
+    "google.protobuf",
+    "opentelemetry",
+)
 
 
 def test_help_imports_no_heavy_library():

@@ -16,8 +16,9 @@ MAX_DECOMPRESSED = 1024 * 1024
 
 @pytest.fixture
 def collector(start_collector) -> RunningCollector:
-    return start_collector(COLLECTOR_MAX_REQUEST_BYTES=str(MAX_BODY),
-                           COLLECTOR_MAX_DECOMPRESSED_BYTES=str(MAX_DECOMPRESSED))
+    return start_collector(
+        COLLECTOR_MAX_REQUEST_BYTES=str(MAX_BODY), COLLECTOR_MAX_DECOMPRESSED_BYTES=str(MAX_DECOMPRESSED)
+    )
 
 
 def still_serving(c: RunningCollector, admin_conn) -> None:
@@ -42,8 +43,9 @@ def test_malformed_bodies(collector, admin_conn):
     assert response.status_code == 400 and "must be a list" in response.json()["message"]
     response = http_export(c.http_url, b"\x1f\x8b\x08garbage", c.token, headers={"content-encoding": "gzip"})
     assert response.status_code == 400
-    response = http_export(c.http_url, b"{}", c.token, content_type="application/json",
-                           headers={"content-encoding": "br"})
+    response = http_export(
+        c.http_url, b"{}", c.token, content_type="application/json", headers={"content-encoding": "br"}
+    )
     assert response.status_code == 415
     still_serving(c, admin_conn)
 
@@ -78,8 +80,9 @@ def test_oversized_bodies_and_gzip_bombs(collector, admin_conn):
     response = http_export(c.http_url, bomb, c.token, headers={"content-encoding": "gzip"})
     assert response.status_code == 413 and c.proc.poll() is None
 
-    huge = otlp_request([{"trace_id": "cd" * 16, "span_id": "cd" * 8,
-                          "attributes": {"blob": "y" * (2 * MAX_DECOMPRESSED)}}])
+    huge = otlp_request(
+        [{"trace_id": "cd" * 16, "span_id": "cd" * 8, "attributes": {"blob": "y" * (2 * MAX_DECOMPRESSED)}}]
+    )
     code, _, _ = grpc_export(c.grpc_target, huge, c.token)
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
     code, _, _ = grpc_export(c.grpc_target, huge, c.token, compression=grpc.Compression.Gzip)
@@ -93,10 +96,14 @@ def test_ids_of_the_wrong_length_are_rejected_as_partial_success(collector, admi
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
     c = collector
-    body = otlp_request([{"trace_id": "01" * 16, "span_id": "01" * 8, "name": "ok"},
-                         {"trace_id": "01" * 8, "span_id": "02" * 8, "name": "short trace id"},
-                         {"trace_id": "01" * 16, "span_id": "03" * 4, "name": "short span id"},
-                         {"trace_id": "00" * 16, "span_id": "04" * 8, "name": "zero trace id"}])
+    body = otlp_request(
+        [
+            {"trace_id": "01" * 16, "span_id": "01" * 8, "name": "ok"},
+            {"trace_id": "01" * 8, "span_id": "02" * 8, "name": "short trace id"},
+            {"trace_id": "01" * 16, "span_id": "03" * 4, "name": "short span id"},
+            {"trace_id": "00" * 16, "span_id": "04" * 8, "name": "zero trace id"},
+        ]
+    )
     code, response, _ = grpc_export(c.grpc_target, body, c.token)
     assert code == grpc.StatusCode.OK
     partial = ExportTraceServiceResponse.FromString(response).partial_success
@@ -111,8 +118,16 @@ def test_ten_thousand_attributes_on_one_span(collector, admin_conn):
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
     c = collector
-    body = otlp_request([{"trace_id": "09" * 16, "span_id": "09" * 8, "name": "wide",
-                          "attributes": {f"a{i}": i for i in range(10_000)}}])
+    body = otlp_request(
+        [
+            {
+                "trace_id": "09" * 16,
+                "span_id": "09" * 8,
+                "name": "wide",
+                "attributes": {f"a{i}": i for i in range(10_000)},
+            }
+        ]
+    )
     code, response, _ = grpc_export(c.grpc_target, body, c.token)
     assert code == grpc.StatusCode.OK
     partial = ExportTraceServiceResponse.FromString(response).partial_success
@@ -126,8 +141,15 @@ def test_ten_thousand_attributes_on_one_span(collector, admin_conn):
 def test_deeply_nested_json_is_refused(collector, admin_conn, depth):
     c = collector
     value = '{"arrayValue":{"values":[' * depth + '{"stringValue":"leaf"}' + "]}}" * depth
-    body = ('{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"' + "0a" * 16 + '","spanId":"' + "0a" * 8
-            + '","name":"deep","startTimeUnixNano":"1","attributes":[{"key":"deep","value":' + value + "}]}]}]}]}")
+    body = (
+        '{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"'
+        + "0a" * 16
+        + '","spanId":"'
+        + "0a" * 8
+        + '","name":"deep","startTimeUnixNano":"1","attributes":[{"key":"deep","value":'
+        + value
+        + "}]}]}]}]}"
+    )
     response = http_export(c.http_url, body.encode(), c.token, content_type="application/json")
     assert response.status_code == 400
     still_serving(c, admin_conn)

@@ -70,10 +70,11 @@ def stored_ids(conn: psycopg.Connection) -> set[str]:
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_kill_9_under_load_loses_no_acknowledged_span(pg_server, redis_server, db_name, workdir, admin_conn,
-                                                      workers):
-    c = launch(collector_env(settings_env(pg_server, redis_server, db_name), COLLECTOR_WORKERS=workers),
-               workdir / "collector.log")
+def test_kill_9_under_load_loses_no_acknowledged_span(pg_server, redis_server, db_name, workdir, admin_conn, workers):
+    c = launch(
+        collector_env(settings_env(pg_server, redis_server, db_name), COLLECTOR_WORKERS=workers),
+        workdir / "collector.log",
+    )
     try:
         with Load(c.grpc_target, c.token, retry=False) as load:
             time.sleep(3)
@@ -109,8 +110,12 @@ class PgController:
         import sys
         from pathlib import Path
 
-        self.proc = subprocess.Popen([sys.executable, "-c", _CONTROLLER, str(root), str(Path(__file__).parent)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _CONTROLLER, str(root), str(Path(__file__).parent)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
 
     def _do(self, command: str) -> None:
         assert self.proc.stdin and self.proc.stdout

@@ -19,9 +19,16 @@ _seq = iter(range(1, 1_000_000))
 
 def span(attributes: dict, *, resource: dict | None = None, start: int = T0, **fields) -> RawSpan:
     n = next(_seq)
-    values = {"trace_id": f"{n:032x}", "span_id": f"{n:016x}", "name": "chat", "start_time": start,
-              "end_time": start + 1_500_000_000, "kind": "client", "attributes": attributes,
-              "resource": resource or {"service.name": "svc", "deployment.environment.name": "prod"}}
+    values = {
+        "trace_id": f"{n:032x}",
+        "span_id": f"{n:016x}",
+        "name": "chat",
+        "start_time": start,
+        "end_time": start + 1_500_000_000,
+        "kind": "client",
+        "attributes": attributes,
+        "resource": resource or {"service.name": "svc", "deployment.environment.name": "prod"},
+    }
     values.update(fields)
     return RawSpan(**values)
 
@@ -53,14 +60,27 @@ def pipeline(settings, admin_conn) -> SpanPipeline:
 
 
 def test_otel_genai_span_is_stored_with_model_provider_tokens_and_cost(settings, admin_conn, pipeline):
-    s = span({"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o",
-              "gen_ai.response.model": "gpt-4o-2024-08-06", "gen_ai.usage.input_tokens": 1000,
-              "gen_ai.usage.output_tokens": 200, "gen_ai.response.finish_reasons": ["stop"],
-              "gen_ai.conversation.id": "conv-1", "gen_ai.request.temperature": 0.2})
+    s = span(
+        {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": "gpt-4o",
+            "gen_ai.response.model": "gpt-4o-2024-08-06",
+            "gen_ai.usage.input_tokens": 1000,
+            "gen_ai.usage.output_tokens": 200,
+            "gen_ai.response.finish_reasons": ["stop"],
+            "gen_ai.conversation.id": "conv-1",
+            "gen_ai.request.temperature": 0.2,
+        }
+    )
     store(settings, pipeline, [s])
     row = stored(admin_conn, s.span_id)
-    assert (row["provider"], row["request_model"], row["response_model"], row["operation"]) == \
-        ("openai", "gpt-4o", "gpt-4o-2024-08-06", "chat")
+    assert (row["provider"], row["request_model"], row["response_model"], row["operation"]) == (
+        "openai",
+        "gpt-4o",
+        "gpt-4o-2024-08-06",
+        "chat",
+    )
     assert (row["input_tokens"], row["output_tokens"], row["total_tokens"]) == (1000, 200, 1200)
     assert row["cost_usd"] == pytest.approx(1000 * 2.5e-6 + 200 * 10e-6)
     assert row["cost_source"] == "computed"
@@ -71,10 +91,21 @@ def test_otel_genai_span_is_stored_with_model_provider_tokens_and_cost(settings,
 
 
 def test_deprecated_otel_and_openllmetry_names(settings, admin_conn, pipeline):
-    s = span({"gen_ai.system": "OpenAI", "llm.request.type": "completion", "gen_ai.request.model": "gpt-4o-mini",
-              "gen_ai.usage.prompt_tokens": 2000, "gen_ai.usage.completion_tokens": 100, "llm.usage.total_tokens": 2100,
-              "llm.response.finish_reason": "length", "traceloop.association.properties.session_id": "s-9",
-              "llm.user": "alice", "gen_ai.prompt.0.role": "user", "gen_ai.prompt.0.content": "hi"})
+    s = span(
+        {
+            "gen_ai.system": "OpenAI",
+            "llm.request.type": "completion",
+            "gen_ai.request.model": "gpt-4o-mini",
+            "gen_ai.usage.prompt_tokens": 2000,
+            "gen_ai.usage.completion_tokens": 100,
+            "llm.usage.total_tokens": 2100,
+            "llm.response.finish_reason": "length",
+            "traceloop.association.properties.session_id": "s-9",
+            "llm.user": "alice",
+            "gen_ai.prompt.0.role": "user",
+            "gen_ai.prompt.0.content": "hi",
+        }
+    )
     store(settings, pipeline, [s])
     row = stored(admin_conn, s.span_id)
     assert (row["provider"], row["operation"], row["request_model"]) == ("openai", "text_completion", "gpt-4o-mini")
@@ -84,16 +115,30 @@ def test_deprecated_otel_and_openllmetry_names(settings, admin_conn, pipeline):
 
 
 def test_openinference_names(settings, admin_conn, pipeline):
-    s = span({"openinference.span.kind": "LLM", "llm.provider": "anthropic", "llm.system": "anthropic",
-              "llm.model_name": "claude-3-5-sonnet-20241022", "llm.token_count.prompt": 10_000,
-              "llm.token_count.completion": 500, "llm.token_count.total": 10_500,
-              "llm.token_count.prompt_details.cache_read": 8_000, "session.id": "sess", "user.id": "u-7",
-              "input.value": "question", "output.value": "answer",
-              "llm.invocation_parameters": json.dumps({"temperature": 0})})
+    s = span(
+        {
+            "openinference.span.kind": "LLM",
+            "llm.provider": "anthropic",
+            "llm.system": "anthropic",
+            "llm.model_name": "claude-3-5-sonnet-20241022",
+            "llm.token_count.prompt": 10_000,
+            "llm.token_count.completion": 500,
+            "llm.token_count.total": 10_500,
+            "llm.token_count.prompt_details.cache_read": 8_000,
+            "session.id": "sess",
+            "user.id": "u-7",
+            "input.value": "question",
+            "output.value": "answer",
+            "llm.invocation_parameters": json.dumps({"temperature": 0}),
+        }
+    )
     store(settings, pipeline, [s])
     row = stored(admin_conn, s.span_id)
-    assert (row["provider"], row["operation"], row["request_model"]) == ("anthropic", "chat",
-                                                                         "claude-3-5-sonnet-20241022")
+    assert (row["provider"], row["operation"], row["request_model"]) == (
+        "anthropic",
+        "chat",
+        "claude-3-5-sonnet-20241022",
+    )
     assert (row["input_tokens"], row["cached_input_tokens"], row["output_tokens"]) == (10_000, 8_000, 500)
     # input counts the cached tokens (OTel); cache reads cost 0.30/M, the rest 3/M, output 15/M
     assert row["cost_usd"] == pytest.approx(2_000 * 3e-6 + 8_000 * 0.3e-6 + 500 * 15e-6)
@@ -101,32 +146,58 @@ def test_openinference_names(settings, admin_conn, pipeline):
 
 
 def test_openlit_names_and_a_client_cost_wins(settings, admin_conn, pipeline):
-    s = span({"gen_ai.system": "openai", "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
-              "gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 10, "gen_ai.usage.total_tokens": 110,
-              "gen_ai.usage.cost": 0.1234, "gen_ai.request.user": "bob", "gen_ai.prompt": "hello"})
+    s = span(
+        {
+            "gen_ai.system": "openai",
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": "gpt-4o",
+            "gen_ai.usage.input_tokens": 100,
+            "gen_ai.usage.output_tokens": 10,
+            "gen_ai.usage.total_tokens": 110,
+            "gen_ai.usage.cost": 0.1234,
+            "gen_ai.request.user": "bob",
+            "gen_ai.prompt": "hello",
+        }
+    )
     store(settings, pipeline, [s])
     row = stored(admin_conn, s.span_id)
     assert (row["cost_usd"], row["cost_source"], row["user_id"]) == (0.1234, "client", "bob")
 
 
 def test_cache_writes_reasoning_and_disjoint_reporting(pipeline):
-    claude = span({"gen_ai.system": "anthropic", "gen_ai.request.model": "claude-3-5-haiku-20241022",
-                   "gen_ai.usage.input_tokens": 1000, "gen_ai.usage.output_tokens": 100,
-                   "gen_ai.usage.cache_read_input_tokens": 200, "gen_ai.usage.cache_creation_input_tokens": 300})
+    claude = span(
+        {
+            "gen_ai.system": "anthropic",
+            "gen_ai.request.model": "claude-3-5-haiku-20241022",
+            "gen_ai.usage.input_tokens": 1000,
+            "gen_ai.usage.output_tokens": 100,
+            "gen_ai.usage.cache_read_input_tokens": 200,
+            "gen_ai.usage.cache_creation_input_tokens": 300,
+        }
+    )
     # an SDK reporting cached tokens apart from input (cached > input): input is the uncached part
-    disjoint = span({"gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 100,
-                     "gen_ai.usage.output_tokens": 0, "gen_ai.usage.cache_read.input_tokens": 400})
+    disjoint = span(
+        {
+            "gen_ai.request.model": "gpt-4o",
+            "gen_ai.usage.input_tokens": 100,
+            "gen_ai.usage.output_tokens": 0,
+            "gen_ai.usage.cache_read.input_tokens": 400,
+        }
+    )
     rows = pipeline.process([claude, disjoint], 1).rows
     assert rows[0].cost_usd == pytest.approx(500 * 0.8e-6 + 200 * 0.08e-6 + 300 * 1.0e-6 + 100 * 4e-6)
     assert rows[1].cost_usd == pytest.approx(100 * 2.5e-6 + 400 * 1.25e-6)
 
 
 def test_unknown_model_gets_null_cost_and_is_counted(pipeline):
-    result = pipeline.process([
-        span({"gen_ai.request.model": "my-finetune-v3", "gen_ai.usage.input_tokens": 5}),
-        span({"gen_ai.request.model": "gpt-4o"}),  # no token counts: nothing to price, not "unknown"
-        span({"http.route": "/health"}),
-    ], 1)
+    result = pipeline.process(
+        [
+            span({"gen_ai.request.model": "my-finetune-v3", "gen_ai.usage.input_tokens": 5}),
+            span({"gen_ai.request.model": "gpt-4o"}),  # no token counts: nothing to price, not "unknown"
+            span({"http.route": "/health"}),
+        ],
+        1,
+    )
     assert [r.cost_usd for r in result.rows] == [None, None, None]
     assert result.unknown_price == 1
 
@@ -136,15 +207,20 @@ def test_price_rules_by_provider_date_and_project(settings, admin_conn):
     from llmobs.store.apikeys import ensure_project
 
     acme, _ = ensure_project(admin_conn, "acme")
-    set_price(admin_conn, rule_from_fields({"model_pattern": "(^|/)gpt-4o$", "input_per_mtok": 1,
-                                            "output_per_mtok": 1}, where="test", project_id=acme))
+    set_price(
+        admin_conn,
+        rule_from_fields(
+            {"model_pattern": "(^|/)gpt-4o$", "input_per_mtok": 1, "output_per_mtok": 1}, where="test", project_id=acme
+        ),
+    )
     pipeline = make_pipeline(settings, admin_conn)
     usage = {"gen_ai.usage.input_tokens": 1_000_000, "gen_ai.usage.output_tokens": 0}
     before = int(datetime(2025, 5, 1, tzinfo=UTC).timestamp() * 1e9)
     spans = [
         span({"gen_ai.request.model": "llama-3.3-70b-versatile", "gen_ai.system": "groq", **usage}),
-        span({"gen_ai.request.model": "meta-llama/Llama-3.3-70B-Instruct-Turbo", "gen_ai.system": "together_ai",
-              **usage}),
+        span(
+            {"gen_ai.request.model": "meta-llama/Llama-3.3-70B-Instruct-Turbo", "gen_ai.system": "together_ai", **usage}
+        ),
         span({"gen_ai.request.model": "llama-3.3-70b-versatile", **usage}),  # provider unknown: no price
         span({"gen_ai.request.model": "o3", **usage}, start=before),
         span({"gen_ai.request.model": "o3", **usage}),
@@ -153,8 +229,7 @@ def test_price_rules_by_provider_date_and_project(settings, admin_conn):
     costs = [r.cost_usd for r in pipeline.process(spans, 1).rows]
     assert costs[2] is None
     assert [c for i, c in enumerate(costs) if i != 2] == pytest.approx([0.59, 0.88, 10.0, 2.0, 2.5])
-    acme_costs = [r.cost_usd for r in pipeline.process([span({"gen_ai.request.model": "gpt-4o", **usage})],
-                                                      acme).rows]
+    acme_costs = [r.cost_usd for r in pipeline.process([span({"gen_ai.request.model": "gpt-4o", **usage})], acme).rows]
     assert acme_costs == [1.0]
 
 
@@ -174,11 +249,19 @@ def test_invalid_spans_are_rejected_with_a_reason_and_the_rest_stored(settings, 
 
 
 def test_awkward_values_survive_the_round_trip(settings, admin_conn, pipeline):
-    s = span({"text": "tab\there\nnew line \\ backslash \x00 nul", "nested": {"list": [1, "two", None, True]},
-              "big": 2**70, "emoji": "🦜"},
-             name="name with\ttab", status_code="error", status_message="boom\x00",
-             events=[{"name": "exception", "time": T0 + 5, "attributes": {"exception.message": "bad\nthing"}}],
-             end_time=T0 - 10)
+    s = span(
+        {
+            "text": "tab\there\nnew line \\ backslash \x00 nul",
+            "nested": {"list": [1, "two", None, True]},
+            "big": 2**70,
+            "emoji": "🦜",
+        },
+        name="name with\ttab",
+        status_code="error",
+        status_message="boom\x00",
+        events=[{"name": "exception", "time": T0 + 5, "attributes": {"exception.message": "bad\nthing"}}],
+        end_time=T0 - 10,
+    )
     store(settings, pipeline, [s])
     row = stored(admin_conn, s.span_id)
     assert row["attributes"]["text"] == "tab\there\nnew line \\ backslash \ufffd nul"

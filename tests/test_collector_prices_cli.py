@@ -59,15 +59,24 @@ def test_a_project_override_wins_for_that_project_only(project):
 
 def test_import_is_all_or_nothing(project, workdir):
     good = workdir / "prices.csv"
-    good.write_text("model_pattern,provider,input_per_mtok,output_per_mtok,valid_from\n"
-                    "^alpha$,,1,2,2025-01-01\n^beta$,groq,3,4,\n")
+    good.write_text(
+        "model_pattern,provider,input_per_mtok,output_per_mtok,valid_from\n^alpha$,,1,2,2025-01-01\n^beta$,groq,3,4,\n"
+    )
     proc = prices(project, "import", str(good), "--json")
     assert proc.returncode == 0, proc.stderr
-    assert [(r["model_pattern"], r["provider"]) for r in json.loads(proc.stdout)] == [("^alpha$", None),
-                                                                                      ("^beta$", "groq")]
+    assert [(r["model_pattern"], r["provider"]) for r in json.loads(proc.stdout)] == [
+        ("^alpha$", None),
+        ("^beta$", "groq"),
+    ]
     bad = workdir / "bad.json"
-    bad.write_text(json.dumps([{"model_pattern": "^gamma$", "input_per_mtok": 1, "output_per_mtok": 1},
-                               {"model_pattern": "^delta(", "input_per_mtok": 1, "output_per_mtok": 1}]))
+    bad.write_text(
+        json.dumps(
+            [
+                {"model_pattern": "^gamma$", "input_per_mtok": 1, "output_per_mtok": 1},
+                {"model_pattern": "^delta(", "input_per_mtok": 1, "output_per_mtok": 1},
+            ]
+        )
+    )
     proc = prices(project, "import", str(bad))
     assert proc.returncode == 2 and "bad.json row 2" in proc.stderr and "Traceback" not in proc.stderr
     listed = " ".join(r["model_pattern"] for r in json.loads(prices(project, "list", "--json").stdout))

@@ -12,15 +12,22 @@ ALL = "email,phone,credit_card,us_ssn,ipv4,ipv6,bearer_token,api_key,aws_access_
 def test_secrets_are_masked_by_default_everywhere_but_pii_is_kept(settings, admin_conn):
     pipeline = make_pipeline(settings, admin_conn)
     messages = json.dumps([{"role": "user", "content": "use my key sk-proj-Abcdefghijklmnopqrstuvwx12 please"}])
-    s = span({"gen_ai.input.messages": messages, "http.request.header.authorization": ["Bearer abc.def-ghi_jkl"],
-              "note": "mail me at jane.doe@example.com"},
-             events=[{"name": "log", "time": 0, "attributes": {"aws": "key AKIAIOSFODNN7EXAMPLE in config"}}],
-             status_code="error", status_message="auth failed for Bearer eyJhbGciOiJIUzI1NiJ9.e30.x")
+    s = span(
+        {
+            "gen_ai.input.messages": messages,
+            "http.request.header.authorization": ["Bearer abc.def-ghi_jkl"],
+            "note": "mail me at jane.doe@example.com",
+        },
+        events=[{"name": "log", "time": 0, "attributes": {"aws": "key AKIAIOSFODNN7EXAMPLE in config"}}],
+        status_code="error",
+        status_message="auth failed for Bearer eyJhbGciOiJIUzI1NiJ9.e30.x",
+    )
     store(settings, pipeline, [s])
     row = stored(admin_conn, s.span_id)
     attrs = row["attributes"]
     assert json.loads(attrs["gen_ai.input.messages"]) == [
-        {"role": "user", "content": "use my key [REDACTED:api_key] please"}]
+        {"role": "user", "content": "use my key [REDACTED:api_key] please"}
+    ]
     assert attrs["http.request.header.authorization"] == ["[REDACTED:bearer_token]"]
     assert attrs["note"] == "mail me at jane.doe@example.com"
     assert row["events"][0]["attributes"]["aws"] == "key [REDACTED:aws_access_key] in config"
@@ -50,8 +57,9 @@ def test_each_pii_detector_masks_what_it_should_and_only_that(settings, admin_co
 
 
 def test_hash_strategy_keeps_equal_values_equal_without_storing_them(settings, admin_conn):
-    pipeline = make_pipeline(settings, admin_conn, PII_DETECTORS="email", PII_STRATEGY="hash",
-                             PII_HASH_SALT="s3cret-salt")
+    pipeline = make_pipeline(
+        settings, admin_conn, PII_DETECTORS="email", PII_STRATEGY="hash", PII_HASH_SALT="s3cret-salt"
+    )
     a = span({"msg": "from alice@example.com"})
     b = span({"msg": "cc alice@example.com", "other": "bob@example.com"})
     store(settings, pipeline, [a, b])
@@ -70,11 +78,23 @@ def test_remove_strategy_deletes_the_match(settings, admin_conn):
 
 
 def test_key_rules_drop_and_hash_attributes_events_and_columns(settings, admin_conn):
-    pipeline = make_pipeline(settings, admin_conn, PII_DROP_KEYS="gen_ai.prompt.*,secret.thing",
-                             PII_HASH_KEYS="user.id", PII_HASH_SALT="salt")
-    s = span({"gen_ai.prompt.0.content": "private", "gen_ai.prompt.0.role": "user", "secret.thing": 1,
-              "gen_ai.completion.0.content": "kept", "user.id": "alice@example.com"},
-             events=[{"name": "e", "time": 0, "attributes": {"gen_ai.prompt.1.content": "private too", "ok": 1}}])
+    pipeline = make_pipeline(
+        settings,
+        admin_conn,
+        PII_DROP_KEYS="gen_ai.prompt.*,secret.thing",
+        PII_HASH_KEYS="user.id",
+        PII_HASH_SALT="salt",
+    )
+    s = span(
+        {
+            "gen_ai.prompt.0.content": "private",
+            "gen_ai.prompt.0.role": "user",
+            "secret.thing": 1,
+            "gen_ai.completion.0.content": "kept",
+            "user.id": "alice@example.com",
+        },
+        events=[{"name": "e", "time": 0, "attributes": {"gen_ai.prompt.1.content": "private too", "ok": 1}}],
+    )
     other = span({"user.id": "alice@example.com"})
     store(settings, pipeline, [s, other])
     row = stored(admin_conn, s.span_id)
@@ -86,9 +106,14 @@ def test_key_rules_drop_and_hash_attributes_events_and_columns(settings, admin_c
 
 def test_detectors_reach_normalized_columns_resources_and_nested_values(settings, admin_conn):
     pipeline = make_pipeline(settings, admin_conn, PII_DETECTORS="email")
-    s = span({"user.id": "carol@example.com", "session.id": "s-1",
-              "tool.args": {"to": ["dave@example.com", 3], "cc": {"addr": "erin@example.com"}}},
-             resource={"service.name": "svc", "owner": "ops@example.com"})
+    s = span(
+        {
+            "user.id": "carol@example.com",
+            "session.id": "s-1",
+            "tool.args": {"to": ["dave@example.com", 3], "cc": {"addr": "erin@example.com"}},
+        },
+        resource={"service.name": "svc", "owner": "ops@example.com"},
+    )
     store(settings, pipeline, [s])
     row = stored(admin_conn, s.span_id)
     assert row["user_id"] == "[REDACTED:email]" and row["session_id"] == "s-1"

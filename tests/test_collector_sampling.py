@@ -35,22 +35,42 @@ def test_head_sampling_keeps_whole_traces_the_same_way_on_every_instance(start_c
 
 
 def test_tail_sampling_keeps_errors_slow_costly_and_priority_traces(start_collector, admin_conn):
-    c = start_collector(SAMPLING_TAIL_ENABLED="true", SAMPLING_TAIL_DECISION_WAIT_SECONDS="1",
-                        SAMPLING_TAIL_LATENCY_MS="1000", SAMPLING_TAIL_COST_USD="0.01", SAMPLING_TAIL_RATE="0")
+    c = start_collector(
+        SAMPLING_TAIL_ENABLED="true",
+        SAMPLING_TAIL_DECISION_WAIT_SECONDS="1",
+        SAMPLING_TAIL_LATENCY_MS="1000",
+        SAMPLING_TAIL_COST_USD="0.01",
+        SAMPLING_TAIL_RATE="0",
+    )
     now = time.time_ns()
 
     def trace(n: int, **child) -> list[dict]:
         t = f"{n:032x}"
-        return [{"trace_id": t, "span_id": f"{n:08x}00000001", "start": now, "end": now + 10_000_000},
-                {"trace_id": t, "span_id": f"{n:08x}00000002", "parent": f"{n:08x}00000001", "start": now,
-                 "end": now + 10_000_000, **child}]
+        return [
+            {"trace_id": t, "span_id": f"{n:08x}00000001", "start": now, "end": now + 10_000_000},
+            {
+                "trace_id": t,
+                "span_id": f"{n:08x}00000002",
+                "parent": f"{n:08x}00000001",
+                "start": now,
+                "end": now + 10_000_000,
+                **child,
+            },
+        ]
 
-    spans = (trace(1, status=2)                                            # error
-             + trace(2, end=now + 2_000_000_000)                           # slow
-             + trace(3, attributes={"gen_ai.request.model": "gpt-4o",      # 0.025 USD
-                                    "gen_ai.usage.input_tokens": 10_000})
-             + trace(4, attributes={"sampling.priority": 1})               # marked by the app
-             + [s for n in range(10, 15) for s in trace(n)])               # ordinary: rate 0
+    spans = (
+        trace(1, status=2)  # error
+        + trace(2, end=now + 2_000_000_000)  # slow
+        + trace(
+            3,
+            attributes={
+                "gen_ai.request.model": "gpt-4o",  # 0.025 USD
+                "gen_ai.usage.input_tokens": 10_000,
+            },
+        )
+        + trace(4, attributes={"sampling.priority": 1})  # marked by the app
+        + [s for n in range(10, 15) for s in trace(n)]
+    )  # ordinary: rate 0
     started = time.monotonic()
     assert grpc_export(c.grpc_target, otlp_request(spans), c.token)[0] == grpc.StatusCode.OK
     assert time.monotonic() - started < 1.0  # acknowledged before the decision wait is over
@@ -61,8 +81,10 @@ def test_tail_sampling_keeps_errors_slow_costly_and_priority_traces(start_collec
         time.sleep(0.1)
     assert stored_traces(admin_conn) == {f"{n:032x}": 2 for n in (1, 2, 3, 4)}
 
-    late = [{"trace_id": f"{1:032x}", "span_id": f"{1:08x}00000009"},      # follows its trace: kept
-            {"trace_id": f"{10:032x}", "span_id": f"{10:08x}00000009"}]    # follows its trace: dropped
+    late = [
+        {"trace_id": f"{1:032x}", "span_id": f"{1:08x}00000009"},  # follows its trace: kept
+        {"trace_id": f"{10:032x}", "span_id": f"{10:08x}00000009"},
+    ]  # follows its trace: dropped
     assert grpc_export(c.grpc_target, otlp_request(late), c.token)[0] == grpc.StatusCode.OK
     time.sleep(0.5)
     assert stored_traces(admin_conn) == {f"{1:032x}": 3, **{f"{n:032x}": 2 for n in (2, 3, 4)}}
@@ -70,8 +92,7 @@ def test_tail_sampling_keeps_errors_slow_costly_and_priority_traces(start_collec
 
 
 def test_tail_sampled_spans_are_written_on_sigterm(start_collector, admin_conn):
-    c = start_collector(SAMPLING_TAIL_ENABLED="true", SAMPLING_TAIL_DECISION_WAIT_SECONDS="60",
-                        SAMPLING_TAIL_RATE="1")
+    c = start_collector(SAMPLING_TAIL_ENABLED="true", SAMPLING_TAIL_DECISION_WAIT_SECONDS="60", SAMPLING_TAIL_RATE="1")
     body = otlp_request([{"trace_id": "77" * 16, "span_id": "77" * 8}])
     assert grpc_export(c.grpc_target, body, c.token)[0] == grpc.StatusCode.OK
     assert stored_traces(admin_conn) == {}

@@ -27,18 +27,22 @@ ALL_PROFILES = ["admin", "backup", "grafana"]
 HOST_ONLY_SECRETS = {"LLMOBS_ADMIN_API_KEY", "LLMOBS_INGEST_API_KEY"}
 
 
-def compose_config(files: list[str], tmp_path: Path, *, project: str = "llm-observatory",
-                   profiles: list[str] = ALL_PROFILES) -> dict:
+def compose_config(
+    files: list[str], tmp_path: Path, *, project: str = "llm-observatory", profiles: list[str] = ALL_PROFILES
+) -> dict:
     require_compose()
     cmd = ["docker", "compose", "--project-name", project]
     for name in files:
         cmd += ["--file", str(COMPOSE / name)]
     for profile in profiles:
         cmd += ["--profile", profile]
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "COMPOSE_PROJECT_NAME": project,
-           "LLMOBS_SECRETS_DIR": str(tmp_path / "secrets"), "LLMOBS_TLS_DIR": str(tmp_path / "tls")}
-    proc = subprocess.run([*cmd, "config", "--format", "json"], capture_output=True, text=True, env=env,
-                          timeout=60)
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "COMPOSE_PROJECT_NAME": project,
+        "LLMOBS_SECRETS_DIR": str(tmp_path / "secrets"),
+        "LLMOBS_TLS_DIR": str(tmp_path / "tls"),
+    }
+    proc = subprocess.run([*cmd, "config", "--format", "json"], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -54,8 +58,9 @@ def test_network_and_volumes_carry_the_project_name(tmp_path: Path):
     config = compose_config(OVERLAYS["base"], tmp_path, project="acme-obs")
     assert config["networks"]["default"]["name"] == "acme-obs-network"
     names = {spec["name"] for spec in config["volumes"].values()}
-    assert names == {f"acme-obs-{v}" for v in ("db-data", "redis-data", "grafana-data", "pgadmin-data",
-                                               "backup-data", "wal-archive")}
+    assert names == {
+        f"acme-obs-{v}" for v in ("db-data", "redis-data", "grafana-data", "pgadmin-data", "backup-data", "wal-archive")
+    }
 
 
 def test_offline_overlay_never_pulls_and_leaves_grafana_to_a_profile(tmp_path: Path):
@@ -99,8 +104,9 @@ def test_every_secret_reaches_the_services_as_a_docker_secret(tmp_path: Path):
     file_setting = {key: Path(spec["file"]).name for key, spec in config["secrets"].items()}
     secret_settings = {s.name for s in SETTINGS if s.secret}
     assert set(file_setting.values()) <= secret_settings | {"AWS_CREDENTIALS"}
-    assert secret_settings - set(file_setting.values()) <= HOST_ONLY_SECRETS, \
+    assert secret_settings - set(file_setting.values()) <= HOST_ONLY_SECRETS, (
         "a new secret setting must be added to compose/docker-compose.yml's secrets"
+    )
     for name, svc in config["services"].items():
         env = svc.get("environment") or {}
         for value in env.values():
@@ -115,7 +121,7 @@ def test_prod_overlay_keeps_wal_archiving_and_adds_limits_restart_and_tls(tmp_pa
     base = compose_config(OVERLAYS["base"], tmp_path)["services"]
     prod = compose_config(OVERLAYS["prod"], tmp_path)["services"]
     base_cmd, prod_cmd = base["timescaledb"]["command"], prod["timescaledb"]["command"]
-    assert prod_cmd[:len(base_cmd)] == base_cmd
+    assert prod_cmd[: len(base_cmd)] == base_cmd
     assert "ssl=on" in prod_cmd and any(a.startswith("shared_buffers=") for a in prod_cmd)
     # Grafana's datasource asks PostgreSQL for TLS where the server offers it
     assert base["grafana"]["environment"]["LLMOBS_DB_SSLMODE"] == "disable"

@@ -77,8 +77,20 @@ def project() -> Iterator[Project]:
 
 def _python_in_volume(project: Project, volume: str, script: str, *, user: str) -> str:
     """``script`` run by python3 of the app image with the project's ``volume`` at /g, as ``user``."""
-    return docker("run", "--rm", "-i", "--user", user, "-v", f"{project.name}-{volume}:/g", "--entrypoint",
-                  "python3", project.env["LLMOBS_IMAGE_APP"], "-", input=script.encode()).stdout
+    return docker(
+        "run",
+        "--rm",
+        "-i",
+        "--user",
+        user,
+        "-v",
+        f"{project.name}-{volume}:/g",
+        "--entrypoint",
+        "python3",
+        project.env["LLMOBS_IMAGE_APP"],
+        "-",
+        input=script.encode(),
+    ).stdout
 
 
 def _backup(project: Project, kind: str) -> str:
@@ -94,16 +106,19 @@ def _kept_aside(project: Project, kind: str) -> list[dict]:
 
 
 def _restore_audited(project: Project, backup_id: str) -> dict:
-    [(details,)] = project.sql("SELECT details FROM audit_log WHERE action = 'restore' AND target = %s",
-                               (backup_id,))
+    [(details,)] = project.sql("SELECT details FROM audit_log WHERE action = 'restore' AND target = %s", (backup_id,))
     return details
 
 
 def _redis(project: Project):
     import redis
 
-    return redis.Redis(host="127.0.0.1", port=project.port("REDIS_PORT"), username=project.env["REDIS_USER"],
-                       password=project.env["REDIS_PASSWORD"])
+    return redis.Redis(
+        host="127.0.0.1",
+        port=project.port("REDIS_PORT"),
+        username=project.env["REDIS_USER"],
+        password=project.env["REDIS_PASSWORD"],
+    )
 
 
 def test_redis_restore_brings_the_keys_back_and_keeps_the_old_data_aside(project: Project):
@@ -124,8 +139,9 @@ def test_redis_restore_brings_the_keys_back_and_keeps_the_old_data_aside(project
     assert redis_state["state"] == "running" and redis_state["health"] == "healthy", redis_state
     # What Redis loads belongs to the user it runs as.
     server = project.containers("redis")[0]["Id"]
-    owners = docker("exec", server, "sh", "-c", "stat -c %u:%g /data/dump.rdb /data/appendonlydir/*; id -u; id -g"
-                    ).stdout.split()
+    owners = docker(
+        "exec", server, "sh", "-c", "stat -c %u:%g /data/dump.rdb /data/appendonlydir/*; id -u; id -g"
+    ).stdout.split()
     assert set(owners[:-2]) == {f"{owners[-2]}:{owners[-1]}"}, owners
     [kept] = _kept_aside(project, "redis")
     assert kept["name"].startswith("redis-") and kept["size_bytes"] > 0
@@ -140,13 +156,28 @@ def test_grafana_restore_brings_its_data_back_and_keeps_the_old_data_aside(proje
     project.cli("restore", backup_id, "--yes")
 
     data = json.loads(_python_in_volume(project, "grafana-data", _READ_GRAFANA, user=GRAFANA_OWNER))
-    assert data == {"dashboards": [[1, "LLM overview"]], "plugin": '{"id": "panel"}', "after_backup": False,
-                    "owners": [GRAFANA_OWNER]}
+    assert data == {
+        "dashboards": [[1, "LLM overview"]],
+        "plugin": '{"id": "panel"}',
+        "after_backup": False,
+        "owners": [GRAFANA_OWNER],
+    }
     [kept] = _kept_aside(project, "grafana")
     # The replaced data, as it was just before the restore, in the backup volume.
     name = kept["name"]
-    assert docker("run", "--rm", "-v", f"{project.name}-backup-data:/b:ro", "--entrypoint", "cat",
-                  project.env["LLMOBS_IMAGE_APP"], f"/b/kept-aside/{name}/after-backup.txt").stdout == "new"
+    assert (
+        docker(
+            "run",
+            "--rm",
+            "-v",
+            f"{project.name}-backup-data:/b:ro",
+            "--entrypoint",
+            "cat",
+            project.env["LLMOBS_IMAGE_APP"],
+            f"/b/kept-aside/{name}/after-backup.txt",
+        ).stdout
+        == "new"
+    )
     assert _restore_audited(project, backup_id)["type"] == "grafana"
     # Kept-aside data is removed by a job running as another user (PostgreSQL's): shared by group.
     project.cli("backup", "kept-aside", "remove", name, "--yes")

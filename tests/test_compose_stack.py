@@ -64,9 +64,21 @@ def test_up_starts_every_service_healthy(project: Project):
 
 
 def test_containers_are_hardened_and_hold_no_secret(project: Project):
-    secrets = [v for k, v in project.env.items() if v and k in {
-        "DB_PASSWORD", "DB_APP_PASSWORD", "DB_READONLY_PASSWORD", "REDIS_PASSWORD", "SECRET_KEY",
-        "LLMOBS_ADMIN_API_KEY", "LLMOBS_INGEST_API_KEY"}]
+    secrets = [
+        v
+        for k, v in project.env.items()
+        if v
+        and k
+        in {
+            "DB_PASSWORD",
+            "DB_APP_PASSWORD",
+            "DB_READONLY_PASSWORD",
+            "REDIS_PASSWORD",
+            "SECRET_KEY",
+            "LLMOBS_ADMIN_API_KEY",
+            "LLMOBS_INGEST_API_KEY",
+        }
+    ]
     by_service = {c["Config"]["Labels"]["com.docker.compose.service"]: c for c in project.containers()}
     assert {"timescaledb", "redis", "api", "collector", "proxy"} <= set(by_service)
     for service, c in by_service.items():
@@ -109,8 +121,14 @@ def test_wal_is_archived_into_the_volume(project: Project):
     import psycopg
 
     env = project.env
-    with psycopg.connect(host="127.0.0.1", port=project.port("DB_PORT"), user="postgres",
-                         password=env["DB_PASSWORD"], dbname=env["DB_NAME"], autocommit=True) as conn:
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=project.port("DB_PORT"),
+        user="postgres",
+        password=env["DB_PASSWORD"],
+        dbname=env["DB_NAME"],
+        autocommit=True,
+    ) as conn:
         segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -119,8 +137,16 @@ def test_wal_is_archived_into_the_volume(project: Project):
                 break
             time.sleep(0.5)
     assert archived[0] and archived[0] >= segment and archived[1] == 0, archived
-    listing = docker("run", "--rm", "-v", f"{project.name}-wal-archive:/w:ro", "--entrypoint", "ls",
-                     project.env["LLMOBS_IMAGE_APP"], "/w").stdout.split()
+    listing = docker(
+        "run",
+        "--rm",
+        "-v",
+        f"{project.name}-wal-archive:/w:ro",
+        "--entrypoint",
+        "ls",
+        project.env["LLMOBS_IMAGE_APP"],
+        "/w",
+    ).stdout.split()
     assert segment in listing
 
 
@@ -135,8 +161,16 @@ def test_backups_run_in_one_off_containers_into_the_backup_volume(project: Proje
         assert found, created.stdout + created.stderr
         assert "pg_basebackup" in created.stderr or "pg_dump" in created.stderr  # the job's progress reaches us
         ids.append(found[-1])
-    listing = docker("run", "--rm", "-v", f"{project.name}-backup-data:/b:ro", "--entrypoint", "ls",
-                     project.env["LLMOBS_IMAGE_APP"], "/b").stdout.split()
+    listing = docker(
+        "run",
+        "--rm",
+        "-v",
+        f"{project.name}-backup-data:/b:ro",
+        "--entrypoint",
+        "ls",
+        project.env["LLMOBS_IMAGE_APP"],
+        "/b",
+    ).stdout.split()
     assert set(ids) <= set(listing), (ids, listing)
     listed = json.loads(project.cli("backup", "list", "--json").stdout)
     assert [b["id"] for b in listed["backups"]] == ids
@@ -214,8 +248,22 @@ def _restore_interrupted(project: Project, target: datetime, kill_job: bool) -> 
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-m", "llmobs", "--project-dir", str(project.root), "restore", "--to",
-                             target.isoformat(), "--yes"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llmobs",
+            "--project-dir",
+            str(project.root),
+            "restore",
+            "--to",
+            target.isoformat(),
+            "--yes",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stderr is not None
     when = "Starting PostgreSQL"  # the journal says "swapped"; recovery and checks take seconds more
     seen = []
@@ -236,8 +284,14 @@ def _restore_interrupted(project: Project, target: datetime, kill_job: bool) -> 
 
 
 def _restore_jobs(project: Project) -> list[str]:
-    return docker("ps", "-q", "--filter", f"label=com.docker.compose.project={project.name}",
-                  "--filter", "label=com.docker.compose.service=restore").stdout.split()
+    return docker(
+        "ps",
+        "-q",
+        "--filter",
+        f"label=com.docker.compose.project={project.name}",
+        "--filter",
+        "label=com.docker.compose.service=restore",
+    ).stdout.split()
 
 
 def test_a_restore_whose_job_dies_midway_leaves_the_old_cluster_running(project: Project):
@@ -285,15 +339,30 @@ def test_a_volume_of_the_old_layout_is_moved_into_pgdata(project: Project):
     image = project.env["LLMOBS_IMAGE_TIMESCALEDB"]
     docker("volume", "create", volume)
     try:
-        old = docker("run", "-d", "-e", "POSTGRES_PASSWORD=old-layout", "-v", f"{volume}:/var/lib/postgresql/data",
-                     image).stdout.strip()
+        old = docker(
+            "run", "-d", "-e", "POSTGRES_PASSWORD=old-layout", "-v", f"{volume}:/var/lib/postgresql/data", image
+        ).stdout.strip()
         _wait_ready(old)
         docker("exec", old, "psql", "-U", "postgres", "-qc", "CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)")
         docker("rm", "-f", old)
         wrapper = ROOT / "compose" / "postgres"
-        new = docker("run", "-d", "-e", "POSTGRES_PASSWORD=old-layout", "-e", "PGDATA=/var/lib/postgresql/data/pgdata",
-                     "-v", f"{volume}:/var/lib/postgresql/data", "-v", f"{wrapper}:/etc/llmobs/postgres:ro",
-                     "--entrypoint", "/bin/sh", image, "/etc/llmobs/postgres/entrypoint.sh", "postgres").stdout.strip()
+        new = docker(
+            "run",
+            "-d",
+            "-e",
+            "POSTGRES_PASSWORD=old-layout",
+            "-e",
+            "PGDATA=/var/lib/postgresql/data/pgdata",
+            "-v",
+            f"{volume}:/var/lib/postgresql/data",
+            "-v",
+            f"{wrapper}:/etc/llmobs/postgres:ro",
+            "--entrypoint",
+            "/bin/sh",
+            image,
+            "/etc/llmobs/postgres/entrypoint.sh",
+            "postgres",
+        ).stdout.strip()
         try:
             _wait_ready(new)
             assert docker("exec", new, "psql", "-U", "postgres", "-Atc", "SELECT x FROM kept").stdout.strip() == "42"
@@ -335,8 +404,9 @@ def test_scale_out_spreads_traffic_over_every_replica_then_scale_in(project: Pro
     api_ips, collector_ips = replica_addresses(project, "api"), replica_addresses(project, "collector")
     assert len(api_ips) == 3 and len(collector_ips) == 2
 
-    since = docker("run", "--rm", "--entrypoint", "date", project.env["LLMOBS_IMAGE_APP"], "-u",
-                   "+%Y-%m-%dT%H:%M:%SZ").stdout.strip()
+    since = docker(
+        "run", "--rm", "--entrypoint", "date", project.env["LLMOBS_IMAGE_APP"], "-u", "+%Y-%m-%dT%H:%M:%SZ"
+    ).stdout.strip()
     time.sleep(1)
     with project.api() as client:
         for _ in range(60):

@@ -27,8 +27,11 @@ def swarm() -> Iterator[None]:
     state = docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip()
     if state != "active":
         running = docker("ps", "-q").stdout.split()
-        require(not running, f"{len(running)} container(s) run on this engine: a swarm init/leave would "
-                "disturb their DNS; run this test on an idle engine")
+        require(
+            not running,
+            f"{len(running)} container(s) run on this engine: a swarm init/leave would "
+            "disturb their DNS; run this test on an idle engine",
+        )
         docker("swarm", "init", "--advertise-addr", "127.0.0.1")
     try:
         yield
@@ -63,10 +66,13 @@ def wait_for(what: str, check, timeout: float = 120) -> None:
 
 
 def replicas(project: Project) -> dict[str, str]:
-    out = docker("service", "ls", "--filter", f"label=com.docker.stack.namespace={project.name}",
-                 "--format", "{{json .}}").stdout
-    return {json.loads(line)["Name"].removeprefix(f"{project.name}_"): json.loads(line)["Replicas"]
-            for line in out.splitlines()}
+    out = docker(
+        "service", "ls", "--filter", f"label=com.docker.stack.namespace={project.name}", "--format", "{{json .}}"
+    ).stdout
+    return {
+        json.loads(line)["Name"].removeprefix(f"{project.name}_"): json.loads(line)["Replicas"]
+        for line in out.splitlines()
+    }
 
 
 def answers(url: str) -> bool:
@@ -88,14 +94,24 @@ def test_rendered_stack_deploys_on_swarm_and_ingests_a_trace(stack_project: Proj
     assert project.env["DB_PASSWORD"] not in stack_file.read_text()
 
     docker("stack", "deploy", "--resolve-image", "never", "-c", str(stack_file), project.name, timeout=120)
-    wait_for("PostgreSQL and Redis", lambda: replicas(project).get("timescaledb") == "1/1"
-             and replicas(project).get("redis") == "1/1")
+    wait_for(
+        "PostgreSQL and Redis",
+        lambda: replicas(project).get("timescaledb") == "1/1" and replicas(project).get("redis") == "1/1",
+    )
     # Bootstrap from the host through the published port, as `llmobs up` does.
     wait_for("migrations", lambda: project.cli("db", "migrate", check=False).returncode == 0)
-    wait_for("api and collector", lambda: replicas(project).get("api") == "2/2"
-             and replicas(project).get("collector") == "1/1", timeout=180)
-    wait_for("the published ports", lambda: answers(f"http://127.0.0.1:{project.port('API_PORT')}/health")
-             and answers(f"http://127.0.0.1:{project.port('COLLECTOR_METRICS_PORT')}/health"))
+    wait_for(
+        "api and collector",
+        lambda: replicas(project).get("api") == "2/2" and replicas(project).get("collector") == "1/1",
+        timeout=180,
+    )
+    wait_for(
+        "the published ports",
+        lambda: (
+            answers(f"http://127.0.0.1:{project.port('API_PORT')}/health")
+            and answers(f"http://127.0.0.1:{project.port('COLLECTOR_METRICS_PORT')}/health")
+        ),
+    )
 
     trace_id = send_trace(project, "swarm chat")
     assert "swarm chat" in span_names(read_trace(project, trace_id))

@@ -96,11 +96,14 @@ def test_missing_secret_names_the_key():
     assert err.value.key == "DB_PASSWORD" and "DB_PASSWORD" in str(err.value)
 
 
-@pytest.mark.parametrize(("key", "value", "expected"), [
-    ("DB_PORT", "abc", "DB_PORT: 'abc' is not a port number"),
-    ("API_PORT", "70000", "API_PORT: '70000' is not a port number"),
-    ("LLMOBS_RUNTIME", "kubernetes", "LLMOBS_RUNTIME: 'kubernetes' is not one of"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("DB_PORT", "abc", "DB_PORT: 'abc' is not a port number"),
+        ("API_PORT", "70000", "API_PORT: '70000' is not a port number"),
+        ("LLMOBS_RUNTIME", "kubernetes", "LLMOBS_RUNTIME: 'kubernetes' is not one of"),
+    ],
+)
 def test_invalid_values_stop_the_command_naming_the_key(workdir, key, value, expected):
     init_project(workdir)
     proc = run_cli("status", project_dir=workdir, env={key: value})
@@ -112,8 +115,9 @@ def test_invalid_values_stop_the_command_naming_the_key(workdir, key, value, exp
 def test_missing_secret_stops_up_without_revealing_other_secrets(workdir):
     init_project(workdir)
     values = read_env_file(workdir / ".env")
-    (workdir / ".env").write_text((workdir / ".env").read_text().replace(
-        f"DB_APP_PASSWORD={values['DB_APP_PASSWORD']}", "DB_APP_PASSWORD="))
+    (workdir / ".env").write_text(
+        (workdir / ".env").read_text().replace(f"DB_APP_PASSWORD={values['DB_APP_PASSWORD']}", "DB_APP_PASSWORD=")
+    )
     proc = run_cli("up", "--runtime", "local", project_dir=workdir)
     assert proc.returncode == 2
     assert "DB_APP_PASSWORD: is not set" in proc.stderr

@@ -54,8 +54,11 @@ def _interval_for(start: datetime, end: datetime, max_points: int = 1000) -> str
     raw = (end - start).total_seconds() / max_points
     for step in (1, 5, 10, 15, 30, 60, 300, 600, 900, 1800, 3600, 10800, 21600, 43200, 86400):
         if raw <= step:
-            return f"{step // 60}m" if step % 60 == 0 and step < 3600 else (
-                f"{step // 3600}h" if step % 3600 == 0 and step < 86400 else (f"{step}s" if step < 60 else "1d"))
+            return (
+                f"{step // 60}m"
+                if step % 60 == 0 and step < 3600
+                else (f"{step // 3600}h" if step % 3600 == 0 and step < 86400 else (f"{step}s" if step < 60 else "1d"))
+            )
     return "1d"
 
 
@@ -144,8 +147,12 @@ def test_provisioning_files_name_the_readonly_role_and_each_other():
 def populated(settings: Settings):
     seeded = seed(settings)
     with api_client(settings) as c:  # accepted and rejected spans through the API: ingest counters
-        span = {"trace_id": "ab" * 16, "span_id": "cd" * 8, "name": "via api",
-                "start_time": datetime.now(UTC).isoformat()}
+        span = {
+            "trace_id": "ab" * 16,
+            "span_id": "cd" * 8,
+            "name": "via api",
+            "start_time": datetime.now(UTC).isoformat(),
+        }
         assert c.post("/api/v1/spans", headers=seeded.a.auth("writer"), json=span).status_code == 201
         bad = {**span, "trace_id": "00" * 16}
         assert c.post("/api/v1/spans", headers=seeded.a.auth("writer"), json=bad).status_code == 422
@@ -165,8 +172,9 @@ def _resolve_variables(conn, dashboard, start, end, interval) -> list[Variable]:
         value_col = columns.index("__value") if "__value" in columns else 0
         values = [str(r[value_col]) for r in rows]
         assert values, f"variable {v['name']} has no values"
-        variables.append(Variable(v["name"], v.get("multi", False), v.get("includeAll", False), v.get("allValue"),
-                                  values))
+        variables.append(
+            Variable(v["name"], v.get("multi", False), v.get("includeAll", False), v.get("allValue"), values)
+        )
     return variables
 
 
@@ -226,13 +234,15 @@ def test_overview_figures_match_the_api(settings: Settings, populated):
         variables = _resolve_variables(conn, overview, start, end, "1m")
         project = next(v for v in variables if v.name == "project")
         project.selected = [str(populated.a.id)]
-        requests = conn.execute(expand(panels["LLM requests"]["targets"][0]["rawSql"], start, end, "1m",
-                                       variables)).fetchone()[0]
+        requests = conn.execute(
+            expand(panels["LLM requests"]["targets"][0]["rawSql"], start, end, "1m", variables)
+        ).fetchone()[0]
         cost = conn.execute(expand(panels["Cost"]["targets"][0]["rawSql"], start, end, "1m", variables)).fetchone()[0]
     iso = lambda t: t.isoformat().replace("+00:00", "Z")  # noqa: E731
     with api_client(settings) as c:
-        body = c.get("/api/v1/metrics", headers=populated.a.auth(), params={"from": iso(start), "to": iso(end),
-                                                                           "interval": "1m"}).json()
+        body = c.get(
+            "/api/v1/metrics", headers=populated.a.auth(), params={"from": iso(start), "to": iso(end), "interval": "1m"}
+        ).json()
     points = [p for s in body["series"] for p in s["points"]]
     assert requests == sum(p["requests"] for p in points) > 0
     assert float(cost) == pytest.approx(sum(p["cost_usd"] for p in points))
@@ -240,16 +250,22 @@ def test_overview_figures_match_the_api(settings: Settings, populated):
 
 def test_rollup_function_picks_the_rollup_by_range(settings: Settings, populated):
     with connect(settings, "readonly", autocommit=True) as conn:
+
         def plan(hours: int) -> str:
-            rows = conn.execute("EXPLAIN SELECT * FROM llmobs_rollup(now() - make_interval(hours => %s), now()) "
-                                "WHERE project_id = 1", (hours,)).fetchall()
+            rows = conn.execute(
+                "EXPLAIN SELECT * FROM llmobs_rollup(now() - make_interval(hours => %s), now()) WHERE project_id = 1",
+                (hours,),
+            ).fetchall()
             return "\n".join(r[0] for r in rows)
+
         assert "spans_rollup_1m" in plan(6) and "spans_rollup_1h" in plan(6)  # inlined: both branches, one runs
         short = conn.execute("SELECT count(*) FROM llmobs_rollup(now() - interval '6 hours', now())").fetchone()[0]
-        minute = conn.execute("SELECT count(*) FROM spans_rollup_1m WHERE bucket >= date_trunc('minute', now() - "
-                              "interval '6 hours')").fetchone()[0]
+        minute = conn.execute(
+            "SELECT count(*) FROM spans_rollup_1m WHERE bucket >= date_trunc('minute', now() - interval '6 hours')"
+        ).fetchone()[0]
         assert short == minute > 0
         long = conn.execute("SELECT count(*) FROM llmobs_rollup(now() - interval '7 days', now())").fetchone()[0]
-        hour = conn.execute("SELECT count(*) FROM spans_rollup_1h WHERE bucket >= date_trunc('hour', now() - "
-                            "interval '7 days')").fetchone()[0]
+        hour = conn.execute(
+            "SELECT count(*) FROM spans_rollup_1h WHERE bucket >= date_trunc('hour', now() - interval '7 days')"
+        ).fetchone()[0]
         assert long == hour > 0

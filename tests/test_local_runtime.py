@@ -55,8 +55,14 @@ def our_processes(project: Path) -> list[psutil.Process]:
 
 def admin_conn(project: Path) -> psycopg.Connection:
     env = read_env_file(project / ".env")
-    return psycopg.connect(host="127.0.0.1", port=int(env["DB_PORT"]), user="postgres",
-                           password=env["DB_PASSWORD"], dbname=env["DB_NAME"], autocommit=True)
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=int(env["DB_PORT"]),
+        user="postgres",
+        password=env["DB_PASSWORD"],
+        dbname=env["DB_NAME"],
+        autocommit=True,
+    )
 
 
 def test_up_status_down_and_up_again_keeps_the_data(project: Path):
@@ -102,8 +108,16 @@ def test_status_text_and_logs(project: Path):
     assert run_cli("up", "--runtime", "local", project_dir=project).returncode == 0
     text = run_cli("status", project_dir=project)
     assert text.returncode == 0
-    for word in ("timescaledb", "redis", "api", "collector", "healthy", "overall: healthy",
-                 "WAL archiving: on", "database size"):
+    for word in (
+        "timescaledb",
+        "redis",
+        "api",
+        "collector",
+        "healthy",
+        "overall: healthy",
+        "WAL archiving: on",
+        "database size",
+    ):
         assert word in text.stdout
     logs = run_cli("logs", "timescaledb", "-n", "5", project_dir=project)
     assert logs.returncode == 0 and "database system is ready" in logs.stdout
@@ -141,8 +155,10 @@ def test_scale_runs_replicas_that_share_the_port(project: Path):
     assert by_name["api"]["health"] == "healthy"
     # every replica answers on the one published port (fresh connection per request)
     port = by_name["api"]["ports"]["API_PORT"]
-    seen = Counter(json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read())["instance"]
-                   for _ in range(90))
+    seen = Counter(
+        json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read())["instance"]
+        for _ in range(90)
+    )
     assert {i.rsplit(":", 1)[1] for i in seen} == {str(p) for p in by_name["api"]["pids"]}, seen
     time.sleep(3)  # and they stay up
     _, later = status_json(project)
@@ -244,13 +260,25 @@ def test_the_supervisor_keeps_rollups_fresh(project: Path):
     assert run_cli("up", "--runtime", "local", project_dir=project).returncode == 0
     env = read_env_file(project / ".env")
     now = datetime.now(UTC)
-    span = {"trace_id": "ab" * 16, "span_id": "cd" * 8, "name": "chat gpt-4o", "start_time": now.isoformat(),
-            "end_time": (now + timedelta(milliseconds=120)).isoformat(),
-            "attributes": {"gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o",
-                           "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 5}}
+    span = {
+        "trace_id": "ab" * 16,
+        "span_id": "cd" * 8,
+        "name": "chat gpt-4o",
+        "start_time": now.isoformat(),
+        "end_time": (now + timedelta(milliseconds=120)).isoformat(),
+        "attributes": {
+            "gen_ai.system": "openai",
+            "gen_ai.request.model": "gpt-4o",
+            "gen_ai.usage.input_tokens": 10,
+            "gen_ai.usage.output_tokens": 5,
+        },
+    }
     request = urllib.request.Request(
-        f"http://127.0.0.1:{env['API_PORT']}/api/v1/spans", data=json.dumps(span).encode(), method="POST",
-        headers={"Authorization": f"Bearer {env['LLMOBS_INGEST_API_KEY']}", "Content-Type": "application/json"})
+        f"http://127.0.0.1:{env['API_PORT']}/api/v1/spans",
+        data=json.dumps(span).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {env['LLMOBS_INGEST_API_KEY']}", "Content-Type": "application/json"},
+    )
     assert urllib.request.urlopen(request, timeout=10).status in (200, 201, 202)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and status_json(project)[1]["facts"].get("spans_last_hour", 0) < 1:

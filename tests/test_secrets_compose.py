@@ -38,8 +38,16 @@ def compose_project() -> Iterator[Path]:
     root = make_workdir("llmobs-compose-") / "proj"
     name = new_project_name()
     assert run_cli("init", str(root)).returncode == 0
-    update_env_file(root / ".env", {**free_ports_env(), **images, "COMPOSE_PROJECT_NAME": name,
-                                    "LLMOBS_RUNTIME": "compose", "API_RATE_LIMIT_FAIL_OPEN": "false"})
+    update_env_file(
+        root / ".env",
+        {
+            **free_ports_env(),
+            **images,
+            "COMPOSE_PROJECT_NAME": name,
+            "LLMOBS_RUNTIME": "compose",
+            "API_RATE_LIMIT_FAIL_OPEN": "false",
+        },
+    )
     try:
         proc = run_cli("up", project_dir=root, timeout=600)
         assert proc.returncode == 0, proc.stdout + proc.stderr

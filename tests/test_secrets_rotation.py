@@ -26,8 +26,9 @@ def data_stack(workdir: Path):
     proj = workdir / "proj"
     assert run_cli("init", str(proj)).returncode == 0
     env_file = proj / ".env"
-    env_file.write_text(env_file.read_text() + "".join(f"{k}={v}\n" for k, v in free_ports_env().items())
-                        + "LLMOBS_RUNTIME=local\n")
+    env_file.write_text(
+        env_file.read_text() + "".join(f"{k}={v}\n" for k, v in free_ports_env().items()) + "LLMOBS_RUNTIME=local\n"
+    )
     proc = run_cli("up", "--runtime", "local", "timescaledb", "redis", project_dir=proj)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     yield proj
@@ -45,8 +46,9 @@ def assert_rotated(before: dict[str, str], after: dict[str, str]) -> None:
         assert after[name] != before[name], name
     assert after["DB_APP_USER"] != before["DB_APP_USER"]
     assert after["SECRET_KEY_PREVIOUS"] == before["SECRET_KEY"]
-    assert not [k for k, v in after.items() if k.endswith(("_NEXT", "_RETIRED")) and v], \
+    assert not [k for k, v in after.items() if k.endswith(("_NEXT", "_RETIRED")) and v], (
         "staged or retired values left in .env"
+    )
     assert pg_accepts(after, "postgres", after["DB_PASSWORD"])
     assert not pg_accepts(after, "postgres", before["DB_PASSWORD"])
     assert pg_accepts(after, "llmobs_readonly", after["DB_READONLY_PASSWORD"])
@@ -63,8 +65,13 @@ def test_rotation_changes_every_credential_and_refuses_the_old_ones(data_stack: 
     proc = run_cli("secrets", "rotate", "db", "redis", "jwt", "--yes", "--json", project_dir=data_stack)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(proc.stdout)
-    assert result["secrets"] == ["DB_PASSWORD", "DB_READONLY_PASSWORD", "DB_APP_PASSWORD", "REDIS_PASSWORD",
-                                 "SECRET_KEY"]
+    assert result["secrets"] == [
+        "DB_PASSWORD",
+        "DB_READONLY_PASSWORD",
+        "DB_APP_PASSWORD",
+        "REDIS_PASSWORD",
+        "SECRET_KEY",
+    ]
     assert any("old one is refused" in c for c in result["checks"])
     after = read_env_file(data_stack / ".env")
     assert_rotated(before, after)
@@ -88,8 +95,13 @@ def test_rotation_changes_every_credential_and_refuses_the_old_ones(data_stack: 
     assert new["GRAFANA_ADMIN_PASSWORD"]["source"] == "baseline"
     assert status_after["jwt_previous_until"]
 
-    with psycopg.connect(host="127.0.0.1", port=int(after["DB_PORT"]), dbname=after["DB_NAME"], user="postgres",
-                         password=after["DB_PASSWORD"]) as conn:
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=int(after["DB_PORT"]),
+        dbname=after["DB_NAME"],
+        user="postgres",
+        password=after["DB_PASSWORD"],
+    ) as conn:
         rows = conn.execute("SELECT actor, target, details FROM audit_log WHERE action = 'secrets.rotate'").fetchall()
     assert len(rows) == 1 and rows[0][1].startswith("DB_PASSWORD") and rows[0][2]["app_user"] == after["DB_APP_USER"]
     assert not any(v in json.dumps(rows[0][2]) for v in secret_values)
@@ -101,8 +113,16 @@ ROTATION_STEPS = [s.name for s in rotation_steps(["db", "redis", "jwt"])]
 def test_a_rotation_killed_at_any_step_is_finished_by_the_next_run(data_stack: Path):
     for step in ROTATION_STEPS:
         before = read_env_file(data_stack / ".env")
-        killed = run_cli("secrets", "rotate", "db", "redis", "jwt", "--yes", project_dir=data_stack,
-                         env={FAILPOINT_ENV: f"secrets:{step}"})
+        killed = run_cli(
+            "secrets",
+            "rotate",
+            "db",
+            "redis",
+            "jwt",
+            "--yes",
+            project_dir=data_stack,
+            env={FAILPOINT_ENV: f"secrets:{step}"},
+        )
         assert killed.returncode == -9, f"{step}: {killed.stdout}{killed.stderr}"
         assert (data_stack / "run" / "rotation.json").exists(), step
         # In between, what the services log in with (.env as the crash left it) still works.
@@ -128,8 +148,9 @@ def test_redis_restarted_in_the_middle_of_a_rotation_does_not_strand_it(data_sta
     from llmobs.stack.local import LocalStack
 
     before = read_env_file(data_stack / ".env")
-    killed = run_cli("secrets", "rotate", "redis", "--yes", project_dir=data_stack,
-                     env={FAILPOINT_ENV: "secrets:redis.commit"})
+    killed = run_cli(
+        "secrets", "rotate", "redis", "--yes", project_dir=data_stack, env={FAILPOINT_ENV: "secrets:redis.commit"}
+    )
     assert killed.returncode == -9
     stack = LocalStack(Settings.load(data_stack, environ={}))
     stack.stop(["redis"])

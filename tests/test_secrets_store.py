@@ -29,8 +29,9 @@ def project(workdir: Path) -> Path:
     assert run_cli("init", str(proj)).returncode == 0
     env_file = proj / ".env"
     ports = free_ports_env()
-    env_file.write_text(env_file.read_text() + "".join(f"{k}={v}\n" for k, v in ports.items())
-                        + "LLMOBS_RUNTIME=local\n")
+    env_file.write_text(
+        env_file.read_text() + "".join(f"{k}={v}\n" for k, v in ports.items()) + "LLMOBS_RUNTIME=local\n"
+    )
     return proj
 
 
@@ -129,8 +130,14 @@ def test_one_rotation_at_a_time(project: Path):
 
 
 def test_journal_round_trip_is_private(project: Path):
-    journal = RotationJournal(id="abc", started_at="2024-01-01T00:00:00+00:00", runtime="local", targets=["db"],
-                              secrets=["DB_PASSWORD"], project_dir=str(project))
+    journal = RotationJournal(
+        id="abc",
+        started_at="2024-01-01T00:00:00+00:00",
+        runtime="local",
+        targets=["db"],
+        secrets=["DB_PASSWORD"],
+        project_dir=str(project),
+    )
     journal.mark("stage")
     path = project / "run" / "rotation.json"
     assert mode(path) == 0o600

@@ -44,10 +44,16 @@ JWT_GRACE_SECONDS = 45
 def stack(workdir: Path):
     proj = workdir / "proj"
     assert run_cli("init", str(proj)).returncode == 0
-    extra = {**free_ports_env(), "LLMOBS_RUNTIME": "local", "SECRETS_JWT_GRACE_SECONDS": str(JWT_GRACE_SECONDS),
-             # Redis trouble must show as failed reads, not be served around.
-             "API_RATE_LIMIT_FAIL_OPEN": "false", "API_RATE_LIMIT_PER_MINUTE": "100000",
-             "API_RATE_LIMIT_BURST": "10000", "COLLECTOR_PUBLISH_TRACES": "true"}
+    extra = {
+        **free_ports_env(),
+        "LLMOBS_RUNTIME": "local",
+        "SECRETS_JWT_GRACE_SECONDS": str(JWT_GRACE_SECONDS),
+        # Redis trouble must show as failed reads, not be served around.
+        "API_RATE_LIMIT_FAIL_OPEN": "false",
+        "API_RATE_LIMIT_PER_MINUTE": "100000",
+        "API_RATE_LIMIT_BURST": "10000",
+        "COLLECTOR_PUBLISH_TRACES": "true",
+    }
     env_file = proj / ".env"
     env_file.write_text(env_file.read_text() + "".join(f"{k}={v}\n" for k, v in extra.items()))
     proc = run_cli("up", "--runtime", "local", project_dir=proj, timeout=300)
@@ -63,8 +69,12 @@ def api_stack(workdir: Path):
     """PostgreSQL, Redis and two api replicas: what a JWT rotation involves."""
     proj = workdir / "proj"
     assert run_cli("init", str(proj)).returncode == 0
-    extra = {**free_ports_env(), "LLMOBS_RUNTIME": "local", "API_RATE_LIMIT_PER_MINUTE": "100000",
-             "API_RATE_LIMIT_BURST": "10000"}
+    extra = {
+        **free_ports_env(),
+        "LLMOBS_RUNTIME": "local",
+        "API_RATE_LIMIT_PER_MINUTE": "100000",
+        "API_RATE_LIMIT_BURST": "10000",
+    }
     env_file = proj / ".env"
     env_file.write_text(env_file.read_text() + "".join(f"{k}={v}\n" for k, v in extra.items()))
     proc = run_cli("up", "--runtime", "local", "timescaledb", "redis", "api", project_dir=proj, timeout=300)
@@ -104,8 +114,10 @@ def test_rotate_all_under_load_fails_no_request_and_loses_no_span(stack: Path):
         sender.stop()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(proc.stdout)
-    print(f"rotate all took {took:.1f} s; {len(sender.acked)} spans acknowledged, {reader.ok} reads, "
-          f"{len(ps.samples)} ps samples")
+    print(
+        f"rotate all took {took:.1f} s; {len(sender.acked)} spans acknowledged, {reader.ok} reads, "
+        f"{len(ps.samples)} ps samples"
+    )
     assert result["restarted"] == ["api", "collector"] and "grafana" in result["skipped"]
     assert_no_outage(stack, sender, reader)
 
@@ -119,8 +131,12 @@ def test_rotate_all_under_load_fails_no_request_and_loses_no_span(stack: Path):
     secrets = secret_values(before, after)
     assert_no_secret_in(ps.samples, secrets, "a process's arguments")
     assert_no_secret_in([proc.stdout, proc.stderr], secrets, "the rotation's output")
-    assert_no_secret_in([f.read_text(errors="replace") for f in (stack / "logs").iterdir()]
-                        + [(stack / "secrets-rotation.log").read_text()], secrets, "the logs")
+    assert_no_secret_in(
+        [f.read_text(errors="replace") for f in (stack / "logs").iterdir()]
+        + [(stack / "secrets-rotation.log").read_text()],
+        secrets,
+        "the logs",
+    )
 
     # The JWT issued before the rotation works until the grace period ends, then not.
     new_token = issue_jwt(after)
@@ -146,8 +162,15 @@ def test_rotation_killed_at_every_step_finishes_on_rerun_while_clients_keep_work
         for step in steps:
             before = read_env_file(stack / ".env")
             reader.token = issue_jwt(before)  # each rotation meets a token issued before it
-            killed = run_cli("secrets", "rotate", "all", "--yes", project_dir=stack, timeout=600,
-                             env={FAILPOINT_ENV: f"secrets:{step}"})
+            killed = run_cli(
+                "secrets",
+                "rotate",
+                "all",
+                "--yes",
+                project_dir=stack,
+                timeout=600,
+                env={FAILPOINT_ENV: f"secrets:{step}"},
+            )
             assert killed.returncode == -9, f"{step}: {killed.stdout}{killed.stderr}"
             acked, reads = len(sender.acked), reader.ok
             time.sleep(1.5)  # the stack as the crash left it keeps serving
@@ -184,8 +207,9 @@ def test_fresh_tokens_work_on_every_replica_while_the_jwt_key_rotates(api_stack:
     after = read_env_file(api_stack / ".env")
     print(f"rotate jwt took {took:.1f} s; {user.used} fresh tokens used, {len(user.failures)} failures")
     assert user.failures == [], f"{len(user.failures)} failures, e.g. {user.failures[:5]}"
-    assert user.kids == {kid_for(before["SECRET_KEY"]), kid_for(after["SECRET_KEY"])}, \
+    assert user.kids == {kid_for(before["SECRET_KEY"]), kid_for(after["SECRET_KEY"])}, (
         "the client must have been issued tokens with both keys during the run"
+    )
     assert result["warnings"] == []
     assert any("before signing with it" in check for check in result["checks"])
     assert not after.get("SECRET_KEY_NEXT") and "SECRET_KEY_NEXT_FILE" not in after

@@ -47,8 +47,14 @@ def test_db_status_lists_applied_and_pending(pg_server, template_db, workdir):
 
     db = f"status_{workdir.name.replace('-', '_')}"
     env = settings_env(pg_server, None, db, LLMOBS_RUNTIME="local")
-    with psycopg.connect(host=pg_server.host, port=pg_server.port, user="postgres", password=pg_server.password,
-                         dbname="postgres", autocommit=True) as conn:
+    with psycopg.connect(
+        host=pg_server.host,
+        port=pg_server.port,
+        user="postgres",
+        password=pg_server.password,
+        dbname="postgres",
+        autocommit=True,
+    ) as conn:
         conn.execute(f'CREATE DATABASE "{db}"')
     (workdir / ".env").write_text("LLMOBS_RUNTIME=local\n")
     try:
@@ -59,8 +65,14 @@ def test_db_status_lists_applied_and_pending(pg_server, template_db, workdir):
         proc = run_cli("db", "status", project_dir=workdir, env=env)
         assert proc.returncode == 0 and "applied" in proc.stdout and "core" in proc.stdout
     finally:
-        with psycopg.connect(host=pg_server.host, port=pg_server.port, user="postgres",
-                             password=pg_server.password, dbname="postgres", autocommit=True) as conn:
+        with psycopg.connect(
+            host=pg_server.host,
+            port=pg_server.port,
+            user="postgres",
+            password=pg_server.password,
+            dbname="postgres",
+            autocommit=True,
+        ) as conn:
             conn.execute(f'DROP DATABASE "{db}" WITH (FORCE)')
 
 
@@ -97,26 +109,38 @@ def test_rollups_count_tokens_cost_errors_and_latency_percentiles(admin_conn, se
     maintain(admin_conn, settings)
     # 100 spans in one minute with durations 1..100 ms, every tenth an error
     for i in range(1, 101):
-        admin_conn.execute(SPAN_SQL, (f"{i:032x}", f"{i:016x}", base + timedelta(seconds=i % 50),
-                                      base, float(i), "error" if i % 10 == 0 else "ok"))
+        admin_conn.execute(
+            SPAN_SQL,
+            (
+                f"{i:032x}",
+                f"{i:016x}",
+                base + timedelta(seconds=i % 50),
+                base,
+                float(i),
+                "error" if i % 10 == 0 else "ok",
+            ),
+        )
     maintain(admin_conn, settings)
     row = admin_conn.execute(
         """SELECT requests, errors, input_tokens, output_tokens, round(cost_usd::numeric, 6),
                   llmobs_hist_quantile(latency_hist, 0.5), llmobs_hist_quantile(latency_hist, 0.99)
-           FROM spans_rollup_1m WHERE bucket = %s""", (base,)).fetchone()
+           FROM spans_rollup_1m WHERE bucket = %s""",
+        (base,),
+    ).fetchone()
     requests, errors, tin, tout, cost, p50, p99 = row
     assert (requests, errors, tin, tout, float(cost)) == (100, 10, 1000, 500, 1.0)
     assert 50 / 1.3 <= p50 <= 50 * 1.3
     assert 99 / 1.3 <= p99 <= 99 * 1.3
     hour = admin_conn.execute(
         "SELECT sum(requests), llmobs_hist_quantile(llmobs_hist_sum(latency_hist), 0.5) FROM spans_rollup_1h "
-        "WHERE bucket = date_trunc('hour', %s::timestamptz)", (base,)).fetchone()
+        "WHERE bucket = date_trunc('hour', %s::timestamptz)",
+        (base,),
+    ).fetchone()
     assert hour[0] == 100 and 50 / 1.3 <= hour[1] <= 50 * 1.3
     # a span arriving late (inside the look-back window) is folded in by the next pass
     admin_conn.execute(SPAN_SQL, ("9" * 32, "9" * 16, base, base, 5.0, "ok"))
     maintain(admin_conn, settings)
-    assert admin_conn.execute("SELECT requests FROM spans_rollup_1m WHERE bucket = %s",
-                              (base,)).fetchone()[0] == 101
+    assert admin_conn.execute("SELECT requests FROM spans_rollup_1m WHERE bucket = %s", (base,)).fetchone()[0] == 101
 
 
 def test_partition_for_any_day_can_be_created_on_demand(admin_conn):

@@ -19,8 +19,11 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dist")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(out), str(REPO)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(REPO)],
+        check=True,
+        capture_output=True,
+    )
     (found,) = out.glob("llmobs-*.whl")
     return found
 
@@ -37,8 +40,11 @@ def test_wheel_ships_compose_files_migrations_and_grafana_provisioning(wheel: Pa
 def test_installed_wheel_runs_init_and_local_up_outside_the_checkout(wheel: Path, workdir: Path):
     venv = workdir / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = subprocess.run([venv / "bin" / "pip", "install", "-q", "--disable-pip-version-check", str(wheel)],
-                         capture_output=True, text=True)
+    pip = subprocess.run(
+        [venv / "bin" / "pip", "install", "-q", "--disable-pip-version-check", str(wheel)],
+        capture_output=True,
+        text=True,
+    )
     assert pip.returncode == 0, pip.stderr[-2000:]
     llmobs = venv / "bin" / "llmobs"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMOBS_", "DB_", "REDIS_"))}
@@ -46,11 +52,23 @@ def test_installed_wheel_runs_init_and_local_up_outside_the_checkout(wheel: Path
     project = workdir / "site"
 
     def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(llmobs), "--project-dir", str(project), *args], cwd=workdir, env=env,
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [str(llmobs), "--project-dir", str(project), *args],
+            cwd=workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
-    where = subprocess.run([venv / "bin" / "python", "-c", "import llmobs, sys; print(llmobs.__file__)"],
-                           cwd=workdir, env=env, capture_output=True, text=True, check=True).stdout
+    where = subprocess.run(
+        [venv / "bin" / "python", "-c", "import llmobs, sys; print(llmobs.__file__)"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert str(REPO) not in where and str(venv) in where
     assert subprocess.run([str(llmobs), "init", str(project)], cwd=workdir, env=env).returncode == 0
     with (project / ".env").open("a") as fh:

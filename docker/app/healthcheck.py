@@ -1,9 +1,9 @@
 #!/usr/bin/python3
 """Container healthcheck for the llmobs image (standard library only: it runs every few seconds).
 
-    llmobs-healthcheck                     GET http://127.0.0.1:$API_PORT/health (default 8080)
-    llmobs-healthcheck URL                 GET URL; healthy on a 2xx answer
-    llmobs-healthcheck --process WORDS     healthy while a process runs whose command line contains WORDS
+llmobs-healthcheck                     GET http://127.0.0.1:$API_PORT/health (default 8080)
+llmobs-healthcheck URL                 GET URL; healthy on a 2xx answer
+llmobs-healthcheck --process WORDS     healthy while a process runs whose command line contains WORDS
 """
 
 import os

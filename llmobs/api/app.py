@@ -36,11 +36,15 @@ def create_app(settings: Settings) -> FastAPI:
     Redis are down (``/health/ready`` says so)."""
     db = Database(settings)
     redis = RedisLink(settings)
-    state = ApiState(settings=settings, db=db, redis=redis, auth=Authenticator(settings, db),
-                     limiter=RateLimiter(redis, settings),
-                     cache=ResultCache(redis, settings.get_int("API_CACHE_TTL_SECONDS"),
-                                       namespace=settings.get_str("DB_NAME")),
-                     ingest=SpanIngest(settings, db, redis))
+    state = ApiState(
+        settings=settings,
+        db=db,
+        redis=redis,
+        auth=Authenticator(settings, db),
+        limiter=RateLimiter(redis, settings),
+        cache=ResultCache(redis, settings.get_int("API_CACHE_TTL_SECONDS"), namespace=settings.get_str("DB_NAME")),
+        ingest=SpanIngest(settings, db, redis),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -52,7 +56,8 @@ def create_app(settings: Settings) -> FastAPI:
         await db.open()
         tune_gc()
         key_changes = asyncio.create_task(
-            follow_key_changes(db.connect_kwargs, state.auth.forget, state.auth.forget_all), name="key-changes")
+            follow_key_changes(db.connect_kwargs, state.auth.forget, state.auth.forget_all), name="key-changes"
+        )
         try:
             yield
         finally:
@@ -60,8 +65,15 @@ def create_app(settings: Settings) -> FastAPI:
             await db.close()
             await redis.close()
 
-    app = FastAPI(title="LLM Observatory API", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-                  docs_url="/docs", redoc_url=None, openapi_url="/openapi.json")
+    app = FastAPI(
+        title="LLM Observatory API",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
     app.state.api = state
     install_error_handlers(app)
 
@@ -74,10 +86,20 @@ def create_app(settings: Settings) -> FastAPI:
 
     origins = [o.strip() for o in settings.get_str("API_CORS_ORIGINS").split(",") if o.strip()]
     if origins:
-        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-                           expose_headers=["X-Request-ID", "X-RateLimit-Limit", "X-RateLimit-Remaining",
-                                           "X-RateLimit-Reset", "Retry-After", "X-Cache"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=[
+                "X-Request-ID",
+                "X-RateLimit-Limit",
+                "X-RateLimit-Remaining",
+                "X-RateLimit-Reset",
+                "Retry-After",
+                "X-Cache",
+            ],
+        )
     app.add_middleware(RequestContext)
     return app
 

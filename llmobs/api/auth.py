@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from llmobs.config import Settings
     from llmobs.store.apikeys import ApiKey, Role
 
+
 @dataclass(frozen=True)
 class Principal:
     key_id: str

@@ -94,16 +94,26 @@ class Database:
         await conn.set_autocommit(True)
         # JIT compiles for seconds on plans this API runs in milliseconds (a trace list sorted by
         # cost: 0.17 s without, 2 s with): never worth it for interactive queries.
-        await conn.execute(sql.SQL("SET ROLE {}; SET jit = off; SET default_transaction_read_only = on; "
-                                   "SET statement_timeout = {}").format(
-            sql.Identifier(APP_GROUP_ROLE), sql.Literal(self.statement_timeout_ms)))
+        await conn.execute(
+            sql.SQL(
+                "SET ROLE {}; SET jit = off; SET default_transaction_read_only = on; SET statement_timeout = {}"
+            ).format(sql.Identifier(APP_GROUP_ROLE), sql.Literal(self.statement_timeout_ms))
+        )
 
     async def open(self) -> None:
         """A new pool (one per start of the app). It does not wait for PostgreSQL: the API starts,
         and reports not ready, while the database is still down."""
         self._pool = AsyncConnectionPool(
-            kwargs=self.connect_kwargs, min_size=1, max_size=self.max_size, open=False, configure=self._configure,
-            check=check_alive, timeout=POOL_TIMEOUT, reconnect_timeout=float("inf"), name="llmobs-api")
+            kwargs=self.connect_kwargs,
+            min_size=1,
+            max_size=self.max_size,
+            open=False,
+            configure=self._configure,
+            check=check_alive,
+            timeout=POOL_TIMEOUT,
+            reconnect_timeout=float("inf"),
+            name="llmobs-api",
+        )
         await self._pool.open(wait=False)
 
     async def close(self) -> None:
@@ -123,8 +133,9 @@ class Database:
         await self.pool.check()
         return await self._read_once(project_id, work, retry=False)
 
-    async def _read_once(self, project_id: int, work: Callable[[psycopg.AsyncConnection], Awaitable[T]], *,
-                         retry: bool = True) -> T:
+    async def _read_once(
+        self, project_id: int, work: Callable[[psycopg.AsyncConnection], Awaitable[T]], *, retry: bool = True
+    ) -> T:
         from psycopg import OperationalError
 
         async with self.pool.connection() as conn:

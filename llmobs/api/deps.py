@@ -13,8 +13,7 @@ from llmobs.api.errors import ApiError
 from llmobs.api.state import ApiState
 from llmobs.store.apikeys import Role
 
-bearer = HTTPBearer(auto_error=False, description="An API key (`llmobs_...`) or a JWT from "
-                    "`POST /api/v1/auth/token`.")
+bearer = HTTPBearer(auto_error=False, description="An API key (`llmobs_...`) or a JWT from `POST /api/v1/auth/token`.")
 
 
 def state_of(request: Request) -> ApiState:
@@ -63,17 +62,24 @@ async def authenticate(request: Request, token: str | None) -> Principal:
         if not decision.allowed:
             if decision.checked:
                 prom.RATE_LIMITED.inc()
-                raise ApiError(429, "rate_limited", f"rate limit of {decision.limit} requests per minute exceeded; "
-                               f"retry in {decision.retry_after} s", headers=decision.headers())
-            raise ApiError(503, "rate_limiter_unavailable", "the rate limiter (Redis) is unreachable and the API is "
-                           "set to refuse requests then (API_RATE_LIMIT_FAIL_OPEN=false)",
-                           headers={"Retry-After": str(decision.retry_after)})
+                raise ApiError(
+                    429,
+                    "rate_limited",
+                    f"rate limit of {decision.limit} requests per minute exceeded; retry in {decision.retry_after} s",
+                    headers=decision.headers(),
+                )
+            raise ApiError(
+                503,
+                "rate_limiter_unavailable",
+                "the rate limiter (Redis) is unreachable and the API is "
+                "set to refuse requests then (API_RATE_LIMIT_FAIL_OPEN=false)",
+                headers={"Retry-After": str(decision.retry_after)},
+            )
     request.state.principal = principal
     return principal
 
 
-async def caller(request: Request,
-                 credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> Principal:
+async def caller(request: Request, credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> Principal:
     return await authenticate(request, credentials.credentials if credentials else None)
 
 

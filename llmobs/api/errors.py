@@ -47,8 +47,15 @@ class ErrorResponse(BaseModel):
 class ApiError(Exception):
     """An expected failure answered with ``status`` and the error shape."""
 
-    def __init__(self, status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None,
-                 details: list[dict[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        details: list[dict[str, str]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -65,25 +72,44 @@ def request_id(request: Request) -> str:
     return request.scope.get("state", {}).get("request_id", "-")
 
 
-def error_body(request: Request, code: str, message: str, details: list[dict[str, str]] | None = None
-               ) -> dict[str, Any]:
+def error_body(
+    request: Request, code: str, message: str, details: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
     body: dict[str, Any] = {"code": code, "message": message, "request_id": request_id(request)}
     if details:
         body["details"] = details
     return {"error": body}
 
 
-def error_response(request: Request, status: int, code: str, message: str, *,
-                   headers: Mapping[str, str] | None = None, details: list[dict[str, str]] | None = None
-                   ) -> Response:
+def error_response(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    details: list[dict[str, str]] | None = None,
+) -> Response:
     all_headers = {REQUEST_ID_HEADER: request_id(request), **(headers or {})}
-    return Response(orjson.dumps(error_body(request, code, message, details)), status_code=status,
-                    headers=all_headers, media_type="application/json")
+    return Response(
+        orjson.dumps(error_body(request, code, message, details)),
+        status_code=status,
+        headers=all_headers,
+        media_type="application/json",
+    )
 
 
-_STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-                 405: "method_not_allowed", 406: "not_acceptable", 413: "payload_too_large",
-                 415: "unsupported_media_type", 429: "rate_limited"}
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
 
 
 def _location(loc: tuple | list) -> str:
@@ -95,10 +121,10 @@ def _validation_response(request: Request, exc: RequestValidationError) -> Respo
     if any(e.get("type") == "json_invalid" for e in errors):
         first = next(e for e in errors if e.get("type") == "json_invalid")
         reason = (first.get("ctx") or {}).get("error", "")
-        return error_response(request, 400, "invalid_json",
-                              f"request body is not valid JSON{': ' + str(reason) if reason else ''}")
-    details = [{"location": _location(e.get("loc", ())), "message": str(e.get("msg", "invalid"))}
-               for e in errors[:20]]
+        return error_response(
+            request, 400, "invalid_json", f"request body is not valid JSON{': ' + str(reason) if reason else ''}"
+        )
+    details = [{"location": _location(e.get("loc", ())), "message": str(e.get("msg", "invalid"))} for e in errors[:20]]
     summary = "; ".join(f"{d['location']}: {d['message']}" for d in details[:3])
     return error_response(request, 422, "validation_error", f"invalid request: {summary}", details=details)
 
@@ -129,27 +155,33 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(request, 422, "invalid_query", str(exc))
 
     async def query_canceled(request: Request, exc: Exception) -> Response:
-        return error_response(request, 422, "query_timeout",
-                              "the query took longer than the API allows: narrow its time range or filters")
+        return error_response(
+            request, 422, "query_timeout", "the query took longer than the API allows: narrow its time range or filters"
+        )
 
     async def bad_value(request: Request, exc: Exception) -> Response:
         # Values PostgreSQL cannot take (NUL characters, numbers out of range, ...).
         from llmobs.store.db import first_line
 
-        return error_response(request, 422, "invalid_value", f"a value in the request is not usable: "
-                              f"{first_line(exc)}")
+        return error_response(request, 422, "invalid_value", f"a value in the request is not usable: {first_line(exc)}")
 
     async def db_unavailable(request: Request, exc: Exception) -> Response:
         log.warning("database unavailable (request %s): %s", request_id(request), type(exc).__name__)
-        return error_response(request, 503, "database_unavailable",
-                              "the database is not reachable right now; retry shortly",
-                              headers={"Retry-After": "5"})
+        return error_response(
+            request,
+            503,
+            "database_unavailable",
+            "the database is not reachable right now; retry shortly",
+            headers={"Retry-After": "5"},
+        )
 
     async def unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error in %s %s (request %s)", request.method, request.url.path,
-                      request_id(request), exc_info=exc)
-        return error_response(request, 500, "internal_error",
-                              f"internal error; quote request id {request_id(request)} when reporting it")
+        log.exception(
+            "unhandled error in %s %s (request %s)", request.method, request.url.path, request_id(request), exc_info=exc
+        )
+        return error_response(
+            request, 500, "internal_error", f"internal error; quote request id {request_id(request)} when reporting it"
+        )
 
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RequestValidationError, validation)
@@ -164,8 +196,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
 #: OpenAPI ``responses`` entry for error statuses a route may answer with.
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    descriptions = {400: "Malformed request", 401: "Missing or invalid credentials",
-                    403: "The key's role does not allow this", 404: "Not found",
-                    422: "Invalid parameters or query", 429: "Rate limit exceeded",
-                    503: "Database or Redis unavailable"}
+    descriptions = {
+        400: "Malformed request",
+        401: "Missing or invalid credentials",
+        403: "The key's role does not allow this",
+        404: "Not found",
+        422: "Invalid parameters or query",
+        429: "Rate limit exceeded",
+        503: "Database or Redis unavailable",
+    }
     return {s: {"model": ErrorResponse, "description": descriptions.get(s, "Error")} for s in statuses}

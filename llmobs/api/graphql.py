@@ -71,8 +71,9 @@ def _guarded(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
         except psycopg.DataError as exc:
             raise bad_input(f"a value in the request is not usable: {str(exc).splitlines()[0]}") from None
         except (psycopg.OperationalError, PoolTimeout):
-            raise GraphQLError("the database is not reachable right now; retry shortly",
-                               extensions={"code": "UNAVAILABLE"}) from None
+            raise GraphQLError(
+                "the database is not reachable right now; retry shortly", extensions={"code": "UNAVAILABLE"}
+            ) from None
 
     return wrapper
 
@@ -92,11 +93,22 @@ class _TraceSpans:
 
     def trace(self) -> Trace:
         t = build_trace(self.rows, truncated=self.truncated)
-        return Trace(trace_id=t["trace_id"], start_time=t["start_time"], end_time=t["end_time"],
-                     duration_ms=t["duration_ms"], span_count=t["span_count"], error_count=t["error_count"],
-                     input_tokens=t["input_tokens"], output_tokens=t["output_tokens"],
-                     total_tokens=t["total_tokens"], cost_usd=t["cost_usd"], services=t["services"],
-                     models=t["models"], truncated=t["truncated"], _spans=self)
+        return Trace(
+            trace_id=t["trace_id"],
+            start_time=t["start_time"],
+            end_time=t["end_time"],
+            duration_ms=t["duration_ms"],
+            span_count=t["span_count"],
+            error_count=t["error_count"],
+            input_tokens=t["input_tokens"],
+            output_tokens=t["output_tokens"],
+            total_tokens=t["total_tokens"],
+            cost_usd=t["cost_usd"],
+            services=t["services"],
+            models=t["models"],
+            truncated=t["truncated"],
+            _spans=self,
+        )
 
 
 async def _load_trace(ctx: Context, trace_id: str) -> _TraceSpans | None:
@@ -303,9 +315,15 @@ class Query:
 
     @strawberry.field(description="Traces listed by their root span; same filters as GET /api/v1/traces.")
     @_guarded
-    async def traces(self, info: strawberry.Info, filter: TraceFilterInput | None = None,
-                     sort: TraceSortField = TraceSortField.START_TIME, descending: bool = True,
-                     first: int = 50, after: str | None = None) -> TracePage:
+    async def traces(
+        self,
+        info: strawberry.Info,
+        filter: TraceFilterInput | None = None,
+        sort: TraceSortField = TraceSortField.START_TIME,
+        descending: bool = True,
+        first: int = 50,
+        after: str | None = None,
+    ) -> TracePage:
         ctx: Context = info.context
         if not 1 <= first <= MAX_PAGE:
             raise bad_input(f"first must be between 1 and {MAX_PAGE}")
@@ -317,26 +335,53 @@ class Query:
         if f.status not in (None, "ok", "error"):
             raise bad_input("filter status must be ok or error")
         start, end = time_range(f.from_, f.to)
-        tf = queries.TraceFilter(start, end, service=f.service, model=f.model, provider=f.provider,
-                                 status=f.status, user_id=f.user_id, session_id=f.session_id,  # type: ignore[arg-type]
-                                 name=f.name, min_duration_ms=f.min_duration_ms, min_cost_usd=f.min_cost_usd)
+        tf = queries.TraceFilter(
+            start,
+            end,
+            service=f.service,
+            model=f.model,
+            provider=f.provider,
+            status=f.status,
+            user_id=f.user_id,
+            session_id=f.session_id,  # type: ignore[arg-type]
+            name=f.name,
+            min_duration_ms=f.min_duration_ms,
+            min_cost_usd=f.min_cost_usd,
+        )
         cursor = queries.TraceCursor.decode(after, sort.value, descending) if after else None
         project_id = ctx.principal.project_id
-        page = await ctx.state.db.read(project_id, lambda conn: queries.list_traces(
-            conn, project_id, tf, sort=sort.value, descending=descending, limit=first, cursor=cursor))
+        page = await ctx.state.db.read(
+            project_id,
+            lambda conn: queries.list_traces(
+                conn, project_id, tf, sort=sort.value, descending=descending, limit=first, cursor=cursor
+            ),
+        )
         return TracePage(traces=[TraceSummary(**t) for t in page.traces], next_cursor=page.next_cursor)
 
     @strawberry.field(description="Time series from the rollups; same as GET /api/v1/metrics.")
     @_guarded
-    async def metrics(self, info: strawberry.Info,
-                      from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,
-                      to: datetime | None = None, interval: str = "auto",
-                      group_by: MetricsGroupBy = MetricsGroupBy.NONE, service: str | None = None,
-                      model: str | None = None, provider: str | None = None) -> list[MetricSeries]:
+    async def metrics(
+        self,
+        info: strawberry.Info,
+        from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,
+        to: datetime | None = None,
+        interval: str = "auto",
+        group_by: MetricsGroupBy = MetricsGroupBy.NONE,
+        service: str | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+    ) -> list[MetricSeries]:
         ctx: Context = info.context
         start, end = time_range(from_, to)
-        req = queries.MetricsRequest(start, end, interval=interval, group_by=group_by.value,  # type: ignore[arg-type]
-                                     service=service, model=model, provider=provider)
+        req = queries.MetricsRequest(
+            start,
+            end,
+            interval=interval,
+            group_by=group_by.value,  # type: ignore[arg-type]
+            service=service,
+            model=model,
+            provider=provider,
+        )
         project_id = ctx.principal.project_id
         _, _, series = await ctx.state.db.read(project_id, lambda conn: queries.metric_series(conn, project_id, req))
         return [MetricSeries(group=s["group"], points=[MetricPoint(**p) for p in s["points"]]) for s in series]
@@ -355,12 +400,15 @@ class _Schema(strawberry.Schema):
                 log.error("graphql resolver failed: %s", error.message, exc_info=error.original_error)
 
 
-schema = _Schema(query=Query, extensions=[
-    lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
-    lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-    lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
-    lambda: MaskErrors(should_mask_error=_mask, error_message="internal error"),
-])
+schema = _Schema(
+    query=Query,
+    extensions=[
+        lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
+        lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+        lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+        lambda: MaskErrors(should_mask_error=_mask, error_message="internal error"),
+    ],
+)
 
 
 class GraphQLRequest(BaseModel):
@@ -379,13 +427,22 @@ class GraphQLResult(BaseModel):
 router = APIRouter(tags=["graphql"], dependencies=[Depends(strict_query)])
 
 
-@router.post("/graphql", response_model=GraphQLResult, summary="GraphQL: traces, spans and metrics",
-             responses={400: {"model": ErrorResponse, "description": "Document does not parse or validate, or "
-                                                                       "bad arguments"},
-                        **error_responses(401, 403, 422, 429, 503)})
+@router.post(
+    "/graphql",
+    response_model=GraphQLResult,
+    summary="GraphQL: traces, spans and metrics",
+    responses={
+        400: {"model": ErrorResponse, "description": "Document does not parse or validate, or bad arguments"},
+        **error_responses(401, 403, 422, 429, 503),
+    },
+)
 async def graphql(body: GraphQLRequest, request: Request, principal: Reader, state: State) -> Response:
-    result = await schema.execute(body.query, variable_values=body.variables, operation_name=body.operationName,
-                                  context_value=Context(state, principal))
+    result = await schema.execute(
+        body.query,
+        variable_values=body.variables,
+        operation_name=body.operationName,
+        context_value=Context(state, principal),
+    )
     errors = [e.formatted for e in result.errors or []]
     codes = {(e.get("extensions") or {}).get("code") for e in errors}
     if errors and (result.data is None or "BAD_USER_INPUT" in codes or "UNAVAILABLE" in codes):

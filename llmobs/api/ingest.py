@@ -79,8 +79,9 @@ class SpanIn(BaseModel):
     scope_name: str | None = Field(None, max_length=500)
     attributes: dict[str, Any] = Field(default_factory=dict)
     events: list[SpanEventIn] = Field(default_factory=list, max_length=1000)
-    links: list[SpanLinkIn] = Field(default_factory=list, max_length=1000,
-                                    description="Spans this one is linked to (OpenTelemetry span links).")
+    links: list[SpanLinkIn] = Field(
+        default_factory=list, max_length=1000, description="Spans this one is linked to (OpenTelemetry span links)."
+    )
     resource: dict[str, Any] = Field(default_factory=dict)
 
     def raw(self, earliest: datetime, latest: datetime) -> RawSpan:
@@ -91,16 +92,30 @@ class SpanIn(BaseModel):
             resource["service.name"] = self.service_name
         start = _utc(self.start_time)
         if not earliest <= start <= latest:
-            raise ApiError(422, "invalid_span", f"span {self.span_id}: start_time {start.isoformat()} is outside "
-                           f"the accepted window {earliest:%Y-%m-%d %H:%M} to {latest:%Y-%m-%d %H:%M} UTC (retention)")
+            raise ApiError(
+                422,
+                "invalid_span",
+                f"span {self.span_id}: start_time {start.isoformat()} is outside "
+                f"the accepted window {earliest:%Y-%m-%d %H:%M} to {latest:%Y-%m-%d %H:%M} UTC (retention)",
+            )
         return RawSpan(
-            trace_id=self.trace_id.lower(), span_id=self.span_id.lower(),
-            parent_span_id=self.parent_span_id.lower() if self.parent_span_id else None, name=self.name,
-            start_time=start, end_time=_utc(self.end_time or self.start_time), kind=self.kind,
-            status_code=self.status_code, status_message=self.status_message, attributes=dict(self.attributes),
-            events=[{"name": e.name, "time": _utc(e.time) if e.time else None, "attributes": dict(e.attributes)}
-                    for e in self.events],
-            resource=resource, scope_name=self.scope_name, links=[link.raw() for link in self.links],
+            trace_id=self.trace_id.lower(),
+            span_id=self.span_id.lower(),
+            parent_span_id=self.parent_span_id.lower() if self.parent_span_id else None,
+            name=self.name,
+            start_time=start,
+            end_time=_utc(self.end_time or self.start_time),
+            kind=self.kind,
+            status_code=self.status_code,
+            status_message=self.status_message,
+            attributes=dict(self.attributes),
+            events=[
+                {"name": e.name, "time": _utc(e.time) if e.time else None, "attributes": dict(e.attributes)}
+                for e in self.events
+            ],
+            resource=resource,
+            scope_name=self.scope_name,
+            links=[link.raw() for link in self.links],
         )
 
 
@@ -135,8 +150,9 @@ class SpanIngest:
         if not spans:
             raise ApiError(422, "no_spans", "the request holds no spans")
         if len(spans) > MAX_SPANS:
-            raise ApiError(413, "too_many_spans", f"at most {MAX_SPANS} spans per request; send {len(spans)} "
-                           "in several requests")
+            raise ApiError(
+                413, "too_many_spans", f"at most {MAX_SPANS} spans per request; send {len(spans)} in several requests"
+            )
         now = datetime.now(UTC)
         raw = [s.raw(now - self.retention, now + MAX_FUTURE) for s in spans]
         await self._refresh_prices()
@@ -144,8 +160,9 @@ class SpanIngest:
         if result.rejected:
             async with self.db.control() as conn:
                 await ingest_stats.acount(conn, "api", project_id, rejected=len(spans))
-            raise ApiError(422, "invalid_span", f"{result.rejected} span(s) rejected, none stored: "
-                           f"{'; '.join(result.errors)}")
+            raise ApiError(
+                422, "invalid_span", f"{result.rejected} span(s) rejected, none stored: {'; '.join(result.errors)}"
+            )
         try:
             await self._copy(result.rows, project_id)
         except Exception as exc:

@@ -70,10 +70,22 @@ class RequestContext:
 
 
 async def _refuse_body(scope: Scope, send: Send, request_id: str) -> None:
-    body = orjson.dumps({"error": {"code": "payload_too_large", "request_id": request_id,
-                                   "message": f"request body over {MAX_BODY_BYTES // (1024 * 1024)} MiB"}})
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    body = orjson.dumps(
+        {
+            "error": {
+                "code": "payload_too_large",
+                "request_id": request_id,
+                "message": f"request body over {MAX_BODY_BYTES // (1024 * 1024)} MiB",
+            }
+        }
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

@@ -71,11 +71,14 @@ class Span(BaseModel):
     input_tokens: int | None
     output_tokens: int | None
     total_tokens: int | None
-    cached_input_tokens: int | None = Field(description="Cached (cache-read) input tokens; counted "
-                                            "inside input_tokens as OpenTelemetry defines it.")
+    cached_input_tokens: int | None = Field(
+        description="Cached (cache-read) input tokens; counted inside input_tokens as OpenTelemetry defines it."
+    )
     reasoning_tokens: int | None
-    cost_usd: float | None = Field(description="Cost in USD: sent by the client, or priced from the model "
-                                   "price table; null when the model has no price.")
+    cost_usd: float | None = Field(
+        description="Cost in USD: sent by the client, or priced from the model "
+        "price table; null when the model has no price."
+    )
     cost_source: str | None
     session_id: str | None
     user_id: str | None
@@ -137,8 +140,10 @@ Scalar = str | int | float | bool
 
 class QueryFilter(BaseModel):
     model_config = Strict
-    field: str = Field(max_length=250, description="A span field (`model`, `duration_ms`, ...) or "
-                       "`attributes.<key>` / `resource.<key>`.")
+    field: str = Field(
+        max_length=250,
+        description="A span field (`model`, `duration_ms`, ...) or `attributes.<key>` / `resource.<key>`.",
+    )
     op: Literal[FILTER_OPS] = "eq"  # type: ignore[valid-type]
     value: Scalar | list[Scalar] | None = None
 
@@ -162,12 +167,14 @@ class QueryRequest(BaseModel):
     to: IsoDateTime | None = Field(None, description="End (exclusive); default: now.")
     filters: list[QueryFilter] = Field(default_factory=list, max_length=50)
     group_by: list[str] = Field(default_factory=list, max_length=10)
-    aggregates: list[QueryAggregate] = Field(default_factory=lambda: [QueryAggregate(fn="count")],
-                                             min_length=1, max_length=20)
+    aggregates: list[QueryAggregate] = Field(
+        default_factory=lambda: [QueryAggregate(fn="count")], min_length=1, max_length=20
+    )
     order_by: list[QueryOrder] = Field(default_factory=list, max_length=5)
     limit: int = Field(100, ge=1, le=MAX_QUERY_ROWS)
     bucket: Literal[tuple(INTERVALS)] | None = Field(  # type: ignore[valid-type]
-        None, description="Adds a `time` group: spans bucketed by start time.")
+        None, description="Adds a `time` group: spans bucketed by start time."
+    )
 
 
 class QueryResult(BaseModel):

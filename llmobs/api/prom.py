@@ -13,13 +13,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-REQUESTS = Counter("llmobs_api_requests_total", "HTTP requests answered, by route template and status.",
-                   ["method", "route", "status"])
-LATENCY = Histogram("llmobs_api_request_duration_seconds", "Time to answer a request (to the first byte "
-                    "for streams).", ["method", "route"],
-                    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
-CACHE = Counter("llmobs_api_cache_requests_total", "Result cache lookups: hit, miss, or error (Redis "
-                "unreachable).", ["result"])
+REQUESTS = Counter(
+    "llmobs_api_requests_total", "HTTP requests answered, by route template and status.", ["method", "route", "status"]
+)
+LATENCY = Histogram(
+    "llmobs_api_request_duration_seconds",
+    "Time to answer a request (to the first byte for streams).",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+CACHE = Counter(
+    "llmobs_api_cache_requests_total", "Result cache lookups: hit, miss, or error (Redis unreachable).", ["result"]
+)
 RATE_LIMITED = Counter("llmobs_api_rate_limited_total", "Requests refused with 429.")
 AUTH_FAILURES = Counter("llmobs_api_auth_failures_total", "Requests refused with 401.")
 

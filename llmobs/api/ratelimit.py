@@ -61,8 +61,11 @@ class Decision:
     def headers(self) -> dict[str, str]:
         if not self.checked:
             return {}
-        headers = {"X-RateLimit-Limit": str(self.limit), "X-RateLimit-Remaining": str(self.remaining),
-                   "X-RateLimit-Reset": str(self.reset_seconds)}
+        headers = {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(self.reset_seconds),
+        }
         if not self.allowed:
             headers["Retry-After"] = str(self.retry_after)
         return headers
@@ -85,8 +88,14 @@ class RateLimiter:
         rate = self.per_minute / 60.0
         try:
             allowed, tokens, wait, full = await self.link.run(
-                lambda _client: self._script(keys=[f"llmobs:ratelimit:{key_id}"], args=[rate, self.burst]))
+                lambda _client: self._script(keys=[f"llmobs:ratelimit:{key_id}"], args=[rate, self.burst])
+            )
         except RedisUnavailable:
             return Decision(self.fail_open, self.per_minute, 0, 0, retry_after=5, checked=False)
-        return Decision(bool(int(allowed)), self.per_minute, int(float(tokens)), math.ceil(float(full)),
-                        retry_after=max(1, math.ceil(float(wait))))
+        return Decision(
+            bool(int(allowed)),
+            self.per_minute,
+            int(float(tokens)),
+            math.ceil(float(full)),
+            retry_after=max(1, math.ceil(float(wait))),
+        )

@@ -39,9 +39,14 @@ def client_for(settings: Settings, *, timeout: float | None = TIMEOUT) -> aiored
     """A client for the stack's Redis. One retry on a fresh connection covers a connection the
     server closed while it sat in the pool (a Redis restart)."""
     return aioredis.Redis(
-        host=settings.redis_host, port=settings.get_int("REDIS_PORT"), username=settings.get_str("REDIS_USER"),
-        password=settings.secret("REDIS_PASSWORD"), socket_timeout=timeout, socket_connect_timeout=TIMEOUT,
-        retry=Retry(NoBackoff(), 1), client_name="llmobs-api",
+        host=settings.redis_host,
+        port=settings.get_int("REDIS_PORT"),
+        username=settings.get_str("REDIS_USER"),
+        password=settings.secret("REDIS_PASSWORD"),
+        socket_timeout=timeout,
+        socket_connect_timeout=TIMEOUT,
+        retry=Retry(NoBackoff(), 1),
+        client_name="llmobs-api",
     )
 
 

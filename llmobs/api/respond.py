@@ -20,7 +20,9 @@ def to_json(data: Any) -> bytes:
     return orjson.dumps(data, default=_default)
 
 
-def json_response(data: Any = None, *, body: bytes | None = None, status: int = 200,
-                  headers: dict[str, str] | None = None) -> Response:
-    return Response(body if body is not None else to_json(data), status_code=status, headers=headers,
-                    media_type="application/json")
+def json_response(
+    data: Any = None, *, body: bytes | None = None, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        body if body is not None else to_json(data), status_code=status, headers=headers, media_type="application/json"
+    )

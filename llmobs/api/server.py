@@ -64,8 +64,11 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
     port = port or settings.get_int("API_PORT")
     level = settings.get_str("LLMOBS_LOG_LEVEL")
     setup_logging(settings, "api")
-    common: dict[str, Any] = {"log_level": level, "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN,
-                              "server_header": False}
+    common: dict[str, Any] = {
+        "log_level": level,
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN,
+        "server_header": False,
+    }
     if workers <= 1:
         # Our own listening socket with SO_REUSEPORT: replicas of the local runtime share the
         # port, and a replacement started during a rolling restart binds while the old one

@@ -54,8 +54,15 @@ class Claims:
 
 
 class TokenSigner:
-    def __init__(self, current: str, *, previous: str | None = None, previous_until: datetime | None = None,
-                 next_key: str | None = None, ttl: timedelta = timedelta(hours=1)) -> None:
+    def __init__(
+        self,
+        current: str,
+        *,
+        previous: str | None = None,
+        previous_until: datetime | None = None,
+        next_key: str | None = None,
+        ttl: timedelta = timedelta(hours=1),
+    ) -> None:
         self._current = current
         self.kid = kid_for(current)
         self._previous = previous if previous and previous != current else None
@@ -78,14 +85,26 @@ class TokenSigner:
                 raise ConfigError("SECRET_KEY_PREVIOUS_UNTIL", f"{until_text!r} is not an ISO 8601 time") from None
             if until.tzinfo is None:
                 until = until.replace(tzinfo=UTC)
-        return cls(settings.secret("SECRET_KEY"), previous=previous, previous_until=until, next_key=next_key,
-                   ttl=timedelta(seconds=settings.get_int("API_JWT_TTL_SECONDS")))
+        return cls(
+            settings.secret("SECRET_KEY"),
+            previous=previous,
+            previous_until=until,
+            next_key=next_key,
+            ttl=timedelta(seconds=settings.get_int("API_JWT_TTL_SECONDS")),
+        )
 
     def issue(self, *, key_id: str, project_id: int, role: str, now: datetime | None = None) -> IssuedToken:
         now = now or datetime.now(UTC)
         expires = now + self.ttl
-        payload = {"iss": ISSUER, "sub": key_id, "pid": project_id, "role": role,
-                   "iat": int(now.timestamp()), "exp": int(expires.timestamp()), "jti": secrets.token_hex(8)}
+        payload = {
+            "iss": ISSUER,
+            "sub": key_id,
+            "pid": project_id,
+            "role": role,
+            "iat": int(now.timestamp()),
+            "exp": int(expires.timestamp()),
+            "jti": secrets.token_hex(8),
+        }
         token = jwt.encode(payload, self._current, algorithm=ALGORITHM, headers={"kid": self.kid})
         return IssuedToken(token, datetime.fromtimestamp(payload["exp"], UTC), self.kid)
 
@@ -112,8 +131,9 @@ class TokenSigner:
             raise TokenError(f"token algorithm must be {ALGORITHM}")
         secret = self._secret_for(header.get("kid"), now)
         try:
-            payload = jwt.decode(token, secret, algorithms=[ALGORITHM], issuer=ISSUER,
-                                 options={"require": ["exp", "iat", "sub", "iss"]})
+            payload = jwt.decode(
+                token, secret, algorithms=[ALGORITHM], issuer=ISSUER, options={"require": ["exp", "iat", "sub", "iss"]}
+            )
         except jwt.ExpiredSignatureError:
             raise TokenError("token has expired: request a new one") from None
         except jwt.PyJWTError:

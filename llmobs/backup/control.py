@@ -54,8 +54,10 @@ class HostChannel:
 
 class HostGone(LlmobsError):
     def __init__(self) -> None:
-        super().__init__("the llmobs command that started this job went away",
-                         hint="`llmobs up` finishes or undoes what the job left")
+        super().__init__(
+            "the llmobs command that started this job went away",
+            hint="`llmobs up` finishes or undoes what the job left",
+        )
 
 
 def serve(proc: subprocess.Popen[bytes], handle: Handler, out: IO[bytes] | None = None) -> int:
@@ -68,7 +70,7 @@ def serve(proc: subprocess.Popen[bytes], handle: Handler, out: IO[bytes] | None 
             out.write(line)
             out.flush()
             continue
-        request = json.loads(line[len(PREFIX):])
+        request = json.loads(line[len(PREFIX) :])
         op = request.pop("op")
         try:
             answer = {"ok": True, "result": handle(op, request)}

@@ -23,9 +23,11 @@ def extract_physical(source: Path, manifest: Manifest, dest: Path) -> None:
 
 def verify_extracted(source: Path, dest: Path, binaries: PgBinaries) -> None:
     """pg_verifybackup: every file against the server's backup_manifest, and the WAL it needs."""
-    run([binaries("pg_verifybackup"), "--manifest-path", source / SERVER_MANIFEST, dest],
+    run(
+        [binaries("pg_verifybackup"), "--manifest-path", source / SERVER_MANIFEST, dest],
         env={"PATH": f"{binaries.bin_dir}:/usr/bin:/bin", "TZ": "UTC"},
-        hint="the backup is damaged; choose another one")
+        hint="the backup is damaged; choose another one",
+    )
 
 
 def chown_tree(root: Path, uid: int, gid: int) -> None:

@@ -43,8 +43,9 @@ def create_grafana(data_dir: Path, work: Path, backup_id: str, progress: Progres
         for entry in sorted(data_dir.iterdir()):
             if entry.name not in _SKIP:
                 tar.add(entry, arcname=entry.name)
-    return Manifest(id=backup_id, type="grafana", started_at=started, finished_at=datetime.now(UTC),
-                    files=describe_files(work))
+    return Manifest(
+        id=backup_id, type="grafana", started_at=started, finished_at=datetime.now(UTC), files=describe_files(work)
+    )
 
 
 def check_archive(archive: Path) -> int:

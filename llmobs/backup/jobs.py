@@ -28,8 +28,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def create_backup(settings: Settings, backup_type: str, progress: Progress, *, upload: bool = True,
-                  repo: Repository | None = None) -> BackupEntry:
+def create_backup(
+    settings: Settings, backup_type: str, progress: Progress, *, upload: bool = True, repo: Repository | None = None
+) -> BackupEntry:
     """Take one backup into the local repository, then copy it (and new WAL) to S3."""
     if backup_type not in BACKUP_TYPES:
         raise UsageError(f"unknown backup type {backup_type!r}; choose one of {', '.join(BACKUP_TYPES)}")
@@ -76,8 +77,10 @@ def _creator(settings: Settings, backup_type: str) -> Any:
 
     data_dir = settings.get_str("BACKUP_GRAFANA_DATA_DIR")
     if not data_dir:
-        raise UsageError("Grafana is not backed up here: BACKUP_GRAFANA_DATA_DIR is not set",
-                         hint="the local runtime runs no Grafana; the compose runtime sets it in its jobs")
+        raise UsageError(
+            "Grafana is not backed up here: BACKUP_GRAFANA_DATA_DIR is not set",
+            hint="the local runtime runs no Grafana; the compose runtime sets it in its jobs",
+        )
     from pathlib import Path
 
     return lambda work, bid, progress: create_grafana(Path(data_dir), work, bid, progress)
@@ -110,8 +113,14 @@ def live_timeline(settings: Settings) -> int | None:
         return None
 
 
-def verify_backups(settings: Settings, backup_ids: list[str] | None, progress: Progress, *,
-                   newest_only: bool = False, repo: Repository | None = None) -> list[VerifyResult]:
+def verify_backups(
+    settings: Settings,
+    backup_ids: list[str] | None,
+    progress: Progress,
+    *,
+    newest_only: bool = False,
+    repo: Repository | None = None,
+) -> list[VerifyResult]:
     """Verify the given backups (all when None; the newest of each type with ``newest_only``)."""
     from llmobs.backup.pgclient import binaries_for
     from llmobs.backup.pitr import WalIndex
@@ -127,8 +136,9 @@ def verify_backups(settings: Settings, backup_ids: list[str] | None, progress: P
                 raise UsageError(f"no backup with id {', '.join(missing)}", hint="`llmobs backup list`")
             entries = [known[i] for i in backup_ids]
         elif newest_only:
-            entries = [[e for e in entries if e.type == t][-1] for t in BACKUP_TYPES
-                       if any(e.type == t for e in entries)]
+            entries = [
+                [e for e in entries if e.type == t][-1] for t in BACKUP_TYPES if any(e.type == t for e in entries)
+            ]
         majors = [e.manifest.pg_major for e in entries if e.manifest.pg_major]
         binaries = binaries_for(settings, majors[-1]) if majors else None
         wal_files = timeline = None
@@ -141,15 +151,17 @@ def verify_backups(settings: Settings, backup_ids: list[str] | None, progress: P
             progress.step(f"Verifying {entry.id}")
             result = verify_backup(repo, entry, binaries, wal_files=wal_files, timeline=timeline)
             (progress.done if result.ok else progress.warn)(
-                f"{entry.id}: " + ("verified" if result.ok else "FAILED: " + "; ".join(
-                    c.detail for c in result.checks if not c.ok)))
+                f"{entry.id}: "
+                + ("verified" if result.ok else "FAILED: " + "; ".join(c.detail for c in result.checks if not c.ok))
+            )
             results.append(result)
         record_backups(settings, entries)
         return results
 
 
-def prune_backups(settings: Settings, *, dry_run: bool, now: datetime | None = None,
-                  repo: Repository | None = None) -> PruneResult:
+def prune_backups(
+    settings: Settings, *, dry_run: bool, now: datetime | None = None, repo: Repository | None = None
+) -> PruneResult:
     repo = repo or Repository.from_settings(settings)
     repo.paths.ensure()
     with backup_lock(repo.paths.lock_file, "prune"):
@@ -166,8 +178,9 @@ def audit_action(settings: Settings, action: str, target: str | None, details: d
 
     try:
         with admin_connection(settings) as conn:
-            audit.record(conn, action, actor=audit.cli_actor(), target=target, source=audit.cli_source(),
-                         details=details)
+            audit.record(
+                conn, action, actor=audit.cli_actor(), target=target, source=audit.cli_source(), details=details
+            )
     except LlmobsError as exc:
         log.warning("could not write the audit record of %s: %s", action, exc.message)
 
@@ -182,22 +195,35 @@ class Listing:
         rows = []
         for e in self.backups:
             m = e.manifest
-            row = {"id": m.id, "type": m.type, "started_at": m.started_at.isoformat(),
-                   "finished_at": m.finished_at.isoformat(), "size_bytes": m.size_bytes, "locations": e.locations,
-                   "pg_version": m.pg_version, "schema_version": m.schema_version,
-                   "verified": None if m.verification is None else bool(m.verification.get("ok")),
-                   "verified_at": (m.verification or {}).get("at")}
+            row = {
+                "id": m.id,
+                "type": m.type,
+                "started_at": m.started_at.isoformat(),
+                "finished_at": m.finished_at.isoformat(),
+                "size_bytes": m.size_bytes,
+                "locations": e.locations,
+                "pg_version": m.pg_version,
+                "schema_version": m.schema_version,
+                "verified": None if m.verification is None else bool(m.verification.get("ok")),
+                "verified_at": (m.verification or {}).get("at"),
+            }
             if m.type == "physical":
                 from llmobs.backup.verify import backup_own_segments
 
                 own = backup_own_segments(m)
-                row.update(timeline=m.timeline, start_lsn=m.start_lsn, end_lsn=m.end_lsn,
-                           wal_start=own[0], wal_end=own[-1])
+                row.update(
+                    timeline=m.timeline, start_lsn=m.start_lsn, end_lsn=m.end_lsn, wal_start=own[0], wal_end=own[-1]
+                )
             rows.append(row)
-        return {"backups": rows, "timeline": self.timeline,
-                "restorable": {"earliest": self.windows[0].earliest.isoformat() if self.windows else None,
-                               "latest": self.windows[-1].latest.isoformat() if self.windows else None,
-                               "windows": [w.to_dict() for w in self.windows]}}
+        return {
+            "backups": rows,
+            "timeline": self.timeline,
+            "restorable": {
+                "earliest": self.windows[0].earliest.isoformat() if self.windows else None,
+                "latest": self.windows[-1].latest.isoformat() if self.windows else None,
+                "windows": [w.to_dict() for w in self.windows],
+            },
+        }
 
 
 def list_backups(settings: Settings, *, remote: bool = True, repo: Repository | None = None) -> Listing:

@@ -95,8 +95,10 @@ def finish_interrupted(pgdata: Path, stop_server: Callable[[], None]) -> str | N
         journal.remove()
         return None
     roll_back(journal, stop_server)
-    return (f"an interrupted restore (backup {journal.backup}) was rolled back: the data directory "
-            "from before it is in place again")
+    return (
+        f"an interrupted restore (backup {journal.backup}) was rolled back: the data directory "
+        "from before it is in place again"
+    )
 
 
 def finish_interrupted_restore(cluster: PgCluster) -> str | None:

@@ -32,8 +32,13 @@ class KeptAside:
     kept_at: datetime | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "location": self.location, "size_bytes": self.size_bytes,
-                "kept_at": self.kept_at.isoformat() if self.kept_at else None}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "location": self.location,
+            "size_bytes": self.size_bytes,
+            "kept_at": self.kept_at.isoformat() if self.kept_at else None,
+        }
 
 
 def _du(path: Path) -> int:
@@ -99,7 +104,8 @@ def _kept_databases(settings: Settings) -> list[KeptAside]:
         with admin_connection(settings, dbname="postgres") as conn:
             rows = conn.execute(
                 "SELECT datname, pg_database_size(datname) FROM pg_database WHERE datname LIKE %s ORDER BY 1",
-                (settings.get_str("DB_NAME") + DB_MARK.replace("_", r"\_") + "%",)).fetchall()
+                (settings.get_str("DB_NAME") + DB_MARK.replace("_", r"\_") + "%",),
+            ).fetchall()
     except LlmobsError:
         return []
     return [KeptAside(name, "database", "PostgreSQL", size, None) for name, size in rows]

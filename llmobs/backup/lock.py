@@ -33,12 +33,24 @@ def backup_lock(path: Path, operation: str) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise AlreadyRunning(f"another backup operation is running ({_holder(fd)})",
-                                 hint="wait for it to finish; this run did nothing") from None
+            raise AlreadyRunning(
+                f"another backup operation is running ({_holder(fd)})",
+                hint="wait for it to finish; this run did nothing",
+            ) from None
         if writable:
             os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "operation": operation,
-                                      "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}).encode(), 0)
+            os.pwrite(
+                fd,
+                json.dumps(
+                    {
+                        "pid": os.getpid(),
+                        "host": socket.gethostname(),
+                        "operation": operation,
+                        "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    }
+                ).encode(),
+                0,
+            )
         try:
             yield
         finally:

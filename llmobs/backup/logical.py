@@ -29,14 +29,32 @@ def create_logical(settings: Settings, work: Path, backup_id: str, progress: Pro
         started = datetime.now(UTC)
         progress.step(f"pg_dump of database {database}")
         with client_env(settings) as env:
-            run([binaries("pg_dump"), "--format=custom", f"--compress={level}", "--no-password",
-                 f"--file={work / DUMP_FILE}", database], env=env)
+            run(
+                [
+                    binaries("pg_dump"),
+                    "--format=custom",
+                    f"--compress={level}",
+                    "--no-password",
+                    f"--file={work / DUMP_FILE}",
+                    database,
+                ],
+                env=env,
+            )
         finished = datetime.now(UTC)
         described = describe_while_switching(conn, work, progress)
     return Manifest(
-        id=backup_id, type="logical", started_at=started, finished_at=finished, files=described,
-        database=database, pg_version=facts.version, pg_major=facts.major, schema_version=facts.schema_version,
-        system_identifier=facts.system_identifier, compression=f"gzip:{level}" if level else "none")
+        id=backup_id,
+        type="logical",
+        started_at=started,
+        finished_at=finished,
+        files=described,
+        database=database,
+        pg_version=facts.version,
+        pg_major=facts.major,
+        schema_version=facts.schema_version,
+        system_identifier=facts.system_identifier,
+        compression=f"gzip:{level}" if level else "none",
+    )
 
 
 def check_dump(dump: Path, binaries: PgBinaries) -> int:
@@ -58,8 +76,17 @@ def restore_dump(settings: Settings, dump: Path, database: str, binaries: PgBina
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
             conn.execute("SELECT timescaledb_pre_restore()")
     with client_env(settings, dbname=database) as env:
-        run([binaries("pg_restore"), "--exit-on-error", "--no-password", f"--dbname={database}",
-             f"--jobs={settings.get_int('BACKUP_RESTORE_JOBS')}", dump], env=env)
+        run(
+            [
+                binaries("pg_restore"),
+                "--exit-on-error",
+                "--no-password",
+                f"--dbname={database}",
+                f"--jobs={settings.get_int('BACKUP_RESTORE_JOBS')}",
+                dump,
+            ],
+            env=env,
+        )
     if timescale:
         with admin_connection(settings, dbname=database) as conn:
             conn.execute("SELECT timescaledb_post_restore()")
@@ -69,5 +96,6 @@ def _timescale_available(settings: Settings, database: str) -> bool:
     with admin_connection(settings, dbname=database) as conn:
         row = conn.execute(
             "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') "
-            "AND current_setting('shared_preload_libraries') LIKE '%timescaledb%'").fetchone()
+            "AND current_setting('shared_preload_libraries') LIKE '%timescaledb%'"
+        ).fetchone()
     return bool(row and row[0])

@@ -83,8 +83,10 @@ class Manifest:
             data = json.loads(text)
             data.pop("size_bytes", None)
             if data.get("format", FORMAT) > FORMAT:
-                raise LlmobsError(f"{origin} was written by a newer llmobs (format {data['format']})",
-                                  hint="upgrade llmobs to read it")
+                raise LlmobsError(
+                    f"{origin} was written by a newer llmobs (format {data['format']})",
+                    hint="upgrade llmobs to read it",
+                )
             data["files"] = [FileEntry(**f) for f in data["files"]]
             data["started_at"] = datetime.fromisoformat(data["started_at"])
             data["finished_at"] = datetime.fromisoformat(data["finished_at"])
@@ -93,8 +95,9 @@ class Manifest:
             raise LlmobsError(f"{origin} is not a valid backup manifest: {exc}") from None
 
 
-def new_backup_id(backup_type: str, now: datetime | None = None, *, taken: set[str] | frozenset[str] = frozenset()
-                  ) -> str:
+def new_backup_id(
+    backup_type: str, now: datetime | None = None, *, taken: set[str] | frozenset[str] = frozenset()
+) -> str:
     """``20250102T030405Z-physical``: sorts by time, says what it is, unique among ``taken``."""
     now = (now or datetime.now(UTC)).astimezone(UTC)
     base = f"{now:%Y%m%dT%H%M%SZ}-{backup_type}"
@@ -121,5 +124,8 @@ def sha256_file(path: Path) -> str:
 
 def describe_files(directory: Path) -> list[FileEntry]:
     """Every regular file of a freshly written backup directory, with size and sha256."""
-    return [FileEntry(p.name, p.stat().st_size, sha256_file(p))
-            for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST_NAME]
+    return [
+        FileEntry(p.name, p.stat().st_size, sha256_file(p))
+        for p in sorted(directory.iterdir())
+        if p.is_file() and p.name != MANIFEST_NAME
+    ]

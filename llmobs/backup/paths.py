@@ -93,8 +93,10 @@ def _setting_path(settings: Settings, name: str, default: Callable[[LocalLayout]
         path = Path(value).expanduser()
         if not path.is_absolute():
             if settings.project_dir is None:
-                raise LlmobsError(f"{name} is a relative path but there is no project directory",
-                                  hint=f"set {name} to an absolute path")
+                raise LlmobsError(
+                    f"{name} is a relative path but there is no project directory",
+                    hint=f"set {name} to an absolute path",
+                )
             path = settings.project_dir / path
         return path
     if settings.project_dir is None:

@@ -55,8 +55,16 @@ def server_facts(conn: psycopg.Connection) -> ServerFacts:
     schema_version = None
     if conn.execute("SELECT to_regclass('llmobs_schema_migrations') IS NOT NULL").fetchone()[0]:
         schema_version = conn.execute("SELECT max(version) FROM llmobs_schema_migrations").fetchone()[0]
-    return ServerFacts(version=row[0].split()[0], major=row[1], system_identifier=row[2], wal_segment_size=row[3],
-                       archive_mode=row[4], schema_version=schema_version, timescaledb=row[5], timeline=row[6])
+    return ServerFacts(
+        version=row[0].split()[0],
+        major=row[1],
+        system_identifier=row[2],
+        wal_segment_size=row[3],
+        archive_mode=row[4],
+        schema_version=schema_version,
+        timescaledb=row[5],
+        timeline=row[6],
+    )
 
 
 def binaries_for(settings: Settings, major: int | None) -> PgBinaries:
@@ -77,17 +85,23 @@ def binaries_for(settings: Settings, major: int | None) -> PgBinaries:
             candidates.append(Path(on_path).resolve().parent)
     found = sorted({(m, c) for c in candidates if (m := _tools_major(c)) is not None}, reverse=True)
     if not found:
-        raise LlmobsError("PostgreSQL's client programs (pg_dump, pg_basebackup) not found",
-                          hint="install them (Debian: `apt-get install postgresql-client`) or set PG_BIN_DIR")
+        raise LlmobsError(
+            "PostgreSQL's client programs (pg_dump, pg_basebackup) not found",
+            hint="install them (Debian: `apt-get install postgresql-client`) or set PG_BIN_DIR",
+        )
     for found_major, bin_dir in found:
         if major is None or found_major == major:
             return PgBinaries(bin_dir, found_major)
     have = ", ".join(str(m) for m, _ in found)
     raise LlmobsError(
         f"the server is PostgreSQL {major}, but the client programs here are PostgreSQL {have}",
-        hint=(f"use an app image built for it: `docker build --build-arg PG_MAJOR={major}` (LLMOBS_IMAGE_APP)"
-              if in_job() else f"install postgresql-client-{major} (and postgresql-{major} for pg_waldump), or "
-              "set PG_BIN_DIR to its bin directory"))
+        hint=(
+            f"use an app image built for it: `docker build --build-arg PG_MAJOR={major}` (LLMOBS_IMAGE_APP)"
+            if in_job()
+            else f"install postgresql-client-{major} (and postgresql-{major} for pg_waldump), or "
+            "set PG_BIN_DIR to its bin directory"
+        ),
+    )
 
 
 @functools.cache
@@ -118,9 +132,16 @@ def client_env(settings: Settings, *, dbname: str | None = None) -> Iterator[dic
         with os.fdopen(fd, "w") as fh:
             fh.write(f"*:*:*:{SUPERUSER}:{_pgpass_escape(settings.secret('DB_PASSWORD'))}\n")
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        env.update(PGPASSFILE=str(pgpass), PGHOST=settings.db_host, PGPORT=str(settings.get_int("DB_PORT")),
-                   PGUSER=SUPERUSER, PGDATABASE=dbname or settings.get_str("DB_NAME"),
-                   PGCONNECT_TIMEOUT="10", PGAPPNAME="llmobs-backup", TZ="UTC")
+        env.update(
+            PGPASSFILE=str(pgpass),
+            PGHOST=settings.db_host,
+            PGPORT=str(settings.get_int("DB_PORT")),
+            PGUSER=SUPERUSER,
+            PGDATABASE=dbname or settings.get_str("DB_NAME"),
+            PGCONNECT_TIMEOUT="10",
+            PGAPPNAME="llmobs-backup",
+            TZ="UTC",
+        )
         yield env
     finally:
         shutil.rmtree(private, ignore_errors=True)

@@ -42,22 +42,44 @@ def create_physical(settings: Settings, work: Path, backup_id: str, progress: Pr
         started = datetime.now(UTC)
         progress.step(f"pg_basebackup of PostgreSQL {facts.version}")
         with client_env(settings, dbname="postgres") as env:
-            run([binaries("pg_basebackup"), "-D", work, "--format=tar", "--wal-method=stream",
-                 "--checkpoint=fast", f"--label=llmobs {backup_id}", "--no-password",
-                 *([f"--compress=client-gzip:{level}"] if level else [])],
-                env=env, hint="the server must accept replication connections from this host")
+            run(
+                [
+                    binaries("pg_basebackup"),
+                    "-D",
+                    work,
+                    "--format=tar",
+                    "--wal-method=stream",
+                    "--checkpoint=fast",
+                    f"--label=llmobs {backup_id}",
+                    "--no-password",
+                    *([f"--compress=client-gzip:{level}"] if level else []),
+                ],
+                env=env,
+                hint="the server must accept replication connections from this host",
+            )
         finished = datetime.now(UTC)
         ranges = json.loads((work / SERVER_MANIFEST).read_text())["WAL-Ranges"]
         described = describe_while_switching(conn, work, progress)
     if not ranges:
         raise LlmobsError("pg_basebackup wrote a backup_manifest without a WAL range")
     return Manifest(
-        id=backup_id, type="physical", started_at=started, finished_at=finished, files=described,
-        pg_version=facts.version, pg_major=facts.major, schema_version=facts.schema_version,
-        system_identifier=facts.system_identifier, timeline=ranges[0]["Timeline"],
-        start_lsn=ranges[0]["Start-LSN"], end_lsn=ranges[-1]["End-LSN"], end_timeline=ranges[-1]["Timeline"],
-        wal_segment_size=facts.wal_segment_size, compression=compression,
-        database=settings.get_str("DB_NAME"))
+        id=backup_id,
+        type="physical",
+        started_at=started,
+        finished_at=finished,
+        files=described,
+        pg_version=facts.version,
+        pg_major=facts.major,
+        schema_version=facts.schema_version,
+        system_identifier=facts.system_identifier,
+        timeline=ranges[0]["Timeline"],
+        start_lsn=ranges[0]["Start-LSN"],
+        end_lsn=ranges[-1]["End-LSN"],
+        end_timeline=ranges[-1]["Timeline"],
+        wal_segment_size=facts.wal_segment_size,
+        compression=compression,
+        database=settings.get_str("DB_NAME"),
+    )
 
 
 def describe_while_switching(conn: psycopg.Connection, work: Path, progress: Progress) -> list[FileEntry]:
@@ -67,8 +89,10 @@ def describe_while_switching(conn: psycopg.Connection, work: Path, progress: Pro
     with ThreadPoolExecutor(1) as pool:
         files = pool.submit(describe_files, work)
         if not switch_and_wait(conn):
-            progress.warn("the WAL archive does not hold the WAL up to this backup yet: point-in-time "
-                          "recovery needs archiving to work (see `llmobs status`)")
+            progress.warn(
+                "the WAL archive does not hold the WAL up to this backup yet: point-in-time "
+                "recovery needs archiving to work (see `llmobs status`)"
+            )
         return files.result()
 
 

@@ -37,8 +37,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RECOVERY_KEYS = ("restore_command", "recovery_target", "recovery_target_time", "recovery_target_timeline",
-                 "recovery_target_action", "recovery_target_inclusive")
+RECOVERY_KEYS = (
+    "restore_command",
+    "recovery_target",
+    "recovery_target_time",
+    "recovery_target_timeline",
+    "recovery_target_action",
+    "recovery_target_inclusive",
+)
 _MARK = "# llmobs restore: removed after promotion"
 #: how many segments back from the end of a chain to look for the newest commit
 _COMMIT_LOOKBACK = 16
@@ -68,8 +74,13 @@ class Window:
     gap: str | None
 
     def to_dict(self) -> dict[str, object]:
-        return {"backup": self.backup_id, "earliest": self.earliest.isoformat(), "latest": self.latest.isoformat(),
-                "last_segment": self.last_segment, "gap": self.gap}
+        return {
+            "backup": self.backup_id,
+            "earliest": self.earliest.isoformat(),
+            "latest": self.latest.isoformat(),
+            "last_segment": self.last_segment,
+            "gap": self.gap,
+        }
 
 
 @dataclass
@@ -105,16 +116,18 @@ class WalIndex:
     def commit_time(self, name: str) -> datetime | None:
         if name not in self._commit_times:
             where = self.files.get(name)
-            self._commit_times[name] = (last_commit_time(self.repo.wal_path(name, where), self.binaries)
-                                        if where else None)
+            self._commit_times[name] = (
+                last_commit_time(self.repo.wal_path(name, where), self.binaries) if where else None
+            )
         return self._commit_times[name]
 
     def window(self, entry: BackupEntry, timeline: int) -> Window | None:
         m = entry.manifest
         if m.type != "physical" or not (m.start_lsn and m.timeline and m.wal_segment_size):
             return None
-        steps = chain_steps(m.timeline, parse_lsn(m.start_lsn), timeline, self.histories.get(timeline, []),
-                            m.wal_segment_size)
+        steps = chain_steps(
+            m.timeline, parse_lsn(m.start_lsn), timeline, self.histories.get(timeline, []), m.wal_segment_size
+        )
         if steps is None:
             return None
         chain = follow_chain(steps, set(self.files), m.wal_segment_size, provided=backup_own_segments(m))
@@ -132,8 +145,9 @@ class WalIndex:
 def describe_windows(windows: list[Window]) -> str:
     if not windows:
         return "no physical backup can be restored to a point in time"
-    spans = "; ".join(f"{w.earliest.isoformat(timespec='seconds')} .. {w.latest.isoformat(timespec='seconds')}"
-                      for w in windows)
+    spans = "; ".join(
+        f"{w.earliest.isoformat(timespec='seconds')} .. {w.latest.isoformat(timespec='seconds')}" for w in windows
+    )
     return f"restorable window(s): {spans}"
 
 
@@ -143,19 +157,25 @@ def plan_point_in_time(index: WalIndex, entries: list[BackupEntry], target: date
     bases = [e for e in entries if e.type == "physical"]
     windows = [w for e in bases if (w := index.window(e, timeline)) is not None]
     if not windows:
-        raise UsageError("no physical backup has archived WAL after it: there is no point in time to restore to",
-                         hint="restore a backup as it was taken with `llmobs restore ID`")
+        raise UsageError(
+            "no physical backup has archived WAL after it: there is no point in time to restore to",
+            hint="restore a backup as it was taken with `llmobs restore ID`",
+        )
     merged = merge_windows(windows)
     candidates = [w for w in windows if w.earliest < target]
     if not candidates:
-        raise UsageError(f"{target.isoformat()} is before the earliest restorable point",
-                         hint=describe_windows(merged))
+        raise UsageError(f"{target.isoformat()} is before the earliest restorable point", hint=describe_windows(merged))
     best = max(candidates, key=lambda w: w.earliest)
     if target >= best.latest:
-        why = (f"the WAL archive has a gap at segment {best.gap}" if best.gap
-               else "the archive holds no commit after it yet")
-        raise UsageError(f"{target.isoformat()} is after the latest restorable point {best.latest.isoformat()} "
-                         f"({why})", hint=describe_windows(merged))
+        why = (
+            f"the WAL archive has a gap at segment {best.gap}"
+            if best.gap
+            else "the archive holds no commit after it yet"
+        )
+        raise UsageError(
+            f"{target.isoformat()} is after the latest restorable point {best.latest.isoformat()} ({why})",
+            hint=describe_windows(merged),
+        )
     base = next(e for e in bases if e.id == best.backup_id)
     return RestorePlan(base, target, timeline, merged)
 
@@ -217,8 +237,14 @@ def write_recovery(pgdata: Path, settings: dict[str, str]) -> None:
     (pgdata / "recovery.signal").write_text("")
 
 
-def stage_physical(source: Path, manifest: Manifest, staging: Path, binaries: PgBinaries,
-                   recovery: dict[str, str], owner: tuple[int, int] | None) -> None:
+def stage_physical(
+    source: Path,
+    manifest: Manifest,
+    staging: Path,
+    binaries: PgBinaries,
+    recovery: dict[str, str],
+    owner: tuple[int, int] | None,
+) -> None:
     """Build a data directory at ``staging`` from a backup's (checked) files in ``source``,
     verified with pg_verifybackup, set to recover."""
     extract_physical(source, manifest, staging)
@@ -248,8 +274,9 @@ def prefetch_wal(index: WalIndex, plan: RestorePlan) -> int:
     return fetched
 
 
-def wait_promoted(connect: Callable[[], psycopg.Connection], alive: Callable[[], bool], *, timeout: float,
-                  log_hint: str) -> int:
+def wait_promoted(
+    connect: Callable[[], psycopg.Connection], alive: Callable[[], bool], *, timeout: float, log_hint: str
+) -> int:
     """Wait until the recovering server has promoted; returns its new timeline. Fails when the
     server exits (recovery errors are fatal) or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
@@ -258,8 +285,9 @@ def wait_promoted(connect: Callable[[], psycopg.Connection], alive: Callable[[],
             raise LlmobsError("PostgreSQL stopped during recovery", hint=log_hint)
         try:
             with connect() as conn:
-                row = conn.execute("SELECT pg_is_in_recovery(), (SELECT timeline_id FROM pg_control_checkpoint())"
-                                   ).fetchone()
+                row = conn.execute(
+                    "SELECT pg_is_in_recovery(), (SELECT timeline_id FROM pg_control_checkpoint())"
+                ).fetchone()
                 if row and not row[0]:
                     conn.execute("CHECKPOINT")
                     return int(conn.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()[0])

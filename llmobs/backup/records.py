@@ -38,9 +38,19 @@ def record_backups(settings: Settings, entries: Iterable[BackupEntry], *, forget
     delete the rows of ``forget`` (backups that no longer exist anywhere)."""
     from llmobs.backup.pgclient import admin_connection
 
-    rows = [(e.id, e.type, e.manifest.started_at, e.manifest.finished_at,
-             "failed" if e.manifest.verification and not e.manifest.verification.get("ok") else "ok",
-             e.manifest.size_bytes, ",".join(e.locations)) for e in entries if e.type in RECORDED_TYPES]
+    rows = [
+        (
+            e.id,
+            e.type,
+            e.manifest.started_at,
+            e.manifest.finished_at,
+            "failed" if e.manifest.verification and not e.manifest.verification.get("ok") else "ok",
+            e.manifest.size_bytes,
+            ",".join(e.locations),
+        )
+        for e in entries
+        if e.type in RECORDED_TYPES
+    ]
     gone = list(forget)
     if not rows and not gone:
         return
@@ -68,10 +78,15 @@ def recorded_summary(conn: psycopg.Connection) -> dict[str, object] | None:
         return None
     newest = conn.execute(
         "SELECT DISTINCT ON (kind) kind, id, finished_at, size_bytes FROM llmobs_backups "
-        "WHERE status = 'ok' AND finished_at IS NOT NULL ORDER BY kind, finished_at DESC").fetchall()
+        "WHERE status = 'ok' AND finished_at IS NOT NULL ORDER BY kind, finished_at DESC"
+    ).fetchall()
     count, failed = conn.execute(
         "SELECT count(*) FILTER (WHERE status = 'ok'), "
         "COALESCE(array_agg(id ORDER BY finished_at) FILTER (WHERE status = 'failed'), '{}') "
-        "FROM llmobs_backups").fetchone()
-    return {"newest": {kind: (bid, finished, size) for kind, bid, finished, size in newest},
-            "count": count, "failed": list(failed)}
+        "FROM llmobs_backups"
+    ).fetchone()
+    return {
+        "newest": {kind: (bid, finished, size) for kind, bid, finished, size in newest},
+        "count": count,
+        "failed": list(failed),
+    }

@@ -43,8 +43,10 @@ def fetch_rdb(host: str, port: int, user: str, password: str, dest: Path, *, tim
     try:
         sock = socket.create_connection((host, port), timeout=30)
     except OSError as exc:
-        raise LlmobsError(f"cannot connect to Redis at {host}:{port}: {exc.strerror or exc}",
-                          hint="is the stack up? (`llmobs status`)") from None
+        raise LlmobsError(
+            f"cannot connect to Redis at {host}:{port}: {exc.strerror or exc}",
+            hint="is the stack up? (`llmobs status`)",
+        ) from None
     tmp = dest.with_name(f".{dest.name}.part")
     try:
         sock.settimeout(timeout)
@@ -111,10 +113,16 @@ def _copy_until_mark(reader, out, mark: bytes) -> int:  # type: ignore[no-untype
 def create_redis(settings: Settings, work: Path, backup_id: str, progress: Progress) -> Manifest:
     progress.step("Fetching an RDB snapshot from Redis")
     started = datetime.now(UTC)
-    fetch_rdb(settings.redis_host, settings.get_int("REDIS_PORT"), settings.get_str("REDIS_USER"),
-              settings.secret("REDIS_PASSWORD"), work / RDB_FILE)
-    return Manifest(id=backup_id, type="redis", started_at=started, finished_at=datetime.now(UTC),
-                    files=describe_files(work))
+    fetch_rdb(
+        settings.redis_host,
+        settings.get_int("REDIS_PORT"),
+        settings.get_str("REDIS_USER"),
+        settings.secret("REDIS_PASSWORD"),
+        work / RDB_FILE,
+    )
+    return Manifest(
+        id=backup_id, type="redis", started_at=started, finished_at=datetime.now(UTC), files=describe_files(work)
+    )
 
 
 def install_rdb(rdb: Path, data_dir: Path, kept_aside: Path) -> None:

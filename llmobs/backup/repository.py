@@ -85,11 +85,15 @@ class Repository:
     def _manifests(self, store: Store) -> list[Manifest]:
         if isinstance(store, LocalStore):
             root = self.paths.backup_dir
-            keys = [f"{d.name}/{MANIFEST_NAME}" for d in (sorted(root.iterdir()) if root.is_dir() else [])
-                    if ID_RE.match(d.name) and (d / MANIFEST_NAME).is_file()]
+            keys = [
+                f"{d.name}/{MANIFEST_NAME}"
+                for d in (sorted(root.iterdir()) if root.is_dir() else [])
+                if ID_RE.match(d.name) and (d / MANIFEST_NAME).is_file()
+            ]
         else:
-            keys = [o.key for o in store.list() if o.key.endswith(f"/{MANIFEST_NAME}")
-                    and ID_RE.match(o.key.split("/")[0])]
+            keys = [
+                o.key for o in store.list() if o.key.endswith(f"/{MANIFEST_NAME}") and ID_RE.match(o.key.split("/")[0])
+            ]
         manifests = []
         for key in keys:
             try:
@@ -153,7 +157,7 @@ class Repository:
                 found.setdefault(obj.key, []).append("local")
         if remote and self.s3 is not None:
             for obj in self.s3.list(WAL_PREFIX):
-                name = obj.key[len(WAL_PREFIX):]
+                name = obj.key[len(WAL_PREFIX) :]
                 if is_wal_file(name):
                     found.setdefault(name, []).append("s3")
         return found
@@ -188,7 +192,7 @@ class Repository:
         """Upload archived WAL files that S3 does not have yet, oldest first."""
         if self.s3 is None:
             return []
-        remote = {o.key[len(WAL_PREFIX):] for o in self.s3.list(WAL_PREFIX)}
+        remote = {o.key[len(WAL_PREFIX) :] for o in self.s3.list(WAL_PREFIX)}
         shipped = []
         for obj in self.wal_archive.list():
             if is_wal_file(obj.key) and obj.key not in remote:

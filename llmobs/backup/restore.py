@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class RestoreResult:
     backup_id: str
@@ -68,17 +69,29 @@ class RestoreResult:
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"backup": self.backup_id, "type": self.backup_type,
-                "target_time": self.target_time.isoformat() if self.target_time else None,
-                "timeline": self.timeline, "kept_aside": self.kept_aside, **self.details}
+        return {
+            "backup": self.backup_id,
+            "type": self.backup_type,
+            "target_time": self.target_time.isoformat() if self.target_time else None,
+            "timeline": self.timeline,
+            "kept_aside": self.kept_aside,
+            **self.details,
+        }
 
 
 def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def plan_restore(settings: Settings, repo: Repository, site: Site, *, backup_id: str | None,
-                 target: datetime | None, progress: Progress) -> tuple[RestorePlan, WalIndex | None]:
+def plan_restore(
+    settings: Settings,
+    repo: Repository,
+    site: Site,
+    *,
+    backup_id: str | None,
+    target: datetime | None,
+    progress: Progress,
+) -> tuple[RestorePlan, WalIndex | None]:
     """Choose what to restore; refuses (UsageError) before anything is touched."""
     entries = repo.backups()
     if backup_id is not None:
@@ -94,8 +107,10 @@ def plan_restore(settings: Settings, repo: Repository, site: Site, *, backup_id:
         raise UsageError("give a backup id or --to TIME")
     physical = [e for e in entries if e.type == "physical"]
     if not physical:
-        raise UsageError("there is no physical backup to restore a point in time from",
-                         hint="take one with `llmobs backup --type physical`")
+        raise UsageError(
+            "there is no physical backup to restore a point in time from",
+            hint="take one with `llmobs backup --type physical`",
+        )
     binaries = binaries_for(settings, physical[-1].manifest.pg_major)
     if site.db_running():
         progress.step("Closing the current WAL segment so the archive holds everything up to now")
@@ -114,13 +129,16 @@ def fetch_checked(repo: Repository, entry: BackupEntry, progress: Progress) -> P
     source = repo.fetch(entry)
     checked = check_checksums(source, entry.manifest)
     if not checked.ok:
-        raise LlmobsError(f"backup {entry.id} is damaged: {checked.detail}",
-                          hint="nothing was changed; choose another backup (`llmobs backup list`)")
+        raise LlmobsError(
+            f"backup {entry.id} is damaged: {checked.detail}",
+            hint="nothing was changed; choose another backup (`llmobs backup list`)",
+        )
     return source
 
 
-def restore_physical(settings: Settings, repo: Repository, site: Site, plan: RestorePlan,
-                     index: WalIndex | None, progress: Progress) -> RestoreResult:
+def restore_physical(
+    settings: Settings, repo: Repository, site: Site, plan: RestorePlan, index: WalIndex | None, progress: Progress
+) -> RestoreResult:
     entry = plan.base
     binaries = binaries_for(settings, entry.manifest.pg_major)
     source = fetch_checked(repo, entry, progress)
@@ -130,9 +148,14 @@ def restore_physical(settings: Settings, repo: Repository, site: Site, plan: Res
             progress.done(f"fetched {fetched} WAL file(s) from S3")
     stamp = _stamp()
     pgdata = site.pgdata
-    journal = RestoreJournal(str(pgdata), "staging", str(pgdata.with_name(f"{pgdata.name}.restoring-{stamp}")),
-                             str(pgdata.with_name(f"{pgdata.name}{ASIDE_MARK}{stamp}")), entry.id,
-                             plan.target_time.isoformat() if plan.target_time else None)
+    journal = RestoreJournal(
+        str(pgdata),
+        "staging",
+        str(pgdata.with_name(f"{pgdata.name}.restoring-{stamp}")),
+        str(pgdata.with_name(f"{pgdata.name}{ASIDE_MARK}{stamp}")),
+        entry.id,
+        plan.target_time.isoformat() if plan.target_time else None,
+    )
     recovery = recovery_settings(plan, restore_command(repo.paths.wal_archive, repo.wal_cache))
     journal.write("staging")
 
@@ -156,8 +179,12 @@ def restore_physical(settings: Settings, repo: Repository, site: Site, plan: Res
         os.rename(journal.staging, pgdata)
         site.start_db(progress, timeout=settings.get_int("BACKUP_RESTORE_TIMEOUT_SECONDS"))
         progress.step("Replaying WAL" + (f" up to {plan.target_time.isoformat()}" if plan.target_time else ""))
-        timeline = wait_promoted(lambda: admin_connection(settings, dbname="postgres"), site.db_running,
-                                 timeout=settings.get_int("BACKUP_RESTORE_TIMEOUT_SECONDS"), log_hint=site.log_hint)
+        timeline = wait_promoted(
+            lambda: admin_connection(settings, dbname="postgres"),
+            site.db_running,
+            timeout=settings.get_int("BACKUP_RESTORE_TIMEOUT_SECONDS"),
+            log_hint=site.log_hint,
+        )
         with admin_connection(settings, dbname="postgres") as conn:
             clear_recovery_settings(conn)
         check_database(settings)
@@ -170,8 +197,15 @@ def restore_physical(settings: Settings, repo: Repository, site: Site, plan: Res
         site.start_services(writers, progress)
         raise
     try:
-        repo.record_timeline(timeline, {"born_at": datetime.now(UTC).isoformat(), "parent": plan.timeline,
-                                        "backup": entry.id, "target": journal.target})
+        repo.record_timeline(
+            timeline,
+            {
+                "born_at": datetime.now(UTC).isoformat(),
+                "parent": plan.timeline,
+                "backup": entry.id,
+                "target": journal.target,
+            },
+        )
     except LlmobsError as exc:
         progress.warn(f"could not record timeline {timeline} in the repository: {exc.message}")
     kept = journal.aside if Path(journal.aside).exists() else None
@@ -191,8 +225,7 @@ def _describe(exc: BaseException) -> str:
 def check_database(settings: Settings) -> None:
     """The restored cluster answers, writes, and holds the stack's database and schema."""
     with admin_connection(settings) as conn:
-        row = conn.execute("SELECT pg_is_in_recovery(), to_regclass('llmobs_schema_migrations') IS NOT NULL"
-                           ).fetchone()
+        row = conn.execute("SELECT pg_is_in_recovery(), to_regclass('llmobs_schema_migrations') IS NOT NULL").fetchone()
         if not row or row[0]:
             raise LlmobsError("the restored cluster is still in recovery")
         if not row[1]:
@@ -208,8 +241,14 @@ def audit_restore(settings: Settings, result: RestoreResult, repo: Repository | 
         record_backups(settings, repo.backups(remote=False))
     try:
         with admin_connection(settings) as conn:
-            audit.record(conn, "restore", actor=audit.cli_actor(), target=result.backup_id,
-                         source=audit.cli_source(), details=result.to_dict())
+            audit.record(
+                conn,
+                "restore",
+                actor=audit.cli_actor(),
+                target=result.backup_id,
+                source=audit.cli_source(),
+                details=result.to_dict(),
+            )
     except LlmobsError as exc:  # the restore stands; say so in the log
         log.warning("could not write the audit record of the restore: %s", exc.message)
 
@@ -218,8 +257,9 @@ def audit_restore(settings: Settings, result: RestoreResult, repo: Repository | 
 # logical
 
 
-def restore_logical(settings: Settings, repo: Repository, site: Site, entry: BackupEntry,
-                    progress: Progress) -> RestoreResult:
+def restore_logical(
+    settings: Settings, repo: Repository, site: Site, entry: BackupEntry, progress: Progress
+) -> RestoreResult:
     """Load the dump into a new database, then swap names with the current one in a single
     transaction; the current database stays as ``<name>_before_restore_<time>``."""
     from psycopg import sql
@@ -242,14 +282,20 @@ def restore_logical(settings: Settings, repo: Repository, site: Site, entry: Bac
     try:
         progress.step(f"Swapping {staging} in for {database}")
         with admin_connection(settings, dbname="postgres") as conn:
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
-                         "AND pid <> pg_backend_pid()", (database,))
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (database,),
+            )
             with conn.transaction():
                 if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
-                    conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                        sql.Identifier(database), sql.Identifier(aside)))
-                conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                    sql.Identifier(staging), sql.Identifier(database)))
+                    conn.execute(
+                        sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                            sql.Identifier(database), sql.Identifier(aside)
+                        )
+                    )
+                conn.execute(
+                    sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(staging), sql.Identifier(database))
+                )
         check_database(settings)
     except BaseException:
         _drop_database(settings, staging)
@@ -278,6 +324,7 @@ def _drop_database(settings: Settings, name: str) -> None:
 @dataclass(frozen=True)
 class ServiceData:
     """A service whose data directory a restore replaces with a backup's file."""
+
     service: str
     title: str
     #: the backup's file that ``install`` puts in place
@@ -291,10 +338,22 @@ class ServiceData:
 
 
 SERVICE_DATA = {
-    "redis": ServiceData("redis", "Redis", RDB_FILE, install_rdb, attrgetter("redis_data"),
-                         "restore the snapshot's dump.rdb into Redis's data by hand (docs/backup.md)"),
-    "grafana": ServiceData("grafana", "Grafana", GRAFANA_ARCHIVE, install_grafana, attrgetter("grafana_data"),
-                           "Grafana runs in the compose runtime only; restore it there (docs/backup.md)"),
+    "redis": ServiceData(
+        "redis",
+        "Redis",
+        RDB_FILE,
+        install_rdb,
+        attrgetter("redis_data"),
+        "restore the snapshot's dump.rdb into Redis's data by hand (docs/backup.md)",
+    ),
+    "grafana": ServiceData(
+        "grafana",
+        "Grafana",
+        GRAFANA_ARCHIVE,
+        install_grafana,
+        attrgetter("grafana_data"),
+        "Grafana runs in the compose runtime only; restore it there (docs/backup.md)",
+    ),
 }
 
 
@@ -328,12 +387,21 @@ def _check_data_owner(data_dir: Path) -> None:
         return
     owner, me = data_dir.stat().st_uid, os.geteuid()
     if owner != me:
-        raise LlmobsError(f"this restore job runs as uid {me}, but {data_dir} belongs to uid {owner}",
-                          hint="run `llmobs restore` on the host: it starts the job as the data's owner")
+        raise LlmobsError(
+            f"this restore job runs as uid {me}, but {data_dir} belongs to uid {owner}",
+            hint="run `llmobs restore` on the host: it starts the job as the data's owner",
+        )
 
 
-def run_restore(settings: Settings, site: Site, *, backup_id: str | None, target: datetime | None,
-                progress: Progress, repo: Repository | None = None) -> RestoreResult:
+def run_restore(
+    settings: Settings,
+    site: Site,
+    *,
+    backup_id: str | None,
+    target: datetime | None,
+    progress: Progress,
+    repo: Repository | None = None,
+) -> RestoreResult:
     """Restore a backup (``backup_id``), or the stack's data as it was at ``target``; under the
     backup lock, so no backup runs meanwhile."""
     from llmobs.backup.lock import backup_lock

@@ -31,8 +31,12 @@ class RetentionPolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetentionPolicy:
-        return cls(settings.get_int("BACKUP_KEEP_DAILY"), settings.get_int("BACKUP_KEEP_WEEKLY"),
-                   settings.get_int("BACKUP_KEEP_MONTHLY"), settings.get_int("BACKUP_RETENTION_DAYS"))
+        return cls(
+            settings.get_int("BACKUP_KEEP_DAILY"),
+            settings.get_int("BACKUP_KEEP_WEEKLY"),
+            settings.get_int("BACKUP_KEEP_MONTHLY"),
+            settings.get_int("BACKUP_RETENTION_DAYS"),
+        )
 
     def describe(self) -> str:
         parts = [f"daily {self.keep_daily}", f"weekly {self.keep_weekly}", f"monthly {self.keep_monthly}"]
@@ -88,10 +92,13 @@ class PruneResult:
     wal_kept_from: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"dry_run": self.dry_run, "kept": self.kept,
-                "deleted": [{"id": i, "location": loc} for i, loc in self.deleted],
-                "wal_deleted": {loc: len(names) for loc, names in self.wal_deleted.items()},
-                "wal_kept_from": self.wal_kept_from}
+        return {
+            "dry_run": self.dry_run,
+            "kept": self.kept,
+            "deleted": [{"id": i, "location": loc} for i, loc in self.deleted],
+            "wal_deleted": {loc: len(names) for loc, names in self.wal_deleted.items()},
+            "wal_kept_from": self.wal_kept_from,
+        }
 
 
 def prune(repo: Repository, policy: RetentionPolicy, now: datetime, *, dry_run: bool = False) -> PruneResult:

@@ -72,8 +72,9 @@ def _run_job(stack: ComposeStack, argv: Sequence[str], *, db_owner: str | None =
     from llmobs.backup.control import serve
     from llmobs.stack.compose import JOB_SERVICE, RESTORE_SERVICE
 
-    proc = stack.spawn_job(list(argv), service=RESTORE_SERVICE if db_owner else JOB_SERVICE, user=db_owner,
-                           env={IN_JOB_ENV: "1"})
+    proc = stack.spawn_job(
+        list(argv), service=RESTORE_SERVICE if db_owner else JOB_SERVICE, user=db_owner, env={IN_JOB_ENV: "1"}
+    )
     try:
         return serve(proc, lambda op, args: _handle(stack, op, args))
     finally:
@@ -106,8 +107,9 @@ def restore_marker(stack: ComposeStack) -> Path:
     return stack.state_dir / "restore.pending"
 
 
-def delegate_restore(settings: Settings, argv: Sequence[str], progress: Progress, *,
-                     backup_id: str | None = None) -> int:
+def delegate_restore(
+    settings: Settings, argv: Sequence[str], progress: Progress, *, backup_id: str | None = None
+) -> int:
     """Run `llmobs restore ...` (of ``backup_id``, if one is named) in a restore job. When it did
     not end well, finish or undo what it left, then start again the services that ran before.
     Returns its exit code."""
@@ -126,8 +128,10 @@ def delegate_restore(settings: Settings, argv: Sequence[str], progress: Progress
         finish_interrupted_restore(stack, progress)
         stack.start(running, progress)
         if code != EXIT_FAILURE:  # killed: it could not say so itself
-            raise LlmobsError(f"the restore job ended abruptly (exit code {code}); the data from before the "
-                              "restore is in place and the services that ran are running again")
+            raise LlmobsError(
+                f"the restore job ended abruptly (exit code {code}); the data from before the "
+                "restore is in place and the services that ran are running again"
+            )
     return code
 
 
@@ -137,7 +141,7 @@ _SERVICE_DATA_SETTINGS = {"redis": "BACKUP_REDIS_DATA_DIR", "grafana": "BACKUP_G
 
 
 def _restore_job_owner(stack: ComposeStack, backup_id: str | None) -> str:
-    """"UID:GID" a restore job runs as: the owner of the data it replaces, Redis's or Grafana's
+    """ "UID:GID" a restore job runs as: the owner of the data it replaces, Redis's or Grafana's
     volume for their backups, PostgreSQL's data directory otherwise."""
     from llmobs.backup.manifest import backup_type_of
     from llmobs.stack.compose import RESTORE_SERVICE
@@ -162,8 +166,10 @@ def finish_interrupted_restore(stack: ComposeStack, progress: Progress) -> None:
     if code == EXIT_ALREADY_RUNNING:
         raise AlreadyRunning("a restore is running in this stack", hint="wait for it to finish, then retry")
     if code != EXIT_OK:
-        raise LlmobsError(f"the job that finishes an interrupted restore failed (exit code {code})",
-                          hint="see its messages above; the previous data directory is kept aside, never deleted")
+        raise LlmobsError(
+            f"the job that finishes an interrupted restore failed (exit code {code})",
+            hint="see its messages above; the previous data directory is kept aside, never deleted",
+        )
     marker.unlink(missing_ok=True)
 
 

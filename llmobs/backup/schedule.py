@@ -32,6 +32,7 @@ def _create(kind: str) -> Callable[[Settings, Progress], Any]:
         from llmobs.backup.jobs import create_backup
 
         return create_backup(settings, kind, progress).id
+
     return run
 
 
@@ -79,8 +80,9 @@ def cron_trigger(name: str, expression: str) -> Any:
             return CronTrigger.from_crontab(expression, timezone="UTC")
         if len(fields) == 6:
             second, minute, hour, day, month, dow = fields
-            return CronTrigger(second=second, minute=minute, hour=hour, day=day, month=month, day_of_week=dow,
-                               timezone="UTC")
+            return CronTrigger(
+                second=second, minute=minute, hour=hour, day=day, month=month, day_of_week=dow, timezone="UTC"
+            )
     except ValueError as exc:
         raise ConfigError(name, f"{expression!r} is not a valid cron expression: {exc}") from None
     raise ConfigError(name, f"{expression!r} is not a cron expression (five fields, or six with seconds first)")
@@ -124,12 +126,24 @@ def run_schedule(settings: Settings, progress: Progress, emit: Callable[[dict[st
         raise LlmobsError("no backup job is scheduled", hint="set the BACKUP_SCHEDULE_* cron expressions")
     scheduler = BlockingScheduler(timezone="UTC")
     for job, trigger in jobs:
-        scheduler.add_job(run_job, trigger, args=(job, settings, progress, emit), id=job.name, name=job.name,
-                          max_instances=1, coalesce=True, misfire_grace_time=300)
+        scheduler.add_job(
+            run_job,
+            trigger,
+            args=(job, settings, progress, emit),
+            id=job.name,
+            name=job.name,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=300,
+        )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: scheduler.shutdown(wait=False))
     now = datetime.now(UTC)
-    emit({"event": "schedule.start",
-          "jobs": {job.name: str(trigger.get_next_fire_time(None, now)) for job, trigger in jobs}})
+    emit(
+        {
+            "event": "schedule.start",
+            "jobs": {job.name: str(trigger.get_next_fire_time(None, now)) for job, trigger in jobs},
+        }
+    )
     scheduler.start()  # blocks until a signal shuts it down
     emit({"event": "schedule.stop"})

@@ -58,8 +58,9 @@ class Site(ABC):
         """The timeline of the data directory's latest checkpoint (pg_controldata: works stopped)."""
         if not (self.pgdata / "PG_VERSION").is_file():
             return None
-        out = run([self.binaries()("pg_controldata"), self.pgdata], env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"}
-                  ).stdout.decode()
+        out = run(
+            [self.binaries()("pg_controldata"), self.pgdata], env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"}
+        ).stdout.decode()
         for line in out.splitlines():
             if line.startswith("Latest checkpoint's TimeLineID:"):
                 return int(line.split(":")[1])
@@ -166,8 +167,10 @@ class ComposeJobSite(Site):
     def __init__(self, settings: Settings, host: HostChannel) -> None:
         pgdata = settings.get_str("BACKUP_PGDATA_DIR")
         if not pgdata:
-            raise LlmobsError("BACKUP_PGDATA_DIR is not set in this restore job",
-                              hint="restore jobs run from the compose file's `restore` service")
+            raise LlmobsError(
+                "BACKUP_PGDATA_DIR is not set in this restore job",
+                hint="restore jobs run from the compose file's `restore` service",
+            )
         self.settings = settings
         self.host = host
         self.pgdata = Path(pgdata)

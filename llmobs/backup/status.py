@@ -41,8 +41,7 @@ def _from_directory(settings: Settings, now: datetime) -> dict[str, Any]:
     except LlmobsError as exc:
         return {"available": False, "reason": exc.message, "warnings": []}
     if not repo.paths.backup_dir.is_dir():
-        return {"available": False, "reason": f"{repo.paths.backup_dir} does not exist",
-                "backups": 0, "warnings": []}
+        return {"available": False, "reason": f"{repo.paths.backup_dir} does not exist", "backups": 0, "warnings": []}
     every = repo.backups(remote=False)
     failed = [e.id for e in every if e.manifest.verification and not e.manifest.verification.get("ok")]
     entries = [e for e in every if e.id not in failed]
@@ -61,14 +60,17 @@ def _from_database(settings: Settings, now: datetime) -> dict[str, Any]:
     except Exception as exc:  # the database is down or refuses: no facts, no failure
         return {"available": False, "reason": f"the database does not answer ({first_line(exc)})", "warnings": []}
     if found is None:
-        return {"available": False, "reason": "the database has no llmobs_backups table (run `llmobs db migrate`)",
-                "warnings": []}
-    return _summary(settings, now, found["newest"], int(found["count"]), list(found["failed"]),
-                    source="llmobs_backups")
+        return {
+            "available": False,
+            "reason": "the database has no llmobs_backups table (run `llmobs db migrate`)",
+            "warnings": [],
+        }
+    return _summary(settings, now, found["newest"], int(found["count"]), list(found["failed"]), source="llmobs_backups")
 
 
-def _summary(settings: Settings, now: datetime, newest: dict[str, Newest], count: int, failed: list[str], *,
-             source: str) -> dict[str, Any]:
+def _summary(
+    settings: Settings, now: datetime, newest: dict[str, Newest], count: int, failed: list[str], *, source: str
+) -> dict[str, Any]:
     max_age_hours = settings.get_int("BACKUP_MAX_AGE_HOURS")
     db = [finished for kind, (_, finished, _) in newest.items() if kind in DATABASE_TYPES]
     last = max(db) if db else None
@@ -77,16 +79,29 @@ def _summary(settings: Settings, now: datetime, newest: dict[str, Newest], count
     warnings = []
     if too_old:
         assert age is not None
-        warnings.append(f"the newest database backup is {age / 3600:.1f} h old (BACKUP_MAX_AGE_HOURS is "
-                        f"{max_age_hours})")
+        warnings.append(
+            f"the newest database backup is {age / 3600:.1f} h old (BACKUP_MAX_AGE_HOURS is {max_age_hours})"
+        )
     if failed:
         warnings.append(f"{len(failed)} backup(s) failed verification, newest {failed[-1]}")
     return {
-        "available": True, "source": source, "backups": count,
-        "newest": {kind: {"id": bid, "finished_at": finished.isoformat(),
-                          "age_seconds": round((now - finished).total_seconds()), "size_bytes": size}
-                   for kind, (bid, finished, size) in newest.items()},
-        "last_backup_at": last.isoformat() if last else None, "age_seconds": round(age) if age is not None else None,
-        "max_age_hours": max_age_hours, "too_old": too_old, "failed_verification": failed,
-        "s3": bool(settings.get_str("BACKUP_S3_BUCKET")), "warnings": warnings,
+        "available": True,
+        "source": source,
+        "backups": count,
+        "newest": {
+            kind: {
+                "id": bid,
+                "finished_at": finished.isoformat(),
+                "age_seconds": round((now - finished).total_seconds()),
+                "size_bytes": size,
+            }
+            for kind, (bid, finished, size) in newest.items()
+        },
+        "last_backup_at": last.isoformat() if last else None,
+        "age_seconds": round(age) if age is not None else None,
+        "max_age_hours": max_age_hours,
+        "too_old": too_old,
+        "failed_verification": failed,
+        "s3": bool(settings.get_str("BACKUP_S3_BUCKET")),
+        "warnings": warnings,
     }

@@ -108,8 +108,9 @@ class LocalStore:
                     st = full.stat()
                 except FileNotFoundError:  # removed while we looked (WAL being pruned)
                     continue
-                found.append(StoredObject(str(full.relative_to(self.root)), st.st_size,
-                                          datetime.fromtimestamp(st.st_mtime, UTC)))
+                found.append(
+                    StoredObject(str(full.relative_to(self.root)), st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+                )
         return sorted(found, key=lambda o: o.key)
 
     def delete(self, keys: Iterable[str]) -> None:
@@ -127,8 +128,17 @@ class S3Store:
 
     name = "s3"
 
-    def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str = "", region: str = "",
-                 sse: str = "", sse_kms_key_id: str = "", multipart_mb: int = 64) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str = "",
+        region: str = "",
+        sse: str = "",
+        sse_kms_key_id: str = "",
+        multipart_mb: int = 64,
+    ) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url or None
@@ -143,11 +153,15 @@ class S3Store:
         bucket = settings.get_str("BACKUP_S3_BUCKET")
         if not bucket:
             return None
-        return cls(bucket, settings.get_str("BACKUP_S3_PREFIX"),
-                   endpoint_url=settings.get_str("BACKUP_S3_ENDPOINT_URL"),
-                   region=settings.get_str("BACKUP_S3_REGION"), sse=settings.get_str("BACKUP_S3_SSE"),
-                   sse_kms_key_id=settings.get_str("BACKUP_S3_SSE_KMS_KEY_ID"),
-                   multipart_mb=settings.get_int("BACKUP_S3_MULTIPART_MB"))
+        return cls(
+            bucket,
+            settings.get_str("BACKUP_S3_PREFIX"),
+            endpoint_url=settings.get_str("BACKUP_S3_ENDPOINT_URL"),
+            region=settings.get_str("BACKUP_S3_REGION"),
+            sse=settings.get_str("BACKUP_S3_SSE"),
+            sse_kms_key_id=settings.get_str("BACKUP_S3_SSE_KMS_KEY_ID"),
+            multipart_mb=settings.get_int("BACKUP_S3_MULTIPART_MB"),
+        )
 
     def describe(self) -> str:
         where = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
@@ -159,11 +173,13 @@ class S3Store:
             import boto3
             from botocore.config import Config
 
-            config = Config(retries={"max_attempts": 10, "mode": "standard"}, connect_timeout=10,
-                            read_timeout=120,
-                            s3={"addressing_style": "path"} if self.endpoint_url else None)
-            self._client = boto3.client("s3", endpoint_url=self.endpoint_url, region_name=self.region,
-                                        config=config)
+            config = Config(
+                retries={"max_attempts": 10, "mode": "standard"},
+                connect_timeout=10,
+                read_timeout=120,
+                s3={"addressing_style": "path"} if self.endpoint_url else None,
+            )
+            self._client = boto3.client("s3", endpoint_url=self.endpoint_url, region_name=self.region, config=config)
         return self._client
 
     def _key(self, key: str) -> str:
@@ -190,17 +206,21 @@ class S3Store:
             yield
         except ClientError as exc:
             error = exc.response.get("Error", {})
-            raise LlmobsError(f"S3 {what} failed on {self.describe()}: {error.get('Code', '?')} "
-                              f"{error.get('Message', '')}".rstrip(),
-                              hint="check BACKUP_S3_* and the AWS credentials") from None
+            raise LlmobsError(
+                f"S3 {what} failed on {self.describe()}: {error.get('Code', '?')} {error.get('Message', '')}".rstrip(),
+                hint="check BACKUP_S3_* and the AWS credentials",
+            ) from None
         except BotoCoreError as exc:
-            raise LlmobsError(f"S3 {what} failed on {self.describe()}: {exc}",
-                              hint="check BACKUP_S3_ENDPOINT_URL, the network and the AWS credentials") from None
+            raise LlmobsError(
+                f"S3 {what} failed on {self.describe()}: {exc}",
+                hint="check BACKUP_S3_ENDPOINT_URL, the network and the AWS credentials",
+            ) from None
 
     def put_file(self, key: str, path: Path) -> None:
         with self._errors(f"upload of {key}"):
-            self.client.upload_file(str(path), self.bucket, self._key(key), ExtraArgs=self._extra_args(),
-                                    Config=self._transfer_config())
+            self.client.upload_file(
+                str(path), self.bucket, self._key(key), ExtraArgs=self._extra_args(), Config=self._transfer_config()
+            )
 
     def get_file(self, key: str, dest: Path) -> None:
         tmp = dest.with_name(f".{dest.name}.part")
@@ -230,10 +250,13 @@ class S3Store:
         batch = [self._key(k) for k in keys]
         with self._errors("delete"):
             for i in range(0, len(batch), 1000):
-                chunk = batch[i:i + 1000]
+                chunk = batch[i : i + 1000]
                 response = self.client.delete_objects(
-                    Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True})
+                    Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
+                )
                 if response.get("Errors"):
                     first = response["Errors"][0]
-                    raise LlmobsError(f"S3 delete failed for {len(response['Errors'])} object(s), first "
-                                      f"{first.get('Key')}: {first.get('Code')} {first.get('Message', '')}")
+                    raise LlmobsError(
+                        f"S3 delete failed for {len(response['Errors'])} object(s), first "
+                        f"{first.get('Key')}: {first.get('Code')} {first.get('Message', '')}"
+                    )

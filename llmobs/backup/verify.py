@@ -39,8 +39,13 @@ class VerifyResult:
         return all(c.ok for c in self.checks)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.backup_id, "type": self.backup_type, "location": self.location, "ok": self.ok,
-                "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks]}
+        return {
+            "id": self.backup_id,
+            "type": self.backup_type,
+            "location": self.location,
+            "ok": self.ok,
+            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
+        }
 
 
 def check_checksums(directory: Path, manifest: Manifest) -> Check:
@@ -65,24 +70,46 @@ def backup_own_segments(manifest: Manifest) -> list[str]:
     return [segment_name(manifest.end_timeline or manifest.timeline, s, size) for s in range(first, last + 1)]
 
 
-def check_wal_chain(manifest: Manifest, wal_files: dict[str, list[str]],
-                    histories: dict[int, list[tuple[int, int]]], timeline: int) -> Check:
+def check_wal_chain(
+    manifest: Manifest, wal_files: dict[str, list[str]], histories: dict[int, list[tuple[int, int]]], timeline: int
+) -> Check:
     assert manifest.start_lsn and manifest.timeline and manifest.wal_segment_size
-    steps = chain_steps(manifest.timeline, parse_lsn(manifest.start_lsn), timeline, histories.get(timeline, []),
-                        manifest.wal_segment_size)
+    steps = chain_steps(
+        manifest.timeline,
+        parse_lsn(manifest.start_lsn),
+        timeline,
+        histories.get(timeline, []),
+        manifest.wal_segment_size,
+    )
     if steps is None:
-        return Check("wal continuity", True, f"not in the history of the current timeline {timeline} "
-                     "(taken on a branch left by a restore): restorable by id only")
+        return Check(
+            "wal continuity",
+            True,
+            f"not in the history of the current timeline {timeline} "
+            "(taken on a branch left by a restore): restorable by id only",
+        )
     chain = follow_chain(steps, set(wal_files), manifest.wal_segment_size, provided=backup_own_segments(manifest))
     if chain.gap:
-        return Check("wal continuity", False, f"segment {chain.gap} is missing from the archive: recovery "
-                     f"from this backup stops at {chain.last_segment}")
-    return Check("wal continuity", True, f"{len(chain.segments)} segment(s) from {chain.segments[0]} to "
-                 f"{chain.last_segment} without a gap")
+        return Check(
+            "wal continuity",
+            False,
+            f"segment {chain.gap} is missing from the archive: recovery from this backup stops at {chain.last_segment}",
+        )
+    return Check(
+        "wal continuity",
+        True,
+        f"{len(chain.segments)} segment(s) from {chain.segments[0]} to {chain.last_segment} without a gap",
+    )
 
 
-def verify_backup(repo: Repository, entry: BackupEntry, binaries: PgBinaries | None, *,
-                  wal_files: dict[str, list[str]] | None = None, timeline: int | None = None) -> VerifyResult:
+def verify_backup(
+    repo: Repository,
+    entry: BackupEntry,
+    binaries: PgBinaries | None,
+    *,
+    wal_files: dict[str, list[str]] | None = None,
+    timeline: int | None = None,
+) -> VerifyResult:
     """Verify one backup (its local copy, else a download of the S3 copy) and record the result
     in its manifest wherever it is stored."""
     m = entry.manifest
@@ -98,14 +125,25 @@ def verify_backup(repo: Repository, entry: BackupEntry, binaries: PgBinaries | N
     finally:
         if location != "local":
             shutil.rmtree(directory, ignore_errors=True)
-    m.verification = {"at": datetime.now(UTC).isoformat(), "ok": result.ok, "location": location,
-                      "problems": [f"{c.name}: {c.detail}" for c in result.checks if not c.ok]}
+    m.verification = {
+        "at": datetime.now(UTC).isoformat(),
+        "ok": result.ok,
+        "location": location,
+        "problems": [f"{c.name}: {c.detail}" for c in result.checks if not c.ok],
+    }
     repo.save_manifest(m, entry.locations)
     return result
 
 
-def _type_checks(repo: Repository, m: Manifest, directory: Path, binaries: PgBinaries | None,
-                 result: VerifyResult, wal_files: dict[str, list[str]] | None, timeline: int | None) -> None:
+def _type_checks(
+    repo: Repository,
+    m: Manifest,
+    directory: Path,
+    binaries: PgBinaries | None,
+    result: VerifyResult,
+    wal_files: dict[str, list[str]] | None,
+    timeline: int | None,
+) -> None:
     if m.type == "physical":
         from llmobs.backup.extract import extract_physical, verify_extracted
 

@@ -54,8 +54,9 @@ def parse_segment(name: str, segment_size: int) -> tuple[int, int] | None:
 
 
 def is_wal_file(name: str) -> bool:
-    return bool(SEGMENT_RE.match(name) or PARTIAL_RE.match(name) or HISTORY_RE.match(name)
-                or BACKUP_LABEL_RE.match(name))
+    return bool(
+        SEGMENT_RE.match(name) or PARTIAL_RE.match(name) or HISTORY_RE.match(name) or BACKUP_LABEL_RE.match(name)
+    )
 
 
 def history_name(timeline: int) -> str:
@@ -82,8 +83,9 @@ class ChainStep:
     last_segno: int | None
 
 
-def chain_steps(timeline: int, start_lsn: int, target_timeline: int, history: list[tuple[int, int]],
-                segment_size: int) -> list[ChainStep] | None:
+def chain_steps(
+    timeline: int, start_lsn: int, target_timeline: int, history: list[tuple[int, int]], segment_size: int
+) -> list[ChainStep] | None:
     """The segments recovery reads from a base backup on ``timeline`` at ``start_lsn`` to the end
     of ``target_timeline``; None when the base is not in the target timeline's history (it was
     taken on a branch that was abandoned, or after the branch point)."""
@@ -123,15 +125,21 @@ class WalChain:
         return self.gap is None and self.last_segment is not None
 
 
-def follow_chain(steps: list[ChainStep], available: set[str], segment_size: int,
-                 provided: Iterable[str] = ()) -> WalChain:
+def follow_chain(
+    steps: list[ChainStep], available: set[str], segment_size: int, provided: Iterable[str] = ()
+) -> WalChain:
     """Walk ``steps`` through the available segments. ``provided``: segments that come with the
     base backup itself (its pg_wal)."""
     have = available | set(provided)
     target = steps[-1].timeline
-    newest_on_target = max((parsed[1] for name in have
-                            if SEGMENT_RE.match(name) and (parsed := parse_segment(name, segment_size))
-                            and parsed[0] == target), default=-1)
+    newest_on_target = max(
+        (
+            parsed[1]
+            for name in have
+            if SEGMENT_RE.match(name) and (parsed := parse_segment(name, segment_size)) and parsed[0] == target
+        ),
+        default=-1,
+    )
     chain = WalChain(None, None)
     for step in steps:
         segno = step.first_segno
@@ -149,8 +157,11 @@ def follow_chain(steps: list[ChainStep], available: set[str], segment_size: int,
 
 def last_commit_time(segment: Path, binaries: PgBinaries) -> datetime | None:
     """Time of the newest commit (or abort) record in one segment file, read with pg_waldump."""
-    proc = run([binaries("pg_waldump"), "--rmgr=Transaction", "--path", segment.parent, segment.name,
-                segment.name], env={"TZ": "UTC", "PATH": "/usr/bin:/bin"}, check=False)
+    proc = run(
+        [binaries("pg_waldump"), "--rmgr=Transaction", "--path", segment.parent, segment.name, segment.name],
+        env={"TZ": "UTC", "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
     newest = None
     for match in _COMMIT_RE.finditer(proc.stdout.decode(errors="replace")):
         when = datetime.fromisoformat(match[1]).replace(tzinfo=UTC)
@@ -181,7 +192,8 @@ def switch_and_wait(conn: object, *, timeout: float = 120, commit_first: bool = 
     if commit_first:
         conn.execute("SELECT txid_current()")  # type: ignore[attr-defined]
     row = conn.execute(  # type: ignore[attr-defined]
-        "SELECT pg_walfile_name(pg_switch_wal()), current_setting('archive_mode')").fetchone()
+        "SELECT pg_walfile_name(pg_switch_wal()), current_setting('archive_mode')"
+    ).fetchone()
     wanted, mode = row
     if mode == "off":
         return False

@@ -35,8 +35,7 @@ def audit(
     ctx: typer.Context,
     project: Annotated[str | None, typer.Option(help="Only this project's entries.")] = None,
     action: Annotated[str | None, typer.Option(help="Only this action (key.create, key.revoke, ...).")] = None,
-    since: Annotated[str | None, typer.Option(help="Only entries since: an ISO time or an age (30m, 12h, 7d).")
-                     ] = None,
+    since: Annotated[str | None, typer.Option(help="Only entries since: an ISO time or an age (30m, 12h, 7d).")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10000, help="At most this many entries, newest first.")] = 50,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
@@ -55,14 +54,28 @@ def audit(
             project_id = row[0]
         found = entries(conn, AuditQuery(project_id=project_id, action=action, since=_since(since), limit=limit))
     if json_:
-        print_json([{"id": e.id, "at": e.at, "project": e.project, "actor": e.actor, "action": e.action,
-                     "target": e.target, "source": e.source, "details": e.details} for e in found])
+        print_json(
+            [
+                {
+                    "id": e.id,
+                    "at": e.at,
+                    "project": e.project,
+                    "actor": e.actor,
+                    "action": e.action,
+                    "target": e.target,
+                    "source": e.source,
+                    "details": e.details,
+                }
+                for e in found
+            ]
+        )
         return
     from rich.table import Table
 
     table = Table("time", "project", "actor", "action", "target", "from", "details")
     for e in found:
         details = ", ".join(f"{k}={v}" for k, v in e.details.items() if v not in (None, ""))
-        table.add_row(f"{e.at:%Y-%m-%d %H:%M:%S}", e.project or "-", e.actor, e.action, e.target or "",
-                      e.source or "", details)
+        table.add_row(
+            f"{e.at:%Y-%m-%d %H:%M:%S}", e.project or "-", e.actor, e.action, e.target or "", e.source or "", details
+        )
     obj.console.print(table)

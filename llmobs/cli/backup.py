@@ -16,12 +16,21 @@ from llmobs.cli.context import CliContext, ctx_obj, is_interactive
 from llmobs.cli.render import human_age, human_bytes, print_json
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object per event on stdout, for scripts.")]
-TypeOpt = Annotated[str, typer.Option("--type", "-t", help="physical (pg_basebackup + WAL), logical (pg_dump -Fc), "
-                                      "redis (RDB snapshot) or grafana (its data directory).")]
+TypeOpt = Annotated[
+    str,
+    typer.Option(
+        "--type",
+        "-t",
+        help="physical (pg_basebackup + WAL), logical (pg_dump -Fc), "
+        "redis (RDB snapshot) or grafana (its data directory).",
+    ),
+]
 NoUploadOpt = Annotated[bool, typer.Option("--no-upload", help="Keep the backup local even when S3 is set.")]
 
-backup_app = typer.Typer(help="Back up the stack: PostgreSQL (physical or logical), Redis and Grafana; "
-                         "list, verify and prune backups; run the backup schedule.")
+backup_app = typer.Typer(
+    help="Back up the stack: PostgreSQL (physical or logical), Redis and Grafana; "
+    "list, verify and prune backups; run the backup schedule."
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -48,8 +57,9 @@ def emit(event: dict[str, Any]) -> None:
     print_json({**event, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
 
-def run_command(obj: CliContext, json_: bool, argv: list[str], work: Callable[[Any], None], *,
-                as_db_owner: bool = False) -> None:
+def run_command(
+    obj: CliContext, json_: bool, argv: list[str], work: Callable[[Any], None], *, as_db_owner: bool = False
+) -> None:
     """Run ``work(progress)`` here, or delegate ``llmobs ARGV`` into a compose job (a restore job,
     with the database volume, when ``as_db_owner``); with --json an expected failure is also an
     event."""
@@ -75,32 +85,47 @@ def run_command(obj: CliContext, json_: bool, argv: list[str], work: Callable[[A
 
 
 @backup_app.callback(invoke_without_command=True)
-def backup_main(ctx: typer.Context, type_: TypeOpt = "physical", no_upload: NoUploadOpt = False,
-                json_: JsonOpt = False) -> None:
+def backup_main(
+    ctx: typer.Context, type_: TypeOpt = "physical", no_upload: NoUploadOpt = False, json_: JsonOpt = False
+) -> None:
     """Without a command: take a backup (as `llmobs backup create`)."""
     if ctx.invoked_subcommand is None:
         _create(ctx_obj(ctx), type_, no_upload, json_)
 
 
 @backup_app.command("create")
-def create(ctx: typer.Context, type_: TypeOpt = "physical", no_upload: NoUploadOpt = False,
-           json_: JsonOpt = False) -> None:
+def create(
+    ctx: typer.Context, type_: TypeOpt = "physical", no_upload: NoUploadOpt = False, json_: JsonOpt = False
+) -> None:
     """Take a backup. Physical backups end with a WAL switch, so the archive holds everything up
     to the backup. Prints the backup id."""
     _create(ctx_obj(ctx), type_, no_upload, json_)
 
 
 def _create(obj: CliContext, backup_type: str, no_upload: bool, json_: bool) -> None:
-    argv = ["backup", "create", "--type", backup_type, *(["--no-upload"] if no_upload else []),
-            *(["--json"] if json_ else [])]
+    argv = [
+        "backup",
+        "create",
+        "--type",
+        backup_type,
+        *(["--no-upload"] if no_upload else []),
+        *(["--json"] if json_ else []),
+    ]
 
     def work(progress: Any) -> None:
         from llmobs.backup.jobs import create_backup
 
         entry = create_backup(obj.settings, backup_type, progress, upload=not no_upload)
         if json_:
-            emit({"event": "backup.created", "id": entry.id, "type": entry.type, "locations": entry.locations,
-                  "size_bytes": entry.manifest.size_bytes})
+            emit(
+                {
+                    "event": "backup.created",
+                    "id": entry.id,
+                    "type": entry.type,
+                    "locations": entry.locations,
+                    "size_bytes": entry.manifest.size_bytes,
+                }
+            )
         else:
             print(entry.id)
 
@@ -108,9 +133,11 @@ def _create(obj: CliContext, backup_type: str, no_upload: bool, json_: bool) -> 
 
 
 @backup_app.command("list")
-def list_(ctx: typer.Context, json_: JsonOpt = False,
-          local: Annotated[bool, typer.Option("--local", help="Only the local repository (no S3 call).")] = False
-          ) -> None:
+def list_(
+    ctx: typer.Context,
+    json_: JsonOpt = False,
+    local: Annotated[bool, typer.Option("--local", help="Only the local repository (no S3 call).")] = False,
+) -> None:
     """Every backup, local and in S3, and the window of time that can be restored."""
     obj = ctx_obj(ctx)
 
@@ -123,8 +150,7 @@ def list_(ctx: typer.Context, json_: JsonOpt = False,
             return
         _show_listing(obj, listing.to_dict())
 
-    run_command(obj, json_, ["backup", "list", *(["--json"] if json_ else []), *(["--local"] if local else [])],
-                work)
+    run_command(obj, json_, ["backup", "list", *(["--json"] if json_ else []), *(["--local"] if local else [])], work)
 
 
 def _show_listing(obj: CliContext, data: dict[str, Any]) -> None:
@@ -142,23 +168,33 @@ def _show_listing(obj: CliContext, data: dict[str, Any]) -> None:
         wal = f"{b['wal_start']}..{b['wal_end'][-8:]}" if b.get("wal_start") else ""
         verified = {None: "-", True: "[green]yes[/]", False: "[red]FAILED[/]"}[b["verified"]]
         age = human_age((now - finished).total_seconds())
-        table.add_row(b["id"], b["type"], f"{finished:%Y-%m-%d %H:%M:%S} ({age})",
-                      human_bytes(b["size_bytes"]), ",".join(b["locations"]), wal, verified)
+        table.add_row(
+            b["id"],
+            b["type"],
+            f"{finished:%Y-%m-%d %H:%M:%S} ({age})",
+            human_bytes(b["size_bytes"]),
+            ",".join(b["locations"]),
+            wal,
+            verified,
+        )
     obj.console.print(table)
     r = data["restorable"]
     if r["earliest"]:
-        obj.console.print(f"point-in-time restore possible from {r['earliest']} to just before {r['latest']} "
-                          f"(timeline {data['timeline']})")
+        obj.console.print(
+            f"point-in-time restore possible from {r['earliest']} to just before {r['latest']} "
+            f"(timeline {data['timeline']})"
+        )
         for w in r["windows"][:-1]:
             obj.console.print(f"[yellow]gap:[/] WAL missing at {w['gap']} after {w['latest']}")
 
 
 @backup_app.command("verify")
-def verify(ctx: typer.Context,
-           backup_ids: Annotated[list[str] | None, typer.Argument(help="Backups to verify.",
-                                                                  show_default=False)] = None,
-           all_: Annotated[bool, typer.Option("--all", help="Verify every backup.")] = False,
-           json_: JsonOpt = False) -> None:
+def verify(
+    ctx: typer.Context,
+    backup_ids: Annotated[list[str] | None, typer.Argument(help="Backups to verify.", show_default=False)] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Verify every backup.")] = False,
+    json_: JsonOpt = False,
+) -> None:
     """Check sha256 of every file, pg_verifybackup (physical), pg_restore --list (logical), and the
     WAL chain from each physical backup to the newest archived segment. Exit code 1 on any failure."""
     from llmobs.errors import UsageError
@@ -182,16 +218,22 @@ def verify(ctx: typer.Context,
             if not r.ok:
                 failed.append(r.backup_id)
 
-    run_command(obj, json_, ["backup", "verify", *(backup_ids or []), *(["--all"] if all_ else []),
-                             *(["--json"] if json_ else [])], work)
+    run_command(
+        obj,
+        json_,
+        ["backup", "verify", *(backup_ids or []), *(["--all"] if all_ else []), *(["--json"] if json_ else [])],
+        work,
+    )
     if failed:
         raise typer.Exit(1)
 
 
 @backup_app.command("prune")
-def prune(ctx: typer.Context,
-          dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be deleted.")] = False,
-          json_: JsonOpt = False) -> None:
+def prune(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be deleted.")] = False,
+    json_: JsonOpt = False,
+) -> None:
     """Delete backups the retention policy (BACKUP_KEEP_*, BACKUP_RETENTION_DAYS) does not keep,
     locally and in S3, and the WAL that no kept physical backup needs."""
     obj = ctx_obj(ctx)
@@ -210,8 +252,9 @@ def prune(ctx: typer.Context,
             obj.console.print(f"{verb} {len(names)} WAL file(s) ({location}) older than {result.wal_kept_from}")
         obj.console.print(f"kept {len(result.kept)} backup(s)")
 
-    run_command(obj, json_, ["backup", "prune", *(["--dry-run"] if dry_run else []), *(["--json"] if json_ else [])],
-                work)
+    run_command(
+        obj, json_, ["backup", "prune", *(["--dry-run"] if dry_run else []), *(["--json"] if json_ else [])], work
+    )
 
 
 @backup_app.command("ship-wal")
@@ -255,8 +298,9 @@ def schedule(ctx: typer.Context, json_: JsonOpt = False) -> None:
     from llmobs.errors import UsageError
 
     if not runs_here(obj.settings):
-        raise UsageError("the compose runtime runs the schedule as its `backup` service",
-                         hint="`llmobs up --profile backup`")
+        raise UsageError(
+            "the compose runtime runs the schedule as its `backup` service", hint="`llmobs up --profile backup`"
+        )
     work(None)
 
 
@@ -277,8 +321,11 @@ def finish_restore(ctx: typer.Context) -> None:
     run_command(obj, False, ["backup", "finish-restore"], work, as_db_owner=True)
 
 
-kept_app = typer.Typer(help="What restores kept aside (previous data directory, database, Redis and "
-                       "Grafana data): listed, and removed only here.", invoke_without_command=True)
+kept_app = typer.Typer(
+    help="What restores kept aside (previous data directory, database, Redis and "
+    "Grafana data): listed, and removed only here.",
+    invoke_without_command=True,
+)
 backup_app.add_typer(kept_app, name="kept-aside")
 
 
@@ -292,8 +339,9 @@ def _kept_context(obj: CliContext) -> tuple[Any, Any]:
         from pathlib import Path
 
         return BackupPaths.from_settings(settings), Path(pgdata)
-    return BackupPaths.from_settings(settings), (LocalLayout(settings.project_dir).pgdata if settings.project_dir
-                                                 else None)
+    return BackupPaths.from_settings(settings), (
+        LocalLayout(settings.project_dir).pgdata if settings.project_dir else None
+    )
 
 
 @kept_app.callback(invoke_without_command=True)
@@ -315,15 +363,19 @@ def kept_list(ctx: typer.Context, json_: JsonOpt = False) -> None:
             obj.console.print("nothing is kept aside")
         for i in items:
             when = f", kept {i.kept_at:%Y-%m-%d %H:%M:%S}" if i.kept_at else ""
-            obj.console.print(f"{i.name}  {i.kind}  {human_bytes(i.size_bytes)}{when}  {i.location}", markup=False,
-                              soft_wrap=True)
+            obj.console.print(
+                f"{i.name}  {i.kind}  {human_bytes(i.size_bytes)}{when}  {i.location}", markup=False, soft_wrap=True
+            )
 
     run_command(obj, json_, ["backup", "kept-aside", *(["--json"] if json_ else [])], work, as_db_owner=True)
 
 
 @kept_app.command("remove")
-def kept_remove(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Name from `llmobs backup kept-aside`.")],
-                yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False) -> None:
+def kept_remove(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Name from `llmobs backup kept-aside`.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
     """Delete one kept-aside item for good."""
     from llmobs.errors import Aborted
 

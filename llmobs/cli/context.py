@@ -88,5 +88,6 @@ def is_interactive() -> bool:
 def command_group(help: str) -> typer.Typer:
     """A sub-command group (`llmobs db ...`). Plain help formatting: rich's help renderer costs
     more start-up time than `--help` may take."""
-    return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode=None,
-                       context_settings={"help_option_names": ["-h", "--help"]})
+    return typer.Typer(
+        help=help, no_args_is_help=True, rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]}
+    )

@@ -22,18 +22,17 @@ def migrate(ctx: typer.Context) -> None:
     from llmobs.store.bootstrap import bootstrap
 
     obj = ctx_obj(ctx)
-    result = bootstrap(obj.settings, on_migration=lambda m: obj.console.print(
-        f"applying {m.version:04d}_{m.name} ..."))
+    result = bootstrap(obj.settings, on_migration=lambda m: obj.console.print(f"applying {m.version:04d}_{m.name} ..."))
     if result.applied:
-        obj.console.print(f"[green]applied {len(result.applied)} migration(s)[/]; schema version "
-                          f"{result.schema_version}")
+        obj.console.print(
+            f"[green]applied {len(result.applied)} migration(s)[/]; schema version {result.schema_version}"
+        )
     else:
         obj.console.print(f"schema is up to date (version {result.schema_version})")
 
 
 @db_app.command("status")
-def status(ctx: typer.Context,
-           json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def status(ctx: typer.Context, json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List applied and pending migrations. Exit code 1 when some are pending."""
     from llmobs.store import migrations
     from llmobs.store.db import connect
@@ -42,13 +41,22 @@ def status(ctx: typer.Context,
     with connect(obj.settings, "admin", autocommit=True) as conn:
         st = migrations.status(conn)
     if json_:
-        print_json({
-            "schema_version": st.schema_version,
-            "applied": [{"version": m.version, "name": m.name, "applied_at": m.applied_at.isoformat(),
-                         "execution_ms": m.execution_ms, "modified": m.version in st.modified}
-                        for m in st.applied],
-            "pending": [{"version": m.version, "name": m.name} for m in st.pending],
-        })
+        print_json(
+            {
+                "schema_version": st.schema_version,
+                "applied": [
+                    {
+                        "version": m.version,
+                        "name": m.name,
+                        "applied_at": m.applied_at.isoformat(),
+                        "execution_ms": m.execution_ms,
+                        "modified": m.version in st.modified,
+                    }
+                    for m in st.applied
+                ],
+                "pending": [{"version": m.version, "name": m.name} for m in st.pending],
+            }
+        )
     else:
         from rich.table import Table
 
@@ -63,11 +71,20 @@ def status(ctx: typer.Context,
 
 
 @db_app.command("maintain")
-def maintain(ctx: typer.Context,
-             json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-             every: Annotated[int | None, typer.Option(
-                 "--every", min=5, help="Run a pass every N seconds until stopped (SIGTERM), logging one line "
-                 "per pass: the compose stack's `maintenance` service.", show_default=False)] = None) -> None:
+def maintain(
+    ctx: typer.Context,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    every: Annotated[
+        int | None,
+        typer.Option(
+            "--every",
+            min=5,
+            help="Run a pass every N seconds until stopped (SIGTERM), logging one line "
+            "per pass: the compose stack's `maintenance` service.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
     """Create span partitions ahead, drop those past RETENTION_DAYS, refresh the rollups."""
     from llmobs.store.maintain import maintain_forever, maintain_once
 
@@ -77,8 +94,14 @@ def maintain(ctx: typer.Context,
         return
     result = maintain_once(obj.settings)
     if json_:
-        print_json({"timescale": result.timescale, "partitions_created": result.partitions_created,
-                    "partitions_dropped": result.partitions_dropped, "rollup_rows": result.rollup_rows})
+        print_json(
+            {
+                "timescale": result.timescale,
+                "partitions_created": result.partitions_created,
+                "partitions_dropped": result.partitions_dropped,
+                "rollup_rows": result.rollup_rows,
+            }
+        )
         return
     if result.timescale:
         obj.console.print("TimescaleDB: retention policy set; chunks and aggregates are managed by its jobs")

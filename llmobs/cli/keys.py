@@ -21,9 +21,17 @@ def register(app: typer.Typer) -> None:
 
 
 def _key_json(key: ApiKey) -> dict:
-    return {"id": key.key_id, "project": key.project, "name": key.name, "role": key.role,
-            "created_at": key.created_at, "expires_at": key.expires_at, "revoked_at": key.revoked_at,
-            "last_used_at": key.last_used_at, "active": key.active}
+    return {
+        "id": key.key_id,
+        "project": key.project,
+        "name": key.name,
+        "role": key.role,
+        "created_at": key.created_at,
+        "expires_at": key.expires_at,
+        "revoked_at": key.revoked_at,
+        "last_used_at": key.last_used_at,
+        "active": key.active,
+    }
 
 
 def _state(key: ApiKey) -> str:
@@ -40,8 +48,10 @@ def create(
     project: Annotated[str, typer.Option(help="Project of the key; created when it does not exist.")] = "default",
     role: Annotated[str, typer.Option(help="reader (read only), writer (send spans, read) or admin.")] = "reader",
     name: Annotated[str, typer.Option(help="A label to recognise the key by.")] = "",
-    expires: Annotated[int | None, typer.Option("--expires", min=1, help="Days until the key expires "
-                                                "(default: never).", show_default=False)] = None,
+    expires: Annotated[
+        int | None,
+        typer.Option("--expires", min=1, help="Days until the key expires (default: never).", show_default=False),
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Create an API key. The key is printed once: it is stored hashed and cannot be shown again."""
@@ -54,15 +64,24 @@ def create(
 
         raise UsageError(f"unknown role {role!r}; choose one of: {', '.join(apikeys.ROLES)}")
     with connect(obj.settings, "admin", autocommit=True) as conn:
-        created = apikeys.create_key(conn, project=project, role=role, name=name,  # type: ignore[arg-type]
-                                     expires_in_days=expires, actor=audit.cli_actor(), source=audit.cli_source())
+        created = apikeys.create_key(
+            conn,
+            project=project,
+            role=role,
+            name=name,  # type: ignore[arg-type]
+            expires_in_days=expires,
+            actor=audit.cli_actor(),
+            source=audit.cli_source(),
+        )
     if json_:
         print_json({**_key_json(created.key), "token": created.token, "project_created": created.project_created})
         return
     if created.project_created:
         obj.console.print(f"created project [bold]{project}[/]")
-    obj.console.print(f"created {role} key [bold]{created.key.key_id}[/] for project {project}"
-                      + (f", expires {created.key.expires_at:%Y-%m-%d %H:%M %Z}" if created.key.expires_at else ""))
+    obj.console.print(
+        f"created {role} key [bold]{created.key.key_id}[/] for project {project}"
+        + (f", expires {created.key.expires_at:%Y-%m-%d %H:%M %Z}" if created.key.expires_at else "")
+    )
     obj.console.print("key (shown only now, store it safely):")
     # Plain print: no wrapping or markup, so the key can be copied or piped as is.
     print(created.token)
@@ -88,9 +107,16 @@ def list_(
 
     table = Table("id", "project", "role", "name", "state", "created", "expires", "last used")
     for k in keys:
-        table.add_row(k.key_id, k.project, k.role, k.name, _state(k), f"{k.created_at:%Y-%m-%d %H:%M}",
-                      f"{k.expires_at:%Y-%m-%d %H:%M}" if k.expires_at else "never",
-                      f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "never")
+        table.add_row(
+            k.key_id,
+            k.project,
+            k.role,
+            k.name,
+            _state(k),
+            f"{k.created_at:%Y-%m-%d %H:%M}",
+            f"{k.expires_at:%Y-%m-%d %H:%M}" if k.expires_at else "never",
+            f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "never",
+        )
     obj.console.print(table)
 
 
@@ -113,8 +139,9 @@ def revoke(
             if key is not None and key.revoked_at is None:
                 if not is_interactive():
                     raise Aborted("revoking a key needs confirmation; pass --yes to confirm without a terminal")
-                typer.confirm(f"Revoke {key.role} key {key_id} ({key.name or 'no name'}) of project {key.project}?",
-                              abort=True)
+                typer.confirm(
+                    f"Revoke {key.role} key {key_id} ({key.name or 'no name'}) of project {key.project}?", abort=True
+                )
         key = apikeys.revoke(conn, key_id, actor=audit.cli_actor(), source=audit.cli_source())
     if json_:
         print_json(_key_json(key))

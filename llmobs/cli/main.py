@@ -33,11 +33,19 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     ctx: typer.Context,
-    project_dir: Annotated[Path | None, typer.Option(
-        "--project-dir", "-C", help="Project directory (default: $LLMOBS_PROJECT_DIR, else the current "
-        "directory or the nearest parent holding an llmobs .env).", show_default=False)] = None,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    project_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--project-dir",
+            "-C",
+            help="Project directory (default: $LLMOBS_PROJECT_DIR, else the current "
+            "directory or the nearest parent holding an llmobs .env).",
+            show_default=False,
+        ),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     ctx.obj = CliContext(project_dir_option=project_dir)
 

@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 
 prices_app = command_group("List and change model prices (USD per million tokens) used to compute span costs.")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-ProjectOpt = Annotated[str | None, typer.Option(help="A project's own prices (they override the global ones).",
-                                                show_default=False)]
+ProjectOpt = Annotated[
+    str | None, typer.Option(help="A project's own prices (they override the global ones).", show_default=False)
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -33,12 +34,32 @@ def _table(rules: list[PriceRule], title: str | None = None):
     def money(v: float | None) -> str:
         return "-" if v is None else f"{v:g}"
 
-    table = Table("pattern", "provider", "project", "input", "output", "cached in", "cache write", "reasoning",
-                  "valid from", "source", title=title)
+    table = Table(
+        "pattern",
+        "provider",
+        "project",
+        "input",
+        "output",
+        "cached in",
+        "cache write",
+        "reasoning",
+        "valid from",
+        "source",
+        title=title,
+    )
     for r in rules:
-        table.add_row(r.model_pattern, r.provider or "any", r.project or "all", money(r.input_per_mtok),
-                      money(r.output_per_mtok), money(r.cached_input_per_mtok), money(r.cache_write_per_mtok),
-                      money(r.reasoning_per_mtok), r.valid_from.isoformat(), r.source)
+        table.add_row(
+            r.model_pattern,
+            r.provider or "any",
+            r.project or "all",
+            money(r.input_per_mtok),
+            money(r.output_per_mtok),
+            money(r.cached_input_per_mtok),
+            money(r.cache_write_per_mtok),
+            money(r.reasoning_per_mtok),
+            r.valid_from.isoformat(),
+            r.source,
+        )
     return table
 
 
@@ -46,10 +67,12 @@ def _table(rules: list[PriceRule], title: str | None = None):
 def list_(
     ctx: typer.Context,
     project: ProjectOpt = None,
-    model: Annotated[str | None, typer.Option(help="Show only the price that applies to this model name today.",
-                                              show_default=False)] = None,
-    provider: Annotated[str | None, typer.Option(help="With --model: the span's provider (gen_ai.system).",
-                                                 show_default=False)] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Show only the price that applies to this model name today.", show_default=False)
+    ] = None,
+    provider: Annotated[
+        str | None, typer.Option(help="With --model: the span's provider (gen_ai.system).", show_default=False)
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
     """List the prices (global ones and, with --project, that project's overrides)."""
@@ -68,8 +91,9 @@ def list_(
         if json_:
             print_json(found.to_dict() if found else None)
         elif found is None:
-            obj.console.print(f"no price applies to {model!r}: its spans get no cost (add one with "
-                              "`llmobs prices set`)")
+            obj.console.print(
+                f"no price applies to {model!r}: its spans get no cost (add one with `llmobs prices set`)"
+            )
         else:
             obj.console.print(_table([found], title=f"price applied to {model}"))
         raise typer.Exit(0 if found else 1)
@@ -82,18 +106,27 @@ def list_(
 @prices_app.command("set")
 def set_(
     ctx: typer.Context,
-    pattern: Annotated[str, typer.Argument(help="Case-insensitive regex searched in the model name, e.g. "
-                                                "'(^|/)gpt-4o(-\\d{4}-\\d{2}-\\d{2})?$'.")],
+    pattern: Annotated[
+        str,
+        typer.Argument(
+            help="Case-insensitive regex searched in the model name, e.g. '(^|/)gpt-4o(-\\d{4}-\\d{2}-\\d{2})?$'."
+        ),
+    ],
     input_: Annotated[float, typer.Option("--input", min=0, help="USD per million input tokens.")],
     output: Annotated[float, typer.Option(min=0, help="USD per million output tokens.")],
-    cached_input: Annotated[float | None, typer.Option(min=0, help="USD per million cached (cache read) input "
-                                                                   "tokens (default: the input price).")] = None,
-    cache_write: Annotated[float | None, typer.Option(min=0, help="USD per million cache-write tokens "
-                                                                  "(default: the input price).")] = None,
-    reasoning: Annotated[float | None, typer.Option(min=0, help="USD per million reasoning tokens "
-                                                                "(default: the output price).")] = None,
-    provider: Annotated[str | None, typer.Option(help="Apply only to spans from this provider (e.g. groq).",
-                                                 show_default=False)] = None,
+    cached_input: Annotated[
+        float | None,
+        typer.Option(min=0, help="USD per million cached (cache read) input tokens (default: the input price)."),
+    ] = None,
+    cache_write: Annotated[
+        float | None, typer.Option(min=0, help="USD per million cache-write tokens (default: the input price).")
+    ] = None,
+    reasoning: Annotated[
+        float | None, typer.Option(min=0, help="USD per million reasoning tokens (default: the output price).")
+    ] = None,
+    provider: Annotated[
+        str | None, typer.Option(help="Apply only to spans from this provider (e.g. groq).", show_default=False)
+    ] = None,
     project: ProjectOpt = None,
     valid_from: Annotated[str, typer.Option(help="First day (YYYY-MM-DD) the price applies to.")] = "2000-01-01",
     json_: JsonOpt = False,
@@ -104,9 +137,16 @@ def set_(
     from llmobs.store.db import connect
 
     obj = ctx_obj(ctx)
-    fields = {"model_pattern": pattern, "input_per_mtok": input_, "output_per_mtok": output,
-              "cached_input_per_mtok": cached_input, "cache_write_per_mtok": cache_write,
-              "reasoning_per_mtok": reasoning, "provider": provider, "valid_from": valid_from}
+    fields = {
+        "model_pattern": pattern,
+        "input_per_mtok": input_,
+        "output_per_mtok": output,
+        "cached_input_per_mtok": cached_input,
+        "cache_write_per_mtok": cache_write,
+        "reasoning_per_mtok": reasoning,
+        "provider": provider,
+        "valid_from": valid_from,
+    }
     with connect(obj.settings, "admin") as conn:
         project_id = project_id_of(conn, project) if project else None
         rule = rule_from_fields(fields, where="price", project_id=project_id, project=project)
@@ -121,10 +161,15 @@ def set_(
 @prices_app.command("import")
 def import_(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="CSV (with a header) or JSON list of objects with model_pattern, "
-                                              "input_per_mtok, output_per_mtok and optionally "
-                                              "cached_input_per_mtok, cache_write_per_mtok, reasoning_per_mtok, "
-                                              "provider, valid_from.")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV (with a header) or JSON list of objects with model_pattern, "
+            "input_per_mtok, output_per_mtok and optionally "
+            "cached_input_per_mtok, cache_write_per_mtok, reasoning_per_mtok, "
+            "provider, valid_from."
+        ),
+    ],
     project: ProjectOpt = None,
     json_: JsonOpt = False,
 ) -> None:

@@ -18,10 +18,16 @@ def register(app: typer.Typer) -> None:
 
 def init(
     ctx: typer.Context,
-    directory: Annotated[Path | None, typer.Argument(help="Project directory (default: --project-dir or the "
-                                                     "current directory).", show_default=False)] = None,
-    force: Annotated[bool, typer.Option("--force", help="Rewrite an existing .env, keeping its values and "
-                                        "generating only missing secrets.")] = False,
+    directory: Annotated[
+        Path | None,
+        typer.Argument(help="Project directory (default: --project-dir or the current directory).", show_default=False),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Rewrite an existing .env, keeping its values and generating only missing secrets."
+        ),
+    ] = False,
     runtime: Annotated[str | None, typer.Option(help="Write LLMOBS_RUNTIME (auto, compose or local).")] = None,
 ) -> None:
     """Create a project: a .env (mode 0600) with every setting and strong generated secrets."""

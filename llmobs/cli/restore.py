@@ -16,11 +16,18 @@ def register(app: typer.Typer) -> None:
 
 def restore(
     ctx: typer.Context,
-    backup_id: Annotated[str | None, typer.Argument(help="Backup to restore (`llmobs backup list`).",
-                                                    show_default=False)] = None,
-    to: Annotated[str | None, typer.Option("--to", help="Point in time, ISO 8601 with a time zone (e.g. "
-                                           "2025-03-01T14:30:00Z): the data as the stack had it then.",
-                                           show_default=False)] = None,
+    backup_id: Annotated[
+        str | None, typer.Argument(help="Backup to restore (`llmobs backup list`).", show_default=False)
+    ] = None,
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            help="Point in time, ISO 8601 with a time zone (e.g. "
+            "2025-03-01T14:30:00Z): the data as the stack had it then.",
+            show_default=False,
+        ),
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     json_: JsonOpt = False,
 ) -> None:
@@ -41,14 +48,21 @@ def restore(
         if not yes:
             if not is_interactive():
                 raise Aborted("a restore replaces the live data; pass --yes to confirm without a terminal")
-            typer.confirm(f"Restore {what.strip()}? The services that write stop meanwhile; the current data "
-                          "is kept aside.", abort=True)
+            typer.confirm(
+                f"Restore {what.strip()}? The services that write stop meanwhile; the current data is kept aside.",
+                abort=True,
+            )
         from llmobs.backup.restore import run_restore
         from llmobs.backup.runner import delegate_restore, restore_site, runs_here
 
         if not runs_here(obj.settings):
-            argv = ["restore", *([backup_id] if backup_id else []), *(["--to", to] if to else []), "--yes",
-                    *(["--json"] if json_ else [])]
+            argv = [
+                "restore",
+                *([backup_id] if backup_id else []),
+                *(["--to", to] if to else []),
+                "--yes",
+                *(["--json"] if json_ else []),
+            ]
             if json_:
                 raise typer.Exit(delegate_restore(obj.settings, argv, JsonProgress(), backup_id=backup_id))
             from llmobs.cli.progress import ConsoleProgress
@@ -68,8 +82,10 @@ def restore(
         where = f" (timeline {result.timeline})" if result.timeline else ""
         obj.console.print(f"restored {result.backup_id}{where}")
         if result.kept_aside:
-            obj.console.print(f"the previous data is kept aside as {result.kept_aside}; remove it with "
-                              "`llmobs backup kept-aside remove NAME`")
+            obj.console.print(
+                f"the previous data is kept aside as {result.kept_aside}; remove it with "
+                "`llmobs backup kept-aside remove NAME`"
+            )
     except LlmobsError as exc:
         if json_:
             emit({"event": "error", "message": exc.message, "hint": exc.hint, "exit_code": exc.exit_code})

@@ -21,9 +21,15 @@ def register(app: typer.Typer) -> None:
 @secrets_app.command("rotate")
 def rotate(
     ctx: typer.Context,
-    targets: Annotated[list[str], typer.Argument(
-        help="What to rotate: db (superuser, app and readonly roles), redis, jwt (signing key), grafana "
-             "(admin password, compose runtime), or all.", show_default=False, metavar="db|redis|jwt|grafana|all")],
+    targets: Annotated[
+        list[str],
+        typer.Argument(
+            help="What to rotate: db (superuser, app and readonly roles), redis, jwt (signing key), grafana "
+            "(admin password, compose runtime), or all.",
+            show_default=False,
+            metavar="db|redis|jwt|grafana|all",
+        ),
+    ],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     json_: JsonOpt = False,
 ) -> None:
@@ -40,9 +46,11 @@ def rotate(
     settings = obj.settings
     chosen = expand_targets(targets)
     if not yes:
-        question = (f"Rotate {', '.join(secrets_of(chosen))} in {settings.project_dir}? The api and collector are "
-                    "restarted one replica at a time; tools of your own that use these credentials need the new "
-                    "values from .env.")
+        question = (
+            f"Rotate {', '.join(secrets_of(chosen))} in {settings.project_dir}? The api and collector are "
+            "restarted one replica at a time; tools of your own that use these credentials need the new "
+            "values from .env."
+        )
         if not is_interactive():
             raise Aborted("secrets rotate changes credentials; pass --yes to confirm without a terminal")
         typer.confirm(question, abort=True)
@@ -68,9 +76,12 @@ def status(ctx: typer.Context, json_: JsonOpt = False) -> None:
 
     obj = ctx_obj(ctx)
     settings = obj.settings
-    result = secrets_status(obj.project_dir, runtime=resolve_runtime(settings),
-                            max_age_days=settings.get_int("SECRETS_MAX_AGE_DAYS"),
-                            jwt_previous_until=settings.get_str("SECRET_KEY_PREVIOUS_UNTIL"))
+    result = secrets_status(
+        obj.project_dir,
+        runtime=resolve_runtime(settings),
+        max_age_days=settings.get_int("SECRETS_MAX_AGE_DAYS"),
+        jwt_previous_until=settings.get_str("SECRET_KEY_PREVIOUS_UNTIL"),
+    )
     if json_:
         print_json(result.to_dict())
         raise typer.Exit(result.exit_code)
@@ -86,8 +97,13 @@ def status(ctx: typer.Context, json_: JsonOpt = False) -> None:
         when = {"rotated": "", "baseline": " (never rotated)", "estimated": " (never rotated; .env time)"}[s.source]
         age = human_age((now - s.since).total_seconds()) if s.since else "unknown"
         colour = "yellow" if s.warning else ("dim" if not s.in_use else "green")
-        table.add_row(s.name, s.target, s.what + ("" if s.in_use else f" — not used by the {result.runtime} runtime"),
-                      (s.since.strftime("%Y-%m-%d %H:%M UTC") if s.since else "-") + when, f"[{colour}]{age}[/]")
+        table.add_row(
+            s.name,
+            s.target,
+            s.what + ("" if s.in_use else f" — not used by the {result.runtime} runtime"),
+            (s.since.strftime("%Y-%m-%d %H:%M UTC") if s.since else "-") + when,
+            f"[{colour}]{age}[/]",
+        )
     obj.console.print(table)
     if result.jwt_previous_until:
         state = "accepted" if result.jwt_previous_until > now else "no longer accepted"

@@ -48,8 +48,10 @@ def serve_api(
 def serve_collector(
     ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="Listen address (default: BIND_ADDRESS).")] = None,
-    workers: Annotated[int | None, typer.Option(
-        min=1, help="Processes sharing the OTLP ports (default: COLLECTOR_WORKERS).", show_default=False)] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Processes sharing the OTLP ports (default: COLLECTOR_WORKERS).", show_default=False),
+    ] = None,
 ) -> None:
     """Serve the OTLP collector: gRPC, HTTP, and the metrics/health port."""
     from llmobs.collector.server import serve

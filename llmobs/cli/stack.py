@@ -13,9 +13,14 @@ from llmobs.cli.render import human_age, human_bytes, print_json
 if TYPE_CHECKING:
     from llmobs.stack.lifecycle import StackStatus
 
-RuntimeOpt = Annotated[str | None, typer.Option(
-    "--runtime", help="auto, compose or local (default: the one the stack was started with, else "
-    "LLMOBS_RUNTIME).", show_default=False)]
+RuntimeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--runtime",
+        help="auto, compose or local (default: the one the stack was started with, else LLMOBS_RUNTIME).",
+        show_default=False,
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
@@ -29,11 +34,14 @@ def register(app: typer.Typer) -> None:
 
 def up(
     ctx: typer.Context,
-    services: Annotated[list[str] | None, typer.Argument(help="Only these services (and what they need).",
-                                                         show_default=False)] = None,
+    services: Annotated[
+        list[str] | None, typer.Argument(help="Only these services (and what they need).", show_default=False)
+    ] = None,
     runtime: RuntimeOpt = None,
-    profile: Annotated[list[str] | None, typer.Option(
-        "--profile", help="Compose profiles to enable: admin (pgAdmin), backup (scheduler).")] = None,
+    profile: Annotated[
+        list[str] | None,
+        typer.Option("--profile", help="Compose profiles to enable: admin (pgAdmin), backup (scheduler)."),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every service to be healthy.")] = 120,
     json_: JsonOpt = False,
 ) -> None:
@@ -59,8 +67,9 @@ def up(
 
 def down(
     ctx: typer.Context,
-    volumes: Annotated[bool, typer.Option("--volumes", "-v", help="Also DELETE all data (database, Redis, "
-                                          "WAL archive). Asks first.")] = False,
+    volumes: Annotated[
+        bool, typer.Option("--volumes", "-v", help="Also DELETE all data (database, Redis, WAL archive). Asks first.")
+    ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     runtime: RuntimeOpt = None,
 ) -> None:
@@ -75,8 +84,11 @@ def down(
     if volumes and not yes:
         if not is_interactive():
             raise Aborted("down --volumes deletes all data; pass --yes to confirm without a terminal")
-        typer.confirm(f"Delete ALL data of the project in {obj.settings.project_dir} (database, Redis, WAL "
-                      "archive)? Backups are kept.", abort=True)
+        typer.confirm(
+            f"Delete ALL data of the project in {obj.settings.project_dir} (database, Redis, WAL "
+            "archive)? Backups are kept.",
+            abort=True,
+        )
     with ConsoleProgress(obj.console) as progress:
         removed = lifecycle.down(stack, progress, volumes=volumes)
         for item in removed:
@@ -113,10 +125,15 @@ def _show_status(obj: CliContext, result: StackStatus, json_: bool) -> None:
             health += f" [dim]({s.detail})[/]"
         ident = ", ".join(str(p) for p in s.pids) or ", ".join(s.containers) or "-"
         table.add_row(
-            s.name, s.state if s.state == "running" else f"[dim]{s.state}[/]", health,
+            s.name,
+            s.state if s.state == "running" else f"[dim]{s.state}[/]",
+            health,
             f"{s.latency_ms:.0f} ms" if s.latency_ms is not None else "-",
-            f"{s.replicas}/{s.desired}" if s.desired else "-", ident,
-            ", ".join(str(p) for p in s.ports.values()) or "-", s.version or "-")
+            f"{s.replicas}/{s.desired}" if s.desired else "-",
+            ident,
+            ", ".join(str(p) for p in s.ports.values()) or "-",
+            s.version or "-",
+        )
     obj.console.print(table)
     f = result.facts
     if f:
@@ -133,12 +150,16 @@ def _show_status(obj: CliContext, result: StackStatus, json_: bool) -> None:
 
             last = archiver.get("last_archived_at")
             age = (datetime.now(UTC) - last).total_seconds() if last else None
-            lines.append(f"WAL archiving: {archiver['archive_mode']}, last segment {human_age(age)}, "
-                         f"{archiver['failed_count']} failures")
+            lines.append(
+                f"WAL archiving: {archiver['archive_mode']}, last segment {human_age(age)}, "
+                f"{archiver['failed_count']} failures"
+            )
         backup = f.get("backup")
         if isinstance(backup, dict) and backup.get("available"):
-            lines.append(f"last successful database backup: {human_age(backup.get('age_seconds'))}"
-                         f" (limit {backup.get('max_age_hours')} h)")
+            lines.append(
+                f"last successful database backup: {human_age(backup.get('age_seconds'))}"
+                f" (limit {backup.get('max_age_hours')} h)"
+            )
         elif isinstance(backup, dict):
             lines.append(f"backups: not visible from here ({backup.get('reason', 'unknown')})")
         obj.console.print("\n".join(lines))
@@ -171,8 +192,7 @@ def logs(
 
 def scale(
     ctx: typer.Context,
-    targets: Annotated[list[str], typer.Argument(help="SERVICE=N pairs, e.g. api=3 collector=2.",
-                                                 show_default=False)],
+    targets: Annotated[list[str], typer.Argument(help="SERVICE=N pairs, e.g. api=3 collector=2.", show_default=False)],
     runtime: RuntimeOpt = None,
 ) -> None:
     """Run N replicas of api and/or collector, sharing their published ports."""

@@ -19,12 +19,20 @@ def register(app: typer.Typer) -> None:
 @swarm_app.command("render")
 def render(
     ctx: typer.Context,
-    replicas: Annotated[list[str] | None, typer.Argument(
-        help="SERVICE=N pairs for the replicated services, e.g. api=3 collector=2.", show_default=False)] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the file here (mode 0600) "
-                                                "instead of printing it.", show_default=False)] = None,
-    profile: Annotated[list[str] | None, typer.Option(
-        "--profile", help="Compose profiles to include (admin, backup).", show_default=False)] = None,
+    replicas: Annotated[
+        list[str] | None,
+        typer.Argument(help="SERVICE=N pairs for the replicated services, e.g. api=3 collector=2.", show_default=False),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Write the file here (mode 0600) instead of printing it.", show_default=False
+        ),
+    ] = None,
+    profile: Annotated[
+        list[str] | None,
+        typer.Option("--profile", help="Compose profiles to include (admin, backup).", show_default=False),
+    ] = None,
 ) -> None:
     """Render a stack file for `docker stack deploy` from the project's compose configuration:
     host-mode ports, DNS round-robin endpoints, packaged files as configs, hashed secret names."""

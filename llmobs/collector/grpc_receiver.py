@@ -39,10 +39,12 @@ _STATUS = {code.value[0]: code for code in grpc.StatusCode}
 async def start_grpc(ingestor: Ingestor, host: str, port: int, *, max_message_bytes: int) -> grpc.aio.Server:
     """Listen on ``host:port`` with SO_REUSEPORT, like every listener of the stack
     (:mod:`llmobs.serving`): workers and replicas share the port."""
-    server = grpc.aio.server(options=[
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.so_reuseport", 1),
-    ])
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 1),
+        ]
+    )
     handler = grpc.unary_unary_rpc_method_handler(_handler(ingestor))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Export": handler}),))
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

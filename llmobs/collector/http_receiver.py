@@ -29,8 +29,9 @@ class BodyTooLarge(Exception):
     pass
 
 
-async def respond(send: Send, status: int, body: bytes, content_type: str,
-                  extra: list[tuple[bytes, bytes]] | None = None) -> None:
+async def respond(
+    send: Send, status: int, body: bytes, content_type: str, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
     await send({"type": "http.response.body", "body": body})
@@ -101,14 +102,19 @@ class OtlpHttpApp:
         headers = _headers(scope)
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type not in (PROTOBUF, JSON):
-            await respond(send, 415, f"unsupported content type {content_type or '(none)'}: send {PROTOBUF} "
-                          f"or {JSON}".encode(), "text/plain")
+            await respond(
+                send,
+                415,
+                f"unsupported content type {content_type or '(none)'}: send {PROTOBUF} or {JSON}".encode(),
+                "text/plain",
+            )
             return
         as_json = content_type == JSON
         encoding = headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("gzip", "identity", ""):
-            await self._error(send, 415, INVALID_ARGUMENT, f"unsupported content encoding {encoding!r}: use gzip",
-                              as_json)
+            await self._error(
+                send, 415, INVALID_ARGUMENT, f"unsupported content encoding {encoding!r}: use gzip", as_json
+            )
             return
         try:
             declared = int(headers.get("content-length", "0") or 0)
@@ -123,9 +129,13 @@ class OtlpHttpApp:
             elif len(body) > self.max_decompressed:
                 raise BodyTooLarge
         except BodyTooLarge:
-            await self._error(send, 413, RESOURCE_EXHAUSTED,
-                              f"request too large (limits: {self.max_body} bytes as sent, "
-                              f"{self.max_decompressed} decompressed)", as_json)
+            await self._error(
+                send,
+                413,
+                RESOURCE_EXHAUSTED,
+                f"request too large (limits: {self.max_body} bytes as sent, {self.max_decompressed} decompressed)",
+                as_json,
+            )
             return
         except ValueError as exc:
             await self._error(send, 400, INVALID_ARGUMENT, str(exc), as_json)
@@ -142,20 +152,28 @@ class OtlpHttpApp:
             extra = [(b"retry-after", str(exc.retry_after).encode())] if exc.retry_after else None
             await self._error(send, exc.http_status, exc.grpc_code, exc.message, as_json, extra)
             return
-        await respond(send, 200, export_response(result.rejected, result.message, json=as_json),
-                      JSON if as_json else PROTOBUF)
+        await respond(
+            send, 200, export_response(result.rejected, result.message, json=as_json), JSON if as_json else PROTOBUF
+        )
 
-    async def _error(self, send: Send, status: int, grpc_code: int, message: str, as_json: bool,
-                     extra: list[tuple[bytes, bytes]] | None = None) -> None:
-        await respond(send, status, status_body(grpc_code, message, json=as_json), JSON if as_json else PROTOBUF,
-                      extra)
+    async def _error(
+        self,
+        send: Send,
+        status: int,
+        grpc_code: int,
+        message: str,
+        as_json: bool,
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        await respond(send, status, status_body(grpc_code, message, json=as_json), JSON if as_json else PROTOBUF, extra)
 
 
 class HealthApp:
     """``GET /health`` (JSON; 200 while the database accepts writes, else 503) and ``GET /metrics``."""
 
-    def __init__(self, health: Callable[[], tuple[bool, dict[str, Any]]], metrics: Callable[[], tuple[bytes, str]]
-                 ) -> None:
+    def __init__(
+        self, health: Callable[[], tuple[bool, dict[str, Any]]], metrics: Callable[[], tuple[bytes, str]]
+    ) -> None:
         self.health = health
         self.metrics = metrics
 

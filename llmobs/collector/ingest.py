@@ -41,8 +41,9 @@ class OtlpRequest(Protocol):
 
 
 class IngestError(Exception):
-    def __init__(self, grpc_code: int, http_status: int, message: str, retry_after: int | None = None,
-                 reason: str = "") -> None:
+    def __init__(
+        self, grpc_code: int, http_status: int, message: str, retry_after: int | None = None, reason: str = ""
+    ) -> None:
         super().__init__(message)
         self.grpc_code = grpc_code
         self.http_status = http_status
@@ -66,8 +67,17 @@ class ExportResult:
 
 
 class Ingestor:
-    def __init__(self, pipeline: SpanPipeline, writer: Writer, keys: ApiKeyCache, metrics: CollectorMetrics,
-                 counts: IngestCounts, *, head_rate: float = 1.0, tail: TailSampler | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: SpanPipeline,
+        writer: Writer,
+        keys: ApiKeyCache,
+        metrics: CollectorMetrics,
+        counts: IngestCounts,
+        *,
+        head_rate: float = 1.0,
+        tail: TailSampler | None = None,
+    ) -> None:
         self.counts = counts
         self.pipeline = pipeline
         self.writer = writer
@@ -76,8 +86,7 @@ class Ingestor:
         self.head_rate = head_rate
         self.tail = tail
 
-    async def export(self, transport: str, authorization: str | None,
-                     parse: Callable[[], OtlpRequest]) -> ExportResult:
+    async def export(self, transport: str, authorization: str | None, parse: Callable[[], OtlpRequest]) -> ExportResult:
         try:
             result = await self._export(transport, authorization, parse)
         except IngestError as exc:
@@ -86,21 +95,31 @@ class Ingestor:
         self.metrics.requests.labels(transport=transport, outcome="partial" if result.rejected else "ok").inc()
         return result
 
-    async def _export(self, transport: str, authorization: str | None,
-                      parse: Callable[[], OtlpRequest]) -> ExportResult:
+    async def _export(
+        self, transport: str, authorization: str | None, parse: Callable[[], OtlpRequest]
+    ) -> ExportResult:
         token = bearer_token(authorization)
         if token is None:
             raise unauthenticated("missing API key: send `Authorization: Bearer <api key>`")
         try:
             key = await self.keys.authenticate(token)
         except KeyLookupFailed:
-            raise IngestError(UNAVAILABLE, 503, "cannot check the API key: database unavailable",
-                              DB_DOWN_RETRY_AFTER, "db_unavailable") from None
+            raise IngestError(
+                UNAVAILABLE,
+                503,
+                "cannot check the API key: database unavailable",
+                DB_DOWN_RETRY_AFTER,
+                "db_unavailable",
+            ) from None
         if key is None:
             raise unauthenticated("invalid, expired or revoked API key")
         if not key.allows("writer"):
-            raise IngestError(PERMISSION_DENIED, 403, f"a {key.role} key cannot ingest spans (writer or admin "
-                              "needed)", reason="permission_denied")
+            raise IngestError(
+                PERMISSION_DENIED,
+                403,
+                f"a {key.role} key cannot ingest spans (writer or admin needed)",
+                reason="permission_denied",
+            )
 
         try:
             request = parse()
@@ -117,11 +136,27 @@ class Ingestor:
         try:
             writer.reserve(count)
         except QueueFull as exc:
-            raise self._refused(source, project_id, count, RESOURCE_EXHAUSTED, 429, "queue_full",
-                                f"collector queue full ({exc}); retry later", QUEUE_FULL_RETRY_AFTER) from None
+            raise self._refused(
+                source,
+                project_id,
+                count,
+                RESOURCE_EXHAUSTED,
+                429,
+                "queue_full",
+                f"collector queue full ({exc}); retry later",
+                QUEUE_FULL_RETRY_AFTER,
+            ) from None
         except DatabaseUnavailable as exc:
-            raise self._refused(source, project_id, count, UNAVAILABLE, 503, "db_unavailable", f"{exc}; retry later",
-                                DB_DOWN_RETRY_AFTER) from None
+            raise self._refused(
+                source,
+                project_id,
+                count,
+                UNAVAILABLE,
+                503,
+                "db_unavailable",
+                f"{exc}; retry later",
+                DB_DOWN_RETRY_AFTER,
+            ) from None
 
         reserved = count
         try:
@@ -151,8 +186,16 @@ class Ingestor:
             try:
                 await writer.submit(rows, source)
             except DatabaseUnavailable as exc:
-                raise self._refused(source, project_id, len(rows), UNAVAILABLE, 503, "db_unavailable",
-                                    f"database unavailable ({exc}); retry later", DB_DOWN_RETRY_AFTER) from None
+                raise self._refused(
+                    source,
+                    project_id,
+                    len(rows),
+                    UNAVAILABLE,
+                    503,
+                    "db_unavailable",
+                    f"database unavailable ({exc}); retry later",
+                    DB_DOWN_RETRY_AFTER,
+                ) from None
             except RowsRefused as exc:
                 raise invalid(f"the database refused the spans: {exc}") from None
         finally:
@@ -161,8 +204,17 @@ class Ingestor:
         self.metrics.spans_accepted.labels(transport=transport).inc(accepted)
         return ExportResult(result.rejected, result.message)
 
-    def _refused(self, source: str, project_id: int, spans: int, grpc_code: int, http_status: int, reason: str,
-                 message: str, retry_after: int) -> IngestError:
+    def _refused(
+        self,
+        source: str,
+        project_id: int,
+        spans: int,
+        grpc_code: int,
+        http_status: int,
+        reason: str,
+        message: str,
+        retry_after: int,
+    ) -> IngestError:
         """A retryable refusal: counted, and the error to raise."""
         self.metrics.spans_refused.labels(reason=reason).inc(spans)
         self.counts.add(source, project_id, refused=spans)

@@ -18,15 +18,23 @@ COLUMN_SOURCES: dict[str, tuple[str, ...]] = {
     "request_model": ("gen_ai.request.model", "llm.request.model_name", "llm.model_name"),
     "response_model": ("gen_ai.response.model", "llm.response.model_name"),
     "input_tokens": ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt"),
-    "output_tokens": ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens",
-                      "llm.token_count.completion"),
+    "output_tokens": ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion"),
     "total_tokens": ("gen_ai.usage.total_tokens", "llm.usage.total_tokens", "llm.token_count.total"),
-    "cached_input_tokens": ("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens",
-                            "llm.token_count.prompt_details.cache_read"),
-    "cache_write_tokens": ("gen_ai.usage.cache_creation.input_tokens", "gen_ai.usage.cache_creation_input_tokens",
-                           "llm.token_count.prompt_details.cache_write"),
-    "reasoning_tokens": ("gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens",
-                         "llm.token_count.completion_details.reasoning"),
+    "cached_input_tokens": (
+        "gen_ai.usage.cache_read.input_tokens",
+        "gen_ai.usage.cache_read_input_tokens",
+        "llm.token_count.prompt_details.cache_read",
+    ),
+    "cache_write_tokens": (
+        "gen_ai.usage.cache_creation.input_tokens",
+        "gen_ai.usage.cache_creation_input_tokens",
+        "llm.token_count.prompt_details.cache_write",
+    ),
+    "reasoning_tokens": (
+        "gen_ai.usage.reasoning.output_tokens",
+        "gen_ai.usage.reasoning_tokens",
+        "llm.token_count.completion_details.reasoning",
+    ),
     "finish_reasons": ("gen_ai.response.finish_reasons", "llm.response.finish_reason", "llm.finish_reason"),
     "session_id": ("gen_ai.conversation.id", "session.id", "traceloop.association.properties.session_id"),
     "user_id": ("user.id", "enduser.id", "llm.user", "gen_ai.request.user"),
@@ -47,22 +55,40 @@ _KNOWN_KEYS = frozenset(ATTRIBUTE_COLUMNS)
 #: Operation names of the other families mapped onto the GenAI names (others are lowercased).
 OPERATION_ALIASES: dict[str, str] = {
     # OpenInference span kinds
-    "llm": "chat", "embedding": "embeddings", "tool": "execute_tool", "agent": "invoke_agent",
+    "llm": "chat",
+    "embedding": "embeddings",
+    "tool": "execute_tool",
+    "agent": "invoke_agent",
     # OpenLLMetry llm.request.type
-    "completion": "text_completion", "rerank": "rerank",
+    "completion": "text_completion",
+    "rerank": "rerank",
 }
 
 #: Provider spellings of the families mapped onto the OTel GenAI well-known values.
 PROVIDER_ALIASES: dict[str, str] = {
-    "mistralai": "mistral_ai", "mistral": "mistral_ai",
-    "google": "gcp.gen_ai", "gemini": "gcp.gemini", "google_genai": "gcp.gen_ai", "googlegenai": "gcp.gen_ai",
-    "vertexai": "gcp.vertex_ai", "vertex_ai": "gcp.vertex_ai", "google_vertexai": "gcp.vertex_ai",
-    "azure": "azure.ai.openai", "azure_openai": "azure.ai.openai", "az.ai.openai": "azure.ai.openai",
+    "mistralai": "mistral_ai",
+    "mistral": "mistral_ai",
+    "google": "gcp.gen_ai",
+    "gemini": "gcp.gemini",
+    "google_genai": "gcp.gen_ai",
+    "googlegenai": "gcp.gen_ai",
+    "vertexai": "gcp.vertex_ai",
+    "vertex_ai": "gcp.vertex_ai",
+    "google_vertexai": "gcp.vertex_ai",
+    "azure": "azure.ai.openai",
+    "azure_openai": "azure.ai.openai",
+    "az.ai.openai": "azure.ai.openai",
     "az.ai.inference": "azure.ai.inference",
-    "aws": "aws.bedrock", "bedrock": "aws.bedrock", "aws_bedrock": "aws.bedrock",
-    "together": "together_ai", "togetherai": "together_ai", "together.ai": "together_ai",
-    "fireworks": "fireworks_ai", "fireworksai": "fireworks_ai",
-    "xai": "x_ai", "watsonx": "ibm.watsonx.ai",
+    "aws": "aws.bedrock",
+    "bedrock": "aws.bedrock",
+    "aws_bedrock": "aws.bedrock",
+    "together": "together_ai",
+    "togetherai": "together_ai",
+    "together.ai": "together_ai",
+    "fireworks": "fireworks_ai",
+    "fireworksai": "fireworks_ai",
+    "xai": "x_ai",
+    "watsonx": "ibm.watsonx.ai",
 }
 
 

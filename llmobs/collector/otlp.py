@@ -65,16 +65,32 @@ class ProtobufRequest:
                     events = sp.events
                     links = sp.links
                     yield RawSpan(
-                        sp.trace_id.hex(), sp.span_id.hex(), sp.name, sp.start_time_unix_nano,
-                        sp.end_time_unix_nano, sp.parent_span_id.hex() or None,
+                        sp.trace_id.hex(),
+                        sp.span_id.hex(),
+                        sp.name,
+                        sp.start_time_unix_nano,
+                        sp.end_time_unix_nano,
+                        sp.parent_span_id.hex() or None,
                         kinds[kind] if 0 <= kind < 6 else "internal",
-                        statuses[code] if 0 <= code < 3 else "unset", status.message or None,
+                        statuses[code] if 0 <= code < 3 else "unset",
+                        status.message or None,
                         _pb_attributes(sp.attributes),
-                        [{"name": ev.name, "time": ev.time_unix_nano, "attributes": _pb_attributes(ev.attributes)}
-                         for ev in events] if events else [],
-                        resource, scope,
-                        [span_link(ln.trace_id.hex(), ln.span_id.hex(), ln.trace_state, _pb_attributes(ln.attributes))
-                         for ln in links] if links else [],
+                        [
+                            {"name": ev.name, "time": ev.time_unix_nano, "attributes": _pb_attributes(ev.attributes)}
+                            for ev in events
+                        ]
+                        if events
+                        else [],
+                        resource,
+                        scope,
+                        [
+                            span_link(
+                                ln.trace_id.hex(), ln.span_id.hex(), ln.trace_state, _pb_attributes(ln.attributes)
+                            )
+                            for ln in links
+                        ]
+                        if links
+                        else [],
                     )
 
 
@@ -151,15 +167,25 @@ def _json_span(sp: dict[str, Any], resource: dict[str, Any], scope: str | None) 
         status_code=_enum(code, STATUS_CODES, _STATUS_NAMES, "unset"),
         status_message=_str(_get(status, "message")) or None,
         attributes=_json_attributes(_get(sp, "attributes")),
-        events=[{"name": _str(_get(_obj(ev), "name")),
-                 "time": _int(_get(ev, "timeUnixNano", "time_unix_nano")),
-                 "attributes": _json_attributes(_get(ev, "attributes"))}
-                for ev in _list(_get(sp, "events"), "events")],
+        events=[
+            {
+                "name": _str(_get(_obj(ev), "name")),
+                "time": _int(_get(ev, "timeUnixNano", "time_unix_nano")),
+                "attributes": _json_attributes(_get(ev, "attributes")),
+            }
+            for ev in _list(_get(sp, "events"), "events")
+        ],
         resource=resource,
         scope_name=scope,
-        links=[span_link(_hex(_get(ln, "traceId", "trace_id")), _hex(_get(ln, "spanId", "span_id")),
-                     _str(_get(ln, "traceState", "trace_state")), _json_attributes(_get(ln, "attributes")))
-               for ln in map(_obj, _list(_get(sp, "links"), "links"))],
+        links=[
+            span_link(
+                _hex(_get(ln, "traceId", "trace_id")),
+                _hex(_get(ln, "spanId", "span_id")),
+                _str(_get(ln, "traceState", "trace_state")),
+                _json_attributes(_get(ln, "attributes")),
+            )
+            for ln in map(_obj, _list(_get(sp, "links"), "links"))
+        ],
     )
 
 

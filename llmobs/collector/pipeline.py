@@ -114,8 +114,11 @@ class PipelineConfig:
         detectors = parse_list(settings.get_str("PII_DETECTORS"))
         unknown = [d for d in detectors if d not in DETECTORS]
         if unknown:
-            raise ConfigError("PII_DETECTORS", f"unknown detector(s) {', '.join(unknown)}",
-                              hint=f"known: {', '.join(DETECTORS)} (or `none`)")
+            raise ConfigError(
+                "PII_DETECTORS",
+                f"unknown detector(s) {', '.join(unknown)}",
+                hint=f"known: {', '.join(DETECTORS)} (or `none`)",
+            )
         rules = RedactionRules(
             detectors=detectors,
             strategy=settings.get_str("PII_STRATEGY"),  # type: ignore[arg-type]
@@ -124,8 +127,11 @@ class PipelineConfig:
         )
         if rules.needs_salt:
             rules = replace(rules, salt=settings.secret("PII_HASH_SALT").encode())
-        return cls(redaction=rules, max_attributes=settings.get_int("COLLECTOR_MAX_ATTRIBUTES_PER_SPAN"),
-                   priority_attribute=settings.get_str("SAMPLING_PRIORITY_ATTRIBUTE") or None)
+        return cls(
+            redaction=rules,
+            max_attributes=settings.get_int("COLLECTOR_MAX_ATTRIBUTES_PER_SPAN"),
+            priority_attribute=settings.get_str("SAMPLING_PRIORITY_ATTRIBUTE") or None,
+        )
 
 
 @dataclass
@@ -217,23 +223,30 @@ class SpanPipeline:
             result.rejected += 1
             result._note(result.errors, f"span {span.span_id!r} rejected: {problem}")
         if self.redactor.scans and rows:
-            texts = [r.attributes if r.events == "[]" and r.links == "[]" and r.status_message is None
-                     else f"{r.attributes}\n{r.events}\n{r.links}\n{r.status_message or ''}" for r in rows]
+            texts = [
+                r.attributes
+                if r.events == "[]" and r.links == "[]" and r.status_message is None
+                else f"{r.attributes}\n{r.events}\n{r.links}\n{r.status_message or ''}"
+                for r in rows
+            ]
             for i in self.redactor.triggered(texts):
                 rows[i] = self._scrub(rows[i], *kept[i])
         return result
 
-    def _row(self, span: RawSpan, project_id: int, res: _Resource, result: ProcessResult
-             ) -> tuple[SpanRow, dict[str, Any]]:
+    def _row(
+        self, span: RawSpan, project_id: int, res: _Resource, result: ProcessResult
+    ) -> tuple[SpanRow, dict[str, Any]]:
         start, end, duration_ms = _times(span.start_time, span.end_time)
         attrs = span.attributes
         config = self.config
         if len(attrs) > config.max_attributes:
             dropped = len(attrs) - config.max_attributes
-            attrs = dict(list(attrs.items())[:config.max_attributes])
+            attrs = dict(list(attrs.items())[: config.max_attributes])
             attrs[DROPPED_ATTRIBUTES_KEY] = dropped
-            result._note(result.warnings, f"span {span.span_id}: {dropped} attributes over the limit of "
-                                          f"{config.max_attributes} dropped")
+            result._note(
+                result.warnings,
+                f"span {span.span_id}: {dropped} attributes over the limit of {config.max_attributes} dropped",
+            )
         n = normalize(attrs)
 
         if config.priority_attribute is not None and _positive(attrs.get(config.priority_attribute)):
@@ -266,13 +279,37 @@ class SpanPipeline:
             session_id = redactor.column_keys(session_id, n.session_key)
 
         row = SpanRow(
-            project_id, span.trace_id, span.span_id, span.parent_span_id or None, res.service,
-            res.environment or n.environment, span.scope_name or None, span.name or "",
-            span.kind if span.kind in SPAN_KINDS else "internal", start, end, duration_ms,
-            status_code, span.status_message or None, n.provider, n.request_model, n.response_model,
-            n.operation, n.input_tokens, n.output_tokens, n.total_tokens, n.cached_input_tokens,
-            n.reasoning_tokens, cost, cost_source, session_id, user_id, n.finish_reasons,
-            to_json(attrs), to_json([_event(e) for e in events]) if events else "[]", res.json,
+            project_id,
+            span.trace_id,
+            span.span_id,
+            span.parent_span_id or None,
+            res.service,
+            res.environment or n.environment,
+            span.scope_name or None,
+            span.name or "",
+            span.kind if span.kind in SPAN_KINDS else "internal",
+            start,
+            end,
+            duration_ms,
+            status_code,
+            span.status_message or None,
+            n.provider,
+            n.request_model,
+            n.response_model,
+            n.operation,
+            n.input_tokens,
+            n.output_tokens,
+            n.total_tokens,
+            n.cached_input_tokens,
+            n.reasoning_tokens,
+            cost,
+            cost_source,
+            session_id,
+            user_id,
+            n.finish_reasons,
+            to_json(attrs),
+            to_json([_event(e) for e in events]) if events else "[]",
+            res.json,
             to_json(span.links) if span.links else "[]",
         )
         return row, attrs
@@ -315,8 +352,12 @@ def _check_ids(span: RawSpan) -> str | None:
         span.parent_span_id = None
     for i, link in enumerate(span.links):
         linked_trace, linked_span = link.get("trace_id"), link.get("span_id")
-        if (not isinstance(linked_trace, str) or not _TRACE_ID.fullmatch(linked_trace)
-                or not isinstance(linked_span, str) or not _SPAN_ID.fullmatch(linked_span)):
+        if (
+            not isinstance(linked_trace, str)
+            or not _TRACE_ID.fullmatch(linked_trace)
+            or not isinstance(linked_span, str)
+            or not _SPAN_ID.fullmatch(linked_span)
+        ):
             return f"link {i}: trace id and span id must be 32 and 16 lowercase hex characters"
     return None
 

@@ -31,11 +31,18 @@ from llmobs.errors import UsageError
 if TYPE_CHECKING:
     import psycopg
 
-PRICE_FIELDS = ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok",
-                "reasoning_per_mtok")
-_SELECT = ("SELECT mp.id, mp.project_id, p.name, mp.provider, mp.model_pattern, mp.input_per_mtok, "
-           "mp.output_per_mtok, mp.cached_input_per_mtok, mp.cache_write_per_mtok, mp.reasoning_per_mtok, "
-           "mp.valid_from, mp.source FROM model_prices mp LEFT JOIN projects p ON p.id = mp.project_id")
+PRICE_FIELDS = (
+    "input_per_mtok",
+    "output_per_mtok",
+    "cached_input_per_mtok",
+    "cache_write_per_mtok",
+    "reasoning_per_mtok",
+)
+_SELECT = (
+    "SELECT mp.id, mp.project_id, p.name, mp.provider, mp.model_pattern, mp.input_per_mtok, "
+    "mp.output_per_mtok, mp.cached_input_per_mtok, mp.cache_write_per_mtok, mp.reasoning_per_mtok, "
+    "mp.valid_from, mp.source FROM model_prices mp LEFT JOIN projects p ON p.id = mp.project_id"
+)
 _CACHE_LIMIT = 4096
 
 
@@ -80,9 +87,15 @@ class PriceRule:
         return total / 1_000_000
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "project": self.project, "provider": self.provider,
-                "model_pattern": self.model_pattern, **{f: getattr(self, f) for f in PRICE_FIELDS},
-                "valid_from": self.valid_from.isoformat(), "source": self.source}
+        return {
+            "id": self.id,
+            "project": self.project,
+            "provider": self.provider,
+            "model_pattern": self.model_pattern,
+            **{f: getattr(self, f) for f in PRICE_FIELDS},
+            "valid_from": self.valid_from.isoformat(),
+            "source": self.source,
+        }
 
 
 def compile_pattern(pattern: str) -> re.Pattern[str]:
@@ -129,9 +142,20 @@ class Pricing:
 
 def _rule_from_row(row: tuple) -> PriceRule:
     (id_, project_id, project, provider, pattern, inp, out, cached, write, reasoning, valid_from, source) = row
-    return PriceRule(model_pattern=pattern, input_per_mtok=inp, output_per_mtok=out, cached_input_per_mtok=cached,
-                     cache_write_per_mtok=write, reasoning_per_mtok=reasoning, provider=provider_name(provider),
-                     valid_from=valid_from, project_id=project_id, project=project, source=source, id=id_)
+    return PriceRule(
+        model_pattern=pattern,
+        input_per_mtok=inp,
+        output_per_mtok=out,
+        cached_input_per_mtok=cached,
+        cache_write_per_mtok=write,
+        reasoning_per_mtok=reasoning,
+        provider=provider_name(provider),
+        valid_from=valid_from,
+        project_id=project_id,
+        project=project,
+        source=source,
+        id=id_,
+    )
 
 
 def load_rules(conn: psycopg.Connection) -> list[PriceRule]:
@@ -151,8 +175,7 @@ def list_prices(conn: psycopg.Connection, *, project: str | None = None) -> list
     return [r for r in rules if r.project is None or r.project == project]
 
 
-def set_price(conn: psycopg.Connection, rule: PriceRule, *, source: str = "cli", actor: str | None = None
-              ) -> PriceRule:
+def set_price(conn: psycopg.Connection, rule: PriceRule, *, source: str = "cli", actor: str | None = None) -> PriceRule:
     """Insert or update the row with the same (project, provider, pattern, valid_from); with an
     ``actor``, record the change in the audit log (same transaction)."""
     row = conn.execute(
@@ -167,8 +190,18 @@ def set_price(conn: psycopg.Connection, rule: PriceRule, *, source: str = "cli",
                          reasoning_per_mtok = EXCLUDED.reasoning_per_mtok, source = EXCLUDED.source,
                          updated_at = now()
            RETURNING id""",
-        (rule.project_id, rule.provider, rule.model_pattern, rule.input_per_mtok, rule.output_per_mtok,
-         rule.cached_input_per_mtok, rule.cache_write_per_mtok, rule.reasoning_per_mtok, rule.valid_from, source),
+        (
+            rule.project_id,
+            rule.provider,
+            rule.model_pattern,
+            rule.input_per_mtok,
+            rule.output_per_mtok,
+            rule.cached_input_per_mtok,
+            rule.cache_write_per_mtok,
+            rule.reasoning_per_mtok,
+            rule.valid_from,
+            source,
+        ),
     ).fetchone()
     assert row is not None
     found = conn.execute(_SELECT + " WHERE mp.id = %s", (row[0],)).fetchone()
@@ -178,8 +211,15 @@ def set_price(conn: psycopg.Connection, rule: PriceRule, *, source: str = "cli",
         from llmobs.store import audit
 
         details = {k: v for k, v in saved.to_dict().items() if k not in ("id", "project")}
-        audit.record(conn, "price.set", actor=actor, project_id=saved.project_id, target=saved.model_pattern,
-                     source=audit.cli_source(), details=details)
+        audit.record(
+            conn,
+            "price.set",
+            actor=actor,
+            project_id=saved.project_id,
+            target=saved.model_pattern,
+            source=audit.cli_source(),
+            details=details,
+        )
     return saved
 
 
@@ -212,9 +252,11 @@ def parse_price_file(path: Path) -> list[dict[str, Any]]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
-def rule_from_fields(fields: dict[str, Any], *, where: str, project_id: int | None = None,
-                     project: str | None = None) -> PriceRule:
+def rule_from_fields(
+    fields: dict[str, Any], *, where: str, project_id: int | None = None, project: str | None = None
+) -> PriceRule:
     """A PriceRule from loose fields (a file row, CLI options); a UsageError naming ``where``."""
+
     def number(name: str, required: bool) -> float | None:
         value = fields.get(name)
         if value is None or value == "":
@@ -246,22 +288,34 @@ def rule_from_fields(fields: dict[str, Any], *, where: str, project_id: int | No
             cache_write_per_mtok=number("cache_write_per_mtok", False),
             reasoning_per_mtok=number("reasoning_per_mtok", False),
             provider=provider_name(fields.get("provider") or None),
-            valid_from=day, project_id=project_id, project=project,
+            valid_from=day,
+            project_id=project_id,
+            project=project,
         )
     except UsageError as exc:
         raise UsageError(f"{where}: {exc.message}") from None
 
 
-def import_prices(conn: psycopg.Connection, path: Path, *, project: str | None = None,
-                  actor: str | None = None) -> list[PriceRule]:
+def import_prices(
+    conn: psycopg.Connection, path: Path, *, project: str | None = None, actor: str | None = None
+) -> list[PriceRule]:
     """Upsert every row of a price file (all or nothing: the caller's transaction)."""
     project_id = project_id_of(conn, project) if project else None
-    rules = [rule_from_fields(f, where=f"{path.name} row {i}", project_id=project_id, project=project)
-             for i, f in enumerate(parse_price_file(path), start=1)]
+    rules = [
+        rule_from_fields(f, where=f"{path.name} row {i}", project_id=project_id, project=project)
+        for i, f in enumerate(parse_price_file(path), start=1)
+    ]
     saved = [set_price(conn, r, source=f"import:{path.name}") for r in rules]
     if actor is not None:
         from llmobs.store import audit
 
-        audit.record(conn, "price.import", actor=actor, project_id=project_id, target=path.name,
-                     source=audit.cli_source(), details={"rows": len(saved)})
+        audit.record(
+            conn,
+            "price.import",
+            actor=actor,
+            project_id=project_id,
+            target=path.name,
+            source=audit.cli_source(),
+            details={"rows": len(saved)},
+        )
     return saved

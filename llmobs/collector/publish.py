@@ -58,10 +58,17 @@ def trace_messages(rows: Iterable[SpanRow]) -> dict[str, list[dict[str, Any]]]:
             t[6] = True
     by_channel: dict[str, list[dict[str, Any]]] = {}
     for project_id, trace_id, count, service, root, start, error, _ in traces.values():
-        by_channel.setdefault(trace_channel(project_id), []).append({
-            "project_id": project_id, "trace_id": trace_id, "span_count": count, "service_name": service,
-            "root_name": root, "start_time": start.isoformat(), "has_error": error,
-        })
+        by_channel.setdefault(trace_channel(project_id), []).append(
+            {
+                "project_id": project_id,
+                "trace_id": trace_id,
+                "span_count": count,
+                "service_name": service,
+                "root_name": root,
+                "start_time": start.isoformat(),
+                "has_error": error,
+            }
+        )
     return by_channel
 
 
@@ -103,9 +110,13 @@ class TracePublisher:
 
             s = self._settings
             self._redis = redis.Redis(
-                host=s.redis_host, port=s.get_int("REDIS_PORT"), username=s.get_str("REDIS_USER") or None,
+                host=s.redis_host,
+                port=s.get_int("REDIS_PORT"),
+                username=s.get_str("REDIS_USER") or None,
                 password=s.secret("REDIS_PASSWORD") if s.has_secret("REDIS_PASSWORD") else None,
-                socket_timeout=1.0, socket_connect_timeout=1.0, health_check_interval=30,
+                socket_timeout=1.0,
+                socket_connect_timeout=1.0,
+                health_check_interval=30,
                 retry=Retry(NoBackoff(), 0),  # fail fast: the next batch tries again after a pause
             )
         return self._redis
@@ -119,8 +130,11 @@ class TracePublisher:
                 await self._publish(rows)
             except Exception as exc:
                 self._metrics.publish_errors.inc()
-                log.warning("cannot publish new traces to Redis (%s); retrying in %g s",
-                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__, RETRY_AFTER_FAILURE)
+                log.warning(
+                    "cannot publish new traces to Redis (%s); retrying in %g s",
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                    RETRY_AFTER_FAILURE,
+                )
                 self._quiet_until = time.monotonic() + RETRY_AFTER_FAILURE
                 while not self._queue.empty():
                     self._queue.get_nowait()
@@ -128,8 +142,9 @@ class TracePublisher:
     async def _publish(self, rows: list[SpanRow]) -> None:
         client = self._client()
         channels = {trace_channel(p): p for p in {r.project_id for r in rows}}
-        listened = {channels[c.decode() if isinstance(c, bytes) else c]
-                    for c, n in await client.pubsub_numsub(*channels) if n}
+        listened = {
+            channels[c.decode() if isinstance(c, bytes) else c] for c, n in await client.pubsub_numsub(*channels) if n
+        }
         if not listened:
             return
         if len(listened) < len(channels):

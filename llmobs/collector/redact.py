@@ -42,20 +42,28 @@ Strategy = Literal["mask", "hash", "remove"]
 #: detectors win where matches overlap.
 DETECTORS: dict[str, tuple[str, str]] = {
     "bearer_token": (r"\b[Bb]earer\s+[A-Za-z0-9\-._~+/]{8,}=*", r"[Bb]earer\s"),
-    "api_key": (r"\b(?:sk-(?:proj-|ant-(?:api\d\d-)?|svcacct-)?[A-Za-z0-9_-]{20,}"
-                r"|AIza[0-9A-Za-z_-]{35}|gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{40,}"
-                r"|xox[abprs]-[A-Za-z0-9-]{10,}|hf_[A-Za-z0-9]{30,}|llmobs_[a-z0-9]{12}_[A-Za-z0-9]{32})",
-                r"sk-|AIza|gh[pousr]_|github_pat_|xox[abprs]-|hf_|llmobs_[a-z0-9]{12}_"),
+    "api_key": (
+        r"\b(?:sk-(?:proj-|ant-(?:api\d\d-)?|svcacct-)?[A-Za-z0-9_-]{20,}"
+        r"|AIza[0-9A-Za-z_-]{35}|gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{40,}"
+        r"|xox[abprs]-[A-Za-z0-9-]{10,}|hf_[A-Za-z0-9]{30,}|llmobs_[a-z0-9]{12}_[A-Za-z0-9]{32})",
+        r"sk-|AIza|gh[pousr]_|github_pat_|xox[abprs]-|hf_|llmobs_[a-z0-9]{12}_",
+    ),
     "aws_access_key": (r"\b(?:AKIA|ASIA|AIDA|AROA)[0-9A-Z]{16}\b", r"A(?:KIA|SIA|IDA|ROA)[0-9A-Z]{16}"),
-    "email": (r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b",
-              r"[A-Za-z0-9._%+-]@[A-Za-z0-9-]+\."),
+    "email": (
+        r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b",
+        r"[A-Za-z0-9._%+-]@[A-Za-z0-9-]+\.",
+    ),
     "credit_card": (r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])", r"\d(?:[ -]?\d){12}"),
     "us_ssn": (r"(?<![\d-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\d-])", r"\d{3}-\d{2}-\d{4}"),
-    "phone": (r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{3}\)|\d{3})[ .-]\d{3}[ .-]\d{4}(?!\w)"
-              r"|(?<![\w+])\+\d{1,3}(?:[ .-]\d{1,4}){2,5}(?![\w-])",
-              r"\d{3}\)?[ .-]\d{3}[ .-]\d{4}|\+\d{1,3}[ .-]?\d"),
-    "ipv4": (r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\d.])",
-             r"\d\.\d{1,3}\.\d{1,3}\.\d"),
+    "phone": (
+        r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{3}\)|\d{3})[ .-]\d{3}[ .-]\d{4}(?!\w)"
+        r"|(?<![\w+])\+\d{1,3}(?:[ .-]\d{1,4}){2,5}(?![\w-])",
+        r"\d{3}\)?[ .-]\d{3}[ .-]\d{4}|\+\d{1,3}[ .-]?\d",
+    ),
+    "ipv4": (
+        r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\d.])",
+        r"\d\.\d{1,3}\.\d{1,3}\.\d",
+    ),
     "ipv6": (r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])", r"[0-9A-Fa-f]?:[0-9A-Fa-f]{0,4}:"),
 }
 SECRET_DETECTORS = ("bearer_token", "api_key", "aws_access_key")
@@ -148,8 +156,9 @@ class Redactor:
         self.rules = rules
         self._drop = _KeyMatcher(rules.drop_keys)
         self._hash = _KeyMatcher(rules.hash_keys)
-        self._regex = (re.compile("|".join(f"(?P<{d}>{DETECTORS[d][0]})" for d in rules.detectors))
-                       if rules.detectors else None)
+        self._regex = (
+            re.compile("|".join(f"(?P<{d}>{DETECTORS[d][0]})" for d in rules.detectors)) if rules.detectors else None
+        )
         self._trigger = re2.compile("|".join(DETECTORS[d][1] for d in rules.detectors)) if rules.detectors else None
         self.active = bool(self._regex) or bool(self._drop) or bool(self._hash)
         #: whether key rules are configured (they apply to every span, without a trigger)

@@ -78,8 +78,9 @@ class _Held:
 
 
 class TailSampler:
-    def __init__(self, policy: TailPolicy, write: Callable[[list[SpanRow], str], None],
-                 metrics: CollectorMetrics) -> None:
+    def __init__(
+        self, policy: TailPolicy, write: Callable[[list[SpanRow], str], None], metrics: CollectorMetrics
+    ) -> None:
         """``write(rows, source)`` queues kept rows for writing (already acknowledged)."""
         self.policy = policy
         self._write = write
@@ -113,8 +114,11 @@ class TailSampler:
             held.rows.append(row)
             if row.cost_usd:
                 held.cost += row.cost_usd
-            if (row.status_code == "error" or (latency and row.duration_ms >= latency)
-                    or row.trace_id in priority_traces):
+            if (
+                row.status_code == "error"
+                or (latency and row.duration_ms >= latency)
+                or row.trace_id in priority_traces
+            ):
                 held.interesting = True
             self._held_spans += 1
         if follow:

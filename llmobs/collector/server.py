@@ -47,8 +47,16 @@ async def start_http_server(app: Any, sock: socket.socket, *, graceful_seconds: 
     re-raise SIGTERM after its shutdown and end the process before the writer drained)."""
     from llmobs.http_drain import DrainingServer
 
-    server = DrainingServer(app, lifespan="off", log_level="warning", access_log=False, server_header=False,
-                            date_header=False, timeout_keep_alive=30, timeout_graceful_shutdown=graceful_seconds)
+    server = DrainingServer(
+        app,
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        date_header=False,
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=graceful_seconds,
+    )
     config = server.config
     config.load()
     server.lifespan = config.lifespan_class(config)
@@ -57,8 +65,12 @@ async def start_http_server(app: Any, sock: socket.socket, *, graceful_seconds: 
 
 
 def health_body(up: bool, **extra: Any) -> tuple[bool, dict[str, Any]]:
-    return up, {"status": "ok" if up else "degraded", "version": __version__,
-                "database": "up" if up else "down", **extra}
+    return up, {
+        "status": "ok" if up else "degraded",
+        "version": __version__,
+        "database": "up" if up else "down",
+        **extra,
+    }
 
 
 def metrics_text(registry: Any = None) -> tuple[bytes, str]:
@@ -103,13 +115,20 @@ class Collector:
         counts = IngestCounts()
         publisher = TracePublisher(s, metrics) if s.get_bool("COLLECTOR_PUBLISH_TRACES") else None
         writer = Writer(
-            connect_kwargs(s, "app"), metrics, writers=s.get_int("COLLECTOR_WRITERS"),
-            max_batch=s.get_int("COLLECTOR_BATCH_MAX_SPANS"), max_wait_ms=s.get_int("COLLECTOR_BATCH_MAX_WAIT_MS"),
-            queue_max=s.get_int("COLLECTOR_QUEUE_MAX_SPANS"), on_commit=publisher.offer if publisher else None,
+            connect_kwargs(s, "app"),
+            metrics,
+            writers=s.get_int("COLLECTOR_WRITERS"),
+            max_batch=s.get_int("COLLECTOR_BATCH_MAX_SPANS"),
+            max_wait_ms=s.get_int("COLLECTOR_BATCH_MAX_WAIT_MS"),
+            queue_max=s.get_int("COLLECTOR_QUEUE_MAX_SPANS"),
+            on_commit=publisher.offer if publisher else None,
             counts=counts,
         )
-        tail = (TailSampler(TailPolicy.from_settings(s), writer.submit_acknowledged, metrics)
-                if s.get_bool("SAMPLING_TAIL_ENABLED") else None)
+        tail = (
+            TailSampler(TailPolicy.from_settings(s), writer.submit_acknowledged, metrics)
+            if s.get_bool("SAMPLING_TAIL_ENABLED")
+            else None
+        )
         pool = self._lookup_pool()
 
         def lookup(token: str) -> Any:
@@ -117,8 +136,9 @@ class Collector:
                 return apikeys.authenticate(conn, token)
 
         keys = ApiKeyCache(lookup, ttl=s.get_int("COLLECTOR_AUTH_CACHE_SECONDS"))
-        ingestor = Ingestor(self.pipeline, writer, keys, metrics, counts,
-                            head_rate=min(s.get_float("SAMPLING_HEAD_RATE"), 1), tail=tail)
+        ingestor = Ingestor(
+            self.pipeline, writer, keys, metrics, counts, head_rate=min(s.get_float("SAMPLING_HEAD_RATE"), 1), tail=tail
+        )
         max_decompressed = s.get_int("COLLECTOR_MAX_DECOMPRESSED_BYTES")
         drain_seconds = s.get_int("COLLECTOR_DRAIN_SECONDS")
 
@@ -129,30 +149,47 @@ class Collector:
         await writer.start()
         if publisher:
             publisher.start()
-        background = [asyncio.create_task(self._refresh_prices(pool), name="prices"),
-                      asyncio.create_task(self._flush_counts(pool, counts), name="ingest-stats"),
-                      asyncio.create_task(follow_key_changes(connect_kwargs(s, "app"), keys.forget, keys.forget_all),
-                                          name="key-changes")]
+        background = [
+            asyncio.create_task(self._refresh_prices(pool), name="prices"),
+            asyncio.create_task(self._flush_counts(pool, counts), name="ingest-stats"),
+            asyncio.create_task(
+                follow_key_changes(connect_kwargs(s, "app"), keys.forget, keys.forget_all), name="key-changes"
+            ),
+        ]
         if tail:
             background.append(asyncio.create_task(tail.run(), name="tail-sampler"))
         grpc_server = await start_grpc(ingestor, self.host, grpc_port, max_message_bytes=max_decompressed)
         http_server = await start_http_server(
-            OtlpHttpApp(ingestor, max_body=s.get_int("COLLECTOR_MAX_REQUEST_BYTES"),
-                        max_decompressed=max_decompressed), http_sock, graceful_seconds=drain_seconds)
+            OtlpHttpApp(ingestor, max_body=s.get_int("COLLECTOR_MAX_REQUEST_BYTES"), max_decompressed=max_decompressed),
+            http_sock,
+            graceful_seconds=drain_seconds,
+        )
         metrics_server = None
         if metrics_sock is not None:
             metrics_server = await start_http_server(
-                HealthApp(lambda: health_body(writer.up, queue_spans=writer.queued_spans,
-                                              tail_held_spans=tail.held_spans if tail else 0),
-                          metrics_text), metrics_sock, graceful_seconds=1)
+                HealthApp(
+                    lambda: health_body(
+                        writer.up, queue_spans=writer.queued_spans, tail_held_spans=tail.held_spans if tail else 0
+                    ),
+                    metrics_text,
+                ),
+                metrics_sock,
+                graceful_seconds=1,
+            )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         tune_gc()
         background.append(asyncio.create_task(self._ready_when_writable(writer), name="ready"))
-        log.info("llmobs collector %s: OTLP/gRPC %s:%d, OTLP/HTTP %s:%d%s", __version__, self.host, grpc_port,
-                 self.host, http_port,
-                 f", metrics {self.host}:{s.get_int('COLLECTOR_METRICS_PORT')}" if metrics_sock else "")
+        log.info(
+            "llmobs collector %s: OTLP/gRPC %s:%d, OTLP/HTTP %s:%d%s",
+            __version__,
+            self.host,
+            grpc_port,
+            self.host,
+            http_port,
+            f", metrics {self.host}:{s.get_int('COLLECTOR_METRICS_PORT')}" if metrics_sock else "",
+        )
         await self._stop.wait()
         await self._drain(grpc_server, http_server, http_sock, tail, writer)
         for task in background:
@@ -172,8 +209,9 @@ class Collector:
         await writer.wait_up()
         notify_ready()
 
-    async def _drain(self, grpc_server: Any, http_server: Any, http_sock: socket.socket, tail: Any,
-                     writer: Any) -> None:
+    async def _drain(
+        self, grpc_server: Any, http_server: Any, http_sock: socket.socket, tail: Any, writer: Any
+    ) -> None:
         """Stop taking requests, finish those in progress, decide held traces, write everything."""
         drain_seconds = self.settings.get_int("COLLECTOR_DRAIN_SECONDS")
         started = time.monotonic()

@@ -19,8 +19,9 @@ class IngestCounts:
     def __init__(self) -> None:
         self._counts: Counts = {}
 
-    def add(self, source: str, project_id: int | None, *, accepted: int = 0, rejected: int = 0,
-            refused: int = 0) -> None:
+    def add(
+        self, source: str, project_id: int | None, *, accepted: int = 0, rejected: int = 0, refused: int = 0
+    ) -> None:
         entry = self._counts.get((source, project_id))
         if entry is None:
             entry = self._counts[(source, project_id)] = [0, 0, 0]

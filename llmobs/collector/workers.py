@@ -74,8 +74,14 @@ class Supervisor:
         read_fd, write_fd = os.pipe()
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "llmobs.collector.workers", "--host", self.host,
-                env=self._worker_env(write_fd), pass_fds=(write_fd,))
+                sys.executable,
+                "-m",
+                "llmobs.collector.workers",
+                "--host",
+                self.host,
+                env=self._worker_env(write_fd),
+                pass_fds=(write_fd,),
+            )
         finally:
             os.close(write_fd)
         self.procs[slot] = proc
@@ -133,14 +139,19 @@ class Supervisor:
         from llmobs.collector.server import listen_socket, metrics_text, start_http_server
 
         sock = listen_socket(self.host, self.settings.get_int("COLLECTOR_METRICS_PORT"))
-        server = await start_http_server(HealthApp(self._health, lambda: metrics_text(self._registry())), sock,
-                                         graceful_seconds=1)
+        server = await start_http_server(
+            HealthApp(self._health, lambda: metrics_text(self._registry())), sock, graceful_seconds=1
+        )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         tasks = [asyncio.create_task(self._keep_worker(i)) for i in range(self.count)]
-        log.info("supervising %d collector workers; metrics and health on %s:%d", self.count, self.host,
-                 self.settings.get_int("COLLECTOR_METRICS_PORT"))
+        log.info(
+            "supervising %d collector workers; metrics and health on %s:%d",
+            self.count,
+            self.host,
+            self.settings.get_int("COLLECTOR_METRICS_PORT"),
+        )
         await self._stop.wait()
 
         for proc in self.procs.values():

@@ -71,10 +71,18 @@ class Pending:
 
 
 class Writer:
-    def __init__(self, connect_kwargs: dict[str, Any], metrics: CollectorMetrics, *, writers: int = 2,
-                 max_batch: int = 4096, max_wait_ms: int = 5, queue_max: int = 20000,
-                 on_commit: Callable[[list[SpanRow]], None] | None = None, counts: IngestCounts | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        connect_kwargs: dict[str, Any],
+        metrics: CollectorMetrics,
+        *,
+        writers: int = 2,
+        max_batch: int = 4096,
+        max_wait_ms: int = 5,
+        queue_max: int = 20000,
+        on_commit: Callable[[list[SpanRow]], None] | None = None,
+        counts: IngestCounts | None = None,
+    ) -> None:
         self._connect_kwargs = {**connect_kwargs, "connect_timeout": CONNECT_TIMEOUT}
         self._metrics = metrics
         self._writers = writers
@@ -218,8 +226,7 @@ class Writer:
                 self._requeue_or_fail(batch, DatabaseUnavailable(first_line(exc)))
                 self._mark_down(first_line(exc))
             except psycopg.Error as exc:
-                log.warning("batch of %d requests refused (%s); writing them one by one", len(batch),
-                            first_line(exc))
+                log.warning("batch of %d requests refused (%s); writing them one by one", len(batch), first_line(exc))
                 with contextlib.suppress(psycopg.Error):
                     await conn.rollback()  # type: ignore[union-attr]
                 await self._write_each(conn, batch)  # type: ignore[arg-type]

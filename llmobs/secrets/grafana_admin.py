@@ -42,11 +42,14 @@ def change(ctx: RotationContext) -> None:
     if accepts(settings, new):  # changed by a run that stopped before updating .env
         return
     old = settings.secret(NAME)
-    status = _request(settings, "PUT", "/api/user/password", old,
-                      {"oldPassword": old, "newPassword": new, "confirmNew": new})
+    status = _request(
+        settings, "PUT", "/api/user/password", old, {"oldPassword": old, "newPassword": new, "confirmNew": new}
+    )
     if status != 200:
-        raise LlmobsError(f"Grafana did not change the admin password (HTTP {status})",
-                          hint="check that GRAFANA_ADMIN_PASSWORD in .env is Grafana's admin password")
+        raise LlmobsError(
+            f"Grafana did not change the admin password (HTTP {status})",
+            hint="check that GRAFANA_ADMIN_PASSWORD in .env is Grafana's admin password",
+        )
     ctx.progress.done("Grafana admin password changed")
 
 
@@ -56,8 +59,10 @@ def commit(ctx: RotationContext) -> None:
 
 
 def steps() -> list[Step]:
-    return [Step("grafana.change", "Changing Grafana's admin password", change),
-            Step("grafana.commit", f"Writing {NAME}", commit)]
+    return [
+        Step("grafana.change", "Changing Grafana's admin password", change),
+        Step("grafana.commit", f"Writing {NAME}", commit),
+    ]
 
 
 def verify(ctx: RotationContext) -> None:

@@ -61,8 +61,15 @@ def entries(project_dir: Path) -> list[LogEntry]:
         try:
             data = json.loads(line)
             at = datetime.fromisoformat(data["at"])
-            found.append(LogEntry(at if at.tzinfo else at.replace(tzinfo=UTC), str(data["secret"]),
-                                  str(data["event"]), data.get("rotation_id"), data.get("actor")))
+            found.append(
+                LogEntry(
+                    at if at.tzinfo else at.replace(tzinfo=UTC),
+                    str(data["secret"]),
+                    str(data["event"]),
+                    data.get("rotation_id"),
+                    data.get("actor"),
+                )
+            )
         except (ValueError, KeyError, TypeError):
             continue
     return found
@@ -84,10 +91,14 @@ def record_rotated(project_dir: Path, rotation_id: str, rotated: dict[str, str],
     """Log each secret in ``rotated`` (name -> ISO time it went into use) once per rotation id:
     a rerun after a crash does not log twice."""
     seen = {(e.rotation_id, e.secret) for e in entries(project_dir) if e.event == "rotated"}
-    _append(project_dir, [
-        {"at": at, "secret": name, "event": "rotated", "rotation_id": rotation_id, "actor": actor}
-        for name, at in rotated.items() if (rotation_id, name) not in seen
-    ])
+    _append(
+        project_dir,
+        [
+            {"at": at, "secret": name, "event": "rotated", "rotation_id": rotation_id, "actor": actor}
+            for name, at in rotated.items()
+            if (rotation_id, name) not in seen
+        ],
+    )
 
 
 def last_change(project_dir: Path) -> dict[str, LogEntry]:

@@ -55,8 +55,10 @@ class RotationJournal:
         except (OSError, ValueError) as exc:
             from llmobs.errors import LlmobsError
 
-            raise LlmobsError(f"the rotation journal {path} is unreadable: {exc}",
-                              hint="it holds no secret: inspect it, then delete it to start over") from None
+            raise LlmobsError(
+                f"the rotation journal {path} is unreadable: {exc}",
+                hint="it holds no secret: inspect it, then delete it to start over",
+            ) from None
         data["project_dir"] = str(project_dir)
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
@@ -86,8 +88,9 @@ def rotation_lock(project_dir: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-            raise AlreadyRunning(f"another secret rotation is running ({holder})",
-                                 hint="wait for it to finish; this run changed nothing") from None
+            raise AlreadyRunning(
+                f"another secret rotation is running ({holder})", hint="wait for it to finish; this run changed nothing"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%dT%H:%M:%S%z')}".encode(), 0)
         try:

@@ -59,17 +59,24 @@ def commit(ctx: RotationContext) -> None:
     now = datetime.now(UTC)
     grace, ttl = grace_seconds(ctx), settings.get_int("API_JWT_TTL_SECONDS")
     if grace < ttl:
-        ctx.warn(f"SECRETS_JWT_GRACE_SECONDS={grace} is shorter than the token lifetime API_JWT_TTL_SECONDS={ttl}: "
-                 "tokens issued shortly before now are refused before they expire")
+        ctx.warn(
+            f"SECRETS_JWT_GRACE_SECONDS={grace} is shorter than the token lifetime API_JWT_TTL_SECONDS={ttl}: "
+            "tokens issued shortly before now are refused before they expire"
+        )
     earlier = _parse_until(settings.get_str("SECRET_KEY_PREVIOUS_UNTIL"))
     if settings.has_secret("SECRET_KEY_PREVIOUS") and earlier and earlier > now:
-        ctx.warn(f"the key before the current one was still in its grace period (until {earlier.isoformat()}); "
-                 "its tokens are refused from now on")
+        ctx.warn(
+            f"the key before the current one was still in its grace period (until {earlier.isoformat()}); "
+            "its tokens are refused from now on"
+        )
     until = (now + timedelta(seconds=grace)).replace(microsecond=0)
-    if ctx.swap(NAME, extra={"SECRET_KEY_PREVIOUS": old, "SECRET_KEY_PREVIOUS_UNTIL": until.isoformat()},
-                keep_old=False):
-        ctx.progress.done(f"new JWT signing key (kid {kid_for(new)}); tokens signed with the previous key "
-                          f"(kid {kid_for(old)}) are accepted until {until.isoformat()}")
+    if ctx.swap(
+        NAME, extra={"SECRET_KEY_PREVIOUS": old, "SECRET_KEY_PREVIOUS_UNTIL": until.isoformat()}, keep_old=False
+    ):
+        ctx.progress.done(
+            f"new JWT signing key (kid {kid_for(new)}); tokens signed with the previous key "
+            f"(kid {kid_for(old)}) are accepted until {until.isoformat()}"
+        )
 
 
 def accept(ctx: RotationContext) -> None:
@@ -90,9 +97,11 @@ def accept(ctx: RotationContext) -> None:
     api, token = probe
     refusals = _staged_key_refusals(api, token, staged)
     if refusals:
-        ctx.warn(f"the API refused a token signed with the new JWT key ({refusals}): while the replicas switch "
-                 "keys, a token from a replaced replica may be refused by one not yet replaced for a few "
-                 "seconds (is the api image older than this llmobs?)")
+        ctx.warn(
+            f"the API refused a token signed with the new JWT key ({refusals}): while the replicas switch "
+            "keys, a token from a replaced replica may be refused by one not yet replaced for a few "
+            "seconds (is the api image older than this llmobs?)"
+        )
         return
     ctx.check(f"API: accepts tokens signed with the new key (kid {kid_for(staged)}) before signing with it")
 
@@ -112,10 +121,15 @@ def _staged_key_refusals(api: str, token: str, staged: str) -> str:
     from llmobs.api.tokens import TokenSigner
 
     claims = jwt.decode(token, options={"verify_signature": False})
-    probe = TokenSigner(staged, ttl=timedelta(seconds=60)).issue(
-        key_id=claims["sub"], project_id=claims["pid"], role=claims["role"]).token
-    statuses = [request(f"{api}/api/v1/audit?limit=1", headers={"Authorization": f"Bearer {probe}"},
-                        service="the API")[0] for _ in range(_ACCEPT_PROBES)]
+    probe = (
+        TokenSigner(staged, ttl=timedelta(seconds=60))
+        .issue(key_id=claims["sub"], project_id=claims["pid"], role=claims["role"])
+        .token
+    )
+    statuses = [
+        request(f"{api}/api/v1/audit?limit=1", headers={"Authorization": f"Bearer {probe}"}, service="the API")[0]
+        for _ in range(_ACCEPT_PROBES)
+    ]
     return ", ".join(f"HTTP {s}" for s in statuses if s != 200)
 
 
@@ -136,8 +150,12 @@ def _admin_token(ctx: RotationContext, what: str) -> tuple[str, str] | None:
         ctx.warn(f"LLMOBS_ADMIN_API_KEY is not set: cannot ask the API for a token to check {what}")
         return None
     api = base_url(settings.client_host, settings.get_int("API_PORT"))
-    status, body = request(f"{api}/api/v1/auth/token", method="POST", service="the API",
-                           headers={"Authorization": f"Bearer {settings.secret('LLMOBS_ADMIN_API_KEY')}"})
+    status, body = request(
+        f"{api}/api/v1/auth/token",
+        method="POST",
+        service="the API",
+        headers={"Authorization": f"Bearer {settings.secret('LLMOBS_ADMIN_API_KEY')}"},
+    )
     if status != 200:
         raise LlmobsError(f"the API did not issue a token (HTTP {status})", hint="see `llmobs logs api`")
     return api, json.loads(body)["access_token"]
@@ -159,11 +177,13 @@ def verify(ctx: RotationContext) -> None:
     api, token = probe
     if jwt.get_unverified_header(token).get("kid") != kid_for(ctx.settings().secret(NAME)):
         raise LlmobsError("the API still signs tokens with the old key", hint="run the rotation again")
-    status, _ = request(f"{api}/api/v1/audit?limit=1", headers={"Authorization": f"Bearer {token}"},
-                        service="the API")
+    status, _ = request(f"{api}/api/v1/audit?limit=1", headers={"Authorization": f"Bearer {token}"}, service="the API")
     if status != 200:
-        raise LlmobsError(f"the API refused a token signed with the new key (HTTP {status})",
-                          hint="see `llmobs logs api`")
+        raise LlmobsError(
+            f"the API refused a token signed with the new key (HTTP {status})", hint="see `llmobs logs api`"
+        )
     until = ctx.settings().get_str("SECRET_KEY_PREVIOUS_UNTIL")
-    ctx.check("API: signs and accepts tokens with the new key"
-              + (f"; tokens of the previous key are accepted until {until}" if until else ""))
+    ctx.check(
+        "API: signs and accepts tokens with the new key"
+        + (f"; tokens of the previous key are accepted until {until}" if until else "")
+    )

@@ -50,8 +50,10 @@ def login(settings: Settings, user: str, password: str, *, dbname: str | None = 
     except psycopg.OperationalError as exc:
         if _refused(exc):
             return None
-        raise LlmobsError(f"cannot connect to PostgreSQL at {kwargs['host']}:{kwargs['port']}: {first_line(exc)}",
-                          hint="is the stack up? (`llmobs status`)") from None
+        raise LlmobsError(
+            f"cannot connect to PostgreSQL at {kwargs['host']}:{kwargs['port']}: {first_line(exc)}",
+            hint="is the stack up? (`llmobs status`)",
+        ) from None
 
 
 def _refused(exc: BaseException) -> bool:
@@ -68,8 +70,10 @@ def admin_connection(ctx: RotationContext) -> psycopg.Connection:
             conn = login(settings, SUPERUSER, password)
             if conn is not None:
                 return conn
-    raise LlmobsError("PostgreSQL refuses DB_PASSWORD (and the staged new value) for the superuser",
-                      hint="set DB_PASSWORD in .env to the superuser's password, then run the rotation again")
+    raise LlmobsError(
+        "PostgreSQL refuses DB_PASSWORD (and the staged new value) for the superuser",
+        hint="set DB_PASSWORD in .env to the superuser's password, then run the rotation again",
+    )
 
 
 # -- steps ---------------------------------------------------------------------------------------
@@ -86,8 +90,9 @@ def _alter(ctx: RotationContext, name: str, role: str) -> None:
 
 def _commit(ctx: RotationContext, name: str, **extra: str) -> None:
     if ctx.swap(name, extra=extra or None):
-        ctx.progress.done(f"{name} updated in .env" + (f" ({', '.join(f'{k}={v}' for k, v in extra.items())})"
-                                                       if extra else ""))
+        ctx.progress.done(
+            f"{name} updated in .env" + (f" ({', '.join(f'{k}={v}' for k, v in extra.items())})" if extra else "")
+        )
 
 
 def grant_next_role(ctx: RotationContext) -> None:
@@ -98,13 +103,15 @@ def grant_next_role(ctx: RotationContext) -> None:
     assert role is not None
     with admin_connection(ctx) as conn, conn.transaction():
         set_role_password(conn, role, new, member_of=APP_GROUP_ROLE)
-    ctx.progress.done(f"{role} may log in with the new password (member of {APP_GROUP_ROLE}); "
-                      f"{ctx.journal.app_user_from} still works")
+    ctx.progress.done(
+        f"{role} may log in with the new password (member of {APP_GROUP_ROLE}); {ctx.journal.app_user_from} still works"
+    )
 
 
 def _sessions(conn: psycopg.Connection, role: str) -> int:
-    row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid()",
-                       (role,)).fetchone()
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid()", (role,)
+    ).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -120,31 +127,45 @@ def revoke_old_role(ctx: RotationContext) -> None:
         deadline = time.monotonic() + MOVE_TIMEOUT_S
         while services and _sessions(conn, new) == 0:
             if time.monotonic() > deadline:
-                raise LlmobsError(f"{', '.join(services)} did not connect as {new} within {MOVE_TIMEOUT_S:.0f} s; "
-                                  f"{old} is left open so nothing breaks",
-                                  hint="see `llmobs logs api` / `llmobs logs collector`, then run the rotation again")
+                raise LlmobsError(
+                    f"{', '.join(services)} did not connect as {new} within {MOVE_TIMEOUT_S:.0f} s; "
+                    f"{old} is left open so nothing breaks",
+                    hint="see `llmobs logs api` / `llmobs logs collector`, then run the rotation again",
+                )
             time.sleep(0.5)
         while _sessions(conn, old) and time.monotonic() < deadline:
             time.sleep(0.5)
         conn.execute(sql.SQL("ALTER ROLE {} WITH NOLOGIN PASSWORD NULL").format(sql.Identifier(old)))
-        row = conn.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = %s",
-                           (old,)).fetchone()
+        row = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = %s", (old,)
+        ).fetchone()
     ended = int(row[0]) if row else 0
-    ctx.progress.done(f"{old} closed (NOLOGIN, no password)"
-                      + (f"; {ended} leftover session(s) ended" if ended else "; no session left on it"))
+    ctx.progress.done(
+        f"{old} closed (NOLOGIN, no password)"
+        + (f"; {ended} leftover session(s) ended" if ended else "; no session left on it")
+    )
 
 
 def steps() -> list[Step]:
     return [
-        Step("db.superuser.alter", f"Setting the new password of {SUPERUSER}",
-             lambda ctx: _alter(ctx, "DB_PASSWORD", SUPERUSER)),
+        Step(
+            "db.superuser.alter",
+            f"Setting the new password of {SUPERUSER}",
+            lambda ctx: _alter(ctx, "DB_PASSWORD", SUPERUSER),
+        ),
         Step("db.superuser.commit", "Writing DB_PASSWORD", lambda ctx: _commit(ctx, "DB_PASSWORD")),
-        Step("db.readonly.alter", f"Setting the new password of {READONLY_ROLE}",
-             lambda ctx: _alter(ctx, "DB_READONLY_PASSWORD", READONLY_ROLE)),
+        Step(
+            "db.readonly.alter",
+            f"Setting the new password of {READONLY_ROLE}",
+            lambda ctx: _alter(ctx, "DB_READONLY_PASSWORD", READONLY_ROLE),
+        ),
         Step("db.readonly.commit", "Writing DB_READONLY_PASSWORD", lambda ctx: _commit(ctx, "DB_READONLY_PASSWORD")),
         Step("db.app.grant", "Opening the idle app login role with the new password", grant_next_role),
-        Step("db.app.commit", "Switching DB_APP_USER and DB_APP_PASSWORD",
-             lambda ctx: _commit(ctx, "DB_APP_PASSWORD", DB_APP_USER=str(ctx.journal.app_user_to))),
+        Step(
+            "db.app.commit",
+            "Switching DB_APP_USER and DB_APP_PASSWORD",
+            lambda ctx: _commit(ctx, "DB_APP_PASSWORD", DB_APP_USER=str(ctx.journal.app_user_to)),
+        ),
     ]
 
 
@@ -157,12 +178,17 @@ def after_restart_steps() -> list[Step]:
 
 def verify(ctx: RotationContext) -> None:
     settings = ctx.settings()
-    for role, name, user in (("admin", "DB_PASSWORD", SUPERUSER), ("readonly", "DB_READONLY_PASSWORD", READONLY_ROLE),
-                             ("app", "DB_APP_PASSWORD", settings.get_str("DB_APP_USER"))):
+    for role, name, user in (
+        ("admin", "DB_PASSWORD", SUPERUSER),
+        ("readonly", "DB_READONLY_PASSWORD", READONLY_ROLE),
+        ("app", "DB_APP_PASSWORD", settings.get_str("DB_APP_USER")),
+    ):
         conn = login(settings, user, settings.secret(name))
         if conn is None:
-            raise LlmobsError(f"PostgreSQL refuses the new {name} for {user}",
-                              hint="run the rotation again; it resumes where it stopped")
+            raise LlmobsError(
+                f"PostgreSQL refuses the new {name} for {user}",
+                hint="run the rotation again; it resumes where it stopped",
+            )
         conn.close()
         old_user = ctx.journal.app_user_from if role == "app" else user
         old = ctx.store.retired(name)
@@ -170,8 +196,11 @@ def verify(ctx: RotationContext) -> None:
             conn = login(settings, old_user, old)
             if conn is not None:
                 conn.close()
-                raise LlmobsError(f"PostgreSQL still accepts the old {name} for {old_user}",
-                                  hint="run the rotation again; it resumes where it stopped")
-        ctx.check(f"PostgreSQL: {user} logs in with the new {name}"
-                  + (f"; the old one is refused{f' (and {old_user} is closed)' if role == 'app' else ''}"
-                     if old else ""))
+                raise LlmobsError(
+                    f"PostgreSQL still accepts the old {name} for {old_user}",
+                    hint="run the rotation again; it resumes where it stopped",
+                )
+        ctx.check(
+            f"PostgreSQL: {user} logs in with the new {name}"
+            + (f"; the old one is refused{f' (and {old_user} is closed)' if role == 'app' else ''}" if old else "")
+        )

@@ -30,9 +30,15 @@ def _client(settings: Settings, password: str) -> redis.Redis:
 
     # No retries: a refused password is an answer here, not a hiccup (redis-py retries AUTH
     # failures with back-off by default).
-    return redis.Redis(host=settings.redis_host, port=settings.get_int("REDIS_PORT"),
-                       username=settings.get_str("REDIS_USER"), password=password, socket_timeout=5,
-                       socket_connect_timeout=5, retry=Retry(NoBackoff(), 0))
+    return redis.Redis(
+        host=settings.redis_host,
+        port=settings.get_int("REDIS_PORT"),
+        username=settings.get_str("REDIS_USER"),
+        password=password,
+        socket_timeout=5,
+        socket_connect_timeout=5,
+        retry=Retry(NoBackoff(), 0),
+    )
 
 
 def accepts(settings: Settings, password: str) -> bool:
@@ -46,8 +52,10 @@ def accepts(settings: Settings, password: str) -> bool:
     except redis.AuthenticationError:
         return False
     except redis.RedisError as exc:
-        raise LlmobsError(f"cannot reach Redis at {settings.redis_host}:{settings.get_int('REDIS_PORT')}: "
-                          f"{first_line(exc)}", hint="is the stack up? (`llmobs status`)") from None
+        raise LlmobsError(
+            f"cannot reach Redis at {settings.redis_host}:{settings.get_int('REDIS_PORT')}: {first_line(exc)}",
+            hint="is the stack up? (`llmobs status`)",
+        ) from None
     finally:
         client.close()
 
@@ -59,8 +67,10 @@ def _admin(ctx: RotationContext) -> redis.Redis:
     for password in (settings.secret(NAME), ctx.store.staged(NAME), ctx.store.retired(NAME)):
         if password and accepts(settings, password):
             return _client(settings, password)
-    raise LlmobsError("Redis refuses REDIS_PASSWORD (and the staged and previous values)",
-                      hint="set REDIS_PASSWORD in .env to the ACL user's password, then run the rotation again")
+    raise LlmobsError(
+        "Redis refuses REDIS_PASSWORD (and the staged and previous values)",
+        hint="set REDIS_PASSWORD in .env to the ACL user's password, then run the rotation again",
+    )
 
 
 def _persist(ctx: RotationContext, passwords: list[str]) -> None:
@@ -86,8 +96,10 @@ def _set_user(ctx: RotationContext, user: str, *rules: str) -> None:
         if client.config_get("aclfile").get("aclfile"):
             client.execute_command("ACL", "SAVE")
     except redis.RedisError as exc:
-        raise LlmobsError(f"Redis refused to change the passwords of {user} ({type(exc).__name__})",
-                          hint="check that REDIS_USER names the ACL user of the stack") from None
+        raise LlmobsError(
+            f"Redis refused to change the passwords of {user} ({type(exc).__name__})",
+            hint="check that REDIS_USER names the ACL user of the stack",
+        ) from None
     finally:
         client.close()
 
@@ -142,5 +154,7 @@ def verify(ctx: RotationContext) -> None:
     old = ctx.store.retired(NAME)
     if old and accepts(settings, old):
         raise LlmobsError(f"Redis still accepts the old {NAME}", hint="run the rotation again")
-    ctx.check(f"Redis: {settings.get_str('REDIS_USER')} logs in with the new password"
-              + ("; the old one is refused" if old else ""))
+    ctx.check(
+        f"Redis: {settings.get_str('REDIS_USER')} logs in with the new password"
+        + ("; the old one is refused" if old else "")
+    )

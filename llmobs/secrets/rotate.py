@@ -69,8 +69,9 @@ class RotationResult:
         return asdict(self)
 
 
-def rotate(project_dir: Path, requested: Sequence[str], progress: Progress, *,
-           environ: dict[str, str] | None = None) -> RotationResult:
+def rotate(
+    project_dir: Path, requested: Sequence[str], progress: Progress, *, environ: dict[str, str] | None = None
+) -> RotationResult:
     """Rotate the secrets of ``requested`` targets (``all`` for every one), first finishing a
     rotation that a crash interrupted."""
     targets = expand_targets(requested)
@@ -81,8 +82,10 @@ def rotate(project_dir: Path, requested: Sequence[str], progress: Progress, *,
         covered: list[str] = []
         if journal is not None:
             result.resumed = True
-            progress.warn(f"finishing the rotation of {', '.join(journal.targets)} started at {journal.started_at} "
-                          "that did not complete")
+            progress.warn(
+                f"finishing the rotation of {', '.join(journal.targets)} started at {journal.started_at} "
+                "that did not complete"
+            )
             _run(RotationContext(project_dir, store, journal, progress), result)
             covered = journal.targets
         remaining = [t for t in targets if t not in covered]
@@ -96,8 +99,9 @@ def rotate(project_dir: Path, requested: Sequence[str], progress: Progress, *,
 # -- plan ----------------------------------------------------------------------------------------
 
 
-def _plan(project_dir: Path, store: SecretStore, targets: list[str], progress: Progress,
-          result: RotationResult) -> RotationJournal | None:
+def _plan(
+    project_dir: Path, store: SecretStore, targets: list[str], progress: Progress, result: RotationResult
+) -> RotationJournal | None:
     from llmobs.stack.runtime import get_stack, resolve_runtime
 
     settings = Settings.load(project_dir, environ=store.environ)
@@ -116,10 +120,15 @@ def _plan(project_dir: Path, store: SecretStore, targets: list[str], progress: P
     _preflight(stack, settings, targets, progress)
     app_user = settings.get_str("DB_APP_USER")
     journal = RotationJournal(
-        id=uuid.uuid4().hex[:12], started_at=datetime.now(UTC).replace(microsecond=0).isoformat(), runtime=runtime,
-        targets=targets, secrets=names, project_dir=str(project_dir),
+        id=uuid.uuid4().hex[:12],
+        started_at=datetime.now(UTC).replace(microsecond=0).isoformat(),
+        runtime=runtime,
+        targets=targets,
+        secrets=names,
+        project_dir=str(project_dir),
         app_user_from=app_user if "db" in targets else None,
-        app_user_to=postgres_roles.other_app_role(app_user) if "db" in targets else None)
+        app_user_to=postgres_roles.other_app_role(app_user) if "db" in targets else None,
+    )
     history.ensure_baseline(project_dir)
     journal.save()
     progress.done(f"rotation {journal.id} of {', '.join(targets)} planned ({stack.runtime} runtime)")
@@ -131,7 +140,8 @@ def _grafana_unavailable(stack: Stack) -> str | None:
     Grafana, so a Grafana that does not run keeps its password (and .env keeps matching it)."""
     if "grafana" not in stack.available_services():
         return f"Grafana does not run in the {stack.runtime} runtime" + (
-            "" if stack.runtime == "local" else " of this project (not among its services)")
+            "" if stack.runtime == "local" else " of this project (not among its services)"
+        )
     state = stack.states().get("grafana")
     if state is None or state.state != "running":
         return "Grafana is not running (start it with `llmobs up grafana`, then rotate it)"
@@ -163,8 +173,10 @@ def _preflight(stack: Stack, settings: Settings, targets: list[str], progress: P
             raise LlmobsError(f"{', '.join(down)} not running")
         wait_healthy(stack, settings, needed, SilentProgress(), timeout=15)
     except LlmobsError as exc:
-        raise LlmobsError(f"the stack must be up to rotate secrets: {exc.message}",
-                          hint="start it with `llmobs up`; nothing was changed") from None
+        raise LlmobsError(
+            f"the stack must be up to rotate secrets: {exc.message}",
+            hint="start it with `llmobs up`; nothing was changed",
+        ) from None
     _check_service_environment(stack, targets)
     progress.done(f"{', '.join(needed)} up")
 
@@ -186,9 +198,12 @@ def _check_service_environment(stack: Stack, targets: list[str]) -> None:
     for key in _rewritten_keys(targets, secrets_of(targets)):
         for name in (key, f"{key}_FILE"):
             if name in environ:
-                raise ConfigError(name, "is in the environment the api and collector were started with, which "
-                                  "overrides .env: they would never use the new value",
-                                  hint="restart the stack without it (`llmobs down && llmobs up`), then rotate")
+                raise ConfigError(
+                    name,
+                    "is in the environment the api and collector were started with, which "
+                    "overrides .env: they would never use the new value",
+                    hint="restart the stack without it (`llmobs down && llmobs up`), then rotate",
+                )
 
 
 # -- run -----------------------------------------------------------------------------------------
@@ -212,8 +227,10 @@ def rotation_steps(targets: Sequence[str]) -> list[Step]:
         steps += redis_acl.after_restart_steps()
     if "grafana" in targets:
         steps += grafana_admin.steps()
-    steps += [Step("verify", "Checking the new and the old credentials", _verify),
-              Step("finish", "Recording the rotation", _finish)]
+    steps += [
+        Step("verify", "Checking the new and the old credentials", _verify),
+        Step("finish", "Recording the rotation", _finish),
+    ]
     return steps
 
 
@@ -291,17 +308,30 @@ def _finish(ctx: RotationContext) -> None:
     journal = ctx.journal
     now = datetime.now(UTC).isoformat()
     actor = audit.cli_actor()
-    history.record_rotated(ctx.project_dir, journal.id, {n: journal.swapped_at.get(n, now) for n in journal.secrets},
-                           actor)
+    history.record_rotated(
+        ctx.project_dir, journal.id, {n: journal.swapped_at.get(n, now) for n in journal.secrets}, actor
+    )
     try:
         with postgres_roles.admin_connection(ctx) as conn:
-            seen = conn.execute("SELECT 1 FROM audit_log WHERE action = 'secrets.rotate' "
-                                "AND details->>'rotation_id' = %s", (journal.id,)).fetchone()
+            seen = conn.execute(
+                "SELECT 1 FROM audit_log WHERE action = 'secrets.rotate' AND details->>'rotation_id' = %s",
+                (journal.id,),
+            ).fetchone()
             if not seen:
-                audit.record(conn, "secrets.rotate", actor=actor, target=",".join(journal.secrets),
-                             source=audit.cli_source(),
-                             details={"rotation_id": journal.id, "targets": journal.targets, "runtime": journal.runtime,
-                                      "started_at": journal.started_at, "app_user": journal.app_user_to})
+                audit.record(
+                    conn,
+                    "secrets.rotate",
+                    actor=actor,
+                    target=",".join(journal.secrets),
+                    source=audit.cli_source(),
+                    details={
+                        "rotation_id": journal.id,
+                        "targets": journal.targets,
+                        "runtime": journal.runtime,
+                        "started_at": journal.started_at,
+                        "app_user": journal.app_user_to,
+                    },
+                )
     except LlmobsError as exc:
         ctx.warn(f"could not write the audit record: {exc.message}")
     ctx.store.forget_retired(journal.secrets)

@@ -42,13 +42,20 @@ class SecretsStatus:
         return 1 if self.warnings else 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"runtime": self.runtime, "max_age_days": self.max_age_days,
-                "secrets": [asdict(s) for s in self.secrets], "jwt_previous_until": self.jwt_previous_until,
-                "pending_rotation": self.pending_rotation, "warnings": self.warnings, "ok": not self.warnings}
+        return {
+            "runtime": self.runtime,
+            "max_age_days": self.max_age_days,
+            "secrets": [asdict(s) for s in self.secrets],
+            "jwt_previous_until": self.jwt_previous_until,
+            "pending_rotation": self.pending_rotation,
+            "warnings": self.warnings,
+            "ok": not self.warnings,
+        }
 
 
-def secrets_status(project_dir: Path, *, runtime: str, max_age_days: int, jwt_previous_until: str = "",
-                   now: datetime | None = None) -> SecretsStatus:
+def secrets_status(
+    project_dir: Path, *, runtime: str, max_age_days: int, jwt_previous_until: str = "", now: datetime | None = None
+) -> SecretsStatus:
     now = now or datetime.now(UTC)
     latest = history.last_change(project_dir)
     try:
@@ -63,8 +70,10 @@ def secrets_status(project_dir: Path, *, runtime: str, max_age_days: int, jwt_pr
         in_use = not (s.target == "grafana" and runtime == "local")
         item = SecretAge(s.name, s.target, s.what, since, source, round(age, 2) if age is not None else None, in_use)
         if in_use and age is not None and age > max_age_days:
-            item.warning = (f"{s.name} ({s.what}) is {age:.0f} days old, older than SECRETS_MAX_AGE_DAYS="
-                            f"{max_age_days}: run `llmobs secrets rotate {s.target}`")
+            item.warning = (
+                f"{s.name} ({s.what}) is {age:.0f} days old, older than SECRETS_MAX_AGE_DAYS="
+                f"{max_age_days}: run `llmobs secrets rotate {s.target}`"
+            )
             status.warnings.append(item.warning)
         status.secrets.append(item)
     if jwt_previous_until:
@@ -75,9 +84,15 @@ def secrets_status(project_dir: Path, *, runtime: str, max_age_days: int, jwt_pr
             status.warnings.append("SECRET_KEY_PREVIOUS_UNTIL is not an ISO 8601 time")
     journal = RotationJournal.read(project_dir)
     if journal is not None:
-        status.pending_rotation = {"id": journal.id, "started_at": journal.started_at, "targets": journal.targets,
-                                   "steps_done": len(journal.done)}
-        status.warnings.append(f"the rotation of {', '.join(journal.targets)} started at {journal.started_at} "
-                               f"did not finish: run `llmobs secrets rotate {' '.join(journal.targets)}` to "
-                               "finish it")
+        status.pending_rotation = {
+            "id": journal.id,
+            "started_at": journal.started_at,
+            "targets": journal.targets,
+            "steps_done": len(journal.done),
+        }
+        status.warnings.append(
+            f"the rotation of {', '.join(journal.targets)} started at {journal.started_at} "
+            f"did not finish: run `llmobs secrets rotate {' '.join(journal.targets)}` to "
+            "finish it"
+        )
     return status

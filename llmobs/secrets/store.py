@@ -81,10 +81,12 @@ class SecretStore:
             for key in (name, f"{name}_FILE"):
                 if key in self.environ:
                     raise ConfigError(
-                        key, "is set in the environment of this command, which overrides .env: a rotation "
+                        key,
+                        "is set in the environment of this command, which overrides .env: a rotation "
                         "would write a new value that nothing reads",
                         hint=f"unset {key} and keep it in .env (or in the file {name}_FILE names there); "
-                             "services started with it in their environment must be restarted without it")
+                        "services started with it in their environment must be restarted without it",
+                    )
 
     # -- writing --------------------------------------------------------------------------------
 
@@ -163,4 +165,3 @@ class SecretStore:
 
 def _sibling(path: Path, suffix: str) -> Path:
     return path.with_name(path.name + "." + suffix.strip("_").lower())
-

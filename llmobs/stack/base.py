@@ -79,14 +79,26 @@ class Stack(ABC):
         """Runtime state of every service of the stack."""
 
     @abstractmethod
-    def exec(self, service: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-             input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    def exec(
+        self,
+        service: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        input: bytes | None = None,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[bytes]:
         """Run a command inside (or, local: alongside) a running service."""
 
     @abstractmethod
-    def run_job(self, argv: Sequence[str], *, mounts: Sequence[Mount] = (),
-                env: Mapping[str, str] | None = None, check: bool = True
-                ) -> subprocess.CompletedProcess[bytes]:
+    def run_job(
+        self,
+        argv: Sequence[str],
+        *,
+        mounts: Sequence[Mount] = (),
+        env: Mapping[str, str] | None = None,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[bytes]:
         """Run a one-off `llmobs` job (``argv`` are its arguments) with the given mounts."""
 
     @abstractmethod

@@ -61,12 +61,16 @@ def _data_owner(proc: subprocess.CompletedProcess[bytes], what: str) -> str:
     jobs run as the owner of the data they replace, without any capability."""
     owner = proc.stdout.decode(errors="replace").strip()
     if proc.returncode != 0 or not re.fullmatch(r"\d+:\d+", owner):
-        raise LlmobsError(f"cannot tell who owns {what}: "
-                          f"{(proc.stdout + proc.stderr).decode(errors='replace').strip()[-300:]}", hint=_HINT)
+        raise LlmobsError(
+            f"cannot tell who owns {what}: {(proc.stdout + proc.stderr).decode(errors='replace').strip()[-300:]}",
+            hint=_HINT,
+        )
     if owner.startswith("0:"):
-        raise LlmobsError(f"{what} belongs to root; restore jobs would need root",
-                          hint="its volume must come from an image that runs the server as its own user "
-                               "(the official postgres/timescaledb, redis and grafana images do)")
+        raise LlmobsError(
+            f"{what} belongs to root; restore jobs would need root",
+            hint="its volume must come from an image that runs the server as its own user "
+            "(the official postgres/timescaledb, redis and grafana images do)",
+        )
     return owner
 
 
@@ -131,8 +135,11 @@ class ComposeStack(Stack):
         """File name -> content of every Docker secret: each secret setting (empty when unset:
         the optional ones, such as SECRET_KEY_PREVIOUS, are still mounted), and boto3's
         credentials file from the AWS_* variables llmobs runs with."""
-        files = {s.name: self.settings.secret(s.name) if self.settings.has_secret(s.name) else ""
-                 for s in SETTINGS if s.secret}
+        files = {
+            s.name: self.settings.secret(s.name) if self.settings.has_secret(s.name) else ""
+            for s in SETTINGS
+            if s.secret
+        }
         files["AWS_CREDENTIALS"] = _aws_credentials(os.environ)
         files.update(self.tls_files())
         return files
@@ -200,19 +207,27 @@ class ComposeStack(Stack):
         """The `docker compose` command line with this project's files, env file and profiles."""
         return [str(a) for a in self.docker.client_config.docker_compose_cmd]
 
-    def _compose(self, args: Sequence[str], *, env: Mapping[str, str] | None = None,
-                 input: bytes | None = None, check: bool = True, timeout: float | None = None
-                 ) -> subprocess.CompletedProcess[bytes]:
+    def _compose(
+        self,
+        args: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        input: bytes | None = None,
+        check: bool = True,
+        timeout: float | None = None,
+    ) -> subprocess.CompletedProcess[bytes]:
         """A compose subcommand through the raw CLI (bytes, stdin, exit codes). stdout and
         stderr are those of the command (compose's own progress lines are off)."""
         argv = [*self.compose_cmd(), "--progress", "quiet", *args]
         log.info("run: %s", shlex.join(argv))
         try:
-            proc = subprocess.run(argv, env={**os.environ, **(env or {})}, input=input, timeout=timeout,
-                                  capture_output=True)
+            proc = subprocess.run(
+                argv, env={**os.environ, **(env or {})}, input=input, timeout=timeout, capture_output=True
+            )
         except FileNotFoundError:
-            raise LlmobsError("the docker command is not installed",
-                              hint="install Docker (scripts/docker-setup does it on Debian)") from None
+            raise LlmobsError(
+                "the docker command is not installed", hint="install Docker (scripts/docker-setup does it on Debian)"
+            ) from None
         except subprocess.TimeoutExpired as exc:
             raise LlmobsError(f"docker compose {args[0]} did not finish within {timeout:g} s", hint=_HINT) from exc
         log.info("exit %d: docker compose %s", proc.returncode, args[0])
@@ -229,13 +244,13 @@ class ComposeStack(Stack):
         try:
             return call(*args, **kwargs)
         except ClientNotFoundError:
-            raise LlmobsError("the docker command is not installed",
-                              hint="install Docker (scripts/docker-setup does it on Debian)") from None
+            raise LlmobsError(
+                "the docker command is not installed", hint="install Docker (scripts/docker-setup does it on Debian)"
+            ) from None
         except DockerException as exc:
             output = "\n".join(part for part in (exc.stdout, exc.stderr) if part)
             tail = "\n".join(output.strip().splitlines()[-12:])
-            raise LlmobsError(f"docker compose {what} failed (exit {exc.return_code}):\n{tail}",
-                              hint=_HINT) from None
+            raise LlmobsError(f"docker compose {what} failed (exit {exc.return_code}):\n{tail}", hint=_HINT) from None
 
     @cached_property
     def config(self) -> dict[str, Any]:
@@ -249,14 +264,20 @@ class ComposeStack(Stack):
         from python_on_whales import DockerClient
 
         config = self.docker.client_config
-        everything = DockerClient(compose_files=config.compose_files, compose_env_files=config.compose_env_files,
-                                  compose_project_name=self.project, compose_profiles=["*"])
+        everything = DockerClient(
+            compose_files=config.compose_files,
+            compose_env_files=config.compose_env_files,
+            compose_project_name=self.project,
+            compose_profiles=["*"],
+        )
         return self._whales("config", everything.compose.config, return_json=True)
 
     def volume_names(self) -> dict[str, str]:
         """Volume key in the compose file -> the engine's volume name (``<project>-db-data``)."""
-        return {key: spec.get("name") or f"{self.project}_{key}"
-                for key, spec in (self.full_config.get("volumes") or {}).items()}
+        return {
+            key: spec.get("name") or f"{self.project}_{key}"
+            for key, spec in (self.full_config.get("volumes") or {}).items()
+        }
 
     def network_name(self) -> str:
         spec = (self.config.get("networks") or {}).get("default") or {}
@@ -291,8 +312,15 @@ class ComposeStack(Stack):
         ensure_ports_free(self.settings, [k for s in idle for k in _port_keys(s)])
         progress.step(f"Starting {', '.join(targets)} (compose project {self.project})")
         waiting: dict[str, Any] = {"wait": True, "wait_timeout": _START_TIMEOUT_S} if wait else {}
-        self._whales("up", self.docker.compose.up, targets, detach=True, **waiting,
-                     scales=self._current_scales(current, targets), quiet=True)
+        self._whales(
+            "up",
+            self.docker.compose.up,
+            targets,
+            detach=True,
+            **waiting,
+            scales=self._current_scales(current, targets),
+            quiet=True,
+        )
         progress.done(f"{', '.join(targets)} running")
 
     def stop(self, services: Sequence[str] | None = None, progress: Progress | None = None) -> None:
@@ -325,8 +353,17 @@ class ComposeStack(Stack):
         others = [s for s in others if any(c.get("State") == "running" for c in running.get(s, []))]
         if others:
             progress.step(f"Recreating {', '.join(others)}")
-            self._whales("up", self.docker.compose.up, others, detach=True, wait=True, wait_timeout=_START_TIMEOUT_S,
-                         force_recreate=True, dependencies=False, quiet=True)
+            self._whales(
+                "up",
+                self.docker.compose.up,
+                others,
+                detach=True,
+                wait=True,
+                wait_timeout=_START_TIMEOUT_S,
+                force_recreate=True,
+                dependencies=False,
+                quiet=True,
+            )
             progress.done(f"{', '.join(others)} recreated")
         for name in apps:
             old = [c["Name"] for c in self._containers().get(name, []) if c.get("State") == "running"]
@@ -334,9 +371,18 @@ class ComposeStack(Stack):
                 raise LlmobsError(f"{name} is not running", hint="run `llmobs up` first")
             progress.step(f"Rolling restart of {name} ({len(old)} replica(s))")
             for container in old:
-                self._whales("up", self.docker.compose.up, [name], detach=True, wait=True,
-                             wait_timeout=_START_TIMEOUT_S, scales={name: len(old) + 1}, recreate=False,
-                             dependencies=False, quiet=True)
+                self._whales(
+                    "up",
+                    self.docker.compose.up,
+                    [name],
+                    detach=True,
+                    wait=True,
+                    wait_timeout=_START_TIMEOUT_S,
+                    scales={name: len(old) + 1},
+                    recreate=False,
+                    dependencies=False,
+                    quiet=True,
+                )
                 try:
                     # After this every proxy worker knows the new replica and retries a refused
                     # connection to the old one there instead of failing.
@@ -344,18 +390,19 @@ class ComposeStack(Stack):
                     self.docker.container.stop(container)
                     self.docker.container.remove(container, volumes=True)
                 except DockerException as exc:
-                    raise LlmobsError(f"cannot replace {container}: {(exc.stderr or '').strip()}",
-                                      hint=_HINT) from None
+                    raise LlmobsError(f"cannot replace {container}: {(exc.stderr or '').strip()}", hint=_HINT) from None
             progress.done(f"{name} restarted, one replica at a time")
 
     def remove_data(self) -> list[str]:
         from python_on_whales.exceptions import DockerException
 
-        running = [name for name, containers in self._containers().items()
-                   if any(c["State"] == "running" for c in containers)]
+        running = [
+            name for name, containers in self._containers().items() if any(c["State"] == "running" for c in containers)
+        ]
         if running:
-            raise LlmobsError(f"the stack is running ({', '.join(running)}): its volumes are in use",
-                              hint="run `llmobs down` first")
+            raise LlmobsError(
+                f"the stack is running ({', '.join(running)}): its volumes are in use", hint="run `llmobs down` first"
+            )
         removed = []
         for volume in self.volume_names().values():
             try:
@@ -379,52 +426,86 @@ class ComposeStack(Stack):
             states[name] = _state_of(containers.get(name, []))
         return states
 
-    def exec(self, service: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-             input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    def exec(
+        self,
+        service: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        input: bytes | None = None,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[bytes]:
         self._check_known([service])
         # `-e NAME` without a value: compose takes it from its own environment, so values
         # (possibly secret) never appear in a command line.
         env_args = [a for name in (env or {}) for a in ("-e", name)]
         return self._compose(["exec", "-T", *env_args, service, *argv], env=env, input=input, check=check)
 
-    def run_job(self, argv: Sequence[str], *, mounts: Sequence[Mount] = (),
-                env: Mapping[str, str] | None = None, check: bool = True
-                ) -> subprocess.CompletedProcess[bytes]:
+    def run_job(
+        self,
+        argv: Sequence[str],
+        *,
+        mounts: Sequence[Mount] = (),
+        env: Mapping[str, str] | None = None,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[bytes]:
         """`llmobs ARGV` in a one-off container of the app image (the ``backup`` service's
         definition: its credentials, and the backup-data and wal-archive volumes at /backups and
         /wal-archive). ``mounts`` name volumes by their key in the compose file (``db-data``),
         by their full name, or are absolute host paths."""
         return self._compose(self._job_args(argv, mounts=mounts, env=env), env=env, check=check)
 
-    def spawn_job(self, argv: Sequence[str], *, service: str = JOB_SERVICE, user: str | None = None,
-                  env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def spawn_job(
+        self,
+        argv: Sequence[str],
+        *,
+        service: str = JOB_SERVICE,
+        user: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
         """`llmobs ARGV` in a one-off container of ``service`` (``backup``, or ``restore`` with the
         database volume), running as ``user`` ("UID:GID") instead of the service's. Its stdin
         and stdout are pipes to us; its stderr is ours (what the operator sees)."""
-        argv_full = [*self.compose_cmd(), "--progress", "quiet",
-                     *self._job_args(argv, service=service, user=user, env=env)]
+        argv_full = [
+            *self.compose_cmd(),
+            "--progress",
+            "quiet",
+            *self._job_args(argv, service=service, user=user, env=env),
+        ]
         log.info("run: %s", shlex.join(argv_full))
         try:
-            return subprocess.Popen(argv_full, env={**os.environ, **(env or {})}, stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE)
+            return subprocess.Popen(
+                argv_full, env={**os.environ, **(env or {})}, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            )
         except FileNotFoundError:
-            raise LlmobsError("the docker command is not installed",
-                              hint="install Docker (scripts/docker-setup does it on Debian)") from None
+            raise LlmobsError(
+                "the docker command is not installed", hint="install Docker (scripts/docker-setup does it on Debian)"
+            ) from None
 
-    def _job_args(self, argv: Sequence[str], *, service: str = JOB_SERVICE, user: str | None = None,
-                  mounts: Sequence[Mount] = (), env: Mapping[str, str] | None = None) -> list[str]:
+    def _job_args(
+        self,
+        argv: Sequence[str],
+        *,
+        service: str = JOB_SERVICE,
+        user: str | None = None,
+        mounts: Sequence[Mount] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> list[str]:
         """`run` arguments of a one-off job. `-e NAME` without a value: compose takes it from its
         own environment, so values never appear in a command line."""
         self._require_secrets()
         volumes = self.volume_names() if mounts else {}
-        mount_args = [a for m in mounts
-                      for a in ("-v", f"{volumes.get(m.source, m.source)}:{m.target}{':ro' if m.read_only else ''}")]
+        mount_args = [
+            a
+            for m in mounts
+            for a in ("-v", f"{volumes.get(m.source, m.source)}:{m.target}{':ro' if m.read_only else ''}")
+        ]
         env_args = [a for name in (env or {}) for a in ("-e", name)]
         user_args = ["--user", user] if user else []
         return ["run", "--rm", "--no-deps", "-T", *user_args, *mount_args, *env_args, service, *argv]
 
     def db_data_owner(self) -> str:
-        """"UID:GID" of PostgreSQL's data directory (the server's user: 70 in the official
+        """ "UID:GID" of PostgreSQL's data directory (the server's user: 70 in the official
         Alpine-based images, 999 in Debian-based ones), read from the running server, else from
         the root of the database volume (which its image creates owned by that user)."""
         if any(c.get("State") == "running" for c in self._containers().get(DB_SERVICE, [])):
@@ -433,11 +514,13 @@ class ComposeStack(Stack):
         return self.volume_owner(DB_MOUNT, "PostgreSQL's data directory")
 
     def volume_owner(self, path: str, what: str) -> str:
-        """"UID:GID" of ``path`` as a one-off container of the restore service sees it: the root of
+        """ "UID:GID" of ``path`` as a one-off container of the restore service sees it: the root of
         a volume it mounts there, which the server's image creates owned by the server's user.
         ``what`` names the data in messages."""
-        proc = self._compose(["run", "--rm", "--no-deps", "-T", "--entrypoint", "stat", RESTORE_SERVICE,
-                              "-c", "%u:%g", path], check=False)
+        proc = self._compose(
+            ["run", "--rm", "--no-deps", "-T", "--entrypoint", "stat", RESTORE_SERVICE, "-c", "%u:%g", path],
+            check=False,
+        )
         return _data_owner(proc, what)
 
     def scale(self, replicas: Mapping[str, int], progress: Progress) -> None:
@@ -453,8 +536,17 @@ class ComposeStack(Stack):
         targets = [*replicas, PROXY]
         scales = {**self._current_scales(current, targets), **replicas}
         progress.step("Scaling " + ", ".join(f"{n} to {c}" for n, c in replicas.items()))
-        self._whales("up", self.docker.compose.up, targets, detach=True, wait=True, wait_timeout=_START_TIMEOUT_S,
-                     scales=scales, quiet=True, dependencies=False)
+        self._whales(
+            "up",
+            self.docker.compose.up,
+            targets,
+            detach=True,
+            wait=True,
+            wait_timeout=_START_TIMEOUT_S,
+            scales=scales,
+            quiet=True,
+            dependencies=False,
+        )
         _wait_for_proxy_dns()  # new replicas get traffic from here on
         progress.done(", ".join(f"{n}: {c} replica(s)" for n, c in replicas.items()))
 
@@ -508,9 +600,12 @@ class ComposeStack(Stack):
             if setting is not None and setting.generate:
                 self.settings.secret(name)
             if name in TLS_FILES and not (self.secrets_dir / name).is_file():
-                raise ConfigError("LLMOBS_TLS_DIR", f"{TLS_FILES[name]} is missing: the compose files in use "
-                                  "(LLMOBS_COMPOSE_FILES) terminate TLS with it",
-                                  hint="put server.crt, server.key and ca.crt there (PEM)")
+                raise ConfigError(
+                    "LLMOBS_TLS_DIR",
+                    f"{TLS_FILES[name]} is missing: the compose files in use "
+                    "(LLMOBS_COMPOSE_FILES) terminate TLS with it",
+                    hint="put server.crt, server.key and ca.crt there (PEM)",
+                )
 
     def _containers(self) -> dict[str, list[dict[str, Any]]]:
         """The project's service containers (not one-off jobs), by service."""
@@ -551,15 +646,26 @@ def _state_of(containers: list[dict[str, Any]]) -> RuntimeState:
         state = "starting" if any(h in ("starting", "unhealthy") for h in healths) else "running"
         counted = {h: healths.count(h) for h in dict.fromkeys(healths) if h}
         detail = ", ".join(f"{n} {h}" for h, n in counted.items())
-        return RuntimeState(state, replicas=len(running), desired=len(containers), containers=names,
-                            image=image, detail=f"containers: {detail}" if detail else "")
+        return RuntimeState(
+            state,
+            replicas=len(running),
+            desired=len(containers),
+            containers=names,
+            image=image,
+            detail=f"containers: {detail}" if detail else "",
+        )
     exited = [c for c in containers if c.get("State") in ("exited", "dead")]
     if exited:
         codes = ", ".join(str(c.get("ExitCode", "?")) for c in exited)
-        return RuntimeState("exited", desired=len(containers), containers=names, image=image,
-                            detail=f"exit code {codes}")
-    return RuntimeState("starting" if any(c.get("State") == "restarting" for c in containers) else "stopped",
-                        desired=len(containers), containers=names, image=image)
+        return RuntimeState(
+            "exited", desired=len(containers), containers=names, image=image, detail=f"exit code {codes}"
+        )
+    return RuntimeState(
+        "starting" if any(c.get("State") == "restarting" for c in containers) else "stopped",
+        desired=len(containers),
+        containers=names,
+        image=image,
+    )
 
 
 def _json_items(text: str) -> list[dict[str, Any]]:
@@ -576,8 +682,11 @@ def _aws_credentials(environ: Mapping[str, str]) -> str:
     """A boto3 shared credentials file with the AWS keys of ``environ`` (empty without them)."""
     if not environ.get("AWS_ACCESS_KEY_ID") or not environ.get("AWS_SECRET_ACCESS_KEY"):
         return ""
-    lines = ["[default]", f"aws_access_key_id = {environ['AWS_ACCESS_KEY_ID']}",
-             f"aws_secret_access_key = {environ['AWS_SECRET_ACCESS_KEY']}"]
+    lines = [
+        "[default]",
+        f"aws_access_key_id = {environ['AWS_ACCESS_KEY_ID']}",
+        f"aws_secret_access_key = {environ['AWS_SECRET_ACCESS_KEY']}",
+    ]
     if environ.get("AWS_SESSION_TOKEN"):
         lines.append(f"aws_session_token = {environ['AWS_SESSION_TOKEN']}")
     return "\n".join(lines) + "\n"
@@ -588,4 +697,3 @@ def _env_quote(name: str, value: str) -> str:
     if "'" in value or "\n" in value:
         raise ConfigError(name, "contains a single quote or a newline, which compose env files cannot carry")
     return f"'{value}'" if value else ""
-

@@ -28,8 +28,13 @@ class Check:
 
 def _python() -> Check:
     ok = sys.version_info >= (3, 11)
-    return Check("general", "python", "ok" if ok else "fail", sys.version.split()[0],
-                 "" if ok else "llmobs needs Python 3.11 or newer")
+    return Check(
+        "general",
+        "python",
+        "ok" if ok else "fail",
+        sys.version.split()[0],
+        "" if ok else "llmobs needs Python 3.11 or newer",
+    )
 
 
 def _local_checks(settings: Settings | None) -> list[Check]:
@@ -42,8 +47,15 @@ def _local_checks(settings: Settings | None) -> list[Check]:
     except LlmobsError as exc:
         checks.append(Check("local", "postgresql", "fail", exc.message, exc.hint or ""))
     redis = shutil.which("redis-server")
-    checks.append(Check("local", "redis-server", "ok" if redis else "fail", redis or "not found",
-                        "" if redis else "apt-get install redis-server"))
+    checks.append(
+        Check(
+            "local",
+            "redis-server",
+            "ok" if redis else "fail",
+            redis or "not found",
+            "" if redis else "apt-get install redis-server",
+        )
+    )
     if os.geteuid() == 0:
         user = settings.get_str("PG_OS_USER") if settings else "postgres"
         import pwd
@@ -52,14 +64,27 @@ def _local_checks(settings: Settings | None) -> list[Check]:
             pwd.getpwnam(user)
             checks.append(Check("local", "postgres os user", "ok", f"running as root: PostgreSQL runs as {user}"))
         except KeyError:
-            checks.append(Check("local", "postgres os user", "fail", f"OS user {user!r} does not exist",
-                                "useradd --system --home /var/lib/postgresql postgres, or set PG_OS_USER"))
+            checks.append(
+                Check(
+                    "local",
+                    "postgres os user",
+                    "fail",
+                    f"OS user {user!r} does not exist",
+                    "useradd --system --home /var/lib/postgresql postgres, or set PG_OS_USER",
+                )
+            )
         if settings and settings.project_dir:
             blocked = _untraversable(settings.project_dir)
             if blocked:
-                checks.append(Check("local", "project dir access", "fail",
-                                    f"{blocked} is not traversable by other users",
-                                    f"chmod o+x {blocked}, or put the project elsewhere (e.g. /srv)"))
+                checks.append(
+                    Check(
+                        "local",
+                        "project dir access",
+                        "fail",
+                        f"{blocked} is not traversable by other users",
+                        f"chmod o+x {blocked}, or put the project elsewhere (e.g. /srv)",
+                    )
+                )
     return checks
 
 
@@ -77,18 +102,37 @@ def _compose_checks() -> list[Check]:
 
     checks = []
     docker = shutil.which("docker")
-    checks.append(Check("compose", "docker client", "ok" if docker else "fail", docker or "not found",
-                        "" if docker else "apt-get install docker.io (or Docker's docker-ce-cli)"))
+    checks.append(
+        Check(
+            "compose",
+            "docker client",
+            "ok" if docker else "fail",
+            docker or "not found",
+            "" if docker else "apt-get install docker.io (or Docker's docker-ce-cli)",
+        )
+    )
     engine = docker_engine_answers()
-    checks.append(Check("compose", "docker engine", "ok" if engine else "fail",
-                        "answers" if engine else "no engine answers on DOCKER_HOST or /var/run/docker.sock",
-                        "" if engine else "start it (`systemctl start docker`, or scripts/docker-setup here)"))
+    checks.append(
+        Check(
+            "compose",
+            "docker engine",
+            "ok" if engine else "fail",
+            "answers" if engine else "no engine answers on DOCKER_HOST or /var/run/docker.sock",
+            "" if engine else "start it (`systemctl start docker`, or scripts/docker-setup here)",
+        )
+    )
     if docker:
         proc = subprocess.run([docker, "compose", "version", "--short"], capture_output=True, text=True)
         ok = proc.returncode == 0
-        checks.append(Check("compose", "compose plugin", "ok" if ok else "fail",
-                            f"Docker Compose {proc.stdout.strip()}" if ok else "missing",
-                            "" if ok else "install the compose plugin (scripts/docker-setup does it from PyPI)"))
+        checks.append(
+            Check(
+                "compose",
+                "compose plugin",
+                "ok" if ok else "fail",
+                f"Docker Compose {proc.stdout.strip()}" if ok else "missing",
+                "" if ok else "install the compose plugin (scripts/docker-setup does it from PyPI)",
+            )
+        )
     return checks
 
 
@@ -102,8 +146,15 @@ def _port_checks(settings: Settings, running: bool) -> list[Check]:
         if taken and running:
             checks.append(Check("general", f"port {key}", "ok", f"{port} in use (the stack is running)"))
         elif taken:
-            checks.append(Check("general", f"port {key}", "warn", f"{port} on {bind} is in use",
-                                f"stop what uses it or change {key}"))
+            checks.append(
+                Check(
+                    "general",
+                    f"port {key}",
+                    "warn",
+                    f"{port} on {bind} is in use",
+                    f"stop what uses it or change {key}",
+                )
+            )
         else:
             checks.append(Check("general", f"port {key}", "ok", f"{port} free"))
     return checks
@@ -115,8 +166,13 @@ def _disk_check(path: Path) -> Check:
     if gib < 1:
         return Check("general", "disk space", "fail", f"{gib:.1f} GiB free in {path}", "free some space")
     if gib < 5:
-        return Check("general", "disk space", "warn", f"{gib:.1f} GiB free in {path}",
-                     "spans, WAL and backups grow: keep 5 GiB or more free")
+        return Check(
+            "general",
+            "disk space",
+            "warn",
+            f"{gib:.1f} GiB free in {path}",
+            "spans, WAL and backups grow: keep 5 GiB or more free",
+        )
     return Check("general", "disk space", "ok", f"{gib:.0f} GiB free in {path}")
 
 

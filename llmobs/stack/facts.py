@@ -45,14 +45,16 @@ def database_facts(settings: Settings, facts: Facts) -> None:
         ).fetchone()
     archived, last_ok, failed, last_failed, mode = row
     facts.values["wal_archiver"] = {
-        "archive_mode": mode, "archived_count": archived, "last_archived_at": last_ok,
-        "failed_count": failed, "last_failed_at": last_failed,
+        "archive_mode": mode,
+        "archived_count": archived,
+        "last_archived_at": last_ok,
+        "failed_count": failed,
+        "last_failed_at": last_failed,
     }
     if mode == "off":
         facts.warnings.append("WAL archiving is off: point-in-time recovery is not possible")
     elif last_failed is not None and (last_ok is None or last_failed > last_ok):
-        facts.warnings.append(f"WAL archiving is failing (last failure {_ago(last_failed)}, "
-                              f"{failed} failures in all)")
+        facts.warnings.append(f"WAL archiving is failing (last failure {_ago(last_failed)}, {failed} failures in all)")
 
 
 def _table_exists(conn: Any, name: str) -> bool:

@@ -72,9 +72,14 @@ def _probe_postgres(settings: Settings, timeout: float) -> str:
 def _probe_redis(settings: Settings, timeout: float) -> str:
     import redis
 
-    client = redis.Redis(host=settings.redis_host, port=settings.get_int("REDIS_PORT"),
-                         username=settings.get_str("REDIS_USER"), password=settings.secret("REDIS_PASSWORD"),
-                         socket_timeout=timeout, socket_connect_timeout=timeout)
+    client = redis.Redis(
+        host=settings.redis_host,
+        port=settings.get_int("REDIS_PORT"),
+        username=settings.get_str("REDIS_USER"),
+        password=settings.secret("REDIS_PASSWORD"),
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+    )
     try:
         client.ping()
         return f"Redis {client.info('server').get('redis_version', '?')}"

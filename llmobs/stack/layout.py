@@ -1,12 +1,12 @@
 """Where the local runtime keeps things under the project directory.
 
-    .env                 settings and secrets (0600)
-    data/postgres/       PostgreSQL data directory (owned by PG_OS_USER when run as root)
-    data/redis/          Redis RDB and append-only files
-    data/wal-archive/    archived WAL segments (archive_command copies here)
-    backups/             local backup repository (BACKUP_DIR may move it)
-    run/                 pid files, the supervisor's state, PostgreSQL's unix socket (run/pg/)
-    logs/                one log per service, plus llmobs.log (every command llmobs ran)
+.env                 settings and secrets (0600)
+data/postgres/       PostgreSQL data directory (owned by PG_OS_USER when run as root)
+data/redis/          Redis RDB and append-only files
+data/wal-archive/    archived WAL segments (archive_command copies here)
+backups/             local backup repository (BACKUP_DIR may move it)
+run/                 pid files, the supervisor's state, PostgreSQL's unix socket (run/pg/)
+logs/                one log per service, plus llmobs.log (every command llmobs ran)
 """
 
 from __future__ import annotations

@@ -73,13 +73,16 @@ class StackStatus:
         from dataclasses import asdict
 
         return {
-            "runtime": self.runtime, "project_dir": self.project_dir, "overall": self.overall,
-            "services": [asdict(s) for s in self.services], "facts": self.facts, "warnings": self.warnings,
+            "runtime": self.runtime,
+            "project_dir": self.project_dir,
+            "overall": self.overall,
+            "services": [asdict(s) for s in self.services],
+            "facts": self.facts,
+            "warnings": self.warnings,
         }
 
 
-def _service_status(name: str, state: RuntimeState, result: ProbeResult | None, settings: Settings
-                    ) -> ServiceStatus:
+def _service_status(name: str, state: RuntimeState, result: ProbeResult | None, settings: Settings) -> ServiceStatus:
     svc = SERVICES_BY_NAME[name]
     if result is None:
         health = "-"
@@ -89,20 +92,29 @@ def _service_status(name: str, state: RuntimeState, result: ProbeResult | None, 
         health = "starting" if state.state == "starting" else "unhealthy"
     detail = state.detail or (result.detail if result else "")
     return ServiceStatus(
-        name=name, description=svc.description, state=state.state, health=health,
-        latency_ms=result.latency_ms if result else None, version=(result.version if result else None)
-        or state.image, replicas=state.replicas, desired=state.desired, pids=state.pids,
-        containers=state.containers, ports={k: settings.get_int(k) for k in svc.port_keys}, detail=detail)
+        name=name,
+        description=svc.description,
+        state=state.state,
+        health=health,
+        latency_ms=result.latency_ms if result else None,
+        version=(result.version if result else None) or state.image,
+        replicas=state.replicas,
+        desired=state.desired,
+        pids=state.pids,
+        containers=state.containers,
+        ports={k: settings.get_int(k) for k in svc.port_keys},
+        detail=detail,
+    )
 
 
 def stack_status(stack: Stack, settings: Settings, *, with_facts: bool = True) -> StackStatus:
     states = stack.states()
     to_probe = [s for s in SERVICES if states.get(s.name) and states[s.name].state in ("running", "starting")]
     with ThreadPoolExecutor(max_workers=max(1, len(to_probe))) as pool:
-        results = dict(zip([s.name for s in to_probe],
-                           pool.map(lambda s: probe(s, settings), to_probe), strict=True))
-    services = [_service_status(s.name, states[s.name], results.get(s.name), settings)
-                for s in SERVICES if s.name in states]
+        results = dict(zip([s.name for s in to_probe], pool.map(lambda s: probe(s, settings), to_probe), strict=True))
+    services = [
+        _service_status(s.name, states[s.name], results.get(s.name), settings) for s in SERVICES if s.name in states
+    ]
     status = StackStatus(stack.runtime, str(settings.project_dir) if settings.project_dir else None, services)
     if with_facts:
         db_up = bool(results.get("timescaledb") and results["timescaledb"].healthy)
@@ -111,8 +123,9 @@ def stack_status(stack: Stack, settings: Settings, *, with_facts: bool = True) -
     return status
 
 
-def wait_healthy(stack: Stack, settings: Settings, services: Sequence[str], progress: Progress,
-                 *, timeout: float = 120) -> None:
+def wait_healthy(
+    stack: Stack, settings: Settings, services: Sequence[str], progress: Progress, *, timeout: float = 120
+) -> None:
     """Wait until every service in ``services`` runs and passes its probe; a clear error naming
     the ones that did not, with their last probe result, when ``timeout`` passes."""
     deadline = time.monotonic() + timeout
@@ -137,13 +150,15 @@ def wait_healthy(stack: Stack, settings: Settings, services: Sequence[str], prog
             return
         if time.monotonic() > deadline:
             detail = "; ".join(f"{n}: {last.get(n, 'no answer')}" for n in pending)
-            raise LlmobsError(f"not healthy after {timeout:.0f} s: {detail}",
-                              hint="see `llmobs logs SERVICE` and `llmobs status`")
+            raise LlmobsError(
+                f"not healthy after {timeout:.0f} s: {detail}", hint="see `llmobs logs SERVICE` and `llmobs status`"
+            )
         time.sleep(0.25)
 
 
-def up(stack: Stack, settings: Settings, progress: Progress, *, services: Sequence[str] | None = None,
-       timeout: float = 120) -> None:
+def up(
+    stack: Stack, settings: Settings, progress: Progress, *, services: Sequence[str] | None = None, timeout: float = 120
+) -> None:
     """Start the stack (or the named services and what they need): idempotent."""
     from llmobs.store.bootstrap import bootstrap
 
@@ -159,8 +174,10 @@ def up(stack: Stack, settings: Settings, progress: Progress, *, services: Sequen
     wait_healthy(stack, settings, data, progress, timeout=timeout)
     progress.step("Applying migrations")
     result = bootstrap(settings, on_migration=lambda m: progress.step(f"Applying migration {m.version:04d}_{m.name}"))
-    progress.done(f"schema version {result.schema_version}"
-                  + (f" ({len(result.applied)} migration(s) applied)" if result.applied else " (up to date)"))
+    progress.done(
+        f"schema version {result.schema_version}"
+        + (f" ({len(result.applied)} migration(s) applied)" if result.applied else " (up to date)")
+    )
     rest = [s for s in wanted if s not in data]
     if rest:
         stack.start(rest, progress)

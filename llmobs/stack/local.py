@@ -40,17 +40,24 @@ class LocalStack(Stack):
             raise LlmobsError("the local runtime needs a project directory", hint="run `llmobs init` first")
         self.layout = LocalLayout(settings.project_dir)
         self.os_user = OsUser.lookup(settings.get_str("PG_OS_USER")) if os.geteuid() == 0 else None
-        self.cluster = PgCluster(self.layout.pgdata, log_file=self.layout.log_file("postgres"),
-                                 os_user=self.os_user, configured_bin_dir=settings.get_str("PG_BIN_DIR"))
-        self.redis = RedisServer(self.layout.run / "redis.conf", self.layout.redis_data,
-                                 self.layout.run / "redis.pid", self.layout.log_file("redis"))
+        self.cluster = PgCluster(
+            self.layout.pgdata,
+            log_file=self.layout.log_file("postgres"),
+            os_user=self.os_user,
+            configured_bin_dir=settings.get_str("PG_BIN_DIR"),
+        )
+        self.redis = RedisServer(
+            self.layout.run / "redis.conf",
+            self.layout.redis_data,
+            self.layout.run / "redis.pid",
+            self.layout.log_file("redis"),
+        )
 
     def available_services(self) -> tuple[str, ...]:
         return LOCAL_SERVICES
 
     def data_paths(self) -> dict[str, Path]:
-        return {"postgres": self.layout.pgdata, "redis": self.layout.redis_data,
-                "wal-archive": self.layout.wal_archive}
+        return {"postgres": self.layout.pgdata, "redis": self.layout.redis_data, "wal-archive": self.layout.wal_archive}
 
     # -- start / stop ---------------------------------------------------------------------------
 
@@ -112,12 +119,18 @@ class LocalStack(Stack):
             from llmobs.secrets.store import SecretStore
 
             store = SecretStore(self.layout.root)
-            found = [self.settings.secret("REDIS_PASSWORD"), store.staged("REDIS_PASSWORD"),
-                     store.retired("REDIS_PASSWORD")]
+            found = [
+                self.settings.secret("REDIS_PASSWORD"),
+                store.staged("REDIS_PASSWORD"),
+                store.retired("REDIS_PASSWORD"),
+            ]
             passwords = list(dict.fromkeys(p for p in found if p))
         self.redis.write_config(
-            bind=self.settings.get_str("BIND_ADDRESS"), port=self.settings.get_int("REDIS_PORT"),
-            user=self.settings.get_str("REDIS_USER"), passwords=list(passwords))
+            bind=self.settings.get_str("BIND_ADDRESS"),
+            port=self.settings.get_int("REDIS_PORT"),
+            user=self.settings.get_str("REDIS_USER"),
+            passwords=list(passwords),
+        )
 
     def _start_supervised(self, services: Sequence[str], progress: Progress) -> None:
         desired = sv.DesiredState.read(self.layout)
@@ -138,9 +151,14 @@ class LocalStack(Stack):
     def _spawn_supervisor(self) -> None:
         log_file = self.layout.log_file("supervisor")
         with open(log_file, "ab", buffering=0) as out:
-            proc = subprocess.Popen([sys.executable, "-m", sv.PID_MARKER, str(self.layout.root)],
-                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    cwd=self.layout.root, start_new_session=True)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", sv.PID_MARKER, str(self.layout.root)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.layout.root,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.supervisor_pid():
@@ -225,8 +243,9 @@ class LocalStack(Stack):
                 done = {}
             if done.get("id") == request_id:
                 if not done.get("ok"):
-                    raise LlmobsError(f"rolling restart failed: {done.get('error')}",
-                                      hint="see `llmobs logs` of the service")
+                    raise LlmobsError(
+                        f"rolling restart failed: {done.get('error')}", hint="see `llmobs logs` of the service"
+                    )
                 progress.done(f"{', '.join(apps)} restarted, one replica at a time")
                 return
             if not self.supervisor_pid():
@@ -277,8 +296,7 @@ class LocalStack(Stack):
     def states(self) -> dict[str, RuntimeState]:
         states: dict[str, RuntimeState] = {}
         pg = self.cluster.running_pid()
-        states["timescaledb"] = RuntimeState("running" if pg else "stopped", int(bool(pg)), 1,
-                                             pids=[pg] if pg else [])
+        states["timescaledb"] = RuntimeState("running" if pg else "stopped", int(bool(pg)), 1, pids=[pg] if pg else [])
         rd = self.redis.running_pid()
         states["redis"] = RuntimeState("running" if rd else "stopped", int(bool(rd)), 1, pids=[rd] if rd else [])
         supervisor = self.supervisor_pid()
@@ -289,11 +307,21 @@ class LocalStack(Stack):
             pids = children.get(service, [])
             want = desired.count(service)
             state = "running" if pids else ("starting" if supervisor and want else "stopped")
-            states[service] = RuntimeState(state, len(ready.get(service, [])), want, pids=pids,
-                                           detail="" if supervisor or not want else "supervisor not running")
+            states[service] = RuntimeState(
+                state,
+                len(ready.get(service, [])),
+                want,
+                pids=pids,
+                detail="" if supervisor or not want else "supervisor not running",
+            )
         # The supervisor runs `db maintain` itself, every MAINTAIN_INTERVAL_SECONDS.
-        states["maintenance"] = RuntimeState("running" if supervisor else "stopped", int(bool(supervisor)), 1,
-                                             pids=[supervisor] if supervisor else [], detail="in the supervisor")
+        states["maintenance"] = RuntimeState(
+            "running" if supervisor else "stopped",
+            int(bool(supervisor)),
+            1,
+            pids=[supervisor] if supervisor else [],
+            detail="in the supervisor",
+        )
         for s in SERVICES:
             if s.name not in states:
                 states[s.name] = RuntimeState("not available", detail="not run by the local runtime")
@@ -305,26 +333,47 @@ class LocalStack(Stack):
         """Environment that points client tools at a service (secrets in env, never argv)."""
         env = dict(os.environ)
         if service == "timescaledb":
-            env.update(PGHOST=str(self.layout.pg_socket_dir), PGPORT=str(self.settings.get_int("DB_PORT")),
-                       PGUSER="postgres", PGDATABASE=self.settings.get_str("DB_NAME"),
-                       PGPASSWORD=self.settings.secret("DB_PASSWORD"))
+            env.update(
+                PGHOST=str(self.layout.pg_socket_dir),
+                PGPORT=str(self.settings.get_int("DB_PORT")),
+                PGUSER="postgres",
+                PGDATABASE=self.settings.get_str("DB_NAME"),
+                PGPASSWORD=self.settings.secret("DB_PASSWORD"),
+            )
         elif service == "redis":
             env.update(REDISCLI_AUTH=self.settings.secret("REDIS_PASSWORD"))
         return env
 
-    def exec(self, service: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-             input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    def exec(
+        self,
+        service: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        input: bytes | None = None,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[bytes]:
         self._check_known([service])
         child_env = self.service_env(service)
         child_env.update(env or {})
         return run(list(argv), env=child_env, input=input, check=check, cwd=self.layout.root)
 
-    def run_job(self, argv: Sequence[str], *, mounts: Sequence[Mount] = (),
-                env: Mapping[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    def run_job(
+        self,
+        argv: Sequence[str],
+        *,
+        mounts: Sequence[Mount] = (),
+        env: Mapping[str, str] | None = None,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[bytes]:
         # Local jobs see the project's directories directly: mounts only matter to containers.
         child_env = dict(os.environ, **(env or {}))
-        return run([sys.executable, "-m", "llmobs", "--project-dir", str(self.layout.root), *argv],
-                   env=child_env, check=check, cwd=self.layout.root)
+        return run(
+            [sys.executable, "-m", "llmobs", "--project-dir", str(self.layout.root), *argv],
+            env=child_env,
+            check=check,
+            cwd=self.layout.root,
+        )
 
     def scale(self, replicas: Mapping[str, int], progress: Progress) -> None:
         desired = sv.DesiredState.read(self.layout)
@@ -347,8 +396,9 @@ class LocalStack(Stack):
                 progress.done(", ".join(f"{s}={desired.count(s)}" for s in replicas))
                 return
             time.sleep(0.1)
-        raise LlmobsError("replicas did not reach the requested count within 60 s",
-                          hint="see `llmobs logs` for crashing replicas")
+        raise LlmobsError(
+            "replicas did not reach the requested count within 60 s", hint="see `llmobs logs` for crashing replicas"
+        )
 
     def logs(self, service: str | None, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
         names = [service] if service else [*LOCAL_SERVICES, "supervisor"]
@@ -364,6 +414,7 @@ class LocalStack(Stack):
             if s not in SERVICES_BY_NAME:
                 raise UsageError(f"unknown service {s!r}; services are: {', '.join(SERVICES_BY_NAME)}")
             if s not in LOCAL_SERVICES:
-                raise UsageError(f"{s} is not available in the local runtime",
-                                 hint="use the compose runtime (`llmobs up --runtime compose`)")
-
+                raise UsageError(
+                    f"{s} is not available in the local runtime",
+                    hint="use the compose runtime (`llmobs up --runtime compose`)",
+                )

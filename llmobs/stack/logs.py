@@ -65,5 +65,3 @@ def read_logs(files: Mapping[str, Path], *, follow: bool, tail: int | None, pref
             yield from (fmt(name, line.decode(errors="replace")) for line in complete)
         if not got:
             time.sleep(0.2)
-
-

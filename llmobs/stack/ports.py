@@ -32,11 +32,12 @@ def ensure_ports_free(settings: Settings, keys: Sequence[str]) -> None:
         port = ports[key]
         clash = [other for other, p in ports.items() if p == port and other != key]
         if clash:
-            raise LlmobsError(f"{key} and {clash[0]} are both set to port {port}",
-                              hint="give each service its own port in .env")
+            raise LlmobsError(
+                f"{key} and {clash[0]} are both set to port {port}", hint="give each service its own port in .env"
+            )
         if port_in_use(bind, port):
             raise LlmobsError(
                 f"port {port} ({key}) on {bind} is already in use by another program",
                 hint=f"stop the program using it (`ss -ltnp 'sport = :{port}'`) or set {key} to a free port "
-                     "in .env; nothing was started or changed",
+                "in .env; nothing was started or changed",
             )

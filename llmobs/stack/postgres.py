@@ -38,8 +38,7 @@ class PgBinaries:
         if configured:
             candidates = [Path(configured)]
         else:
-            candidates = sorted((Path(p) for p in glob.glob("/usr/lib/postgresql/*/bin")),
-                                key=_dir_major, reverse=True)
+            candidates = sorted((Path(p) for p in glob.glob("/usr/lib/postgresql/*/bin")), key=_dir_major, reverse=True)
             pg_config = shutil.which("pg_config")
             if pg_config:
                 out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True).stdout.strip()
@@ -64,7 +63,7 @@ class PgBinaries:
             f"the data directory was created by PostgreSQL {want_major}, but the binaries found are "
             f"PostgreSQL {', '.join(str(b.major) for b in binaries)}",
             hint=f"install PostgreSQL {want_major} (or set PG_BIN_DIR to its bin directory), or upgrade "
-                 "the data directory with pg_upgrade. Nothing was changed.",
+            "the data directory with pg_upgrade. Nothing was changed.",
         )
 
 
@@ -123,15 +122,21 @@ def archive_command(archive_dir: Path) -> str:
     """Copy a WAL segment into the archive: never overwrite an existing segment, fail on any error,
     and make the copy durable before renaming it into place."""
     d = str(archive_dir).replace("'", "")
-    return (f"test ! -f \"{d}/%f\" && cp \"%p\" \"{d}/%f.tmp\" && sync \"{d}/%f.tmp\" "
-            f"&& mv \"{d}/%f.tmp\" \"{d}/%f\"")
+    return f'test ! -f "{d}/%f" && cp "%p" "{d}/%f.tmp" && sync "{d}/%f.tmp" && mv "{d}/%f.tmp" "{d}/%f"'
 
 
 class PgCluster:
     """One data directory and the server that runs on it."""
 
-    def __init__(self, data_dir: Path, *, log_file: Path, os_user: OsUser | None,
-                 binaries: PgBinaries | None = None, configured_bin_dir: str = "") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        log_file: Path,
+        os_user: OsUser | None,
+        binaries: PgBinaries | None = None,
+        configured_bin_dir: str = "",
+    ) -> None:
         self.data_dir = data_dir
         self.log_file = log_file
         self.os_user = os_user
@@ -193,13 +198,12 @@ class PgCluster:
         self.log_file.touch(exist_ok=True)
         if self.os_user:
             self.os_user.chown(self.log_file)
-            probe = run(["test", "-w", self.data_dir, "-a", "-w", self.log_file], user=self.os_user,
-                        check=False)
+            probe = run(["test", "-w", self.data_dir, "-a", "-w", self.log_file], user=self.os_user, check=False)
             if probe.returncode != 0:
                 raise LlmobsError(
                     f"the OS user {self.os_user.name} cannot write to {self.data_dir}",
                     hint="make every parent directory traversable for it (chmod o+x), or put the project "
-                         "directory somewhere it can reach (e.g. /srv)",
+                    "directory somewhere it can reach (e.g. /srv)",
                 )
 
     def init(self, superuser_password: str, *, superuser: str = "postgres") -> None:
@@ -207,8 +211,10 @@ class PgCluster:
         if self.initialized:
             raise LlmobsError(f"{self.data_dir} already holds a PostgreSQL cluster")
         if any(self.data_dir.iterdir()):
-            raise LlmobsError(f"{self.data_dir} is not empty and holds no PostgreSQL cluster",
-                              hint="move its contents away; nothing was deleted")
+            raise LlmobsError(
+                f"{self.data_dir} is not empty and holds no PostgreSQL cluster",
+                hint="move its contents away; nothing was deleted",
+            )
         with tempfile.NamedTemporaryFile("w", prefix="llmobs-pw-", delete=False) as fh:
             os.chmod(fh.name, 0o600)
             fh.write(superuser_password + "\n")
@@ -216,9 +222,22 @@ class PgCluster:
         try:
             if self.os_user:
                 self.os_user.chown(pwfile)
-            run([self.binaries("initdb"), "-D", self.data_dir, "--username", superuser,
-                 f"--pwfile={pwfile}", "--auth=scram-sha-256", "--encoding=UTF8", "--no-locale",
-                 "--data-checksums"], user=self.os_user, timeout=300)
+            run(
+                [
+                    self.binaries("initdb"),
+                    "-D",
+                    self.data_dir,
+                    "--username",
+                    superuser,
+                    f"--pwfile={pwfile}",
+                    "--auth=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--no-locale",
+                    "--data-checksums",
+                ],
+                user=self.os_user,
+                timeout=300,
+            )
         finally:
             pwfile.unlink(missing_ok=True)
         conf = self.data_dir / "postgresql.conf"
@@ -248,17 +267,24 @@ class PgCluster:
             return
         self._check_version()
         self._remove_stale_pidfile()
-        run([self.binaries("pg_ctl"), "start", "-D", self.data_dir, "-l", self.log_file, "-w",
-             "-t", str(timeout)], user=self.os_user, timeout=timeout + 10,
-            hint=f"see {self.log_file}")
+        run(
+            [self.binaries("pg_ctl"), "start", "-D", self.data_dir, "-l", self.log_file, "-w", "-t", str(timeout)],
+            user=self.os_user,
+            timeout=timeout + 10,
+            hint=f"see {self.log_file}",
+        )
 
     def stop(self, *, mode: str = "fast", timeout: int = 60) -> bool:
         """Stop the server; False when it was not running."""
         if not self.running_pid():
             self._remove_stale_pidfile()
             return False
-        run([self.binaries("pg_ctl"), "stop", "-D", self.data_dir, "-m", mode, "-w", "-t", str(timeout)],
-            user=self.os_user, timeout=timeout + 10, hint=f"see {self.log_file}")
+        run(
+            [self.binaries("pg_ctl"), "stop", "-D", self.data_dir, "-m", mode, "-w", "-t", str(timeout)],
+            user=self.os_user,
+            timeout=timeout + 10,
+            hint=f"see {self.log_file}",
+        )
         return True
 
     def reload(self) -> None:

@@ -38,22 +38,27 @@ class RedisServer:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         acl = " ".join(f">{p}" for p in passwords)
-        write_private_file(self.conf_path, "\n".join([
-            "# Written by llmobs on every start; edit the project's .env instead.",
-            f"bind {bind}",
-            f"port {port}",
-            "protected-mode yes",
-            "daemonize yes",
-            f"pidfile {self.pid_file}",
-            f"logfile {self.log_file}",
-            f"dir {self.data_dir}",
-            "appendonly yes",
-            "appendfsync everysec",
-            "save 900 1 300 10 60 10000",
-            "user default off",
-            f"user {user} on {acl} ~* &* +@all",
-            "",
-        ]))
+        write_private_file(
+            self.conf_path,
+            "\n".join(
+                [
+                    "# Written by llmobs on every start; edit the project's .env instead.",
+                    f"bind {bind}",
+                    f"port {port}",
+                    "protected-mode yes",
+                    "daemonize yes",
+                    f"pidfile {self.pid_file}",
+                    f"logfile {self.log_file}",
+                    f"dir {self.data_dir}",
+                    "appendonly yes",
+                    "appendfsync everysec",
+                    "save 900 1 300 10 60 10000",
+                    "user default off",
+                    f"user {user} on {acl} ~* &* +@all",
+                    "",
+                ]
+            ),
+        )
 
     def running_pid(self) -> int | None:
         try:

@@ -83,8 +83,9 @@ def resolve_runtime(settings: Settings, override: str | None = None, *, for_star
     return last or ("compose" if docker_engine_answers() else "local")
 
 
-def get_stack(settings: Settings, runtime: str | None = None, *, profiles: Sequence[str] | None = None,
-              for_start: bool = False) -> Stack:
+def get_stack(
+    settings: Settings, runtime: str | None = None, *, profiles: Sequence[str] | None = None, for_start: bool = False
+) -> Stack:
     name = resolve_runtime(settings, runtime, for_start=for_start)
     if name == "local":
         from llmobs.stack.local import LocalStack

@@ -32,23 +32,37 @@ class Service:
 SERVICES: tuple[Service, ...] = (
     Service("timescaledb", "PostgreSQL (TimescaleDB when available)", "postgres", ("DB_PORT",), tier="data"),
     Service("redis", "Redis: rate limits, cache, pub/sub", "redis", ("REDIS_PORT",), tier="data"),
-    Service("collector", "OTLP collector (gRPC and HTTP)", "http",
-            ("COLLECTOR_GRPC_PORT", "COLLECTOR_HTTP_PORT", "COLLECTOR_METRICS_PORT"),
-            health_path="/health", health_port_key="COLLECTOR_METRICS_PORT", scalable=True),
+    Service(
+        "collector",
+        "OTLP collector (gRPC and HTTP)",
+        "http",
+        ("COLLECTOR_GRPC_PORT", "COLLECTOR_HTTP_PORT", "COLLECTOR_METRICS_PORT"),
+        health_path="/health",
+        health_port_key="COLLECTOR_METRICS_PORT",
+        scalable=True,
+    ),
     Service("api", "REST/GraphQL API", "http", ("API_PORT",), health_path="/health", scalable=True),
     # Compose only: publishes the api and collector ports and balances their replicas. Probed
     # through them (a healthy api/collector answer passes through it).
-    Service("proxy", "Reverse proxy in front of api and collector replicas", "http", (), tier="app",
-            local=False),
+    Service("proxy", "Reverse proxy in front of api and collector replicas", "http", (), tier="app", local=False),
     # Compose only: the local runtime's supervisor runs the same loop itself.
-    Service("maintenance", "Database upkeep (`llmobs db maintain --every`)", "http", (), tier="app",
-            local=False),
-    Service("grafana", "Grafana dashboards", "http", ("GRAFANA_PORT",), health_path="/api/health",
-            tier="ui", local=False),
-    Service("pgadmin", "pgAdmin", "http", ("PGADMIN_PORT",), health_path="/misc/ping", tier="ui",
-            profile="admin", local=False),
-    Service("backup", "Backup scheduler (`llmobs backup schedule`)", "http", (), tier="app",
-            profile="backup", local=False),
+    Service("maintenance", "Database upkeep (`llmobs db maintain --every`)", "http", (), tier="app", local=False),
+    Service(
+        "grafana", "Grafana dashboards", "http", ("GRAFANA_PORT",), health_path="/api/health", tier="ui", local=False
+    ),
+    Service(
+        "pgadmin",
+        "pgAdmin",
+        "http",
+        ("PGADMIN_PORT",),
+        health_path="/misc/ping",
+        tier="ui",
+        profile="admin",
+        local=False,
+    ),
+    Service(
+        "backup", "Backup scheduler (`llmobs backup schedule`)", "http", (), tier="app", profile="backup", local=False
+    ),
 )
 
 SERVICES_BY_NAME: dict[str, Service] = {s.name: s for s in SERVICES}

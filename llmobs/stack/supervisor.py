@@ -171,8 +171,14 @@ class Supervisor:
             else:
                 child.backoff = 0.0
             child.next_start = now + child.backoff
-            log.warning("%s replica %d exited with code %s after %.1fs; restarting in %.0fs",
-                        child.service, child.replica, code, uptime, child.backoff)
+            log.warning(
+                "%s replica %d exited with code %s after %.1fs; restarting in %.0fs",
+                child.service,
+                child.replica,
+                code,
+                uptime,
+                child.backoff,
+            )
 
     def _reconcile(self) -> None:
         now = time.monotonic()
@@ -192,14 +198,24 @@ class Supervisor:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
-        env = dict(os.environ, LLMOBS_PROJECT_DIR=str(self.layout.root), LLMOBS_REPLICA=str(child.replica),
-                   **{READY_FD_ENV: str(write_fd)})
+        env = dict(
+            os.environ,
+            LLMOBS_PROJECT_DIR=str(self.layout.root),
+            LLMOBS_REPLICA=str(child.replica),
+            **{READY_FD_ENV: str(write_fd)},
+        )
         try:
             with open(log_file, "ab", buffering=0) as out:
                 child.process = subprocess.Popen(
-                    child_argv(self.layout, child.service), stdin=subprocess.DEVNULL, stdout=out,
-                    stderr=subprocess.STDOUT, env=env, cwd=self.layout.root, start_new_session=True,
-                    pass_fds=(write_fd,))
+                    child_argv(self.layout, child.service),
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=self.layout.root,
+                    start_new_session=True,
+                    pass_fds=(write_fd,),
+                )
         finally:
             os.close(write_fd)
         self._close_ready_fd(child)
@@ -280,8 +296,14 @@ class Supervisor:
 
         records = {}
         for (service, replica), c in sorted(self.children.items()):
-            entry = {"replica": replica, "restarts": c.restarts, "last_exit": c.last_exit, "pid": None,
-                     "create_time": None, "ready": self._poll_ready(c)}
+            entry = {
+                "replica": replica,
+                "restarts": c.restarts,
+                "last_exit": c.last_exit,
+                "pid": None,
+                "create_time": None,
+                "ready": self._poll_ready(c),
+            }
             if c.process is not None and c.process.poll() is None:
                 try:
                     entry["pid"] = c.process.pid
@@ -316,8 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m llmobs.stack.supervisor PROJECT_DIR", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format="%(asctime)s [supervisor] %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stdout, format="%(asctime)s [supervisor] %(levelname)s %(message)s"
+    )
     return Supervisor(Path(args[0]).resolve()).run()
 
 

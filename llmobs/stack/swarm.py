@@ -30,8 +30,22 @@ if TYPE_CHECKING:
 
 STACK_FILE_VERSION = "3.8"
 #: service keys `docker stack deploy` accepts and honours
-_KEPT = ("image", "entrypoint", "command", "user", "environment", "env_file", "healthcheck", "init",
-         "read_only", "cap_add", "cap_drop", "logging", "stop_grace_period", "stop_signal")
+_KEPT = (
+    "image",
+    "entrypoint",
+    "command",
+    "user",
+    "environment",
+    "env_file",
+    "healthcheck",
+    "init",
+    "read_only",
+    "cap_add",
+    "cap_drop",
+    "logging",
+    "stop_grace_period",
+    "stop_signal",
+)
 
 
 def render_stack(stack: ComposeStack, replicas: Mapping[str, int] | None = None) -> dict[str, Any]:
@@ -40,18 +54,24 @@ def render_stack(stack: ComposeStack, replicas: Mapping[str, int] | None = None)
     project = stack.project
     # Swarm refuses empty secrets: an unset optional one (SECRET_KEY_PREVIOUS) is left out, and
     # the service reads it as unset.
-    secrets = {key: spec["file"] for key, spec in (config.get("secrets") or {}).items()
-               if Path(spec["file"]).is_file() and Path(spec["file"]).stat().st_size > 0}
+    secrets = {
+        key: spec["file"]
+        for key, spec in (config.get("secrets") or {}).items()
+        if Path(spec["file"]).is_file() and Path(spec["file"]).stat().st_size > 0
+    }
     configs: dict[str, dict[str, str]] = {}
-    services = {name: _service(svc, project, configs, secrets, (replicas or {}).get(name))
-                for name, svc in config["services"].items()}
+    services = {
+        name: _service(svc, project, configs, secrets, (replicas or {}).get(name))
+        for name, svc in config["services"].items()
+    }
     return {
         "version": STACK_FILE_VERSION,
         "services": services,
         "networks": {"default": {"name": stack.network_name(), "driver": "overlay", "attachable": True}},
         "volumes": {key: {"name": name} for key, name in stack.volume_names().items()},
-        "secrets": {key: {"name": _object_name(project, key, Path(file)), "file": file}
-                    for key, file in secrets.items()},
+        "secrets": {
+            key: {"name": _object_name(project, key, Path(file)), "file": file} for key, file in secrets.items()
+        },
         "configs": configs,
     }
 
@@ -59,19 +79,36 @@ def render_stack(stack: ComposeStack, replicas: Mapping[str, int] | None = None)
 def render_stack_yaml(stack: ComposeStack, replicas: Mapping[str, int] | None = None) -> str:
     import yaml
 
-    header = (f"# Swarm stack for compose project {stack.project}, rendered by `llmobs swarm render`.\n"
-              f"# docker stack deploy --resolve-image never -c FILE {stack.project}\n")
+    header = (
+        f"# Swarm stack for compose project {stack.project}, rendered by `llmobs swarm render`.\n"
+        f"# docker stack deploy --resolve-image never -c FILE {stack.project}\n"
+    )
     return header + yaml.safe_dump(render_stack(stack, replicas), sort_keys=False, width=120)
 
 
-def _service(svc: dict[str, Any], project: str, configs: dict[str, dict[str, str]], secrets: Mapping[str, str],
-             replicas: int | None) -> dict[str, Any]:
+def _service(
+    svc: dict[str, Any],
+    project: str,
+    configs: dict[str, dict[str, str]],
+    secrets: Mapping[str, str],
+    replicas: int | None,
+) -> dict[str, Any]:
     out = {key: svc[key] for key in _KEPT if svc.get(key) not in (None, [], {})}
     if "env_file" in out:
-        out["env_file"] = [e["path"] if isinstance(e, dict) else e for e in out["env_file"]
-                           if not isinstance(e, dict) or e.get("required", True) or Path(e["path"]).is_file()]
-    ports = [{"target": int(p["target"]), "published": int(p["published"]), "protocol": p.get("protocol", "tcp"),
-              "mode": "host"} for p in svc.get("ports", [])]
+        out["env_file"] = [
+            e["path"] if isinstance(e, dict) else e
+            for e in out["env_file"]
+            if not isinstance(e, dict) or e.get("required", True) or Path(e["path"]).is_file()
+        ]
+    ports = [
+        {
+            "target": int(p["target"]),
+            "published": int(p["published"]),
+            "protocol": p.get("protocol", "tcp"),
+            "mode": "host",
+        }
+        for p in svc.get("ports", [])
+    ]
     if ports:
         out["ports"] = ports
     volumes, service_configs = _mounts(svc, project, configs)
@@ -91,8 +128,9 @@ def _service(svc: dict[str, Any], project: str, configs: dict[str, dict[str, str
     return out
 
 
-def _mounts(svc: dict[str, Any], project: str, configs: dict[str, dict[str, str]]
-            ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _mounts(
+    svc: dict[str, Any], project: str, configs: dict[str, dict[str, str]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Volumes stay; bind mounts of llmobs's own files become configs; tmpfs becomes a mount."""
     packaged = [resource_dir("compose").resolve(), resource_dir("grafana-provisioning").resolve()]
     volumes: list[dict[str, Any]] = [{"type": "tmpfs", "target": t} for t in svc.get("tmpfs", [])]

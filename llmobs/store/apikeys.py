@@ -95,8 +95,9 @@ def ensure_project(conn: psycopg.Connection, name: str) -> tuple[int, bool]:
     return row[0], False
 
 
-def store_key(conn: psycopg.Connection, token: str, *, project: str, role: Role, name: str,
-              expires_in_days: int | None = None) -> ApiKey:
+def store_key(
+    conn: psycopg.Connection, token: str, *, project: str, role: Role, name: str, expires_in_days: int | None = None
+) -> ApiKey:
     """Record ``token`` (hashed) for ``project`` with ``role``; an existing row for it is kept."""
     if role not in ROLES:
         raise UsageError(f"unknown role {role!r}; choose one of: {', '.join(ROLES)}")
@@ -144,8 +145,7 @@ def revoke_key(conn: psycopg.Connection, key_id: str) -> ApiKey | None:
     return get_key(conn, key_id)
 
 
-_AUTH_SQL = (f"SELECT {_KEY_COLUMNS}, k.key_hash FROM api_keys k JOIN projects p ON p.id = k.project_id "
-             "WHERE k.id = %s")
+_AUTH_SQL = f"SELECT {_KEY_COLUMNS}, k.key_hash FROM api_keys k JOIN projects p ON p.id = k.project_id WHERE k.id = %s"
 
 
 def _check_token(row: tuple | None, token: str) -> ApiKey | None:
@@ -190,24 +190,39 @@ class CreatedKey:
     project_created: bool
 
 
-def create_key(conn: psycopg.Connection, *, project: str, role: Role, actor: str, name: str = "",
-               expires_in_days: int | None = None, source: str | None = None) -> CreatedKey:
+def create_key(
+    conn: psycopg.Connection,
+    *,
+    project: str,
+    role: Role,
+    actor: str,
+    name: str = "",
+    expires_in_days: int | None = None,
+    source: str | None = None,
+) -> CreatedKey:
     """A new key for ``project`` (created when missing), recorded in the audit log in the same
     transaction. The token is only in the result: show it once, it cannot be recovered."""
     if expires_in_days is not None and expires_in_days < 1:
         raise UsageError("expiry must be at least one day")
     if not _PROJECT_RE.match(project):
-        raise UsageError(f"invalid project name {project!r}: 1-63 letters, digits, '_', '.' or '-', "
-                         "starting with a letter or digit")
+        raise UsageError(
+            f"invalid project name {project!r}: 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit"
+        )
     with conn.transaction():
         project_id, project_created = ensure_project(conn, project)
         token = generate_api_key().token
         key = store_key(conn, token, project=project, role=role, name=name, expires_in_days=expires_in_days)
         if project_created:
             audit.record(conn, "project.create", actor=actor, project_id=project_id, target=project, source=source)
-        audit.record(conn, "key.create", actor=actor, project_id=project_id, target=key.key_id, source=source,
-                     details={"role": role, "name": name,
-                              "expires_at": key.expires_at.isoformat() if key.expires_at else None})
+        audit.record(
+            conn,
+            "key.create",
+            actor=actor,
+            project_id=project_id,
+            target=key.key_id,
+            source=source,
+            details={"role": role, "name": name, "expires_at": key.expires_at.isoformat() if key.expires_at else None},
+        )
     return CreatedKey(token, key, project_created)
 
 
@@ -220,6 +235,13 @@ def revoke(conn: psycopg.Connection, key_id: str, *, actor: str, source: str | N
         key = revoke_key(conn, key_id)
         assert key is not None
         if before.revoked_at is None:
-            audit.record(conn, "key.revoke", actor=actor, project_id=key.project_id, target=key_id, source=source,
-                         details={"role": key.role, "name": key.name})
+            audit.record(
+                conn,
+                "key.revoke",
+                actor=actor,
+                project_id=key.project_id,
+                target=key_id,
+                source=source,
+                details={"role": key.role, "name": key.name},
+            )
     return key

@@ -59,25 +59,51 @@ def cli_source() -> str:
     return socket.gethostname()
 
 
-def _insert_params(action: str, *, actor: str, project_id: int | None, target: str | None, source: str | None,
-                   details: dict[str, Any] | None) -> tuple:
+def _insert_params(
+    action: str,
+    *,
+    actor: str,
+    project_id: int | None,
+    target: str | None,
+    source: str | None,
+    details: dict[str, Any] | None,
+) -> tuple:
     return (project_id, actor, action, target, source, json.dumps(details or {}, default=str))
 
 
-def record(conn: psycopg.Connection, action: str, *, actor: str, project_id: int | None = None,
-           target: str | None = None, source: str | None = None, details: dict[str, Any] | None = None) -> int:
+def record(
+    conn: psycopg.Connection,
+    action: str,
+    *,
+    actor: str,
+    project_id: int | None = None,
+    target: str | None = None,
+    source: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> int:
     """Append one entry; returns its id. Never put a secret into ``details``."""
-    row = conn.execute(_INSERT, _insert_params(action, actor=actor, project_id=project_id, target=target,
-                                               source=source, details=details)).fetchone()
+    row = conn.execute(
+        _INSERT,
+        _insert_params(action, actor=actor, project_id=project_id, target=target, source=source, details=details),
+    ).fetchone()
     assert row is not None
     return int(row[0])
 
 
-async def arecord(conn: psycopg.AsyncConnection, action: str, *, actor: str, project_id: int | None = None,
-                  target: str | None = None, source: str | None = None,
-                  details: dict[str, Any] | None = None) -> int:
-    cur = await conn.execute(_INSERT, _insert_params(action, actor=actor, project_id=project_id, target=target,
-                                                     source=source, details=details))
+async def arecord(
+    conn: psycopg.AsyncConnection,
+    action: str,
+    *,
+    actor: str,
+    project_id: int | None = None,
+    target: str | None = None,
+    source: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> int:
+    cur = await conn.execute(
+        _INSERT,
+        _insert_params(action, actor=actor, project_id=project_id, target=target, source=source, details=details),
+    )
     row = await cur.fetchone()
     assert row is not None
     return int(row[0] if isinstance(row, tuple) else row["id"])
@@ -96,9 +122,12 @@ def _select(q: AuditQuery) -> tuple[str, list[Any]]:
         params.append(q.since)
     where = f"WHERE {' AND '.join(terms)}" if terms else ""
     params.append(q.limit)
-    return (f"""SELECT a.id, a.at, a.project_id, p.name, a.actor, a.action, a.target, a.source, a.details
+    return (
+        f"""SELECT a.id, a.at, a.project_id, p.name, a.actor, a.action, a.target, a.source, a.details
                 FROM audit_log a LEFT JOIN projects p ON p.id = a.project_id
-                {where} ORDER BY a.at DESC, a.id DESC LIMIT %s""", params)
+                {where} ORDER BY a.at DESC, a.id DESC LIMIT %s""",
+        params,
+    )
 
 
 def _entry(row: Any) -> AuditEntry:

@@ -43,8 +43,9 @@ def ensure_database(settings: Settings) -> bool:
         return True
 
 
-def set_role_password(conn: psycopg.Connection, role: str, password: str, *, login: bool = True,
-                      member_of: str | None = None) -> None:
+def set_role_password(
+    conn: psycopg.Connection, role: str, password: str, *, login: bool = True, member_of: str | None = None
+) -> None:
     """Create or update a login role. The password is sent as a SCRAM verifier computed here,
     so the clear text never reaches the server (nor its log, should the statement fail)."""
     from psycopg import sql
@@ -52,8 +53,11 @@ def set_role_password(conn: psycopg.Connection, role: str, password: str, *, log
     verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
     exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
     verb = "ALTER" if exists else "CREATE"
-    conn.execute(sql.SQL("{} ROLE {} WITH {} PASSWORD {}").format(
-        sql.SQL(verb), sql.Identifier(role), sql.SQL("LOGIN" if login else "NOLOGIN"), sql.Literal(verifier)))
+    conn.execute(
+        sql.SQL("{} ROLE {} WITH {} PASSWORD {}").format(
+            sql.SQL(verb), sql.Identifier(role), sql.SQL("LOGIN" if login else "NOLOGIN"), sql.Literal(verifier)
+        )
+    )
     if member_of:
         conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(member_of), sql.Identifier(role)))
 
@@ -78,12 +82,18 @@ def ensure_default_keys(conn: psycopg.Connection, settings: Settings) -> None:
     apikeys.ensure_project(conn, DEFAULT_PROJECT)
     for name, role in (("LLMOBS_ADMIN_API_KEY", "admin"), ("LLMOBS_INGEST_API_KEY", "writer")):
         if settings.has_secret(name):
-            apikeys.store_key(conn, settings.secret(name), project=DEFAULT_PROJECT, role=role,
-                              name=name.removeprefix("LLMOBS_").removesuffix("_API_KEY").lower())
+            apikeys.store_key(
+                conn,
+                settings.secret(name),
+                project=DEFAULT_PROJECT,
+                role=role,
+                name=name.removeprefix("LLMOBS_").removesuffix("_API_KEY").lower(),
+            )
 
 
-def bootstrap(settings: Settings, on_migration: Callable[[migrations.Migration], None] | None = None
-              ) -> BootstrapResult:
+def bootstrap(
+    settings: Settings, on_migration: Callable[[migrations.Migration], None] | None = None
+) -> BootstrapResult:
     result = BootstrapResult(created_database=ensure_database(settings))
     with connect(settings, "admin", autocommit=True) as conn:
         applied = migrations.migrate(conn, on_apply=on_migration)

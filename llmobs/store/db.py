@@ -24,8 +24,9 @@ APP_GROUP_ROLE = "llmobs_app"
 APP_LOGIN_ROLES = ("llmobs_app_a", "llmobs_app_b")
 
 
-def connect_kwargs(settings: Settings, role: DbRole = "admin", *, dbname: str | None = None,
-                   connect_timeout: int = 5) -> dict[str, Any]:
+def connect_kwargs(
+    settings: Settings, role: DbRole = "admin", *, dbname: str | None = None, connect_timeout: int = 5
+) -> dict[str, Any]:
     """Keyword arguments for ``psycopg.connect`` / a pool as ``role``."""
     user, secret = {
         "admin": (SUPERUSER, "DB_PASSWORD"),
@@ -43,8 +44,14 @@ def connect_kwargs(settings: Settings, role: DbRole = "admin", *, dbname: str | 
     }
 
 
-def connect(settings: Settings, role: DbRole = "admin", *, dbname: str | None = None,
-            autocommit: bool = False, connect_timeout: int = 5) -> psycopg.Connection:
+def connect(
+    settings: Settings,
+    role: DbRole = "admin",
+    *,
+    dbname: str | None = None,
+    autocommit: bool = False,
+    connect_timeout: int = 5,
+) -> psycopg.Connection:
     """A connection as ``role``; a clear LlmobsError when PostgreSQL cannot be reached."""
     import psycopg
 
@@ -53,14 +60,20 @@ def connect(settings: Settings, role: DbRole = "admin", *, dbname: str | None = 
         return psycopg.connect(autocommit=autocommit, **kwargs)
     except psycopg.OperationalError as exc:
         raise LlmobsError(
-            f"cannot connect to PostgreSQL at {kwargs['host']}:{kwargs['port']} as {kwargs['user']}: "
-            f"{first_line(exc)}",
+            f"cannot connect to PostgreSQL at {kwargs['host']}:{kwargs['port']} as {kwargs['user']}: {first_line(exc)}",
             hint="is the stack up? (`llmobs status`)",
         ) from None
 
 
-def make_pool(settings: Settings, role: DbRole = "app", *, min_size: int = 1,
-              max_size: int | None = None, name: str = "llmobs", open: bool = True) -> ConnectionPool:
+def make_pool(
+    settings: Settings,
+    role: DbRole = "app",
+    *,
+    min_size: int = 1,
+    max_size: int | None = None,
+    name: str = "llmobs",
+    open: bool = True,
+) -> ConnectionPool:
     """A psycopg pool as ``role`` that reconnects by itself after PostgreSQL restarts."""
     from psycopg_pool import ConnectionPool
 

@@ -16,11 +16,25 @@ if TYPE_CHECKING:
 _COUNT = "SELECT llmobs_count_ingest(%s, %s, %s, %s, %s)"
 
 
-def count(conn: psycopg.Connection, source: str, project_id: int | None, *, accepted: int = 0, rejected: int = 0,
-          refused: int = 0) -> None:
+def count(
+    conn: psycopg.Connection,
+    source: str,
+    project_id: int | None,
+    *,
+    accepted: int = 0,
+    rejected: int = 0,
+    refused: int = 0,
+) -> None:
     conn.execute(_COUNT, (source, project_id, accepted, rejected, refused))
 
 
-async def acount(conn: psycopg.AsyncConnection, source: str, project_id: int | None, *, accepted: int = 0,
-                 rejected: int = 0, refused: int = 0) -> None:
+async def acount(
+    conn: psycopg.AsyncConnection,
+    source: str,
+    project_id: int | None,
+    *,
+    accepted: int = 0,
+    rejected: int = 0,
+    refused: int = 0,
+) -> None:
     await conn.execute(_COUNT, (source, project_id, accepted, rejected, refused))

@@ -25,8 +25,13 @@ CHANNEL = "llmobs_api_keys"
 RETRY_SECONDS = 2.0
 
 
-async def follow_key_changes(connect_kwargs: dict[str, Any], forget: Callable[[str, str], None],
-                             forget_all: Callable[[], None], *, retry_seconds: float = RETRY_SECONDS) -> None:
+async def follow_key_changes(
+    connect_kwargs: dict[str, Any],
+    forget: Callable[[str, str], None],
+    forget_all: Callable[[], None],
+    *,
+    retry_seconds: float = RETRY_SECONDS,
+) -> None:
     """Call ``forget(key_id, key_hash)`` for every announced change, and ``forget_all()`` each
     time listening starts (again). Runs until cancelled; a lost connection is opened again."""
     import psycopg
@@ -45,9 +50,12 @@ async def follow_key_changes(connect_kwargs: dict[str, Any], forget: Callable[[s
                     _announce(note.payload, forget)
         except psycopg.Error as exc:
             if not lost:
-                log.warning("not listening to API key changes (%s): a revoked key stays accepted until its "
-                            "cached answer expires; retrying every %.0f s",
-                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__, retry_seconds)
+                log.warning(
+                    "not listening to API key changes (%s): a revoked key stays accepted until its "
+                    "cached answer expires; retrying every %.0f s",
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                    retry_seconds,
+                )
             lost = True
         await asyncio.sleep(retry_seconds)
 

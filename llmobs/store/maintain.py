@@ -86,9 +86,7 @@ def maintain(conn: psycopg.Connection, settings: Settings, *, now: datetime | No
             result.partitions_dropped.append(name)
 
     with conn.transaction():
-        row = conn.execute(
-            "SELECT refreshed_to FROM llmobs_rollup_state WHERE name = 'rollups' FOR UPDATE"
-        ).fetchone()
+        row = conn.execute("SELECT refreshed_to FROM llmobs_rollup_state WHERE name = 'rollups' FOR UPDATE").fetchone()
         if row is None:
             first = conn.execute("SELECT min(start_time) FROM spans").fetchone()
             since = first[0] if first and first[0] else now
@@ -113,8 +111,13 @@ def maintain_once(settings: Settings) -> MaintainResult:
         return maintain(conn, settings)
 
 
-def maintain_forever(settings_loader: Settings | Callable[[], Settings], interval: float, *,
-                     stop: threading.Event | None = None, first_delay: float = 0.0) -> None:
+def maintain_forever(
+    settings_loader: Settings | Callable[[], Settings],
+    interval: float,
+    *,
+    stop: threading.Event | None = None,
+    first_delay: float = 0.0,
+) -> None:
     """A pass every ``interval`` seconds until ``stop`` is set (SIGTERM/SIGINT set it when this
     runs in the main thread). A failing pass (the database restarting) is logged and retried at
     the next one. ``settings_loader`` may be a callable: settings are then re-read at every pass,
@@ -137,5 +140,9 @@ def maintain_forever(settings_loader: Settings | Callable[[], Settings], interva
         except Exception as exc:  # retried at the next pass
             log.warning("maintain failed: %s", first_line(exc))
             continue
-        log.info("maintain: partitions created %s, dropped %s; %d rollup rows", result.partitions_created or "none",
-                 result.partitions_dropped or "none", result.rollup_rows)
+        log.info(
+            "maintain: partitions created %s, dropped %s; %d rollup rows",
+            result.partitions_created or "none",
+            result.partitions_dropped or "none",
+            result.rollup_rows,
+        )

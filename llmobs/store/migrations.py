@@ -111,13 +111,17 @@ def status(conn: psycopg.Connection, migrations: list[Migration] | None = None) 
     done = applied(conn)
     done_versions = {m.version: m for m in done}
     pending = [m for m in migrations if m.version not in done_versions]
-    modified = [m.version for m in migrations
-                if m.version in done_versions and done_versions[m.version].checksum != m.checksum]
+    modified = [
+        m.version for m in migrations if m.version in done_versions and done_versions[m.version].checksum != m.checksum
+    ]
     return MigrationStatus(done, pending, modified)
 
 
-def migrate(conn: psycopg.Connection, migrations: list[Migration] | None = None,
-            on_apply: Callable[[Migration], None] | None = None) -> list[Migration]:
+def migrate(
+    conn: psycopg.Connection,
+    migrations: list[Migration] | None = None,
+    on_apply: Callable[[Migration], None] | None = None,
+) -> list[Migration]:
     """Apply every pending migration in version order; return those applied.
 
     ``conn`` must be an autocommit connection of the superuser: each migration opens its own
@@ -141,8 +145,12 @@ def migrate(conn: psycopg.Connection, migrations: list[Migration] | None = None,
                     conn.execute(
                         f"INSERT INTO {MIGRATIONS_TABLE} (version, name, checksum, execution_ms) "
                         "VALUES (%s, %s, %s, %s)",
-                        (migration.version, migration.name, migration.checksum,
-                         int((time.monotonic() - started) * 1000)),
+                        (
+                            migration.version,
+                            migration.name,
+                            migration.checksum,
+                            int((time.monotonic() - started) * 1000),
+                        ),
                     )
             except psycopg.Error as exc:
                 raise MigrationError(

@@ -29,11 +29,38 @@ if TYPE_CHECKING:
 
 #: Columns returned for a span, in this order.
 SPAN_FIELDS: tuple[str, ...] = (
-    "trace_id", "span_id", "parent_span_id", "service_name", "environment", "scope_name", "name", "kind",
-    "start_time", "end_time", "duration_ms", "status_code", "status_message", "provider", "request_model",
-    "response_model", "operation", "input_tokens", "output_tokens", "total_tokens", "cached_input_tokens",
-    "reasoning_tokens", "cost_usd", "cost_source", "session_id", "user_id", "finish_reasons", "attributes",
-    "events", "links", "resource", "ingested_at",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "service_name",
+    "environment",
+    "scope_name",
+    "name",
+    "kind",
+    "start_time",
+    "end_time",
+    "duration_ms",
+    "status_code",
+    "status_message",
+    "provider",
+    "request_model",
+    "response_model",
+    "operation",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cached_input_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+    "cost_source",
+    "session_id",
+    "user_id",
+    "finish_reasons",
+    "attributes",
+    "events",
+    "links",
+    "resource",
+    "ingested_at",
 )
 _SPAN_SELECT = ", ".join(SPAN_FIELDS)
 
@@ -64,18 +91,23 @@ async def _fetchall(conn: psycopg.AsyncConnection, sql: str, params: Any) -> lis
 
 async def get_span(conn: psycopg.AsyncConnection, project_id: int, span_id: str) -> dict[str, Any] | None:
     rows = await _fetchall(
-        conn, f"SELECT {_SPAN_SELECT} FROM spans WHERE project_id = %s AND span_id = %s ORDER BY start_time LIMIT 1",
-        (project_id, span_id))
+        conn,
+        f"SELECT {_SPAN_SELECT} FROM spans WHERE project_id = %s AND span_id = %s ORDER BY start_time LIMIT 1",
+        (project_id, span_id),
+    )
     return rows[0] if rows else None
 
 
-async def get_trace_spans(conn: psycopg.AsyncConnection, project_id: int, trace_id: str,
-                          limit: int = MAX_TRACE_SPANS) -> list[dict[str, Any]]:
+async def get_trace_spans(
+    conn: psycopg.AsyncConnection, project_id: int, trace_id: str, limit: int = MAX_TRACE_SPANS
+) -> list[dict[str, Any]]:
     """The trace's spans in start order, at most ``limit + 1`` (one more tells of truncation)."""
     return await _fetchall(
-        conn, f"SELECT {_SPAN_SELECT} FROM spans WHERE project_id = %s AND trace_id = %s "
+        conn,
+        f"SELECT {_SPAN_SELECT} FROM spans WHERE project_id = %s AND trace_id = %s "
         "ORDER BY start_time, span_id LIMIT %s",
-        (project_id, trace_id, limit + 1))
+        (project_id, trace_id, limit + 1),
+    )
 
 
 TraceSort = Literal["start_time", "duration_ms", "cost_usd"]
@@ -177,7 +209,7 @@ def _lateral(extra: list[str]) -> str:
     """The summary aggregates of one listed trace ``r`` (plus ``extra`` columns): its spans
     starting within TRACE_WINDOW, found in one or two daily partitions by (project_id, trace_id)."""
     return f"""CROSS JOIN LATERAL (
-        SELECT {', '.join([_TRACE_AGGREGATES, *extra])}
+        SELECT {", ".join([_TRACE_AGGREGATES, *extra])}
         FROM spans s
         WHERE s.project_id = r.project_id AND s.trace_id = r.trace_id
           AND s.start_time >= r.start_time - interval '1 hour' AND s.start_time < r.start_time + %(window)s
@@ -197,14 +229,19 @@ def _trace_filters(f: TraceFilter) -> tuple[list[str], list[str]]:
     return columns, terms
 
 
-def _page_by_root(f: TraceFilter, sort: TraceSort, direction: str, cursor: TraceCursor | None,
-                  params: dict[str, Any]) -> str:
+def _page_by_root(
+    f: TraceFilter, sort: TraceSort, direction: str, cursor: TraceCursor | None, params: dict[str, Any]
+) -> str:
     """Walk the root index in order and aggregate only the traces looked at: the page itself, or
     with filters over all spans, the first ``%(probe)s`` candidates (``candidates`` tells how many
     there were: fewer means none was left out)."""
     key = {"start_time": "r.start_time", "duration_ms": "r.duration_ms"}[sort]
-    terms = ["r.project_id = %(project)s", "r.parent_span_id IS NULL", "r.start_time >= %(start)s",
-             "r.start_time < %(end)s"]
+    terms = [
+        "r.project_id = %(project)s",
+        "r.parent_span_id IS NULL",
+        "r.start_time >= %(start)s",
+        "r.start_time < %(end)s",
+    ]
     if f.name is not None:
         terms.append("r.name = %(name)s")
     if f.min_duration_ms is not None:
@@ -215,17 +252,18 @@ def _page_by_root(f: TraceFilter, sort: TraceSort, direction: str, cursor: Trace
     columns, filters = _trace_filters(f)
     if not filters:
         return f"""SELECT {_SUMMARY_COLUMNS}
-            FROM (SELECT * FROM spans r WHERE {' AND '.join(terms)} {order} LIMIT %(limit)s) r
+            FROM (SELECT * FROM spans r WHERE {" AND ".join(terms)} {order} LIMIT %(limit)s) r
             {_lateral([])} {order}"""
     return f"""WITH candidates AS MATERIALIZED (
-            SELECT * FROM spans r WHERE {' AND '.join(terms)} {order} LIMIT %(probe)s)
+            SELECT * FROM spans r WHERE {" AND ".join(terms)} {order} LIMIT %(probe)s)
         SELECT {_SUMMARY_COLUMNS}, (SELECT count(*) FROM candidates) AS candidates
         FROM candidates r {_lateral(columns)}
-        WHERE {' AND '.join(filters)} {order} LIMIT %(limit)s"""
+        WHERE {" AND ".join(filters)} {order} LIMIT %(limit)s"""
 
 
-def _page_by_aggregate(f: TraceFilter, sort: TraceSort, direction: str, cursor: TraceCursor | None,
-                       params: dict[str, Any]) -> str:
+def _page_by_aggregate(
+    f: TraceFilter, sort: TraceSort, direction: str, cursor: TraceCursor | None, params: dict[str, Any]
+) -> str:
     """Filters over all spans of a trace, or the cost sort: one hash aggregate of the range's spans
     per trace (its cost bounded by the range, not by how rare matches are), then the page."""
     having = ["root_start >= %(start)s", "root_start < %(end)s"]
@@ -244,14 +282,16 @@ def _page_by_aggregate(f: TraceFilter, sort: TraceSort, direction: str, cursor: 
     if cursor is not None:
         having.append(f"({key}, s.trace_id) {'<' if direction == 'DESC' else '>'} (%(c_value)s, %(c_trace)s)")
     # Output names cannot be used in HAVING: spell them out.
-    aliases = {"root_start": "min(s.start_time) FILTER (WHERE s.parent_span_id IS NULL)",
-               "root_duration": "max(s.duration_ms) FILTER (WHERE s.parent_span_id IS NULL)",
-               "sort_cost": "COALESCE(sum(s.cost_usd), -1)"}
+    aliases = {
+        "root_start": "min(s.start_time) FILTER (WHERE s.parent_span_id IS NULL)",
+        "root_duration": "max(s.duration_ms) FILTER (WHERE s.parent_span_id IS NULL)",
+        "sort_cost": "COALESCE(sum(s.cost_usd), -1)",
+    }
     having_sql = " AND ".join(having)
     for alias, expr in aliases.items():
         having_sql = having_sql.replace(alias, expr)
     return f"""WITH c AS (
-            SELECT s.trace_id, {aliases['root_start']} AS root_start, {aliases[key]} AS sort_key
+            SELECT s.trace_id, {aliases["root_start"]} AS root_start, {aliases[key]} AS sort_key
             FROM spans s
             WHERE s.project_id = %(project)s AND s.start_time >= %(start)s - interval '1 hour'
               AND s.start_time < %(end)s + %(window)s
@@ -265,20 +305,37 @@ def _page_by_aggregate(f: TraceFilter, sort: TraceSort, direction: str, cursor: 
         ORDER BY c.sort_key {direction}, r.trace_id {direction}"""
 
 
-async def list_traces(conn: psycopg.AsyncConnection, project_id: int, f: TraceFilter, *,
-                      sort: TraceSort = "start_time", descending: bool = True, limit: int = 50,
-                      cursor: TraceCursor | None = None) -> TracePage:
+async def list_traces(
+    conn: psycopg.AsyncConnection,
+    project_id: int,
+    f: TraceFilter,
+    *,
+    sort: TraceSort = "start_time",
+    descending: bool = True,
+    limit: int = 50,
+    cursor: TraceCursor | None = None,
+) -> TracePage:
     """One page of trace summaries, newest (or slowest, or costliest) first."""
-    params: dict[str, Any] = {"project": project_id, "window": TRACE_WINDOW, "limit": limit + 1,
-                              "probe": max(PROBE_ROOTS, 4 * (limit + 1)),
-                              "start": f.start, "end": f.end, "name": f.name, "min_duration": f.min_duration_ms,
-                              "min_cost": f.min_cost_usd}
+    params: dict[str, Any] = {
+        "project": project_id,
+        "window": TRACE_WINDOW,
+        "limit": limit + 1,
+        "probe": max(PROBE_ROOTS, 4 * (limit + 1)),
+        "start": f.start,
+        "end": f.end,
+        "name": f.name,
+        "min_duration": f.min_duration_ms,
+        "min_cost": f.min_cost_usd,
+    }
     params.update({attr: getattr(f, attr) for attr, _ in _SPAN_FILTERS})
     if cursor is not None:
         params.update(c_value=cursor.value, c_trace=cursor.trace_id)
     direction = "DESC" if descending else "ASC"
-    filtered = f.status is not None or f.min_cost_usd is not None or any(
-        getattr(f, attr) is not None for attr, _ in _SPAN_FILTERS)
+    filtered = (
+        f.status is not None
+        or f.min_cost_usd is not None
+        or any(getattr(f, attr) is not None for attr, _ in _SPAN_FILTERS)
+    )
     by_aggregate = sort == "cost_usd"
     if not by_aggregate:
         rows = await _fetchall(conn, _page_by_root(f, sort, direction, cursor, params), params)
@@ -304,23 +361,49 @@ async def list_traces(conn: psycopg.AsyncConnection, project_id: int, f: TraceFi
 
 #: Fields that can be filtered on and grouped by: name -> SQL over the spans table.
 TEXT_FIELDS: dict[str, str] = {
-    "trace_id": "trace_id", "span_id": "span_id", "parent_span_id": "parent_span_id",
-    "service_name": "service_name", "environment": "environment", "scope_name": "scope_name", "name": "name",
-    "kind": "kind", "status_code": "status_code", "provider": "provider", "request_model": "request_model",
-    "response_model": "response_model", "model": "COALESCE(response_model, request_model)",
-    "operation": "operation", "session_id": "session_id", "user_id": "user_id", "cost_source": "cost_source",
+    "trace_id": "trace_id",
+    "span_id": "span_id",
+    "parent_span_id": "parent_span_id",
+    "service_name": "service_name",
+    "environment": "environment",
+    "scope_name": "scope_name",
+    "name": "name",
+    "kind": "kind",
+    "status_code": "status_code",
+    "provider": "provider",
+    "request_model": "request_model",
+    "response_model": "response_model",
+    "model": "COALESCE(response_model, request_model)",
+    "operation": "operation",
+    "session_id": "session_id",
+    "user_id": "user_id",
+    "cost_source": "cost_source",
 }
 #: Numeric fields: filters compare them, aggregates run over them.
 NUMERIC_FIELDS: dict[str, str] = {
-    "duration_ms": "duration_ms", "input_tokens": "input_tokens", "output_tokens": "output_tokens",
-    "total_tokens": "total_tokens", "cached_input_tokens": "cached_input_tokens",
-    "reasoning_tokens": "reasoning_tokens", "cost_usd": "cost_usd",
+    "duration_ms": "duration_ms",
+    "input_tokens": "input_tokens",
+    "output_tokens": "output_tokens",
+    "total_tokens": "total_tokens",
+    "cached_input_tokens": "cached_input_tokens",
+    "reasoning_tokens": "reasoning_tokens",
+    "cost_usd": "cost_usd",
 }
 #: Prefixes naming a key inside a JSONB column: ``attributes.gen_ai.request.temperature``.
 JSON_PREFIXES: dict[str, str] = {"attributes.": "attributes", "resource.": "resource"}
 
-AGGREGATE_FUNCTIONS: tuple[str, ...] = ("count", "count_distinct_traces", "sum", "avg", "min", "max",
-                                        "p50", "p90", "p95", "p99")
+AGGREGATE_FUNCTIONS: tuple[str, ...] = (
+    "count",
+    "count_distinct_traces",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "p50",
+    "p90",
+    "p95",
+    "p99",
+)
 FILTER_OPS: tuple[str, ...] = ("eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "contains", "exists")
 MAX_QUERY_ROWS = 10_000
 MAX_JSON_KEY = 200
@@ -331,7 +414,7 @@ _COMPARE = {"eq": "=", "ne": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=
 def _json_field(name: str) -> tuple[str, str] | None:
     for prefix, column in JSON_PREFIXES.items():
         if name.startswith(prefix):
-            key = name[len(prefix):]
+            key = name[len(prefix) :]
             if not key or len(key) > MAX_JSON_KEY:
                 raise QueryError(f"{name!r}: the key after {prefix!r} must be 1 to {MAX_JSON_KEY} characters")
             return column, key
@@ -346,8 +429,10 @@ def check_field(name: str, *, numeric: bool = False) -> str:
         return name
     if name in TEXT_FIELDS or name in NUMERIC_FIELDS or _json_field(name):
         return name
-    raise QueryError(f"unknown field {name!r}; use one of: {', '.join([*TEXT_FIELDS, *NUMERIC_FIELDS])}, "
-                     "or attributes.<key> / resource.<key>")
+    raise QueryError(
+        f"unknown field {name!r}; use one of: {', '.join([*TEXT_FIELDS, *NUMERIC_FIELDS])}, "
+        "or attributes.<key> / resource.<key>"
+    )
 
 
 @dataclass(frozen=True)
@@ -503,7 +588,7 @@ def compile_span_query(project_id: int, q: SpanQuery) -> tuple[str, list[Any], l
     if not 1 <= q.limit <= MAX_QUERY_ROWS:
         raise QueryError(f"limit must be between 1 and {MAX_QUERY_ROWS}")
     if not q.aggregates:
-        raise QueryError("give at least one aggregate (for example {\"fn\": \"count\"})")
+        raise QueryError('give at least one aggregate (for example {"fn": "count"})')
     c = _Compiler()
     select: list[str] = []
     columns: list[str] = []
@@ -527,8 +612,7 @@ def compile_span_query(project_id: int, q: SpanQuery) -> tuple[str, list[Any], l
             raise QueryError(f"output column {a.name!r} appears twice: give the aggregate an alias")
         select.append(c.aggregate_sql(a))
         columns.append(a.name)
-    where = [f"project_id = {c.bind(project_id)}", f"start_time >= {c.bind(q.start)}",
-             f"start_time < {c.bind(q.end)}"]
+    where = [f"project_id = {c.bind(project_id)}", f"start_time >= {c.bind(q.start)}", f"start_time < {c.bind(q.end)}"]
     where += [f"({c.filter_sql(f)})" for f in q.filters]
     order = []
     for o in q.order_by:
@@ -556,13 +640,23 @@ async def run_span_query(conn: psycopg.AsyncConnection, project_id: int, q: Span
 # metrics from the rollups (GET /api/v1/metrics)
 
 MetricsGroup = Literal["none", "model", "provider", "service"]
-METRIC_GROUPS: dict[str, str | None] = {"none": None, "model": "model", "provider": "provider",
-                                        "service": "service_name"}
+METRIC_GROUPS: dict[str, str | None] = {
+    "none": None,
+    "model": "model",
+    "provider": "provider",
+    "service": "service_name",
+}
 #: Intervals a metrics series may use, by name.
 INTERVALS: dict[str, timedelta] = {
-    "1m": timedelta(minutes=1), "5m": timedelta(minutes=5), "15m": timedelta(minutes=15),
-    "30m": timedelta(minutes=30), "1h": timedelta(hours=1), "3h": timedelta(hours=3),
-    "6h": timedelta(hours=6), "12h": timedelta(hours=12), "1d": timedelta(days=1),
+    "1m": timedelta(minutes=1),
+    "5m": timedelta(minutes=5),
+    "15m": timedelta(minutes=15),
+    "30m": timedelta(minutes=30),
+    "1h": timedelta(hours=1),
+    "3h": timedelta(hours=3),
+    "6h": timedelta(hours=6),
+    "12h": timedelta(hours=12),
+    "1d": timedelta(days=1),
 }
 MAX_POINTS = 2000
 #: Points per series that ``auto`` aims for.
@@ -592,15 +686,23 @@ class MetricsRequest:
         span = self.end - self.start
         if self.interval == "auto":
             hourly = span > timedelta(hours=12)
-            name = next((n for n, length in INTERVALS.items() if span / length <= AUTO_POINTS
-                         and (not hourly or length % timedelta(hours=1) == timedelta(0))), "1d")
+            name = next(
+                (
+                    n
+                    for n, length in INTERVALS.items()
+                    if span / length <= AUTO_POINTS and (not hourly or length % timedelta(hours=1) == timedelta(0))
+                ),
+                "1d",
+            )
         elif self.interval in INTERVALS:
             name = self.interval
         else:
             raise QueryError(f"unknown interval {self.interval!r}; use auto or one of: {', '.join(INTERVALS)}")
         if span / INTERVALS[name] > MAX_POINTS:
-            raise QueryError(f"interval {name} gives more than {MAX_POINTS} points for this time range: choose "
-                             "a longer interval or a shorter range")
+            raise QueryError(
+                f"interval {name} gives more than {MAX_POINTS} points for this time range: choose "
+                "a longer interval or a shorter range"
+            )
         return name
 
 
@@ -609,8 +711,9 @@ def rollup_for(interval: timedelta) -> str:
     return "spans_rollup_1h" if interval % timedelta(hours=1) == timedelta(0) else "spans_rollup_1m"
 
 
-async def metric_series(conn: psycopg.AsyncConnection, project_id: int, req: MetricsRequest
-                        ) -> tuple[str, str, list[dict[str, Any]]]:
+async def metric_series(
+    conn: psycopg.AsyncConnection, project_id: int, req: MetricsRequest
+) -> tuple[str, str, list[dict[str, Any]]]:
     """(interval, rollup, series): one series per group (``{"group", "points"}``), points in time
     order."""
     interval_name = req.resolved_interval()
@@ -618,13 +721,20 @@ async def metric_series(conn: psycopg.AsyncConnection, project_id: int, req: Met
     table = rollup_for(interval)
     group_col = METRIC_GROUPS[req.group_by]
     group_sql = f"NULLIF({group_col}, '')" if group_col else "NULL::text"
-    params: dict[str, Any] = {"project": project_id, "interval": interval, "start": req.start, "end": req.end,
-                              "origin": datetime(2000, 1, 3, tzinfo=UTC)}  # a Monday: weeks align too
-    where = ["project_id = %(project)s",
-             # Buckets that overlap the range: a rollup bucket starts at most one bucket before it.
-             f"bucket >= date_bin('{'1 hour' if table == 'spans_rollup_1h' else '1 minute'}'::interval, "
-             "%(start)s, %(origin)s)",
-             "bucket < %(end)s"]
+    params: dict[str, Any] = {
+        "project": project_id,
+        "interval": interval,
+        "start": req.start,
+        "end": req.end,
+        "origin": datetime(2000, 1, 3, tzinfo=UTC),
+    }  # a Monday: weeks align too
+    where = [
+        "project_id = %(project)s",
+        # Buckets that overlap the range: a rollup bucket starts at most one bucket before it.
+        f"bucket >= date_bin('{'1 hour' if table == 'spans_rollup_1h' else '1 minute'}'::interval, "
+        "%(start)s, %(origin)s)",
+        "bucket < %(end)s",
+    ]
     if req.llm_only:
         where.append("(model <> '' OR provider <> '')")
     for column, attr in (("service_name", "service"), ("model", "model"), ("provider", "provider")):
@@ -639,7 +749,7 @@ async def metric_series(conn: psycopg.AsyncConnection, project_id: int, req: Met
                sum(total_tokens)::bigint AS total_tokens, sum(cost_usd)::float8 AS cost_usd,
                sum(duration_sum_ms) AS duration_sum_ms, max(duration_max_ms) AS duration_max_ms,
                {_HIST_SUM} AS hist
-        FROM {table} WHERE {' AND '.join(where)}
+        FROM {table} WHERE {" AND ".join(where)}
         GROUP BY 1, 2 ORDER BY 1, 2"""
     return interval_name, table, _series(await _fetchall(conn, sql, params))
 
@@ -672,16 +782,25 @@ def _series(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in rows:
         requests = r["requests"]
         p50, p95, p99 = hist_quantiles(r["hist"], (0.5, 0.95, 0.99))
-        groups.setdefault(r["grp"], []).append({
-            "time": r["time"], "requests": requests, "errors": r["errors"],
-            "error_rate": r["errors"] / requests if requests else None,
-            "input_tokens": r["input_tokens"], "output_tokens": r["output_tokens"],
-            "total_tokens": r["total_tokens"], "cost_usd": r["cost_usd"],
-            "latency_avg_ms": r["duration_sum_ms"] / requests if requests and r["duration_sum_ms"] is not None
-            else None,
-            "latency_p50_ms": p50, "latency_p95_ms": p95, "latency_p99_ms": p99,
-            "latency_max_ms": r["duration_max_ms"],
-        })
+        groups.setdefault(r["grp"], []).append(
+            {
+                "time": r["time"],
+                "requests": requests,
+                "errors": r["errors"],
+                "error_rate": r["errors"] / requests if requests else None,
+                "input_tokens": r["input_tokens"],
+                "output_tokens": r["output_tokens"],
+                "total_tokens": r["total_tokens"],
+                "cost_usd": r["cost_usd"],
+                "latency_avg_ms": r["duration_sum_ms"] / requests
+                if requests and r["duration_sum_ms"] is not None
+                else None,
+                "latency_p50_ms": p50,
+                "latency_p95_ms": p95,
+                "latency_p99_ms": p99,
+                "latency_max_ms": r["duration_max_ms"],
+            }
+        )
     return [{"group": g, "points": points} for g, points in groups.items()]
 
 

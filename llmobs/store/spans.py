@@ -106,31 +106,113 @@ def _array(values: list[str]) -> str:
 
 def encode_row(r: SpanRow | tuple) -> str:
     """One row in COPY text format, without the trailing newline."""
-    (project_id, trace_id, span_id, parent, service, env, scope, name, kind, start, end, duration, status,
-     status_message, provider, request_model, response_model, operation, input_tokens, output_tokens,
-     total_tokens, cached_tokens, reasoning_tokens, cost, cost_source, session_id, user_id, finish_reasons,
-     attributes, events, resource, links) = r
-    texts = (trace_id, span_id, parent, service, env, scope, name, status_message, provider, request_model,
-             response_model, operation, cost_source, session_id, user_id)
+    (
+        project_id,
+        trace_id,
+        span_id,
+        parent,
+        service,
+        env,
+        scope,
+        name,
+        kind,
+        start,
+        end,
+        duration,
+        status,
+        status_message,
+        provider,
+        request_model,
+        response_model,
+        operation,
+        input_tokens,
+        output_tokens,
+        total_tokens,
+        cached_tokens,
+        reasoning_tokens,
+        cost,
+        cost_source,
+        session_id,
+        user_id,
+        finish_reasons,
+        attributes,
+        events,
+        resource,
+        links,
+    ) = r
+    texts = (
+        trace_id,
+        span_id,
+        parent,
+        service,
+        env,
+        scope,
+        name,
+        status_message,
+        provider,
+        request_model,
+        response_model,
+        operation,
+        cost_source,
+        session_id,
+        user_id,
+    )
     if _COPY_SPECIAL.search("".join([t for t in texts if t is not None])) is not None:
-        (trace_id, span_id, parent, service, env, scope, name, status_message, provider, request_model,
-         response_model, operation, cost_source, session_id, user_id) = (_text(t) for t in texts)
+        (
+            trace_id,
+            span_id,
+            parent,
+            service,
+            env,
+            scope,
+            name,
+            status_message,
+            provider,
+            request_model,
+            response_model,
+            operation,
+            cost_source,
+            session_id,
+            user_id,
+        ) = (_text(t) for t in texts)
     n = "\\N"
-    return "\t".join((
-        str(project_id), trace_id, span_id, n if parent is None else parent, service, n if env is None else env,
-        n if scope is None else scope, name, kind, start.isoformat(), end.isoformat(), str(duration), status,
-        n if status_message is None else status_message, n if provider is None else provider,
-        n if request_model is None else request_model, n if response_model is None else response_model,
-        n if operation is None else operation, n if input_tokens is None else str(input_tokens),
-        n if output_tokens is None else str(output_tokens), n if total_tokens is None else str(total_tokens),
-        n if cached_tokens is None else str(cached_tokens), n if reasoning_tokens is None else str(reasoning_tokens),
-        n if cost is None else str(cost), n if cost_source is None else cost_source,
-        n if session_id is None else session_id, n if user_id is None else user_id,
-        n if finish_reasons is None else _array(finish_reasons),
-        # JSON text holds no raw control characters (they are \\u-escaped), only backslashes.
-        attributes.replace("\\", "\\\\"), events.replace("\\", "\\\\"), resource.replace("\\", "\\\\"),
-        links.replace("\\", "\\\\"),
-    ))
+    return "\t".join(
+        (
+            str(project_id),
+            trace_id,
+            span_id,
+            n if parent is None else parent,
+            service,
+            n if env is None else env,
+            n if scope is None else scope,
+            name,
+            kind,
+            start.isoformat(),
+            end.isoformat(),
+            str(duration),
+            status,
+            n if status_message is None else status_message,
+            n if provider is None else provider,
+            n if request_model is None else request_model,
+            n if response_model is None else response_model,
+            n if operation is None else operation,
+            n if input_tokens is None else str(input_tokens),
+            n if output_tokens is None else str(output_tokens),
+            n if total_tokens is None else str(total_tokens),
+            n if cached_tokens is None else str(cached_tokens),
+            n if reasoning_tokens is None else str(reasoning_tokens),
+            n if cost is None else str(cost),
+            n if cost_source is None else cost_source,
+            n if session_id is None else session_id,
+            n if user_id is None else user_id,
+            n if finish_reasons is None else _array(finish_reasons),
+            # JSON text holds no raw control characters (they are \\u-escaped), only backslashes.
+            attributes.replace("\\", "\\\\"),
+            events.replace("\\", "\\\\"),
+            resource.replace("\\", "\\\\"),
+            links.replace("\\", "\\\\"),
+        )
+    )
 
 
 def encode_rows(rows: Iterable[SpanRow | tuple]) -> bytes:
@@ -175,6 +257,7 @@ def default_partition_cache(conn: psycopg.Connection | psycopg.AsyncConnection) 
     info = conn.info
     return _default_caches.setdefault((info.host, info.port, info.dbname), PartitionCache())
 
+
 ENSURE_PARTITION_SQL = "SELECT llmobs_ensure_span_partition(%s)"
 
 
@@ -183,8 +266,7 @@ def is_missing_partition(exc: BaseException) -> bool:
     return getattr(exc, "sqlstate", None) == "23514" and "no partition" in str(exc)
 
 
-def ensure_span_partitions(conn: psycopg.Connection, days: Iterable[date],
-                           cache: PartitionCache | None = None) -> None:
+def ensure_span_partitions(conn: psycopg.Connection, days: Iterable[date], cache: PartitionCache | None = None) -> None:
     """Create the missing daily partitions for ``days`` (no-op on TimescaleDB)."""
     cache = cache or default_partition_cache(conn)
     missing = cache.missing(days)
@@ -193,8 +275,9 @@ def ensure_span_partitions(conn: psycopg.Connection, days: Iterable[date],
     cache.add(missing)
 
 
-def copy_spans(target: psycopg.Connection | psycopg.Cursor, rows: Sequence[SpanRow | tuple], *,
-               cache: PartitionCache | None = None) -> int:
+def copy_spans(
+    target: psycopg.Connection | psycopg.Cursor, rows: Sequence[SpanRow | tuple], *, cache: PartitionCache | None = None
+) -> int:
     """COPY ``rows`` into ``spans`` through ``target`` (a connection or a cursor), in the caller's
     transaction, after creating the partitions they need. Returns the number of rows written.
 
@@ -210,8 +293,12 @@ def copy_spans(target: psycopg.Connection | psycopg.Cursor, rows: Sequence[SpanR
     return len(rows)
 
 
-async def acopy_spans(target: psycopg.AsyncConnection | psycopg.AsyncCursor, rows: Sequence[SpanRow | tuple], *,
-                      cache: PartitionCache | None = None) -> int:
+async def acopy_spans(
+    target: psycopg.AsyncConnection | psycopg.AsyncCursor,
+    rows: Sequence[SpanRow | tuple],
+    *,
+    cache: PartitionCache | None = None,
+) -> int:
     """:func:`copy_spans` for an async psycopg connection or cursor."""
     if not rows:
         return 0

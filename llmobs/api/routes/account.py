@@ -18,37 +18,74 @@ from llmobs.store import audit
 router = APIRouter(prefix="/api/v1", tags=["auth"], dependencies=[Depends(strict_query)])
 
 
-@router.post("/auth/token", response_model=TokenResult, summary="Exchange an API key for a JWT",
-             responses=error_responses(401, 429))
-async def issue_token(request: Request, state: State,
-                      credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> Response:
+@router.post(
+    "/auth/token",
+    response_model=TokenResult,
+    summary="Exchange an API key for a JWT",
+    responses=error_responses(401, 429),
+)
+async def issue_token(
+    request: Request, state: State, credentials: HTTPAuthorizationCredentials | None = Security(bearer)
+) -> Response:
     token = credentials.credentials if credentials else None
     if token and not token.startswith("llmobs_"):
-        raise ApiError(401, "unauthorized", "tokens are issued for API keys only: send the API key",
-                       headers={"WWW-Authenticate": 'Bearer realm="llmobs"'})
+        raise ApiError(
+            401,
+            "unauthorized",
+            "tokens are issued for API keys only: send the API key",
+            headers={"WWW-Authenticate": 'Bearer realm="llmobs"'},
+        )
     principal = await authenticate(request, token)
     issued = state.auth.signer.issue(key_id=principal.key_id, project_id=principal.project_id, role=principal.role)
-    return json_response({
-        "access_token": issued.token, "token_type": "bearer",
-        "expires_in": int((issued.expires_at - datetime.now(UTC)).total_seconds()),
-        "expires_at": issued.expires_at, "project": principal.project, "role": principal.role,
-    })
+    return json_response(
+        {
+            "access_token": issued.token,
+            "token_type": "bearer",
+            "expires_in": int((issued.expires_at - datetime.now(UTC)).total_seconds()),
+            "expires_at": issued.expires_at,
+            "project": principal.project,
+            "role": principal.role,
+        }
+    )
 
 
-@router.get("/audit", response_model=AuditList, tags=["audit"], summary="The project's audit log (admin)",
-            responses=error_responses(401, 403, 422, 429))
+@router.get(
+    "/audit",
+    response_model=AuditList,
+    tags=["audit"],
+    summary="The project's audit log (admin)",
+    responses=error_responses(401, 403, 422, 429),
+)
 async def audit_log(
-    principal: Admin, state: State,
+    principal: Admin,
+    state: State,
     since: Annotated[IsoDateTime | None, Query(description="Only entries at or after this time.")] = None,
-    action: Annotated[str | None, Query(max_length=100, pattern=r"^[a-z0-9_.]+$",
-                                        description="Only this action (key.create, key.revoke, ...).")] = None,
+    action: Annotated[
+        str | None,
+        Query(max_length=100, pattern=r"^[a-z0-9_.]+$", description="Only this action (key.create, key.revoke, ...)."),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
     async with state.db.control() as conn:
-        entries = await audit.aentries(conn, audit.AuditQuery(project_id=principal.project_id, action=action,
-                                                              since=since, limit=limit))
-    return json_response({"entries": [
-        {"id": e.id, "at": e.at, "project": e.project, "actor": e.actor, "action": e.action, "target": e.target,
-         "source": e.source, "details": e.details} for e in entries]})
+        entries = await audit.aentries(
+            conn, audit.AuditQuery(project_id=principal.project_id, action=action, since=since, limit=limit)
+        )
+    return json_response(
+        {
+            "entries": [
+                {
+                    "id": e.id,
+                    "at": e.at,
+                    "project": e.project,
+                    "actor": e.actor,
+                    "action": e.action,
+                    "target": e.target,
+                    "source": e.source,
+                    "details": e.details,
+                }
+                for e in entries
+            ]
+        }
+    )

@@ -29,8 +29,9 @@ def _now_minute() -> datetime:
     return datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
 
 
-async def _cached(state: ApiState, project_id: int, kind: str, request: Any,
-                  compute: Callable[[], Awaitable[Any]]) -> Response:
+async def _cached(
+    state: ApiState, project_id: int, kind: str, request: Any, compute: Callable[[], Awaitable[Any]]
+) -> Response:
     async def body() -> bytes:
         return to_json(await compute())
 
@@ -38,13 +39,18 @@ async def _cached(state: ApiState, project_id: int, kind: str, request: Any,
     return json_response(body=content, headers={"X-Cache": "hit" if hit else "miss"})
 
 
-@router.post("/query", response_model=QueryResult, summary="Aggregate spans: filters, group-by, aggregates",
-             responses=error_responses(400, 401, 403, 422, 429))
+@router.post(
+    "/query",
+    response_model=QueryResult,
+    summary="Aggregate spans: filters, group-by, aggregates",
+    responses=error_responses(400, 401, 403, 422, 429),
+)
 async def query(body: QueryRequest, principal: Reader, state: State) -> Response:
     to = body.to if body.to is not None else _now_minute()
     start, end = time_range(body.from_, to)
     q = queries.SpanQuery(
-        start=start, end=end,
+        start=start,
+        end=end,
         filters=[queries.Filter(f.field, f.op, f.value) for f in body.filters],
         group_by=body.group_by,
         aggregates=[queries.Aggregate(a.fn, a.field, a.alias) for a in body.aggregates],
@@ -55,37 +61,72 @@ async def query(body: QueryRequest, principal: Reader, state: State) -> Response
     queries.compile_span_query(principal.project_id, q)  # refuse a bad query before the cache
 
     async def compute() -> dict[str, Any]:
-        result = await state.db.read(principal.project_id,
-                                     lambda conn: queries.run_span_query(conn, principal.project_id, q))
+        result = await state.db.read(
+            principal.project_id, lambda conn: queries.run_span_query(conn, principal.project_id, q)
+        )
         return {"columns": result.columns, "rows": result.rows, "truncated": result.truncated}
 
     key = body.model_dump(mode="json", by_alias=True) | {"from": start.isoformat(), "to": end.isoformat()}
     return await _cached(state, principal.project_id, "query", key, compute)
 
 
-@router.get("/metrics", response_model=MetricsResult, summary="Time series from the rollups",
-            responses=error_responses(401, 403, 422, 429))
+@router.get(
+    "/metrics",
+    response_model=MetricsResult,
+    summary="Time series from the rollups",
+    responses=error_responses(401, 403, 422, 429),
+)
 async def metrics(
-    principal: Reader, state: State, from_: From = None, to: To = None,
-    interval: Annotated[str, Query(max_length=8, description="auto, or one of: " + ", ".join(queries.INTERVALS))
-                        ] = "auto",
-    group_by: Annotated[queries.MetricsGroup, Query(description="One series per model, provider or service.")
-                        ] = "none",
-    service: Text = None, model: Text = None, provider: Text = None,
-    spans: Annotated[Literal["llm", "all"], Query(description="llm: count LLM calls only (spans with a model or "
-                                                  "provider); all: every span.")] = "llm",
+    principal: Reader,
+    state: State,
+    from_: From = None,
+    to: To = None,
+    interval: Annotated[
+        str, Query(max_length=8, description="auto, or one of: " + ", ".join(queries.INTERVALS))
+    ] = "auto",
+    group_by: Annotated[queries.MetricsGroup, Query(description="One series per model, provider or service.")] = "none",
+    service: Text = None,
+    model: Text = None,
+    provider: Text = None,
+    spans: Annotated[
+        Literal["llm", "all"],
+        Query(description="llm: count LLM calls only (spans with a model or provider); all: every span."),
+    ] = "llm",
 ) -> Response:
     start, end = time_range(from_, to if to is not None else _now_minute())
-    req = queries.MetricsRequest(start, end, interval=interval, group_by=group_by, service=service, model=model,
-                                 provider=provider, llm_only=spans == "llm")
+    req = queries.MetricsRequest(
+        start,
+        end,
+        interval=interval,
+        group_by=group_by,
+        service=service,
+        model=model,
+        provider=provider,
+        llm_only=spans == "llm",
+    )
     resolved = req.resolved_interval()
 
     async def compute() -> dict[str, Any]:
         interval_name, source, series = await state.db.read(
-            principal.project_id, lambda conn: queries.metric_series(conn, principal.project_id, req))
-        return {"from": start, "to": end, "interval": interval_name, "group_by": group_by, "source": source,
-                "series": series}
+            principal.project_id, lambda conn: queries.metric_series(conn, principal.project_id, req)
+        )
+        return {
+            "from": start,
+            "to": end,
+            "interval": interval_name,
+            "group_by": group_by,
+            "source": source,
+            "series": series,
+        }
 
-    key = {"from": start.isoformat(), "to": end.isoformat(), "interval": resolved, "group_by": group_by,
-           "service": service, "model": model, "provider": provider, "spans": spans}
+    key = {
+        "from": start.isoformat(),
+        "to": end.isoformat(),
+        "interval": resolved,
+        "group_by": group_by,
+        "service": service,
+        "model": model,
+        "provider": provider,
+        "spans": spans,
+    }
     return await _cached(state, principal.project_id, "metrics", key, compute)

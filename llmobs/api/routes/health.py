@@ -34,9 +34,17 @@ async def _timed(check: Awaitable[tuple[bool, str]]) -> dict:
     return {"ok": ok, "detail": detail, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
 
 
-@router.get("/health/ready", response_model=Readiness, summary="Readiness: PostgreSQL and Redis reachable",
-            responses={503: {"model": Readiness, "description": "PostgreSQL down (unavailable) or Redis down "
-                                                                "(degraded: reads still work)"}})
+@router.get(
+    "/health/ready",
+    response_model=Readiness,
+    summary="Readiness: PostgreSQL and Redis reachable",
+    responses={
+        503: {
+            "model": Readiness,
+            "description": "PostgreSQL down (unavailable) or Redis down (degraded: reads still work)",
+        }
+    },
+)
 async def ready(state: State) -> Response:
     database, redis = await asyncio.gather(_timed(state.db.ping()), _timed(state.redis.ping()))
     if not database["ok"]:
@@ -45,9 +53,10 @@ async def ready(state: State) -> Response:
         status = "degraded"
     else:
         status = "ok"
-    return json_response({"status": status, "version": __version__,
-                          "checks": {"database": database, "redis": redis}},
-                         status=200 if status == "ok" else 503)
+    return json_response(
+        {"status": status, "version": __version__, "checks": {"database": database, "redis": redis}},
+        status=200 if status == "ok" else 503,
+    )
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -81,12 +81,23 @@ async def _events(request: Request, state_settings, project_id: int) -> AsyncIte
         await client.aclose()
 
 
-@router.get("/traces/stream", summary="Server-sent events of new traces",
-            response_class=StreamingResponse, responses={
-                200: {"content": {"text/event-stream": {}}, "description": "`event: trace` per new trace "
-                      "(JSON: project_id, trace_id, span_count, service_name, root_name, start_time, "
-                      "has_error); `event: status` when the Redis link changes."},
-                **error_responses(401, 403, 429)})
+@router.get(
+    "/traces/stream",
+    summary="Server-sent events of new traces",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "`event: trace` per new trace "
+            "(JSON: project_id, trace_id, span_count, service_name, root_name, start_time, "
+            "has_error); `event: status` when the Redis link changes.",
+        },
+        **error_responses(401, 403, 429),
+    },
+)
 async def stream(request: Request, principal: Reader, state: State) -> StreamingResponse:
-    return StreamingResponse(_events(request, state.settings, principal.project_id), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        _events(request, state.settings, principal.project_id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
