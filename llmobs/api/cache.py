@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -46,7 +46,8 @@ class ResultCache:
             prom.CACHE.labels("error").inc()
             return None
         prom.CACHE.labels("hit" if value is not None else "miss").inc()
-        return value
+        # The link's client does not decode responses: a value is the bytes that put() stored.
+        return cast(bytes | None, value)
 
     async def put(self, key: str, body: bytes) -> None:
         if not self.enabled:

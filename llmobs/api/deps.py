@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
@@ -83,7 +84,9 @@ async def caller(request: Request, credentials: HTTPAuthorizationCredentials | N
     return await authenticate(request, credentials.credentials if credentials else None)
 
 
-def role_required(role: Role):
+def role_required(role: Role) -> Callable[[Principal], Awaitable[Principal]]:
+    """A dependency that passes the caller's principal on when its key has ``role``, else answers 403."""
+
     async def check(principal: Principal = Depends(caller)) -> Principal:
         if not principal.allows(role):
             raise ApiError(403, "forbidden", f"this needs a key with the {role} role; this key has {principal.role}")

@@ -341,9 +341,9 @@ class Query:
             service=f.service,
             model=f.model,
             provider=f.provider,
-            status=f.status,
+            status=f.status,  # type: ignore[arg-type]  # checked against the literals above
             user_id=f.user_id,
-            session_id=f.session_id,  # type: ignore[arg-type]
+            session_id=f.session_id,
             name=f.name,
             min_duration_ms=f.min_duration_ms,
             min_cost_usd=f.min_cost_usd,
@@ -377,7 +377,7 @@ class Query:
             start,
             end,
             interval=interval,
-            group_by=group_by.value,  # type: ignore[arg-type]
+            group_by=group_by.value,
             service=service,
             model=model,
             provider=provider,
@@ -448,9 +448,9 @@ async def graphql(body: GraphQLRequest, request: Request, principal: Reader, sta
     if errors and (result.data is None or "BAD_USER_INPUT" in codes or "UNAVAILABLE" in codes):
         status = 503 if "UNAVAILABLE" in codes else 400
         code = "database_unavailable" if status == 503 else "invalid_graphql"
-        payload = error_body(request, code, "; ".join(e["message"] for e in errors[:3]))
+        failure = error_body(request, code, "; ".join(e["message"] for e in errors[:3]))
         headers = {"Retry-After": "5"} if status == 503 else None
-        return json_response(payload | {"errors": errors, "data": result.data}, status=status, headers=headers)
+        return json_response(failure | {"errors": errors, "data": result.data}, status=status, headers=headers)
     payload: dict[str, Any] = {"data": result.data}
     if errors:
         payload["errors"] = errors

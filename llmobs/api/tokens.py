@@ -95,18 +95,18 @@ class TokenSigner:
 
     def issue(self, *, key_id: str, project_id: int, role: str, now: datetime | None = None) -> IssuedToken:
         now = now or datetime.now(UTC)
-        expires = now + self.ttl
+        expires_at = int((now + self.ttl).timestamp())
         payload = {
             "iss": ISSUER,
             "sub": key_id,
             "pid": project_id,
             "role": role,
             "iat": int(now.timestamp()),
-            "exp": int(expires.timestamp()),
+            "exp": expires_at,
             "jti": secrets.token_hex(8),
         }
         token = jwt.encode(payload, self._current, algorithm=ALGORITHM, headers={"kid": self.kid})
-        return IssuedToken(token, datetime.fromtimestamp(payload["exp"], UTC), self.kid)
+        return IssuedToken(token, datetime.fromtimestamp(expires_at, UTC), self.kid)
 
     def _secret_for(self, kid: Any, now: datetime) -> str:
         if kid == self.kid:

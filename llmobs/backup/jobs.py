@@ -104,11 +104,11 @@ def ship_wal(settings: Settings, repo: Repository | None = None) -> list[str]:
 
 def live_timeline(settings: Settings) -> int | None:
     """The running cluster's timeline, or None when it cannot be reached."""
-    from llmobs.backup.pgclient import admin_connection
+    from llmobs.backup.pgclient import admin_connection, scalar
 
     try:
         with admin_connection(settings, dbname="postgres") as conn:
-            return int(conn.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()[0])
+            return int(scalar(conn, "SELECT timeline_id FROM pg_control_checkpoint()"))
     except LlmobsError:
         return None
 

@@ -103,4 +103,8 @@ def finish_interrupted(pgdata: Path, stop_server: Callable[[], None]) -> str | N
 
 def finish_interrupted_restore(cluster: PgCluster) -> str | None:
     """``finish_interrupted`` for a cluster on this host (the local runtime)."""
-    return finish_interrupted(cluster.data_dir, lambda: cluster.stop(mode="immediate"))
+
+    def stop_server() -> None:
+        cluster.stop(mode="immediate")
+
+    return finish_interrupted(cluster.data_dir, stop_server)

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from llmobs.backup.runner import in_job
 from llmobs.errors import LlmobsError
@@ -43,6 +43,14 @@ class ServerFacts:
     timeline: int
 
 
+def scalar(conn: psycopg.Connection, sql: str) -> Any:
+    """The first column of the first row of ``sql``; raises LlmobsError when it returns no row."""
+    row = conn.execute(sql).fetchone()
+    if row is None:
+        raise LlmobsError(f"the server returned no row for: {sql}")
+    return row[0]
+
+
 def server_facts(conn: psycopg.Connection) -> ServerFacts:
     row = conn.execute(
         "SELECT current_setting('server_version'), current_setting('server_version_num')::int / 10000, "
@@ -53,8 +61,8 @@ def server_facts(conn: psycopg.Connection) -> ServerFacts:
     ).fetchone()
     assert row is not None
     schema_version = None
-    if conn.execute("SELECT to_regclass('llmobs_schema_migrations') IS NOT NULL").fetchone()[0]:
-        schema_version = conn.execute("SELECT max(version) FROM llmobs_schema_migrations").fetchone()[0]
+    if scalar(conn, "SELECT to_regclass('llmobs_schema_migrations') IS NOT NULL"):
+        schema_version = scalar(conn, "SELECT max(version) FROM llmobs_schema_migrations")
     return ServerFacts(
         version=row[0].split()[0],
         major=row[1],

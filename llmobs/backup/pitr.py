@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from llmobs.backup.extract import chown_tree, extract_physical, verify_extracted
 from llmobs.backup.manifest import Manifest
+from llmobs.backup.pgclient import scalar
 from llmobs.backup.repository import BackupEntry, Repository
 from llmobs.backup.verify import backup_own_segments
 from llmobs.backup.wal import (
@@ -290,7 +291,7 @@ def wait_promoted(
                 ).fetchone()
                 if row and not row[0]:
                     conn.execute("CHECKPOINT")
-                    return int(conn.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()[0])
+                    return int(scalar(conn, "SELECT timeline_id FROM pg_control_checkpoint()"))
         except LlmobsError:
             pass
         time.sleep(0.5)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from llmobs.errors import LlmobsError
 
@@ -71,7 +71,7 @@ def record_backups(settings: Settings, entries: Iterable[BackupEntry], *, forget
         log.warning("could not record backups in the database: %s", first_line(exc))
 
 
-def recorded_summary(conn: psycopg.Connection) -> dict[str, object] | None:
+def recorded_summary(conn: psycopg.Connection) -> dict[str, Any] | None:
     """Newest good backup per type, their count and the failed ones, from the rows (None without
     the table)."""
     if not _has_table(conn):
@@ -80,11 +80,13 @@ def recorded_summary(conn: psycopg.Connection) -> dict[str, object] | None:
         "SELECT DISTINCT ON (kind) kind, id, finished_at, size_bytes FROM llmobs_backups "
         "WHERE status = 'ok' AND finished_at IS NOT NULL ORDER BY kind, finished_at DESC"
     ).fetchall()
-    count, failed = conn.execute(
+    row = conn.execute(
         "SELECT count(*) FILTER (WHERE status = 'ok'), "
         "COALESCE(array_agg(id ORDER BY finished_at) FILTER (WHERE status = 'failed'), '{}') "
         "FROM llmobs_backups"
     ).fetchone()
+    assert row is not None  # an aggregate without GROUP BY returns one row
+    count, failed = row
     return {
         "newest": {kind: (bid, finished, size) for kind, bid, finished, size in newest},
         "count": count,

@@ -4,6 +4,7 @@ its backup jobs write into ``llmobs_backups`` (``records.py``)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -69,7 +70,7 @@ def _from_database(settings: Settings, now: datetime) -> dict[str, Any]:
 
 
 def _summary(
-    settings: Settings, now: datetime, newest: dict[str, Newest], count: int, failed: list[str], *, source: str
+    settings: Settings, now: datetime, newest: Mapping[str, Newest], count: int, failed: list[str], *, source: str
 ) -> dict[str, Any]:
     max_age_hours = settings.get_int("BACKUP_MAX_AGE_HOURS")
     db = [finished for kind, (_, finished, _) in newest.items() if kind in DATABASE_TYPES]

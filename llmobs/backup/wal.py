@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmobs.proc import run
 from llmobs.stack.postgres import PgBinaries
+
+if TYPE_CHECKING:
+    import psycopg
 
 log = logging.getLogger(__name__)
 
@@ -182,24 +187,22 @@ def removable_wal(names: Iterable[str], keep_from_segno: int, segment_size: int)
     return sorted(removable)
 
 
-def switch_and_wait(conn: object, *, timeout: float = 120, commit_first: bool = False) -> bool:
+def switch_and_wait(conn: psycopg.Connection, *, timeout: float = 120, commit_first: bool = False) -> bool:
     """Close the current WAL segment and wait until the archiver has copied it, so that the
     archive holds everything written so far. ``commit_first`` writes a tiny transaction first:
     a time-targeted recovery stops only at a commit record later than its target, so a restore
     to "just now" needs one. False when archiving is off or does not catch up in time."""
-    import time
-
     if commit_first:
-        conn.execute("SELECT txid_current()")  # type: ignore[attr-defined]
-    row = conn.execute(  # type: ignore[attr-defined]
-        "SELECT pg_walfile_name(pg_switch_wal()), current_setting('archive_mode')"
-    ).fetchone()
+        conn.execute("SELECT txid_current()")
+    row = conn.execute("SELECT pg_walfile_name(pg_switch_wal()), current_setting('archive_mode')").fetchone()
+    assert row is not None  # a SELECT without FROM returns one row
     wanted, mode = row
     if mode == "off":
         return False
     deadline = time.monotonic() + timeout
     while True:
-        last = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0]  # type: ignore
+        last = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
+        last = last[0] if last else None
         # the last archived file may be a segment or a .backup history file named after one
         if last and re.match(r"^[0-9A-F]{24}", last) and last[8:24] >= wanted[8:]:
             return True

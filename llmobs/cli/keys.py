@@ -68,7 +68,7 @@ def create(
             conn,
             project=project,
             role=role,
-            name=name,  # type: ignore[arg-type]
+            name=name,
             expires_in_days=expires,
             actor=audit.cli_actor(),
             source=audit.cli_source(),

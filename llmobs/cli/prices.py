@@ -15,6 +15,8 @@ from llmobs.cli.context import command_group, ctx_obj
 from llmobs.cli.render import print_json
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from llmobs.collector.pricing import PriceRule
 
 prices_app = command_group("List and change model prices (USD per million tokens) used to compute span costs.")
@@ -28,7 +30,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(prices_app, name="prices")
 
 
-def _table(rules: list[PriceRule], title: str | None = None):
+def _table(rules: list[PriceRule], title: str | None = None) -> Table:
     from rich.table import Table
 
     def money(v: float | None) -> str:

@@ -3,11 +3,14 @@ services run, in containers and in the local runtime)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from llmobs.cli.context import command_group, ctx_obj
+
+if TYPE_CHECKING:
+    from llmobs.config import Settings
 
 serve_app = command_group("Run one of the stack's servers in the foreground.")
 
@@ -16,7 +19,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(serve_app, name="serve")
 
 
-def server_settings(ctx: typer.Context):
+def server_settings(ctx: typer.Context) -> Settings:
     """Settings for a server: the project's when one is found, else the environment alone
     (containers pass configuration as environment variables and *_FILE secrets)."""
     from llmobs.config import Settings

@@ -8,6 +8,8 @@ decompression (RESOURCE_EXHAUSTED), so a gzip bomb never reaches us.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import grpc
 
 from llmobs.collector.ingest import IngestError, Ingestor
@@ -16,7 +18,7 @@ from llmobs.collector.otlp import ProtobufRequest, export_response, retry_info
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 
 
-def _handler(ingestor: Ingestor):
+def _handler(ingestor: Ingestor) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]:
     async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         authorization = None
         for key, value in context.invocation_metadata() or ():
@@ -45,7 +47,8 @@ async def start_grpc(ingestor: Ingestor, host: str, port: int, *, max_message_by
             ("grpc.so_reuseport", 1),
         ]
     )
-    handler = grpc.unary_unary_rpc_method_handler(_handler(ingestor))
+    # No (de)serializers: the receiver reads the raw protobuf bytes itself.
+    handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(_handler(ingestor))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Export": handler}),))
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:

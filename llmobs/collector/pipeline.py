@@ -253,7 +253,8 @@ class SpanPipeline:
             result.priority_traces.add(span.trace_id)
 
         # cost: the client's wins; else the price table; unknown model -> NULL and counted
-        cost, cost_source = n.client_cost, "client"
+        cost = n.client_cost
+        cost_source: str | None = "client"
         if cost is None:
             cost_source = None
             model = n.model

@@ -195,7 +195,7 @@ class Collector:
         for task in background:
             task.cancel()
         await self._write_counts(pool, counts)
-        if metrics_server is not None:
+        if metrics_server is not None and metrics_sock is not None:
             metrics_server.should_exit = True
             await metrics_server.shutdown(sockets=[metrics_sock])
         if publisher:

@@ -30,7 +30,7 @@ SECRETS: tuple[RotatedSecret, ...] = (
 
 def expand_targets(names: Iterable[str]) -> list[str]:
     """Targets in rotation order; ``all`` means every one."""
-    wanted = set()
+    wanted: set[str] = set()
     for name in names:
         if name == "all":
             wanted.update(TARGETS)

@@ -29,7 +29,7 @@ from llmobs.config import SETTINGS, SETTINGS_BY_NAME, ConfigError, Settings, wri
 from llmobs.errors import CommandError, LlmobsError, UsageError
 from llmobs.progress import Progress, SilentProgress
 from llmobs.resources import resource_dir
-from llmobs.stack.base import Mount, RuntimeState, Stack
+from llmobs.stack.base import Mount, RuntimeState, Stack, State
 from llmobs.stack.ports import ensure_ports_free
 from llmobs.stack.services import DATA_SERVICES, SERVICES, SERVICES_BY_NAME
 
@@ -197,7 +197,7 @@ class ComposeStack(Stack):
         from python_on_whales import DockerClient
 
         return DockerClient(
-            compose_files=self.compose_files(),
+            compose_files=[*self.compose_files()],
             compose_env_files=[self._write_env_files()],
             compose_project_name=self.project,
             compose_profiles=list(self.profiles),
@@ -266,7 +266,7 @@ class ComposeStack(Stack):
         config = self.docker.client_config
         everything = DockerClient(
             compose_files=config.compose_files,
-            compose_env_files=config.compose_env_files,
+            compose_env_files=list(config.compose_env_files),
             compose_project_name=self.project,
             compose_profiles=["*"],
         )
@@ -643,7 +643,7 @@ def _state_of(containers: list[dict[str, Any]]) -> RuntimeState:
     names = [c.get("Name", "") for c in containers]
     image = containers[0].get("Image")
     if running:
-        state = "starting" if any(h in ("starting", "unhealthy") for h in healths) else "running"
+        state: State = "starting" if any(h in ("starting", "unhealthy") for h in healths) else "running"
         counted = {h: healths.count(h) for h in dict.fromkeys(healths) if h}
         detail = ", ".join(f"{n} {h}" for h, n in counted.items())
         return RuntimeState(

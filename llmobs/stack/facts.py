@@ -43,6 +43,7 @@ def database_facts(settings: Settings, facts: Facts) -> None:
             "SELECT archived_count, last_archived_time, failed_count, last_failed_time, "
             "current_setting('archive_mode') FROM pg_stat_archiver"
         ).fetchone()
+    assert row is not None  # pg_stat_archiver always has one row
     archived, last_ok, failed, last_failed, mode = row
     facts.values["wal_archiver"] = {
         "archive_mode": mode,

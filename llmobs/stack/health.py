@@ -30,6 +30,7 @@ class ProbeResult:
 
 def probe(service: Service, settings: Settings, *, timeout: float = 2.0) -> ProbeResult:
     started = time.monotonic()
+    version: str | None
     try:
         if service.probe == "postgres":
             version = _probe_postgres(settings, timeout)

@@ -20,7 +20,7 @@ from llmobs.errors import LlmobsError, UsageError
 from llmobs.proc import OsUser, PidRecord, live_pid, read_pid_record, run, wait_for_exit
 from llmobs.progress import Progress, SilentProgress
 from llmobs.stack import supervisor as sv
-from llmobs.stack.base import Mount, RuntimeState, Stack
+from llmobs.stack.base import Mount, RuntimeState, Stack, State
 from llmobs.stack.layout import LocalLayout
 from llmobs.stack.logs import read_logs
 from llmobs.stack.ports import ensure_ports_free
@@ -306,7 +306,7 @@ class LocalStack(Stack):
         for service in sv.SUPERVISED:
             pids = children.get(service, [])
             want = desired.count(service)
-            state = "running" if pids else ("starting" if supervisor and want else "stopped")
+            state: State = "running" if pids else ("starting" if supervisor and want else "stopped")
             states[service] = RuntimeState(
                 state,
                 len(ready.get(service, [])),

@@ -241,8 +241,8 @@ class PgCluster:
         finally:
             pwfile.unlink(missing_ok=True)
         conf = self.data_dir / "postgresql.conf"
-        with conf.open("a") as fh:
-            fh.write(f"\ninclude_if_exists = '{CONF_INCLUDE}'\n")
+        with conf.open("a") as conf_file:
+            conf_file.write(f"\ninclude_if_exists = '{CONF_INCLUDE}'\n")
         hba = self.data_dir / "pg_hba.conf"
         hba.write_text(
             "# Written by llmobs: password (SCRAM) authentication for every connection.\n"

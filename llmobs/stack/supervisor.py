@@ -29,6 +29,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from llmobs.config import Settings
 from llmobs.proc import write_pid_record
@@ -106,7 +107,7 @@ READY_TIMEOUT = 60.0
 class Child:
     service: str
     replica: int
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen[bytes] | None = None
     ready_fd: int | None = None
     ready: bool = False
     started_at: float = 0.0
@@ -193,7 +194,8 @@ class Supervisor:
                     self._terminate([child])
                     del self.children[(name, replica)]
 
-    def _spawn(self, child: Child) -> None:
+    def _spawn(self, child: Child) -> subprocess.Popen[bytes]:
+        """Start the child's process (also stored in ``child.process``) and return it."""
         log_file = self.layout.log_file(child.service)
         log_file.parent.mkdir(parents=True, exist_ok=True)
         read_fd, write_fd = os.pipe()
@@ -206,7 +208,7 @@ class Supervisor:
         )
         try:
             with open(log_file, "ab", buffering=0) as out:
-                child.process = subprocess.Popen(
+                process = subprocess.Popen(
                     child_argv(self.layout, child.service),
                     stdin=subprocess.DEVNULL,
                     stdout=out,
@@ -218,12 +220,14 @@ class Supervisor:
                 )
         finally:
             os.close(write_fd)
+        child.process = process
         self._close_ready_fd(child)
         child.ready_fd, child.ready = read_fd, False
         if child.started_at:
             child.restarts += 1
         child.started_at = time.monotonic()
-        log.info("started %s replica %d (pid %d)", child.service, child.replica, child.process.pid)
+        log.info("started %s replica %d (pid %d)", child.service, child.replica, process.pid)
+        return process
 
     @staticmethod
     def _close_ready_fd(child: Child) -> None:
@@ -250,21 +254,21 @@ class Supervisor:
             for key in sorted(k for k in self.children if k[0] == service):
                 old = self.children[key]
                 new = Child(service, key[1], restarts=old.restarts)
-                self._spawn(new)
+                process = self._spawn(new)
                 deadline = time.monotonic() + READY_TIMEOUT
                 while not self._poll_ready(new):
-                    if new.process.poll() is not None or time.monotonic() > deadline or self._stop.is_set():
+                    if process.poll() is not None or time.monotonic() > deadline or self._stop.is_set():
                         break
                     time.sleep(0.05)
                 if not new.ready:
                     ok, error = False, f"the new {service} replica {key[1]} did not become ready; old one kept"
-                    log.error("%s (exit %s)", error, new.process.poll())
+                    log.error("%s (exit %s)", error, process.poll())
                     self._terminate([new])
                     break
                 self.children[key] = new
                 self._terminate([old])
                 self._write_children()
-                log.info("%s replica %d replaced (pid %d)", service, key[1], new.process.pid)
+                log.info("%s replica %d replaced (pid %d)", service, key[1], process.pid)
             if not ok:
                 break
         done = {"id": request.get("id"), "ok": ok, "error": error}
@@ -273,18 +277,18 @@ class Supervisor:
         os.replace(tmp, restart_done_path(self.layout))
 
     def _terminate(self, children: list[Child], timeout: float = STOP_TIMEOUT) -> None:
-        running = [c for c in children if c.process is not None and c.process.poll() is None]
-        for c in running:
-            log.info("stopping %s replica %d (pid %d)", c.service, c.replica, c.process.pid)
-            c.process.terminate()
+        running = [(c, c.process) for c in children if c.process is not None and c.process.poll() is None]
+        for c, process in running:
+            log.info("stopping %s replica %d (pid %d)", c.service, c.replica, process.pid)
+            process.terminate()
         deadline = time.monotonic() + timeout
-        for c in running:
+        for c, process in running:
             try:
-                c.process.wait(max(0.1, deadline - time.monotonic()))
+                process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 log.warning("%s replica %d ignored SIGTERM for %.0fs; killing it", c.service, c.replica, timeout)
-                c.process.kill()
-                c.process.wait()
+                process.kill()
+                process.wait()
             c.process = None
             self._close_ready_fd(c)
 
@@ -294,9 +298,9 @@ class Supervisor:
     def _write_children(self) -> None:
         import psutil
 
-        records = {}
+        records: dict[str, list[dict[str, Any]]] = {}
         for (service, replica), c in sorted(self.children.items()):
-            entry = {
+            entry: dict[str, Any] = {
                 "replica": replica,
                 "restarts": c.restarts,
                 "last_exit": c.last_exit,

@@ -110,7 +110,8 @@ async def arecord(
 
 
 def _select(q: AuditQuery) -> tuple[str, list[Any]]:
-    terms, params = [], []
+    terms: list[str] = []
+    params: list[Any] = []
     if q.project_id is not None:
         terms.append("a.project_id = %s")
         params.append(q.project_id)

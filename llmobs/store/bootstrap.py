@@ -80,7 +80,11 @@ def ensure_roles(conn: psycopg.Connection, settings: Settings) -> None:
 def ensure_default_keys(conn: psycopg.Connection, settings: Settings) -> None:
     """The default project with its admin and ingest keys from the settings."""
     apikeys.ensure_project(conn, DEFAULT_PROJECT)
-    for name, role in (("LLMOBS_ADMIN_API_KEY", "admin"), ("LLMOBS_INGEST_API_KEY", "writer")):
+    default_keys: tuple[tuple[str, apikeys.Role], ...] = (
+        ("LLMOBS_ADMIN_API_KEY", "admin"),
+        ("LLMOBS_INGEST_API_KEY", "writer"),
+    )
+    for name, role in default_keys:
         if settings.has_secret(name):
             apikeys.store_key(
                 conn,

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import orjson
 from fastapi import APIRouter, Depends, Request
@@ -22,6 +23,9 @@ from redis.exceptions import RedisError
 from llmobs.api.deps import Reader, State, strict_query
 from llmobs.api.errors import error_responses
 from llmobs.api.redis_link import client_for
+
+if TYPE_CHECKING:
+    from llmobs.config import Settings
 
 log = logging.getLogger("llmobs.api.stream")
 router = APIRouter(prefix="/api/v1", tags=["traces"], dependencies=[Depends(strict_query)])
@@ -35,7 +39,7 @@ def _event(name: str, data: dict) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
-async def _events(request: Request, state_settings, project_id: int) -> AsyncIterator[bytes]:
+async def _events(request: Request, state_settings: Settings, project_id: int) -> AsyncIterator[bytes]:
     channel = f"llmobs:traces:{project_id}"
     yield b"retry: 3000\n\n"
     # A client of its own: a subscribed connection cannot serve other commands, and a blocking
