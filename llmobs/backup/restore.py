@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 
 from llmobs.backup.grafana_backup import ARCHIVE as GRAFANA_ARCHIVE
 from llmobs.backup.grafana_backup import install_grafana
-from llmobs.backup.journal import RestoreJournal, finish_interrupted, roll_back
 from llmobs.backup.kept_aside import ASIDE_MARK, DB_MARK
 from llmobs.backup.logical import DUMP_FILE, check_dump, restore_dump
 from llmobs.backup.paths import share_with_group
@@ -51,6 +50,7 @@ from llmobs.backup.sites import Site
 from llmobs.backup.verify import check_checksums
 from llmobs.backup.wal import switch_and_wait
 from llmobs.errors import LlmobsError, UsageError
+from llmobs.stack.restore_journal import RestoreJournal, finish_interrupted, roll_back
 
 if TYPE_CHECKING:
     from llmobs.config import Settings

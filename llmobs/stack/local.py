@@ -26,6 +26,7 @@ from llmobs.stack.logs import read_logs
 from llmobs.stack.ports import ensure_ports_free
 from llmobs.stack.postgres import PgCluster, PgConfig
 from llmobs.stack.redis_server import RedisServer
+from llmobs.stack.restore_journal import finish_interrupted_restore
 from llmobs.stack.services import SERVICES, SERVICES_BY_NAME
 
 LOCAL_SERVICES = tuple(s.name for s in SERVICES if s.local)
@@ -74,8 +75,6 @@ class LocalStack(Stack):
             self._start_supervised(apps, progress)
 
     def _start_postgres(self, progress: Progress) -> None:
-        from llmobs.backup.journal import finish_interrupted_restore
-
         rolled_back = finish_interrupted_restore(self.cluster)  # a restore killed midway: old data back
         if rolled_back:
             progress.warn(rolled_back)

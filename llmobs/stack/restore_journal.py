@@ -1,6 +1,9 @@
 """The restore journal: a small file beside the data directory saying how far a restore got,
 so that a restore killed at any moment is undone (or completed) by the next start.
 
+It lives with the runtime because the runtime reads it before it starts PostgreSQL; restores
+(:mod:`llmobs.backup.restore`) write it.
+
 Phases: ``staging`` (the live data directory is untouched), ``swapped`` (the live directory was
 moved aside and the restored one put in its place, not yet checked), ``verified`` (the restored
 cluster is up and checked: it stays).
