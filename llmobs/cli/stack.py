@@ -47,6 +47,8 @@ def up(
 ) -> None:
     """Start the stack and wait until every service is healthy. Safe to re-run: only what is
     down is started, and migrations run once."""
+    from llmobs.backup.runner import finish_interrupted_restore
+    from llmobs.backup.status import backup_facts
     from llmobs.cli.progress import ConsoleProgress
     from llmobs.stack import lifecycle
     from llmobs.stack.runtime import get_stack, remember
@@ -54,7 +56,9 @@ def up(
     obj = ctx_obj(ctx)
     settings = obj.settings
     settings.require_secrets()
-    stack = get_stack(settings, runtime, profiles=profile, for_start=True)
+    stack = get_stack(
+        settings, runtime, profiles=profile, for_start=True, before_database_start=finish_interrupted_restore
+    )
     remember(settings, stack.runtime, profile or [])
     console = obj.err_console if json_ else obj.console
     with ConsoleProgress(console) as progress:
@@ -62,7 +66,7 @@ def up(
         lifecycle.up(stack, settings, progress, services=services, timeout=timeout)
     # Everything asked for is healthy (lifecycle.up raises otherwise): exit 0 even if other
     # services of the stack are down, as after `llmobs up timescaledb`.
-    _show_status(obj, lifecycle.stack_status(stack, settings), json_)
+    _show_status(obj, lifecycle.stack_status(stack, settings, fact_sources={"backup": backup_facts}), json_)
 
 
 def down(
@@ -99,12 +103,13 @@ def down(
 def status(ctx: typer.Context, runtime: RuntimeOpt = None, json_: JsonOpt = False) -> None:
     """Show each service's state, health, latency, pids or containers, ports and version, plus
     operator facts. Exit code: 0 healthy, 1 degraded, 2 not running."""
+    from llmobs.backup.status import backup_facts
     from llmobs.stack.lifecycle import stack_status
     from llmobs.stack.runtime import get_stack
 
     obj = ctx_obj(ctx)
     stack = get_stack(obj.settings, runtime)
-    result = stack_status(stack, obj.settings)
+    result = stack_status(stack, obj.settings, fact_sources={"backup": backup_facts})
     _show_status(obj, result, json_)
     raise typer.Exit(result.exit_code)
 

@@ -20,7 +20,7 @@ import re
 import shlex
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,11 +81,23 @@ def _wait_for_proxy_dns() -> None:
     time.sleep(PROXY_DNS_TTL_S + 1)
 
 
+#: A step run before the database container starts, passed in by a higher layer: the backup
+#: layer's check for a restore that did not finish (``llmobs.backup.runner``).
+BeforeDatabaseStart = Callable[["ComposeStack", Progress], None]
+
+
 class ComposeStack(Stack):
     runtime = "compose"
 
-    def __init__(self, settings: Settings, profiles: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        profiles: Sequence[str] = (),
+        *,
+        before_database_start: BeforeDatabaseStart | None = None,
+    ) -> None:
         super().__init__(settings)
+        self.before_database_start = before_database_start
         if settings.project_dir is None:
             raise LlmobsError("the compose runtime needs a project directory", hint="run `llmobs init` first")
         self.profiles = tuple(profiles)
@@ -294,10 +306,8 @@ class ComposeStack(Stack):
         return tuple(s.name for s in SERVICES if s.name in active)
 
     def start(self, services: Sequence[str], progress: Progress) -> None:
-        if DB_SERVICE in services:
-            from llmobs.backup.runner import finish_interrupted_restore
-
-            finish_interrupted_restore(self, progress)  # a restore killed midway: old data back
+        if DB_SERVICE in services and self.before_database_start is not None:
+            self.before_database_start(self, progress)  # e.g. a restore killed midway: old data back
         self.bring_up(services, progress)
 
     def bring_up(self, services: Sequence[str], progress: Progress, *, wait: bool = True) -> None:

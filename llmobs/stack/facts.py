@@ -1,19 +1,26 @@
 """Operator facts shown by `llmobs status`: what a person on call wants to see at a glance.
 
 Each fact that signals trouble also adds a warning; a warning turns the stack "degraded".
+Facts owned by higher layers (the backups) come in as a :data:`FactSource` from the caller.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+from llmobs.store.db import connect, first_line
 
 if TYPE_CHECKING:
     from llmobs.config import Settings
 
 log = logging.getLogger(__name__)
+
+#: Reads one group of facts: a dict of values, with a ``warnings`` list for status to show.
+FactSource = Callable[["Settings"], dict[str, Any]]
 
 
 @dataclass
@@ -24,8 +31,6 @@ class Facts:
 
 def database_facts(settings: Settings, facts: Facts) -> None:
     """Size, recent ingest, schema version and the WAL archiver, from one short connection."""
-    from llmobs.store.db import connect
-
     with connect(settings, "admin", connect_timeout=2) as conn:
         conn.execute("SET statement_timeout = '500ms'")
         row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
@@ -68,29 +73,23 @@ def _ago(when: datetime) -> str:
     return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
 
 
-def backup_facts(settings: Settings, facts: Facts) -> None:
-    from llmobs.backup.status import backup_facts as read_backup_facts
-
-    found = read_backup_facts(settings)
-    facts.warnings.extend(found.pop("warnings", []))
-    facts.values["backup"] = found
-
-
-def collect(settings: Settings, *, database_up: bool) -> Facts:
+def collect(settings: Settings, *, database_up: bool, sources: dict[str, FactSource] | None = None) -> Facts:
+    """The database's facts (when it is up) and those of each named source (as ``values[name]``).
+    A source or database that fails adds a warning instead: facts never break `status`."""
     facts = Facts()
-    try:
-        backup_facts(settings, facts)
-    except Exception as exc:  # a broken manifest must not break `status`
-        from llmobs.store.db import first_line
-
-        log.warning("backup facts unavailable: %s", first_line(exc))
-        facts.warnings.append(f"backup facts unavailable: {first_line(exc)}")
+    for name, source in (sources or {}).items():
+        try:
+            found = source(settings)
+        except Exception as exc:  # e.g. a broken backup manifest
+            log.warning("%s facts unavailable: %s", name, first_line(exc))
+            facts.warnings.append(f"{name} facts unavailable: {first_line(exc)}")
+            continue
+        facts.warnings.extend(found.pop("warnings", []))
+        facts.values[name] = found
     if database_up:
         try:
             database_facts(settings, facts)
         except Exception as exc:  # facts are best-effort; the service's own probe reports health
-            from llmobs.store.db import first_line
-
             log.warning("database facts unavailable: %s", first_line(exc))
             facts.warnings.append(f"database facts unavailable: {first_line(exc)}")
     return facts

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from llmobs.config import Settings
     from llmobs.progress import Progress
     from llmobs.stack.base import RuntimeState, Stack
+    from llmobs.stack.facts import FactSource
 
 Overall = Literal["healthy", "degraded", "down"]
 EXIT_CODES: dict[str, int] = {"healthy": 0, "degraded": 1, "down": 2}
@@ -107,7 +108,11 @@ def _service_status(name: str, state: RuntimeState, result: ProbeResult | None, 
     )
 
 
-def stack_status(stack: Stack, settings: Settings, *, with_facts: bool = True) -> StackStatus:
+def stack_status(
+    stack: Stack, settings: Settings, *, with_facts: bool = True, fact_sources: dict[str, FactSource] | None = None
+) -> StackStatus:
+    """Each service's state and probe result; with ``with_facts``, the operator facts too (the
+    database's, and those of ``fact_sources`` such as the backups', which higher layers own)."""
     states = stack.states()
     to_probe = [s for s in SERVICES if states.get(s.name) and states[s.name].state in ("running", "starting")]
     with ThreadPoolExecutor(max_workers=max(1, len(to_probe))) as pool:
@@ -118,7 +123,7 @@ def stack_status(stack: Stack, settings: Settings, *, with_facts: bool = True) -
     status = StackStatus(stack.runtime, str(settings.project_dir) if settings.project_dir else None, services)
     if with_facts:
         db_up = bool(results.get("timescaledb") and results["timescaledb"].healthy)
-        found = facts_mod.collect(settings, database_up=db_up)
+        found = facts_mod.collect(settings, database_up=db_up, sources=fact_sources)
         status.facts, status.warnings = found.values, found.warnings
     return status
 

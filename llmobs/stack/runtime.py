@@ -15,6 +15,7 @@ from llmobs.errors import UsageError
 if TYPE_CHECKING:
     from llmobs.config import Settings
     from llmobs.stack.base import Stack
+    from llmobs.stack.compose import BeforeDatabaseStart
 
 RUNTIMES = ("compose", "local")
 
@@ -84,8 +85,16 @@ def resolve_runtime(settings: Settings, override: str | None = None, *, for_star
 
 
 def get_stack(
-    settings: Settings, runtime: str | None = None, *, profiles: Sequence[str] | None = None, for_start: bool = False
+    settings: Settings,
+    runtime: str | None = None,
+    *,
+    profiles: Sequence[str] | None = None,
+    for_start: bool = False,
+    before_database_start: BeforeDatabaseStart | None = None,
 ) -> Stack:
+    """The stack of ``settings``' project in the runtime :func:`resolve_runtime` picks.
+    ``before_database_start`` (compose only): a step the caller owns, run before the database
+    container starts (``llmobs up`` passes the one that finishes an interrupted restore)."""
     name = resolve_runtime(settings, runtime, for_start=for_start)
     if name == "local":
         from llmobs.stack.local import LocalStack
@@ -95,4 +104,4 @@ def get_stack(
 
     if profiles is None:
         profiles = remembered(settings).get("profiles", [])
-    return ComposeStack(settings, profiles=tuple(profiles))
+    return ComposeStack(settings, profiles=tuple(profiles), before_database_start=before_database_start)
