@@ -24,6 +24,7 @@ from typing import Literal
 
 from llmobs import __version__
 from llmobs.errors import ConfigError, LlmobsError
+from llmobs.key_format import generate_api_key
 
 Kind = Literal["str", "port", "int", "float", "bool", "choice", "host", "secret", "cron", "path"]
 
@@ -839,8 +840,6 @@ def generate_secret(setting: Setting) -> str:
     if setting.generate == "token":
         return secrets.token_urlsafe(48)
     if setting.generate.startswith("api_key"):
-        from llmobs.store.apikeys import generate_api_key
-
         return generate_api_key().token
     return generate_password()
 

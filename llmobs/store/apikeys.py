@@ -1,22 +1,17 @@
-"""API keys: generation, hashing, and the rows of ``api_keys``.
-
-A key looks like ``llmobs_<id>_<secret>``. The id is stored in clear so a key can be listed and
-revoked; only the SHA-256 of the whole token is stored, never the token. The secret has 190 bits
-of entropy, so a fast hash is enough (a slow password hash guards low-entropy secrets).
+"""API keys: the rows of ``api_keys`` and the projects they belong to. The token format
+(generation, id, hash) is :mod:`llmobs.key_format`'s.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
-import secrets
-import string
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
 from llmobs.errors import UsageError
+from llmobs.key_format import generate_api_key, hash_token, key_id_of
 from llmobs.store import audit
 
 if TYPE_CHECKING:
@@ -27,16 +22,7 @@ ROLES: tuple[Role, ...] = ("reader", "writer", "admin")
 #: What a role may do includes everything a lower role may do.
 ROLE_RANK: dict[str, int] = {"reader": 0, "writer": 1, "admin": 2}
 
-_ALPHABET = string.ascii_lowercase + string.digits
-_SECRET_ALPHABET = string.ascii_letters + string.digits
-_TOKEN_RE = re.compile(r"^llmobs_([a-z0-9]{12})_([A-Za-z0-9]{32})$")
 _PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")  # the CHECK of projects.name
-
-
-@dataclass(frozen=True)
-class NewApiKey:
-    key_id: str
-    token: str
 
 
 @dataclass(frozen=True)
@@ -58,21 +44,6 @@ class ApiKey:
 
     def allows(self, role: Role) -> bool:
         return ROLE_RANK[self.role] >= ROLE_RANK[role]
-
-
-def generate_api_key() -> NewApiKey:
-    key_id = "".join(secrets.choice(_ALPHABET) for _ in range(12))
-    secret = "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(32))
-    return NewApiKey(key_id, f"llmobs_{key_id}_{secret}")
-
-
-def key_id_of(token: str) -> str | None:
-    match = _TOKEN_RE.match(token)
-    return match.group(1) if match else None
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 _KEY_COLUMNS = """k.id, k.project_id, p.name, k.name, k.role, k.created_at, k.expires_at, k.revoked_at,
