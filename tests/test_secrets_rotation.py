@@ -145,6 +145,7 @@ def test_redis_restarted_in_the_middle_of_a_rotation_does_not_strand_it(data_sta
     .env, then a Redis restart: the rerun still finishes, and only the new password works."""
     from llmobs.config import Settings
     from llmobs.progress import SilentProgress
+    from llmobs.secrets.store import redis_passwords_in_play
     from llmobs.stack.local import LocalStack
 
     before = read_env_file(data_stack / ".env")
@@ -152,7 +153,7 @@ def test_redis_restarted_in_the_middle_of_a_rotation_does_not_strand_it(data_sta
         "secrets", "rotate", "redis", "--yes", project_dir=data_stack, env={FAILPOINT_ENV: "secrets:redis.commit"}
     )
     assert killed.returncode == -9
-    stack = LocalStack(Settings.load(data_stack, environ={}))
+    stack = LocalStack(Settings.load(data_stack, environ={}), redis_passwords=redis_passwords_in_play)  # as `up`
     stack.stop(["redis"])
     stack.start(["redis"], SilentProgress())
     assert_service_credentials_work(read_env_file(data_stack / ".env"))

@@ -50,6 +50,7 @@ def up(
     from llmobs.backup.runner import finish_interrupted_restore
     from llmobs.backup.status import backup_facts
     from llmobs.cli.progress import ConsoleProgress
+    from llmobs.secrets.store import redis_passwords_in_play
     from llmobs.stack import lifecycle
     from llmobs.stack.runtime import get_stack, remember
 
@@ -57,7 +58,12 @@ def up(
     settings = obj.settings
     settings.require_secrets()
     stack = get_stack(
-        settings, runtime, profiles=profile, for_start=True, before_database_start=finish_interrupted_restore
+        settings,
+        runtime,
+        profiles=profile,
+        for_start=True,
+        before_database_start=finish_interrupted_restore,
+        redis_passwords=redis_passwords_in_play,
     )
     remember(settings, stack.runtime, profile or [])
     console = obj.err_console if json_ else obj.console

@@ -34,9 +34,10 @@ class RotationContext:
         return Settings.load(self.project_dir, environ=self.store.environ)
 
     def stack(self) -> Stack:
+        from llmobs.secrets.store import redis_passwords_in_play
         from llmobs.stack.runtime import get_stack
 
-        return get_stack(self.settings(), self.journal.runtime)
+        return get_stack(self.settings(), self.journal.runtime, redis_passwords=redis_passwords_in_play)
 
     def running(self, services: Sequence[str]) -> list[str]:
         """Those of ``services`` that run now (api and collector may be stopped or scaled to 0)."""

@@ -25,7 +25,7 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from llmobs.config import ENV_FILE, read_env_file, render_env_file, write_private_file
+from llmobs.config import ENV_FILE, Settings, read_env_file, render_env_file, write_private_file
 from llmobs.errors import ConfigError
 
 NEXT = "_NEXT"
@@ -161,6 +161,24 @@ class SecretStore:
         merged = {k: v for k, v in values.items() if k not in drop}
         merged.update(updates)
         write_private_file(self.env_file, render_env_file(merged))
+
+
+def values_in_play(settings: Settings, name: str) -> list[str]:
+    """The value of secret ``name`` in use plus, while its rotation is half done, the staged and
+    retired ones (each once, in that order): what a server must accept so that every process
+    keeps working whichever value it holds."""
+    found: list[str | None] = [settings.secret(name)]
+    if settings.project_dir is not None:
+        store = SecretStore(settings.project_dir)
+        found += [store.staged(name), store.retired(name)]
+    return list(dict.fromkeys(value for value in found if value))
+
+
+def redis_passwords_in_play(settings: Settings) -> list[str]:
+    """The passwords the Redis ACL user accepts: a Redis restart in the middle of a rotation
+    keeps every process that holds either connected (the local runtime writes ``redis.conf``
+    from these)."""
+    return values_in_play(settings, "REDIS_PASSWORD")
 
 
 def _sibling(path: Path, suffix: str) -> Path:

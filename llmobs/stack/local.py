@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from llmobs.config import Settings
@@ -32,11 +32,18 @@ from llmobs.stack.services import SERVICES, SERVICES_BY_NAME
 LOCAL_SERVICES = tuple(s.name for s in SERVICES if s.local)
 
 
+#: Reads every password the Redis ACL user must accept (passed in by a higher layer).
+RedisPasswords = Callable[[Settings], Sequence[str]]
+
+
 class LocalStack(Stack):
     runtime = "local"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, redis_passwords: RedisPasswords | None = None) -> None:
+        """``redis_passwords``: what the Redis ACL user accepts when Redis starts (the secrets
+        layer's rotation knows more than REDIS_PASSWORD); by default REDIS_PASSWORD alone."""
         super().__init__(settings)
+        self.redis_passwords = redis_passwords
         if settings.project_dir is None:
             raise LlmobsError("the local runtime needs a project directory", hint="run `llmobs init` first")
         self.layout = LocalLayout(settings.project_dir)
@@ -111,19 +118,13 @@ class LocalStack(Stack):
         progress.done("Redis started")
 
     def write_redis_config(self, passwords: Sequence[str] | None = None) -> None:
-        """``passwords``: every password the ACL user accepts. By default the current one plus,
-        while a rotation is half done, the staged and retired ones: a Redis restart in the middle
-        of a rotation keeps every process that holds either password connected."""
+        """``passwords``: every password the ACL user accepts; by default those of the
+        ``redis_passwords`` source this stack was given, else REDIS_PASSWORD alone."""
         if passwords is None:
-            from llmobs.secrets.store import SecretStore
-
-            store = SecretStore(self.layout.root)
-            found = [
-                self.settings.secret("REDIS_PASSWORD"),
-                store.staged("REDIS_PASSWORD"),
-                store.retired("REDIS_PASSWORD"),
-            ]
-            passwords = list(dict.fromkeys(p for p in found if p))
+            if self.redis_passwords is not None:
+                passwords = self.redis_passwords(self.settings)
+            else:
+                passwords = [self.settings.secret("REDIS_PASSWORD")]
         self.redis.write_config(
             bind=self.settings.get_str("BIND_ADDRESS"),
             port=self.settings.get_int("REDIS_PORT"),

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from llmobs.config import Settings
     from llmobs.stack.base import Stack
     from llmobs.stack.compose import BeforeDatabaseStart
+    from llmobs.stack.local import RedisPasswords
 
 RUNTIMES = ("compose", "local")
 
@@ -91,15 +92,18 @@ def get_stack(
     profiles: Sequence[str] | None = None,
     for_start: bool = False,
     before_database_start: BeforeDatabaseStart | None = None,
+    redis_passwords: RedisPasswords | None = None,
 ) -> Stack:
     """The stack of ``settings``' project in the runtime :func:`resolve_runtime` picks.
     ``before_database_start`` (compose only): a step the caller owns, run before the database
-    container starts (``llmobs up`` passes the one that finishes an interrupted restore)."""
+    container starts (``llmobs up`` passes the one that finishes an interrupted restore).
+    ``redis_passwords`` (local only): what the Redis ACL user accepts when Redis starts
+    (``llmobs up`` passes those of a half-done rotation too)."""
     name = resolve_runtime(settings, runtime, for_start=for_start)
     if name == "local":
         from llmobs.stack.local import LocalStack
 
-        return LocalStack(settings)
+        return LocalStack(settings, redis_passwords=redis_passwords)
     from llmobs.stack.compose import ComposeStack
 
     if profiles is None:
