@@ -57,6 +57,6 @@ def serve_collector(
     ] = None,
 ) -> None:
     """Serve the OTLP collector: gRPC, HTTP, and the metrics/health port."""
-    from llmobs.collector.server import serve
+    from llmobs.collector.main import serve
 
     serve(server_settings(ctx), host=host, workers=workers)

@@ -1,7 +1,7 @@
-"""`llmobs serve collector`: wire receivers, pipeline, sampling, writer and publisher together.
+"""The collector process: wire receivers, pipeline, sampling, writer and publisher together.
 
 One process serves OTLP/gRPC, OTLP/HTTP and the metrics/health port on one asyncio loop. With
-COLLECTOR_WORKERS > 1 (see :mod:`llmobs.collector.workers`) several such processes share the
+COLLECTOR_WORKERS > 1 (see :mod:`llmobs.collector.main`) several such processes share the
 OTLP ports through SO_REUSEPORT, and a supervisor serves metrics and health for all of them.
 
 SIGTERM (or SIGINT) drains: the receivers stop taking requests and finish the ones in progress,
@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from llmobs import __version__
-from llmobs.serving import notify_ready, setup_logging, tune_gc
+from llmobs.serving import notify_ready, tune_gc
 
 if TYPE_CHECKING:
     import uvicorn
@@ -268,25 +268,3 @@ class Collector:
                 log.info("loaded %d model prices", len(rules))
             loaded = True
             await asyncio.sleep(interval)
-
-
-def serve(settings: Settings, host: str | None = None, workers: int | None = None) -> None:
-    """Run the collector until SIGTERM/SIGINT (the `llmobs serve collector` command)."""
-    from llmobs.errors import LlmobsError
-
-    host = host or settings.get_str("BIND_ADDRESS") or "127.0.0.1"
-    if host in ("*",):
-        host = "0.0.0.0"
-    workers = workers or settings.get_int("COLLECTOR_WORKERS")
-    setup_logging(settings, "collector")
-    settings.secret("DB_APP_PASSWORD")  # fail early and clearly when it is missing
-    if workers > 1:
-        from llmobs.collector.workers import supervise
-
-        supervise(settings, host, workers)
-        return
-    collector = Collector(settings, host)
-    try:
-        asyncio.run(collector.run())
-    except OSError as exc:
-        raise LlmobsError(str(exc), hint="another process holds the port; change COLLECTOR_*_PORT") from None

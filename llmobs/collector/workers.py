@@ -26,13 +26,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from llmobs.collector.server import Collector, health_body, listen_socket, metrics_text, start_http_server
+from llmobs.config import Settings
 from llmobs.errors import LlmobsError
-from llmobs.serving import READY_FD_ENV, notify_ready
-
-if TYPE_CHECKING:
-    from llmobs.config import Settings
+from llmobs.serving import READY_FD_ENV, notify_ready, setup_logging
 
 log = logging.getLogger("llmobs.collector.supervisor")
 
@@ -114,8 +113,6 @@ class Supervisor:
             await asyncio.sleep(RESTART_DELAY)
 
     def _health(self) -> tuple[bool, dict[str, Any]]:
-        from llmobs.collector.server import health_body
-
         up = None
         queue = 0
         for family in self._registry().collect():
@@ -135,8 +132,9 @@ class Supervisor:
         return registry
 
     async def run(self) -> None:
+        # Not at module top: it imports prometheus_client, which must come after supervise()
+        # has set PROMETHEUS_MULTIPROC_DIR.
         from llmobs.collector.http_receiver import HealthApp
-        from llmobs.collector.server import listen_socket, metrics_text, start_http_server
 
         sock = listen_socket(self.host, self.settings.get_int("COLLECTOR_METRICS_PORT"))
         server = await start_http_server(
@@ -174,10 +172,6 @@ class Supervisor:
 
 
 def worker_main() -> None:
-    from llmobs.collector.server import Collector
-    from llmobs.config import Settings
-    from llmobs.serving import setup_logging
-
     parser = argparse.ArgumentParser(description="one collector worker (started by `llmobs serve collector`)")
     parser.add_argument("--host", required=True)
     args = parser.parse_args()
