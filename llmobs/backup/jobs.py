@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from llmobs.backup.job_env import in_job
 from llmobs.backup.lock import backup_lock
 from llmobs.backup.manifest import BACKUP_TYPES, new_backup_id
 from llmobs.backup.paths import share_with_group
@@ -16,7 +17,6 @@ from llmobs.backup.physical import finish_backup_dir
 from llmobs.backup.records import record_backups
 from llmobs.backup.repository import BackupEntry, Repository
 from llmobs.backup.retention import PruneResult, RetentionPolicy, prune
-from llmobs.backup.runner import in_job
 from llmobs.backup.verify import VerifyResult, verify_backup
 from llmobs.errors import LlmobsError, UsageError
 

@@ -56,7 +56,7 @@ class BackupPaths:
         return self.backup_dir / "kept-aside"
 
     def ensure(self) -> None:
-        from llmobs.backup.runner import in_job
+        from llmobs.backup.job_env import in_job
 
         if in_job():
             os.umask(0o007)  # what this job creates is the group's to read and write

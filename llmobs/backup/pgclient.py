@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmobs.backup.runner import in_job
+from llmobs.backup.job_env import in_job
 from llmobs.errors import LlmobsError
 from llmobs.stack.postgres import PgBinaries
 from llmobs.store.db import SUPERUSER, connect

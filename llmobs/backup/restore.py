@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmobs.backup.grafana_backup import ARCHIVE as GRAFANA_ARCHIVE
 from llmobs.backup.grafana_backup import install_grafana
+from llmobs.backup.job_env import in_job
 from llmobs.backup.kept_aside import ASIDE_MARK, DB_MARK
 from llmobs.backup.logical import DUMP_FILE, check_dump, restore_dump
 from llmobs.backup.paths import share_with_group
@@ -45,7 +46,6 @@ from llmobs.backup.pitr import (
 )
 from llmobs.backup.redis_backup import RDB_FILE, install_rdb
 from llmobs.backup.repository import BackupEntry, Repository
-from llmobs.backup.runner import in_job
 from llmobs.backup.sites import Site
 from llmobs.backup.verify import check_checksums
 from llmobs.backup.wal import switch_and_wait

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmobs.backup.job_env import IN_JOB_ENV, in_job
 from llmobs.errors import (
     EXIT_ABORTED,
     EXIT_ALREADY_RUNNING,
@@ -37,14 +38,8 @@ if TYPE_CHECKING:
     from llmobs.config import Settings
     from llmobs.stack.compose import ComposeStack
 
-IN_JOB_ENV = "LLMOBS_BACKUP_IN_JOB"
 #: exit codes of a restore job that changed nothing (refused, locked out, declined)
 _UNTOUCHED = (EXIT_USAGE, EXIT_ALREADY_RUNNING, EXIT_ABORTED)
-
-
-def in_job() -> bool:
-    """True inside a job container of the compose runtime (its compose service sets it)."""
-    return os.environ.get(IN_JOB_ENV) == "1"
 
 
 def runs_here(settings: Settings) -> bool:

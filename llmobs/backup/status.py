@@ -25,7 +25,7 @@ def backup_facts(settings: Settings, *, now: datetime | None = None) -> dict[str
     has never been backed up is not warned about: that is a choice, not a failure).
 
     ``available`` is False when the facts cannot be read from here."""
-    from llmobs.backup.runner import in_job
+    from llmobs.backup.job_env import in_job
     from llmobs.stack.runtime import resolve_runtime
 
     now = now or datetime.now(UTC)
