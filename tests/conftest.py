@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fake_openai import FakeOpenAI
+from fake_openai import serve as serve_fake_openai
 
 from llmobs.config import Settings, generate_password
 from llmobs.proc import OsUser
@@ -227,3 +229,10 @@ def free_ports_env() -> dict[str, str]:
     from llmobs.config import SETTINGS
 
     return {s.name: str(free_port()) for s in SETTINGS if s.kind == "port"}
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    """A fake OpenAI-compatible server on a free loopback port (see tests/fake_openai.py)."""
+    with serve_fake_openai() as fake:
+        yield fake
