@@ -44,17 +44,6 @@ from llmobs.collector.pipeline import ns_to_datetime, to_json
 from llmobs.collector.redact import Redactor
 from llmobs.store.signals import LogRow, MetricRow
 
-#: Log records whose event name is one of these carry LLM messages (OTel GenAI semconv events).
-GENAI_EVENTS = frozenset(
-    {
-        "gen_ai.system.message",
-        "gen_ai.user.message",
-        "gen_ai.assistant.message",
-        "gen_ai.tool.message",
-        "gen_ai.choice",
-        "gen_ai.client.inference.operation.details",
-    }
-)
 #: Metric names stored as time series (the OTel GenAI semconv metrics all start with it).
 GENAI_METRIC_PREFIX = "gen_ai."
 TEMPORALITIES = ("unspecified", "delta", "cumulative")  # index = OTLP enum
