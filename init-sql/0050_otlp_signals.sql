@@ -27,8 +27,8 @@ DECLARE
         resource         jsonb NOT NULL DEFAULT '{}',
         ingested_at      timestamptz NOT NULL DEFAULT now()
     $cols$;
-    -- One row per data point. Histograms keep their explicit buckets (bounds, counts: one more
-    -- count than bounds); sums and gauges their value. The attributes that matter for GenAI have
+    -- One row per data point. Histograms keep their count (hist_count), sum, min, max and explicit
+    -- buckets (bounds, counts: one more count than bounds); sums and gauges their value. The attributes that matter for GenAI have
     -- columns; all attributes stay in `attributes`. series_key identifies a series (metric,
     -- attributes, resource, start time) so cumulative points can be turned into deltas.
     metric_columns constant text := $cols$
@@ -46,7 +46,7 @@ DECLARE
         token_type       text,
         series_key       text NOT NULL,
         value            double precision,
-        count            bigint,
+        hist_count       bigint,
         sum              double precision,
         min              double precision,
         max              double precision,
@@ -129,7 +129,7 @@ RETURNS TABLE (
 ) LANGUAGE sql STABLE AS $$
     WITH points AS (
         SELECT p.*,
-               lag(p.count) OVER w AS prev_count, lag(p.sum) OVER w AS prev_sum,
+               lag(p.hist_count) OVER w AS prev_count, lag(p.sum) OVER w AS prev_sum,
                lag(p.value) OVER w AS prev_value, lag(p.counts) OVER w AS prev_counts
         FROM metric_points p
         WHERE p.name = metric AND p.time >= range_from - interval '1 hour' AND p.time < range_to
@@ -138,10 +138,11 @@ RETURNS TABLE (
     SELECT project_id, time, service_name, provider, model, operation, token_type, kind, unit,
            CASE WHEN kind = 'sum' AND temporality = 'cumulative' AND prev_value <= value
                 THEN value - prev_value ELSE value END,
-           CASE WHEN temporality = 'cumulative' AND prev_count <= count THEN count - prev_count ELSE count END,
-           CASE WHEN temporality = 'cumulative' AND prev_count <= count THEN sum - prev_sum ELSE sum END,
+           CASE WHEN temporality = 'cumulative' AND prev_count <= hist_count THEN hist_count - prev_count
+                ELSE hist_count END,
+           CASE WHEN temporality = 'cumulative' AND prev_count <= hist_count THEN sum - prev_sum ELSE sum END,
            min, max, bounds,
-           CASE WHEN temporality = 'cumulative' AND prev_count <= count
+           CASE WHEN temporality = 'cumulative' AND prev_count <= hist_count
                      AND cardinality(prev_counts) = cardinality(counts)
                 THEN ARRAY(SELECT c - q FROM unnest(counts, prev_counts) AS u(c, q))
                 ELSE counts END

@@ -49,6 +49,6 @@ def join_messages(rows: list[dict[str, Any]], records: list[dict[str, Any]]) -> 
         joined[0].extend(inputs)
         joined[1].extend(outputs)
     for row in rows:
-        inputs, outputs = by_span.get(row["span_id"], ((), ()))
+        inputs, outputs = by_span.get(row["span_id"], ([], []))
         row["input_messages"] = [*(row.get("input_messages") or ()), *inputs]
         row["output_messages"] = [*(row.get("output_messages") or ()), *outputs]

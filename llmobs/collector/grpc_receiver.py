@@ -23,9 +23,10 @@ LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 METRICS_SERVICE = "opentelemetry.proto.collector.metrics.v1.MetricsService"
 
 Export = Callable[[bytes, "str | None"], Awaitable[ExportResult]]
+Handler = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]
 
 
-def _handler(export_one: Export, respond: Callable[[ExportResult], bytes]):
+def _handler(export_one: Export, respond: Callable[[ExportResult], bytes]) -> Handler:
     """A unary Export handler: the request's bearer token and bytes to ``export_one``; an
     IngestError becomes its gRPC status (with RetryInfo when retryable)."""
 

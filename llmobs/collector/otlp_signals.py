@@ -424,7 +424,7 @@ def metric_rows(points: Iterator[RawPoint], project_id: int, redactor: Redactor,
                 _attr(attrs, "gen_ai.token.type"),
                 hashlib.blake2b(identity.encode(), digest_size=12).hexdigest(),
                 p.value,
-                p.count,
+                p.count,  # hist_count
                 p.sum,
                 p.min,
                 p.max,

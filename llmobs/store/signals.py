@@ -11,11 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from llmobs.store.spans import COPY_SQL as SPANS_COPY_SQL
 from llmobs.store.spans import ENSURE_PARTITION_SQL as SPANS_PARTITION_SQL
 from llmobs.store.spans import _text, encode_rows, row_days
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 class LogRow(NamedTuple):
@@ -56,7 +59,7 @@ class MetricRow(NamedTuple):
     token_type: str | None
     series_key: str
     value: float | None
-    count: int | None
+    hist_count: int | None
     sum: float | None
     min: float | None
     max: float | None
@@ -124,3 +127,16 @@ METRIC_POINTS = CopyTable(
 )
 #: Tables whose daily partitions `llmobs db maintain` makes ahead and drops for retention.
 PARTITIONED_SIGNALS = (LOG_RECORDS, METRIC_POINTS)
+
+
+def copy_signal_rows(conn: psycopg.Connection, table: CopyTable, rows: Sequence[Any]) -> int:
+    """COPY ``rows`` of ``table`` through ``conn`` in the caller's transaction, after creating the
+    daily partitions they need (the collector's writer does the same, asynchronously and cached).
+    Returns the number of rows written; the caller commits."""
+    if not rows:
+        return 0
+    for day in sorted(table.days(rows)):
+        conn.execute(table.partition_sql, (day,))
+    with conn.cursor() as cur, cur.copy(table.copy_sql) as copy:
+        copy.write(table.encode(rows))
+    return len(rows)
