@@ -43,6 +43,7 @@ from llmobs.config import Settings
 TRACE = "5b8aa5a2d2c872e8321cf37308d69df2"
 LLM_SPAN, TOOL_SPAN = "051581bf3cb55c13", "1a2b3c4d5e6f7081"
 SECRET = "sk-" + "A1b2C3d4E5" * 4  # the default secret detectors redact it
+TOOL_LINE = "tool weather called:\t{'city': 'C:\\Paris'}\nok"  # COPY's special characters survive
 BOUNDS = [1.0, 4.0, 16.0, 64.0, 256.0, 1024.0]
 HERE = Path(__file__).parent
 
@@ -178,7 +179,7 @@ def test_logs_and_metrics_over_http_and_grpc(start_collector, settings: Settings
     assert response.status_code == 200 and response.json() == {}, response.text
 
     # gRPC: a plain log line of another span of the trace.
-    plain = logs_request([{"trace_id": TRACE, "span_id": TOOL_SPAN, "body": "tool weather called", "time": now}])
+    plain = logs_request([{"trace_id": TRACE, "span_id": TOOL_SPAN, "body": TOOL_LINE, "time": now}])
     code, answer, _ = grpc_export(collector.grpc_target, plain, token, method=LOGS_EXPORT)
     assert code == grpc.StatusCode.OK, answer
 
@@ -222,6 +223,34 @@ def test_logs_and_metrics_over_http_and_grpc(start_collector, settings: Settings
     )  # fmt: skip
     code, answer, _ = grpc_export(collector.grpc_target, later, token, method=METRICS_EXPORT)
     assert code == grpc.StatusCode.OK, answer
+    # OTLP/JSON: a delta sum, two points
+    sums = {
+        "resourceMetrics": [
+            {
+                "scopeMetrics": [
+                    {
+                        "metrics": [
+                            {
+                                "name": "gen_ai.test.retries",
+                                "sum": {
+                                    "aggregationTemporality": "AGGREGATION_TEMPORALITY_DELTA",
+                                    "isMonotonic": True,
+                                    "dataPoints": [
+                                        {"timeUnixNano": str(now - 1000), "asInt": "2"},
+                                        {"timeUnixNano": str(now), "asDouble": 3.0},
+                                    ],
+                                },
+                            }
+                        ]
+                    }
+                ]
+            }
+        ]
+    }
+    response = http_export(
+        collector.http_url, json.dumps(sums).encode(), token, content_type="application/json", path="/v1/metrics"
+    )
+    assert response.status_code == 200 and response.json() == {}, response.text
     counted = httpx.get(f"{collector.metrics_url}/metrics").text
     assert 'llmobs_collector_signal_items_total{outcome="not_stored",signal="metrics"} 1.0' in counted, counted
 
@@ -240,7 +269,7 @@ def test_logs_and_metrics_over_http_and_grpc(start_collector, settings: Settings
         assert [r["event_name"] for r in logs["log_records"]] == ["gen_ai.user.message", "gen_ai.choice", None]
         assert logs["log_records"][0]["service_name"] == "chatbot" and not logs["truncated"]
         tool_logs = client.get(f"/api/v1/spans/{TOOL_SPAN}/logs", headers=auth).json()["log_records"]
-        assert [r["body"] for r in tool_logs] == ["tool weather called"]
+        assert [r["body"] for r in tool_logs] == [TOOL_LINE]
 
         series = client.get(
             "/api/v1/metrics/series",
@@ -253,6 +282,12 @@ def test_logs_and_metrics_over_http_and_grpc(start_collector, settings: Settings
         assert sum(p["count"] for p in by_type["input"]) == 3
         assert sum(p["sum"] for p in by_type["input"]) == 400
         assert sum(p["sum"] for p in by_type["output"]) == 10
+        retries = client.get(
+            "/api/v1/metrics/series",
+            params={"name": "gen_ai.test.retries", "from": "2000-01-01T00:00:00Z"},
+            headers=auth,
+        ).json()
+        assert retries["kind"] == "sum" and sum(p["value"] for p in retries["series"][0]["points"]) == 5
         none = client.get("/api/v1/metrics/series", params={"name": "gen_ai.nothing"}, headers=auth).json()
         assert none["series"] == [] and none["kind"] is None
         assert client.get("/api/v1/metrics/series", params={"name": "cpu"}, headers=auth).status_code == 422
