@@ -153,7 +153,7 @@ class Ingestor:
             )
         return key
 
-    def _reserve(self, source: str, project_id: int, count: int) -> None:
+    def _reserve(self, source: str, project_id: int, count: int, signal: str = "traces") -> None:
         """Admit ``count`` items into the writer's queue, or raise the retryable refusal."""
         try:
             self.writer.reserve(count)
@@ -167,6 +167,7 @@ class Ingestor:
                 "queue_full",
                 f"collector queue full ({exc}); retry later",
                 QUEUE_FULL_RETRY_AFTER,
+                signal,
             ) from None
         except DatabaseUnavailable as exc:
             raise self._refused(
@@ -178,9 +179,12 @@ class Ingestor:
                 "db_unavailable",
                 f"{exc}; retry later",
                 DB_DOWN_RETRY_AFTER,
+                signal,
             ) from None
 
-    async def _commit(self, rows: list[Any], source: str, project_id: int, what: str, table: CopyTable) -> None:
+    async def _commit(
+        self, rows: list[Any], source: str, project_id: int, what: str, table: CopyTable, signal: str = "traces"
+    ) -> None:
         """Queue reserved rows and wait for their commit; refusals as IngestError."""
         try:
             await self.writer.submit(rows, source, table)
@@ -194,6 +198,7 @@ class Ingestor:
                 "db_unavailable",
                 f"database unavailable ({exc}); retry later",
                 DB_DOWN_RETRY_AFTER,
+                signal,
             ) from None
         except RowsRefused as exc:
             raise invalid(f"the database refused the {what}: {exc}") from None
@@ -260,7 +265,7 @@ class Ingestor:
         if count == 0:
             return ExportResult()
         source = f"collector-{transport}"
-        self._reserve(source, key.project_id, count)
+        self._reserve(source, key.project_id, count, signal)
         reserved = count
         try:
             try:
@@ -272,7 +277,7 @@ class Ingestor:
             self.writer.release(reserved - len(result.rows))
             reserved = 0
             await self._commit(
-                result.rows, source, key.project_id, what, LOG_RECORDS if signal == "logs" else METRIC_POINTS
+                result.rows, source, key.project_id, what, LOG_RECORDS if signal == "logs" else METRIC_POINTS, signal
             )
         finally:
             if reserved:
@@ -294,8 +299,12 @@ class Ingestor:
         reason: str,
         message: str,
         retry_after: int,
+        signal: str = "traces",
     ) -> IngestError:
-        """A retryable refusal: counted, and the error to raise."""
-        self.metrics.spans_refused.labels(reason=reason).inc(spans)
-        self.counts.add(source, project_id, refused=spans)
+        """A retryable refusal: counted (``spans`` items of ``signal``), and the error to raise."""
+        if signal == "traces":
+            self.metrics.spans_refused.labels(reason=reason).inc(spans)
+            self.counts.add(source, project_id, refused=spans)
+        else:
+            self.metrics.signal_items.labels(signal=signal, outcome="refused").inc(spans)
         return IngestError(grpc_code, http_status, message, retry_after, reason)

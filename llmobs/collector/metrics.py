@@ -41,6 +41,7 @@ class CollectorMetrics:
         self.signal_items = Counter(
             _P + "signal_items",
             "OTLP log records and metric data points by outcome: stored, rejected (partial success), "
+            "refused (retryable error: queue full, database down), "
             "not_stored (metrics other than gen_ai.*, exponential histograms, summaries: accepted, not kept).",
             ["signal", "outcome"],
             registry=r,
