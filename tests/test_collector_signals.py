@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 import httpx
-from api_support import api_client
+from api_support import api_client, make_project
 from collector_support import (  # noqa: F401
     LOGS_EXPORT,
     METRICS_EXPORT,
@@ -183,8 +183,11 @@ def test_logs_and_metrics_over_http_and_grpc(start_collector, settings: Settings
     code, answer, _ = grpc_export(collector.grpc_target, plain, token, method=LOGS_EXPORT)
     assert code == grpc.StatusCode.OK, answer
 
-    # Refusals: no key, a key of no project, too large.
+    # Refusals: no key, a key of no project, a reader's key, too large.
     assert http_export(collector.http_url, plain, None, path="/v1/logs").status_code == 401
+    reader = make_project(settings, "readers").keys["reader"]
+    refused = http_export(collector.http_url, plain, reader, path="/v1/logs", content_type="application/json")
+    assert refused.status_code == 403 and "cannot ingest log records" in refused.json()["message"]
     code, _, _ = grpc_export(collector.grpc_target, plain, "llmobs_nope", method=METRICS_EXPORT)
     assert code == grpc.StatusCode.UNAUTHENTICATED
     huge = logs_request([{"body": "x" * 70_000}])

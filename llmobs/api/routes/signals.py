@@ -13,12 +13,19 @@ from llmobs.api.models import LogRecordList, SignalMetricsResult
 from llmobs.api.params import From, Hex16, Hex32, Text, To, time_range
 from llmobs.api.respond import json_response
 from llmobs.api.routes.analytics import cached, now_minute
+from llmobs.api.state import ApiState
 from llmobs.store import queries, signal_queries
 
 router = APIRouter(prefix="/api/v1", tags=["signals"], dependencies=[Depends(strict_query)])
 
 
-def _log_list(rows: list[dict[str, Any]]) -> Response:
+async def _log_records(
+    state: ApiState, project_id: int, *, trace_id: str | None = None, span_id: str | None = None
+) -> Response:
+    """``{"log_records", "truncated"}`` of a trace or a span."""
+    rows = await state.db.read(
+        project_id, lambda conn: signal_queries.log_records(conn, project_id, trace_id=trace_id, span_id=span_id)
+    )
     truncated = len(rows) > signal_queries.MAX_LOG_RECORDS
     return json_response({"log_records": rows[: signal_queries.MAX_LOG_RECORDS], "truncated": truncated})
 
@@ -32,11 +39,7 @@ def _log_list(rows: list[dict[str, Any]]) -> Response:
 async def trace_logs(
     principal: Reader, state: State, trace_id: Annotated[str, Path(pattern=Hex32, description="32 hex characters.")]
 ) -> Response:
-    rows = await state.db.read(
-        principal.project_id,
-        lambda conn: signal_queries.log_records(conn, principal.project_id, trace_id=trace_id.lower()),
-    )
-    return _log_list(rows)
+    return await _log_records(state, principal.project_id, trace_id=trace_id.lower())
 
 
 @router.get(
@@ -48,11 +51,7 @@ async def trace_logs(
 async def span_logs(
     principal: Reader, state: State, span_id: Annotated[str, Path(pattern=Hex16, description="16 hex characters.")]
 ) -> Response:
-    rows = await state.db.read(
-        principal.project_id,
-        lambda conn: signal_queries.log_records(conn, principal.project_id, span_id=span_id.lower()),
-    )
-    return _log_list(rows)
+    return await _log_records(state, principal.project_id, span_id=span_id.lower())
 
 
 @router.get(
