@@ -12,6 +12,7 @@ stored (exponential histograms, summaries), are accepted and counted, never refu
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -239,8 +240,11 @@ def _check_log_ids(rec: RawLog) -> str | None:
     return None
 
 
+_HEX = re.compile(r"[0-9a-f]*")
+
+
 def _is_hex(text: str) -> bool:
-    return all(c in "0123456789abcdef" for c in text)
+    return _HEX.fullmatch(text) is not None
 
 
 # ---------------------------------------------------------------------------------------------
