@@ -680,6 +680,16 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1,
     ),
     _s(
+        "COLLECTOR_MAX_MESSAGE_CHARS",
+        "65536",
+        "Size cap (characters of JSON) of a span's input messages, and again of its output messages; "
+        'content past it is cut, ending in `…[truncated]`, and the last message kept says `"truncated": true`. '
+        "The raw attributes are not cut. 0: no cap.",
+        "int",
+        group="Collector",
+        minimum=0,
+    ),
+    _s(
         "COLLECTOR_AUTH_CACHE_SECONDS",
         "30",
         "How long an API key lookup is cached (unknown keys: at most "

@@ -129,16 +129,22 @@ def test_openinference_names(settings, admin_conn, pipeline):
             "user.id": "u-7",
             "input.value": "question",
             "output.value": "answer",
-            "llm.invocation_parameters": json.dumps({"temperature": 0}),
+            "llm.invocation_parameters": json.dumps({"temperature": 0, "model": "claude-3-5-sonnet-latest"}),
         }
     )
     store(settings, pipeline, [s])
     row = stored(admin_conn, s.span_id)
-    assert (row["provider"], row["operation"], row["request_model"]) == (
+    # llm.model_name is the model that answered; the requested one is in the invocation parameters
+    assert (row["provider"], row["operation"], row["request_model"], row["response_model"]) == (
         "anthropic",
         "chat",
+        "claude-3-5-sonnet-latest",
         "claude-3-5-sonnet-20241022",
     )
+    assert row["input_messages"] == [
+        {"role": "user", "parts": [{"type": "text", "content": "question"}], "finish_reason": None}
+    ]
+    assert row["output_messages"][0]["parts"] == [{"type": "text", "content": "answer"}]
     assert (row["input_tokens"], row["cached_input_tokens"], row["output_tokens"]) == (10_000, 8_000, 500)
     # input counts the cached tokens (OTel); cache reads cost 0.30/M, the rest 3/M, output 15/M
     assert row["cost_usd"] == pytest.approx(2_000 * 3e-6 + 8_000 * 0.3e-6 + 500 * 15e-6)
@@ -292,3 +298,90 @@ def test_spans_far_in_the_past_and_future_get_their_partitions(settings, admin_c
     store(settings, pipeline, [old, future])
     assert stored(admin_conn, old.span_id)["start_time"].year == 2001
     assert stored(admin_conn, future.span_id)["start_time"].year == 2099
+
+
+def test_mapping_fixes_of_openinference_openllmetry_and_openlit(settings, admin_conn, pipeline):
+    embedding = span(
+        {
+            "openinference.span.kind": "EMBEDDING",
+            "embedding.model_name": "text-embedding-3-small",
+            "llm.token_count.prompt": 1000,
+        }
+    )
+    failed = span(
+        {"openinference.span.kind": "LLM", "llm.invocation_parameters": json.dumps({"model": "gpt-4o"})},
+        status_code="error",
+    )
+    workflow = span({"traceloop.span.kind": "workflow", "traceloop.association.properties.user_id": "alice"})
+    agent = span({"openinference.span.kind": "AGENT"})
+    retriever = span({"openinference.span.kind": "RETRIEVER"})
+    # OpenLIT sends cost 0 when it could not load its price list: the server price applies
+    openlit = span(
+        {
+            "gen_ai.system": "openai",
+            "gen_ai.request.model": "gpt-4o-mini",
+            "gen_ai.usage.input_tokens": 1000,
+            "gen_ai.usage.output_tokens": 100,
+            "gen_ai.usage.cost": 0,
+            "gen_ai.server.time_to_first_token": 0.25,
+        }
+    )
+    unpriced_zero = span(
+        {"gen_ai.request.model": "house-model", "gen_ai.usage.input_tokens": 5, "gen_ai.usage.cost": 0}
+    )
+    store(settings, pipeline, [embedding, failed, workflow, agent, retriever, openlit, unpriced_zero])
+    row = stored(admin_conn, embedding.span_id)
+    assert (row["operation"], row["request_model"]) == ("embeddings", "text-embedding-3-small")
+    assert row["cost_usd"] == pytest.approx(1000 * 0.02e-6) and row["cost_source"] == "computed"
+    assert stored(admin_conn, failed.span_id)["request_model"] == "gpt-4o"
+    row = stored(admin_conn, workflow.span_id)
+    assert (row["operation"], row["user_id"]) == ("workflow", "alice")
+    assert stored(admin_conn, agent.span_id)["operation"] == "invoke_agent"
+    assert stored(admin_conn, retriever.span_id)["operation"] == "retrieval"
+    row = stored(admin_conn, openlit.span_id)
+    assert row["cost_usd"] == pytest.approx(1000 * 0.15e-6 + 100 * 0.6e-6) and row["cost_source"] == "computed"
+    assert row["time_to_first_token_ms"] == pytest.approx(250)
+    row = stored(admin_conn, unpriced_zero.span_id)
+    assert (row["cost_usd"], row["cost_source"]) == (0, "client")
+
+
+def test_messages_from_events_first_token_event_and_size_cap(settings, admin_conn):
+    pipeline = make_pipeline(settings, admin_conn, COLLECTOR_MAX_MESSAGE_CHARS="2000")
+    events = [
+        {"name": "gen_ai.user.message", "time": T0 + 1, "attributes": {"content": "x" * 5000}},
+        {"name": "First Token Stream Event", "time": T0 + 120_000_000, "attributes": {}},
+        {
+            "name": "gen_ai.choice",
+            "time": T0 + 2,
+            "attributes": {"finish_reason": "stop", "message": '{"content": "ok"}'},
+        },
+    ]
+    s = span({"gen_ai.request.model": "gpt-4o"}, events=events)
+    store(settings, pipeline, [s])
+    row = stored(admin_conn, s.span_id)
+    [message] = row["input_messages"]
+    assert message["truncated"] is True and message["parts"][0]["content"].endswith("…[truncated]")
+    assert len(json.dumps(row["input_messages"])) < 2500
+    assert row["output_messages"] == [
+        {"role": "assistant", "parts": [{"type": "text", "content": "ok"}], "finish_reason": "stop"}
+    ]
+    assert row["time_to_first_token_ms"] == pytest.approx(120)
+    assert len(row["events"][0]["attributes"]["content"]) == 5000  # the raw event is kept whole
+
+
+def test_messages_are_redacted_like_the_attributes(settings, admin_conn):
+    pipeline = make_pipeline(settings, admin_conn, PII_DETECTORS="email", PII_DROP_KEYS="gen_ai.completion.*")
+    s = span(
+        {
+            "gen_ai.input.messages": json.dumps(
+                [{"role": "user", "parts": [{"type": "text", "content": "mail bob@example.com please"}]}]
+            ),
+            "gen_ai.completion.0.role": "assistant",
+            "gen_ai.completion.0.content": "secret answer",
+        }
+    )
+    store(settings, pipeline, [s])
+    row = stored(admin_conn, s.span_id)
+    assert row["input_messages"][0]["parts"][0]["content"] == "mail [REDACTED:email] please"
+    assert row["output_messages"] is None  # its only source was dropped by a key rule
+    assert "bob@example.com" not in json.dumps(row, default=str)

@@ -36,6 +36,16 @@ def test_seeded_prices_are_listed_and_matched(project):
     assert proc.returncode == 1 and "no price applies" in proc.stdout
 
 
+def test_table_output_shows_the_seeded_patterns_as_written(project):
+    """The seeded patterns hold ``[/.]``: printed as a table they must show as such, not crash as markup."""
+    proc = prices(project, "list")
+    assert proc.returncode == 0, proc.stderr
+    assert "[/.]" in proc.stdout and "claude" in proc.stdout
+    proc = prices(project, "list", "--model", "claude-3-5-sonnet-20241022")
+    assert proc.returncode == 0, proc.stderr
+    assert "claude-3-5-sonnet-20241022" in proc.stdout and "3" in proc.stdout and "15" in proc.stdout
+
+
 def test_set_adds_a_price_updates_it_and_is_audited(project, admin_conn):
     args = ("set", "(^|/)house-model$", "--input", "1.5", "--output", "3", "--cached-input", "0.5", "--json")
     first = json.loads(prices(project, *args).stdout)

@@ -129,6 +129,7 @@ class Span:
     name: str
     service_name: str
     environment: str | None
+    scope_name: str | None
     kind: str
     start_time: datetime
     end_time: datetime
@@ -145,6 +146,7 @@ class Span:
     cached_input_tokens: int | None
     reasoning_tokens: int | None
     cost_usd: float | None
+    cost_source: str | None
     session_id: str | None
     user_id: str | None
     finish_reasons: list[str] | None
@@ -152,6 +154,12 @@ class Span:
     events: JSON
     links: JSON = strawberry.field(description="Linked spans: trace_id, span_id, attributes, trace_state when set.")
     resource: JSON
+    input_messages: JSON = strawberry.field(
+        description="Messages sent to the model: [{role, parts, finish_reason, truncated?}]; empty when none."
+    )
+    output_messages: JSON = strawberry.field(description="Messages the model answered; empty when none.")
+    time_to_first_token_ms: float | None
+    ingested_at: datetime
     _spans: strawberry.Private[_TraceSpans]
 
     @classmethod
@@ -182,9 +190,9 @@ class Trace:
     duration_ms: float
     span_count: int
     error_count: int
-    input_tokens: int
-    output_tokens: int
-    total_tokens: int
+    input_tokens: int | None
+    output_tokens: int | None
+    total_tokens: int | None
     cost_usd: float | None
     services: list[str]
     models: list[str]
@@ -245,6 +253,7 @@ class TraceFilterInput:
     name: str | None = None
     min_duration_ms: float | None = None
     min_cost_usd: float | None = None
+    q: str | None = strawberry.field(default=None, description="Full-text search over the spans' messages.")
 
 
 @strawberry.enum
@@ -277,6 +286,9 @@ class MetricPoint:
     latency_p95_ms: float | None
     latency_p99_ms: float | None
     latency_max_ms: float | None
+    time_to_first_token_avg_ms: float | None
+    time_to_first_token_p50_ms: float | None
+    time_to_first_token_p95_ms: float | None
 
 
 @strawberry.type
@@ -329,7 +341,7 @@ class Query:
         if not 1 <= first <= MAX_PAGE:
             raise bad_input(f"first must be between 1 and {MAX_PAGE}")
         f = filter or TraceFilterInput()
-        for name in ("service", "model", "provider", "user_id", "session_id", "name"):
+        for name in ("service", "model", "provider", "user_id", "session_id", "name", "q"):
             value = getattr(f, name)
             if value is not None and (len(value) > _STR_LIMIT or "\x00" in value):
                 raise bad_input(f"filter {name} must be at most {_STR_LIMIT} characters, without NUL")
@@ -348,6 +360,7 @@ class Query:
             name=f.name,
             min_duration_ms=f.min_duration_ms,
             min_cost_usd=f.min_cost_usd,
+            q=f.q,
         )
         cursor = queries.TraceCursor.decode(after, sort.value, descending) if after else None
         project_id = ctx.principal.project_id

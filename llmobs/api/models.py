@@ -50,6 +50,21 @@ class Readiness(BaseModel):
     checks: dict[str, Check]
 
 
+class Message(BaseModel):
+    """One LLM message (the OTel GenAI semconv message schema)."""
+
+    model_config = ConfigDict(extra="allow")
+    role: str
+    parts: list[dict[str, Any]] = Field(
+        description='Each {"type": "text", "content"}, {"type": "tool_call", "id", "name", "arguments"}, '
+        '{"type": "tool_call_response", "id", "response"} or another {"type", ...}.'
+    )
+    finish_reason: str | None
+    truncated: bool | None = Field(
+        None, description="Present (true) when the content was cut to COLLECTOR_MAX_MESSAGE_CHARS."
+    )
+
+
 class Span(BaseModel):
     trace_id: str
     span_id: str
@@ -87,6 +102,13 @@ class Span(BaseModel):
     events: list[Any]
     links: list[Any] = Field(description="Linked spans: trace_id, span_id, attributes, trace_state when set.")
     resource: dict[str, Any]
+    input_messages: list[Message] = Field(
+        description="The messages sent to the model, from every instrumentation convention; empty when none."
+    )
+    output_messages: list[Message] = Field(description="The messages the model answered; empty when none.")
+    time_to_first_token_ms: float | None = Field(
+        description="Milliseconds from the span's start to the first streamed token; null when unknown."
+    )
     ingested_at: datetime
 
 
@@ -101,9 +123,9 @@ class Trace(BaseModel):
     duration_ms: float = Field(description="From the first span's start to the last span's end.")
     span_count: int
     error_count: int
-    input_tokens: int
-    output_tokens: int
-    total_tokens: int
+    input_tokens: int | None = Field(description="Sum over the spans that report it; null when none does.")
+    output_tokens: int | None
+    total_tokens: int | None
     cost_usd: float | None
     services: list[str]
     models: list[str]
@@ -197,6 +219,9 @@ class MetricPoint(BaseModel):
     latency_p95_ms: float | None
     latency_p99_ms: float | None
     latency_max_ms: float | None
+    time_to_first_token_avg_ms: float | None
+    time_to_first_token_p50_ms: float | None
+    time_to_first_token_p95_ms: float | None
 
 
 class MetricSeries(BaseModel):

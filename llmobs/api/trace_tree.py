@@ -61,12 +61,18 @@ def _descendants(node: dict[str, Any], placed: set[int]) -> list[dict[str, Any]]
     return flat
 
 
+def _total(rows: list[dict[str, Any]], key: str) -> Any:
+    """The sum of ``key`` over the rows that have it; None when none has (SQL's ``sum``, as the
+    trace list computes it: one rule for null versus 0 on every read path)."""
+    values = [r[key] for r in rows if r[key] is not None]
+    return sum(values) if values else None
+
+
 def build_trace(rows: list[dict[str, Any]], *, truncated: bool = False) -> dict[str, Any]:
     """The trace of ``rows`` (its spans, in start order): totals and the tree of spans."""
     nodes = [{**row, "children": []} for row in rows]
     start = min(r["start_time"] for r in rows)
     end = max(r["end_time"] for r in rows)
-    costs = [r["cost_usd"] for r in rows if r["cost_usd"] is not None]
     return {
         "trace_id": rows[0]["trace_id"],
         "start_time": start,
@@ -74,10 +80,10 @@ def build_trace(rows: list[dict[str, Any]], *, truncated: bool = False) -> dict[
         "duration_ms": (end - start).total_seconds() * 1000,
         "span_count": len(rows),
         "error_count": sum(1 for r in rows if r["status_code"] == "error"),
-        "input_tokens": sum(r["input_tokens"] or 0 for r in rows),
-        "output_tokens": sum(r["output_tokens"] or 0 for r in rows),
-        "total_tokens": sum(r["total_tokens"] or 0 for r in rows),
-        "cost_usd": sum(costs) if costs else None,
+        "input_tokens": _total(rows, "input_tokens"),
+        "output_tokens": _total(rows, "output_tokens"),
+        "total_tokens": _total(rows, "total_tokens"),
+        "cost_usd": _total(rows, "cost_usd"),
         "services": sorted({r["service_name"] for r in rows}),
         "models": sorted({m for r in rows if (m := r["response_model"] or r["request_model"])}),
         "truncated": truncated,

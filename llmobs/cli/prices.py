@@ -29,6 +29,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _table(rules: list[PriceRule], title: str | None = None):
+    """The rules as a rich table. Patterns, names and titles are escaped: the seeded patterns
+    hold ``[/.]``, which rich would otherwise read as markup (and fail on)."""
+    from rich.markup import escape
     from rich.table import Table
 
     def money(v: float | None) -> str:
@@ -45,20 +48,20 @@ def _table(rules: list[PriceRule], title: str | None = None):
         "reasoning",
         "valid from",
         "source",
-        title=title,
+        title=escape(title) if title else None,
     )
     for r in rules:
         table.add_row(
-            r.model_pattern,
-            r.provider or "any",
-            r.project or "all",
+            escape(r.model_pattern),
+            escape(r.provider or "any"),
+            escape(r.project or "all"),
             money(r.input_per_mtok),
             money(r.output_per_mtok),
             money(r.cached_input_per_mtok),
             money(r.cache_write_per_mtok),
             money(r.reasoning_per_mtok),
             r.valid_from.isoformat(),
-            r.source,
+            escape(r.source),
         )
     return table
 
@@ -92,7 +95,8 @@ def list_(
             print_json(found.to_dict() if found else None)
         elif found is None:
             obj.console.print(
-                f"no price applies to {model!r}: its spans get no cost (add one with `llmobs prices set`)"
+                f"no price applies to {model!r}: its spans get no cost (add one with `llmobs prices set`)",
+                markup=False,
             )
         else:
             obj.console.print(_table([found], title=f"price applied to {model}"))

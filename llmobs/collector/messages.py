@@ -377,7 +377,7 @@ def messages_from_event(name: str, attributes: Mapping[str, Any], body: Any) -> 
         return [_openai_message(fields, _EVENT_ROLES[name])], []
     if name == "gen_ai.choice":
         fields = _event_fields(attributes, body)
-        inner = fields.get("message")
+        inner = _decode(fields.get("message"))
         body_message = inner if isinstance(inner, dict) else fields
         return [], [_openai_message(body_message, "assistant", fields.get("finish_reason"))]
     if name == "gen_ai.client.inference.operation.details":

@@ -11,12 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 #: column -> attribute keys, in order of preference. docs/collector.md shows this table.
 COLUMN_SOURCES: dict[str, tuple[str, ...]] = {
-    "operation": ("gen_ai.operation.name", "llm.request.type", "openinference.span.kind"),
+    "operation": ("gen_ai.operation.name", "llm.request.type", "openinference.span.kind", "traceloop.span.kind"),
     "provider": ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"),
-    "request_model": ("gen_ai.request.model", "llm.request.model_name", "llm.model_name"),
-    "response_model": ("gen_ai.response.model", "llm.response.model_name"),
+    "request_model": ("gen_ai.request.model", "llm.request.model_name", "embedding.model_name"),
+    # OpenInference's llm.model_name is the model that answered (the requested one sits in
+    # llm.invocation_parameters, below)
+    "response_model": ("gen_ai.response.model", "llm.response.model_name", "llm.model_name"),
+    "invocation_model": ("llm.invocation_parameters",),
     "input_tokens": ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt"),
     "output_tokens": ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion"),
     "total_tokens": ("gen_ai.usage.total_tokens", "llm.usage.total_tokens", "llm.token_count.total"),
@@ -37,12 +42,13 @@ COLUMN_SOURCES: dict[str, tuple[str, ...]] = {
     ),
     "finish_reasons": ("gen_ai.response.finish_reasons", "llm.response.finish_reason", "llm.finish_reason"),
     "session_id": ("gen_ai.conversation.id", "session.id", "traceloop.association.properties.session_id"),
-    "user_id": ("user.id", "enduser.id", "llm.user", "gen_ai.request.user"),
+    "user_id": ("user.id", "enduser.id", "llm.user", "gen_ai.request.user", "traceloop.association.properties.user_id"),
     "client_cost": ("gen_ai.usage.cost", "llm.cost.total"),
     "client_cost_prompt": ("llm.cost.prompt",),
     "client_cost_completion": ("llm.cost.completion",),
     "error_type": ("error.type",),
     "environment": ("deployment.environment.name", "deployment.environment"),
+    "time_to_first_token_ms": ("gen_ai.server.time_to_first_token",),
 }
 
 #: attribute key -> (column, rank): the table above turned inside out for one lookup per attribute.
@@ -59,6 +65,10 @@ OPERATION_ALIASES: dict[str, str] = {
     "embedding": "embeddings",
     "tool": "execute_tool",
     "agent": "invoke_agent",
+    "retriever": "retrieval",
+    "reranker": "rerank",
+    # chain, guardrail, evaluator (OpenInference) and workflow, task (traceloop.span.kind) are kept
+    # as they are, lowercased
     # OpenLLMetry llm.request.type
     "completion": "text_completion",
     "rerank": "rerank",
@@ -112,6 +122,7 @@ class Normalized:
     client_cost: float | None = None
     error_type: str | None = None
     environment: str | None = None
+    time_to_first_token_ms: float | None = None
     #: attribute key each of session_id / user_id came from (redaction applies key rules to them)
     session_key: str | None = None
     user_key: str | None = None
@@ -145,6 +156,8 @@ def normalize(attributes: dict[str, Any]) -> Normalized:
         parts = [_number(found[c][1]) for c in ("client_cost_prompt", "client_cost_completion") if c in found]
         if all(p is not None for p in parts):
             out.client_cost = sum(parts)  # type: ignore[arg-type]
+    if out.request_model is None and "invocation_model" in found:
+        out.request_model = _invocation_model(found["invocation_model"][1])
     if out.total_tokens is None and (out.input_tokens is not None or out.output_tokens is not None):
         out.total_tokens = (out.input_tokens or 0) + (out.output_tokens or 0)
     return out
@@ -179,6 +192,23 @@ def _number(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if number == number and abs(number) != float("inf") and number >= 0 else None
+
+
+def _invocation_model(value: Any) -> str | None:
+    """The ``model`` of OpenInference's ``llm.invocation_parameters`` (a JSON object as text)."""
+    if isinstance(value, str) and '"model"' in value:
+        try:
+            params = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return None
+        return _text(params.get("model")) if isinstance(params, dict) else None
+    return None
+
+
+def _seconds_as_ms(value: Any) -> float | None:
+    """A duration sent in seconds (OTel GenAI's unit) in milliseconds."""
+    seconds = _number(value)
+    return None if seconds is None else seconds * 1000.0
 
 
 def _operation(value: Any) -> str | None:
@@ -224,4 +254,5 @@ _CONVERTERS = {
     "client_cost": _number,
     "error_type": _text,
     "environment": _text,
+    "time_to_first_token_ms": _seconds_as_ms,
 }

@@ -39,7 +39,15 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from llmobs.collector.normalize import normalize
+from llmobs.collector.messages import (
+    MESSAGE_EVENTS,
+    Message,
+    cap_messages,
+    has_messages,
+    messages_from_attributes,
+    messages_from_events,
+)
+from llmobs.collector.normalize import Normalized, normalize
 from llmobs.collector.pricing import PriceRule, Pricing, aload_rules, load_rules
 from llmobs.collector.redact import DETECTORS, RedactionRules, Redactor, parse_list
 from llmobs.store.spans import SpanRow
@@ -59,6 +67,8 @@ _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 _SPAN_ID = re.compile(r"[0-9a-f]{16}")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
+#: Span events marking the first streamed token (OpenInference).
+FIRST_TOKEN_EVENTS = frozenset({"First Token Stream Event", "gen_ai.first_token"})
 
 
 @dataclass(slots=True)
@@ -106,6 +116,8 @@ class PipelineConfig:
     max_attributes: int = 1000
     #: attribute whose positive value marks a trace for keeping (tail sampling)
     priority_attribute: str | None = "sampling.priority"
+    #: size cap of each side's messages (characters of JSON); 0: none
+    max_message_chars: int = 65536
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PipelineConfig:
@@ -131,6 +143,7 @@ class PipelineConfig:
             redaction=rules,
             max_attributes=settings.get_int("COLLECTOR_MAX_ATTRIBUTES_PER_SPAN"),
             priority_attribute=settings.get_str("SAMPLING_PRIORITY_ATTRIBUTE") or None,
+            max_message_chars=settings.get_int("COLLECTOR_MAX_MESSAGE_CHARS"),
         )
 
 
@@ -252,17 +265,7 @@ class SpanPipeline:
         if config.priority_attribute is not None and _positive(attrs.get(config.priority_attribute)):
             result.priority_traces.add(span.trace_id)
 
-        # cost: the client's wins; else the price table; unknown model -> NULL and counted
-        cost, cost_source = n.client_cost, "client"
-        if cost is None:
-            cost_source = None
-            model = n.model
-            if model is not None and (n.input_tokens is not None or n.output_tokens is not None):
-                rule = self.pricing.find(project_id, n.provider, model, start.date())
-                if rule is None:
-                    result.unknown_price += 1
-                else:
-                    cost, cost_source = rule.cost(n), "computed"
+        cost, cost_source = self._cost(n, project_id, start.date(), result)
 
         status_code = span.status_code if span.status_code in STATUS_CODES else "unset"
         if status_code == "unset" and n.error_type:
@@ -277,6 +280,13 @@ class SpanPipeline:
                     redactor.apply_keys(item["attributes"])
             user_id = redactor.column_keys(user_id, n.user_key)
             session_id = redactor.column_keys(session_id, n.session_key)
+        # after the key rules: a dropped content key yields no message, a hashed one its hash
+        input_messages, output_messages = self._messages(attrs, events)
+        ttft_ms = n.time_to_first_token_ms
+        if ttft_ms is None and events:
+            ttft_ms = _first_token_ms(events, span.start_time, start)
+        if n.operation == "embeddings":
+            ttft_ms = None  # nothing is streamed (OpenLIT sends its whole duration)
 
         row = SpanRow(
             project_id,
@@ -311,8 +321,49 @@ class SpanPipeline:
             to_json([_event(e) for e in events]) if events else "[]",
             res.json,
             to_json(span.links) if span.links else "[]",
+            input_messages,
+            output_messages,
+            ttft_ms,
         )
         return row, attrs
+
+    def _cost(
+        self, n: Normalized, project_id: int, day: date, result: ProcessResult
+    ) -> tuple[float | None, str | None]:
+        """(cost, cost_source): the client's cost wins, except 0 for a call with tokens (OpenLIT
+        sends 0 when it could not price) when the price table knows the model; else the price
+        table; an unknown model gives NULL and is counted."""
+        client = n.client_cost
+        has_tokens = n.input_tokens is not None or n.output_tokens is not None
+        if client is not None and (client > 0 or not (n.input_tokens or n.output_tokens)):
+            return client, "client"
+        model = n.model
+        if model is None or not has_tokens:
+            return client, None if client is None else "client"
+        rule = self.pricing.find(project_id, n.provider, model, day)
+        if rule is not None:
+            return rule.cost(n), "computed"
+        if client is not None:
+            return client, "client"
+        result.unknown_price += 1
+        return None, None
+
+    def _messages(self, attrs: dict[str, Any], events: list[dict[str, Any]]) -> tuple[str | None, str | None]:
+        """The span's input and output messages as JSON text (None when it has none), from its
+        attributes, else (per side) its GenAI events, each side capped in size."""
+        inputs: list[Message] = []
+        outputs: list[Message] = []
+        if has_messages(attrs):
+            inputs, outputs = messages_from_attributes(attrs)
+        if (not inputs or not outputs) and events and any(e.get("name") in MESSAGE_EVENTS for e in events):
+            event_inputs, event_outputs = messages_from_events(events)
+            inputs = inputs or event_inputs
+            outputs = outputs or event_outputs
+        cap = self.config.max_message_chars
+        return (
+            to_json(cap_messages(inputs, cap)) if inputs else None,
+            to_json(cap_messages(outputs, cap)) if outputs else None,
+        )
 
     def _scrub(self, row: SpanRow, span: RawSpan, attrs: dict[str, Any]) -> SpanRow:
         """Run the value detectors on a span their trigger flagged."""
@@ -322,6 +373,9 @@ class SpanPipeline:
             if item.get("attributes"):
                 redactor.scrub_values(item["attributes"])
         scrub = redactor.scrub
+        if row.input_messages is not None or row.output_messages is not None:
+            input_messages, output_messages = self._messages(attrs, span.events)
+            row = row._replace(input_messages=input_messages, output_messages=output_messages)
         return row._replace(
             attributes=to_json(attrs),
             events=to_json([_event(e) for e in span.events]) if span.events else "[]",
@@ -339,15 +393,15 @@ class _Invalid(ValueError):
 def _check_ids(span: RawSpan) -> str | None:
     trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
     if not isinstance(trace_id, str) or len(trace_id) != 32 or not _TRACE_ID.fullmatch(trace_id):
-        return "trace id must be 32 lowercase hex characters (16 bytes)"
+        return "trace id must be 32 hex characters (16 bytes)"
     if trace_id == _ZERO_TRACE:
         return "trace id is all zeros"
     if not isinstance(span_id, str) or len(span_id) != 16 or not _SPAN_ID.fullmatch(span_id):
-        return "span id must be 16 lowercase hex characters (8 bytes)"
+        return "span id must be 16 hex characters (8 bytes)"
     if span_id == _ZERO_SPAN:
         return "span id is all zeros"
     if parent and (not isinstance(parent, str) or len(parent) != 16 or not _SPAN_ID.fullmatch(parent)):
-        return "parent span id must be empty or 16 lowercase hex characters (8 bytes)"
+        return "parent span id must be empty or 16 hex characters (8 bytes)"
     if parent == _ZERO_SPAN:
         span.parent_span_id = None
     for i, link in enumerate(span.links):
@@ -358,7 +412,21 @@ def _check_ids(span: RawSpan) -> str | None:
             or not isinstance(linked_span, str)
             or not _SPAN_ID.fullmatch(linked_span)
         ):
-            return f"link {i}: trace id and span id must be 32 and 16 lowercase hex characters"
+            return f"link {i}: trace id and span id must be 32 and 16 hex characters"
+    return None
+
+
+def _first_token_ms(events: list[dict[str, Any]], start: int | datetime, start_dt: datetime) -> float | None:
+    """Milliseconds from the span's start to its first-token event, if it has one."""
+    for event in events:
+        if event.get("name") in FIRST_TOKEN_EVENTS:
+            time = event.get("time")
+            if type(time) is int and type(start) is int:
+                return max(0.0, (time - start) / 1e6)
+            if isinstance(time, datetime):
+                return max(0.0, (_as_datetime(time) - start_dt) / timedelta(milliseconds=1))
+            if type(time) is int and time > 0:
+                return max(0.0, (ns_to_datetime(time) - start_dt) / timedelta(milliseconds=1))
     return None
 
 

@@ -24,45 +24,19 @@ from datetime import UTC, datetime, timedelta
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any, Literal
 
+from llmobs.store.span_fields import field_names
+
 if TYPE_CHECKING:
     import psycopg
 
-#: Columns returned for a span, in this order.
-SPAN_FIELDS: tuple[str, ...] = (
-    "trace_id",
-    "span_id",
-    "parent_span_id",
-    "service_name",
-    "environment",
-    "scope_name",
-    "name",
-    "kind",
-    "start_time",
-    "end_time",
-    "duration_ms",
-    "status_code",
-    "status_message",
-    "provider",
-    "request_model",
-    "response_model",
-    "operation",
-    "input_tokens",
-    "output_tokens",
-    "total_tokens",
-    "cached_input_tokens",
-    "reasoning_tokens",
-    "cost_usd",
-    "cost_source",
-    "session_id",
-    "user_id",
-    "finish_reasons",
-    "attributes",
-    "events",
-    "links",
-    "resource",
-    "ingested_at",
-)
-_SPAN_SELECT = ", ".join(SPAN_FIELDS)
+#: Columns returned for a span, in this order (the REST surface of the one list of span fields).
+SPAN_FIELDS: tuple[str, ...] = field_names("rest")
+#: Messages are NULL in the table when a span has none; every read path serves an empty list.
+_SPAN_EXPRESSIONS = {
+    "input_messages": "COALESCE(input_messages, '[]') AS input_messages",
+    "output_messages": "COALESCE(output_messages, '[]') AS output_messages",
+}
+_SPAN_SELECT = ", ".join(_SPAN_EXPRESSIONS.get(f, f) for f in SPAN_FIELDS)
 
 #: A trace with more spans than this is returned truncated (and says so).
 MAX_TRACE_SPANS = 5000
@@ -130,6 +104,9 @@ class TraceFilter:
     name: str | None = None
     min_duration_ms: float | None = None
     min_cost_usd: float | None = None
+    #: full-text search over the messages of the trace's spans (websearch syntax: words, "a phrase",
+    #: -word, or)
+    q: str | None = None
 
     def __post_init__(self) -> None:
         check_range(self.start, self.end)
@@ -200,6 +177,18 @@ _SUMMARY_COLUMNS = """r.trace_id, r.span_id AS root_span_id, r.name AS root_name
     r.start_time, r.end_time, r.duration_ms, r.status_code AS root_status_code, a.span_count, a.error_count,
     a.input_tokens, a.output_tokens, a.total_tokens, a.cost_usd, a.models, a.services"""
 
+#: A span whose messages match ``%(q)s``: the expression and predicate of the partial GIN index
+#: ``spans_messages_tsv_idx`` (0030_span_messages.sql), repeated exactly so the planner uses it.
+MESSAGE_MATCH = (
+    "(m.input_messages IS NOT NULL OR m.output_messages IS NOT NULL) AND "
+    "llmobs_messages_tsv(m.input_messages, m.output_messages) @@ websearch_to_tsquery('simple', %(q)s)"
+)
+#: Traces (``{alias}.trace_id``) with a span in the listed range whose messages match ``%(q)s``.
+_TRACES_MATCHING = f"""{{alias}}.trace_id IN (
+    SELECT m.trace_id FROM spans m
+    WHERE m.project_id = %(project)s AND m.start_time >= %(start)s - interval '1 hour'
+      AND m.start_time < %(end)s + %(window)s AND {MESSAGE_MATCH})"""
+
 #: Roots (at least, and four per row asked for) the root-index strategy examines before a filtered
 #: page falls back to the aggregate one.
 PROBE_ROOTS = 500
@@ -246,6 +235,8 @@ def _page_by_root(
         terms.append("r.name = %(name)s")
     if f.min_duration_ms is not None:
         terms.append("r.duration_ms >= %(min_duration)s")
+    if f.q is not None:
+        terms.append(_TRACES_MATCHING.format(alias="r"))
     if cursor is not None:
         terms.append(f"({key}, r.trace_id) {'<' if direction == 'DESC' else '>'} (%(c_value)s, %(c_trace)s)")
     order = f"ORDER BY {key} {direction}, r.trace_id {direction}"
@@ -294,7 +285,7 @@ def _page_by_aggregate(
             SELECT s.trace_id, {aliases["root_start"]} AS root_start, {aliases[key]} AS sort_key
             FROM spans s
             WHERE s.project_id = %(project)s AND s.start_time >= %(start)s - interval '1 hour'
-              AND s.start_time < %(end)s + %(window)s
+              AND s.start_time < %(end)s + %(window)s {"AND " + _TRACES_MATCHING.format(alias="s") if f.q else ""}
             GROUP BY s.trace_id
             HAVING {having_sql}
             ORDER BY sort_key {direction}, s.trace_id {direction} LIMIT %(limit)s)
@@ -326,6 +317,7 @@ async def list_traces(
         "name": f.name,
         "min_duration": f.min_duration_ms,
         "min_cost": f.min_cost_usd,
+        "q": f.q,
     }
     params.update({attr: getattr(f, attr) for attr, _ in _SPAN_FILTERS})
     if cursor is not None:
@@ -388,6 +380,7 @@ NUMERIC_FIELDS: dict[str, str] = {
     "cached_input_tokens": "cached_input_tokens",
     "reasoning_tokens": "reasoning_tokens",
     "cost_usd": "cost_usd",
+    "time_to_first_token_ms": "time_to_first_token_ms",
 }
 #: Prefixes naming a key inside a JSONB column: ``attributes.gen_ai.request.temperature``.
 JSON_PREFIXES: dict[str, str] = {"attributes.": "attributes", "resource.": "resource"}
@@ -665,6 +658,7 @@ AUTO_POINTS = 120
 # Sum of latency histograms, bucket by bucket, with plain sum() aggregates: about five times
 # faster than the llmobs_hist_sum aggregate over many rows (no function call per row).
 _HIST_SUM = "ARRAY[" + ", ".join(f"sum(latency_hist[{i}])" for i in range(1, HIST_BUCKETS + 1)) + "]"
+_TTFT_HIST_SUM = "ARRAY[" + ", ".join(f"COALESCE(sum(ttft_hist[{i}]), 0)" for i in range(1, HIST_BUCKETS + 1)) + "]"
 
 
 @dataclass(frozen=True)
@@ -748,7 +742,8 @@ async def metric_series(
                sum(input_tokens)::bigint AS input_tokens, sum(output_tokens)::bigint AS output_tokens,
                sum(total_tokens)::bigint AS total_tokens, sum(cost_usd)::float8 AS cost_usd,
                sum(duration_sum_ms) AS duration_sum_ms, max(duration_max_ms) AS duration_max_ms,
-               {_HIST_SUM} AS hist
+               {_HIST_SUM} AS hist, sum(ttft_count)::bigint AS ttft_count, sum(ttft_sum_ms) AS ttft_sum_ms,
+               {_TTFT_HIST_SUM} AS ttft_hist
         FROM {table} WHERE {" AND ".join(where)}
         GROUP BY 1, 2 ORDER BY 1, 2"""
     return interval_name, table, _series(await _fetchall(conn, sql, params))
@@ -782,6 +777,8 @@ def _series(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in rows:
         requests = r["requests"]
         p50, p95, p99 = hist_quantiles(r["hist"], (0.5, 0.95, 0.99))
+        ttft_p50, ttft_p95 = hist_quantiles(r["ttft_hist"], (0.5, 0.95))
+        ttft_count = r["ttft_count"]
         groups.setdefault(r["grp"], []).append(
             {
                 "time": r["time"],
@@ -799,6 +796,9 @@ def _series(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "latency_p95_ms": p95,
                 "latency_p99_ms": p99,
                 "latency_max_ms": r["duration_max_ms"],
+                "time_to_first_token_avg_ms": r["ttft_sum_ms"] / ttft_count if ttft_count else None,
+                "time_to_first_token_p50_ms": ttft_p50,
+                "time_to_first_token_p95_ms": ttft_p95,
             }
         )
     return [{"group": g, "points": points} for g, points in groups.items()]

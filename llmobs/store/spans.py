@@ -30,7 +30,9 @@ class SpanRow(NamedTuple):
 
     Types: ids and text columns ``str``; times aware ``datetime`` (UTC); token counts ``int``;
     ``finish_reasons`` a list of ``str``; ``attributes``/``events``/``resource``/``links`` JSON
-    text (``str``, already encoded, without NUL characters). ``None`` is SQL NULL.
+    text (``str``, already encoded, without NUL characters); ``input_messages``/``output_messages``
+    JSON text or ``None`` (no messages, served as an empty list). ``None`` is SQL NULL. The fields
+    are those of :func:`llmobs.store.span_fields.field_names` ``("row")``, in that order.
     """
 
     project_id: int
@@ -65,6 +67,9 @@ class SpanRow(NamedTuple):
     events: str
     resource: str
     links: str = "[]"
+    input_messages: str | None = None
+    output_messages: str | None = None
+    time_to_first_token_ms: float | None = None
 
 
 #: Column order of :class:`SpanRow`, for ``COPY spans (...) FROM STDIN``.
@@ -139,6 +144,9 @@ def encode_row(r: SpanRow | tuple) -> str:
         events,
         resource,
         links,
+        input_messages,
+        output_messages,
+        ttft_ms,
     ) = r
     texts = (
         trace_id,
@@ -211,6 +219,9 @@ def encode_row(r: SpanRow | tuple) -> str:
             events.replace("\\", "\\\\"),
             resource.replace("\\", "\\\\"),
             links.replace("\\", "\\\\"),
+            n if input_messages is None else input_messages.replace("\\", "\\\\"),
+            n if output_messages is None else output_messages.replace("\\", "\\\\"),
+            n if ttft_ms is None else str(ttft_ms),
         )
     )
 

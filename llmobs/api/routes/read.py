@@ -69,6 +69,13 @@ async def list_traces(
     user_id: Annotated[Text, Query(description="Some span has this user id.")] = None,
     session_id: Annotated[Text, Query(description="Some span has this session id.")] = None,
     name: Annotated[Text, Query(description="The root span has this name.")] = None,
+    q: Annotated[
+        Text,
+        Query(
+            description='Full-text search over the messages of the trace\'s spans (words, "a phrase", -word, or); '
+            "served by an index."
+        ),
+    ] = None,
     min_duration_ms: Annotated[
         float | None, Query(ge=0, allow_inf_nan=False, description="Root span at least this long.")
     ] = None,
@@ -95,6 +102,7 @@ async def list_traces(
         name=name,
         min_duration_ms=min_duration_ms,
         min_cost_usd=min_cost_usd,
+        q=q,
     )
     descending = order == "desc"
     page_cursor = queries.TraceCursor.decode(cursor, sort, descending) if cursor else None
