@@ -1,6 +1,6 @@
 """End-to-end ingestion rate of the collector against a plain COPY ceiling, in the same run.
 
-    .venv/bin/python bench/ingest.py [--spans 100000] [--workers N] [--transports grpc,http]
+    .venv/bin/python bench/ingest.py [--spans 100000] [--workers N] [--transports grpc,http] [--mixed]
 
 Starts its own PostgreSQL (default durability: fsync and synchronous_commit on) and Redis under
 a temporary directory, then:
@@ -16,6 +16,13 @@ a temporary directory, then:
 Prints spans/s, the ratio to the ceiling, the collector's peak RSS (all its processes) and the CPU
 time it spent per span (steadier than spans/s on a shared machine).
 Targets on 2 cores: gRPC >= 40 % of the ceiling, peak RSS < 300 MiB.
+
+``--mixed`` adds what ``opentelemetry-instrumentation-openai-v2`` sends beside the spans: for every
+LLM span three OTLP log records (GenAI events: system and user message, choice; about 3 KB of
+content per call) and, with every trace request, an OTLP metrics request (cumulative token usage
+and duration histograms). Clients send the three signals concurrently; the ceiling is then the
+COPY of the span, log record and metric rows together, and the report gives spans/s and log
+records/s of both.
 """
 
 from __future__ import annotations
@@ -156,6 +163,79 @@ def make_requests(n_spans: int, seed: int) -> list[bytes]:
     return requests
 
 
+LOG_EVENTS = (("gen_ai.system.message", 40), ("gen_ai.user.message", 220), ("gen_ai.choice", 220))
+METRIC_SERIES = 20
+
+
+def make_signal_requests(trace_requests: list[bytes], seed: int) -> list[tuple[bytes, int, bytes, int]]:
+    """For each trace request: (logs request, log records, metrics request, data points). Three
+    GenAI events per LLM span (about 3 KB of content per call, in the openai-v2 shape) and
+    cumulative histograms of METRIC_SERIES series per metric."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue, KeyValueList
+
+    rng = random.Random(seed)
+    out = []
+    for n, body in enumerate(trace_requests):
+        traces = ExportTraceServiceRequest.FromString(body)
+        logs = ExportLogsServiceRequest()
+        rl = logs.resource_logs.add()
+        rl.resource.CopyFrom(traces.resource_spans[0].resource)
+        sl = rl.scope_logs.add()
+        sl.scope.name = "opentelemetry.instrumentation.openai_v2"
+        records = 0
+        for sp in traces.resource_spans[0].scope_spans[0].spans:
+            if sp.kind != 3:  # client spans are the LLM calls
+                continue
+            for event, words in LOG_EVENTS:
+                rec = sl.log_records.add(
+                    time_unix_nano=sp.start_time_unix_nano, trace_id=sp.trace_id, span_id=sp.span_id, event_name=event
+                )
+                rec.attributes.append(KeyValue(key="gen_ai.system", value=AnyValue(string_value="openai")))
+                content = KeyValue(key="content", value=AnyValue(string_value=sentence(rng, words)))
+                if event == "gen_ai.choice":
+                    message = AnyValue(kvlist_value=KeyValueList(values=[content]))
+                    fields = [
+                        KeyValue(key="index", value=AnyValue(int_value=0)),
+                        KeyValue(key="finish_reason", value=AnyValue(string_value="stop")),
+                        KeyValue(key="message", value=message),
+                    ]
+                else:
+                    fields = [content]
+                rec.body.kvlist_value.values.extend(fields)
+                records += 1
+        metrics = ExportMetricsServiceRequest()
+        rm = metrics.resource_metrics.add()
+        rm.resource.CopyFrom(traces.resource_spans[0].resource)
+        sm = rm.scope_metrics.add()
+        points = 0
+        now = time.time_ns()
+        for name, unit in (("gen_ai.client.token.usage", "{token}"), ("gen_ai.client.operation.duration", "s")):
+            metric = sm.metrics.add(name=name, unit=unit)
+            metric.histogram.aggregation_temporality = 2
+            for series in range(METRIC_SERIES):
+                provider, model = MODELS[series % len(MODELS)]
+                dp = metric.histogram.data_points.add(
+                    time_unix_nano=now, start_time_unix_nano=now - 3_600_000_000_000, count=n + 1, sum=100.0 * (n + 1)
+                )
+                dp.attributes.extend(
+                    [
+                        KeyValue(key="gen_ai.system", value=AnyValue(string_value=provider)),
+                        KeyValue(key="gen_ai.response.model", value=AnyValue(string_value=model)),
+                        KeyValue(key="gen_ai.operation.name", value=AnyValue(string_value="chat")),
+                        KeyValue(key="gen_ai.token.type", value=AnyValue(string_value=("input", "output")[series % 2])),
+                        KeyValue(key="series", value=AnyValue(int_value=series)),
+                    ]
+                )
+                dp.explicit_bounds.extend([1, 4, 16, 64, 256, 1024, 4096, 16384])
+                dp.bucket_counts.extend([0, 0, 0, 0, n + 1, 0, 0, 0, 0])
+                points += 1
+        out.append((logs.SerializeToString(), records, metrics.SerializeToString(), points))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # infrastructure
 
@@ -184,44 +264,51 @@ def admin(env: dict[str, str]):
 
 def reset_spans(env: dict[str, str]) -> None:
     with admin(env) as conn:
-        conn.execute("TRUNCATE spans")
+        conn.execute("TRUNCATE spans, log_records, metric_points")
         conn.execute("CHECKPOINT")
 
 
-def count_spans(env: dict[str, str]) -> int:
+def count_rows(env: dict[str, str], table: str = "spans") -> int:
     with admin(env) as conn:
-        return conn.execute("SELECT count(*) FROM spans").fetchone()[0]
+        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
 
 # ---------------------------------------------------------------------------------------------
 # ceiling
 
 
-def copy_ceiling(env: dict[str, str], requests: list[bytes]) -> float:
-    """Spans/s of a plain COPY of the rows the pipeline makes of ``requests`` (batches as the collector's)."""
+def copy_ceiling(env: dict[str, str], requests: list[bytes], signals: list[tuple[bytes, int, bytes, int]]) -> float:
+    """Seconds a plain COPY takes for the rows the pipeline makes of ``requests`` (and of the log
+    and metric requests in ``signals``), in batches of COLLECTOR_BATCH_MAX_SPANS with a commit each."""
+    from llmobs.collector.otlp_signals import LogsProtobufRequest, MetricsProtobufRequest
     from llmobs.collector.pipeline import SpanPipeline
     from llmobs.config import Settings
     from llmobs.store.db import connect
-    from llmobs.store.spans import COPY_SQL, encode_rows, ensure_span_partitions, row_days
+    from llmobs.store.signals import LOG_RECORDS, METRIC_POINTS, SPANS, CopyTable
 
     settings = Settings(env, None)
     pipeline = SpanPipeline.from_settings(settings)
-    rows = []
+    tables: list[tuple[CopyTable, list]] = [(SPANS, []), (LOG_RECORDS, []), (METRIC_POINTS, [])]
     for body in requests:
-        rows.extend(pipeline.process(ProtobufRequest(body).raw_spans(), 1).rows)
+        tables[0][1].extend(pipeline.process(ProtobufRequest(body).raw_spans(), 1).rows)
+    for logs, _, metrics, _ in signals:
+        tables[1][1].extend(LogsProtobufRequest(logs).rows(1, pipeline.redactor).rows)
+        tables[2][1].extend(MetricsProtobufRequest(metrics).rows(1, pipeline.redactor).rows)
     batch = settings.get_int("COLLECTOR_BATCH_MAX_SPANS")
-    chunks = [encode_rows(rows[i : i + batch]) for i in range(0, len(rows), batch)]
+    chunks = [(table, table.encode(rows[i : i + batch])) for table, rows in tables for i in range(0, len(rows), batch)]
     with connect(settings, "app") as conn:
-        ensure_span_partitions(conn, row_days(rows))
+        for table, rows in tables:
+            for day in table.days(rows):
+                conn.execute(table.partition_sql, (day,))
         conn.commit()
         started = time.perf_counter()
-        for chunk in chunks:
-            with conn.cursor().copy(COPY_SQL) as copy:
+        for table, chunk in chunks:
+            with conn.cursor().copy(table.copy_sql) as copy:
                 copy.write(chunk)
             conn.commit()
         elapsed = time.perf_counter() - started
     reset_spans(env)
-    return len(rows) / elapsed
+    return elapsed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,25 +355,35 @@ class ProcessSampler(threading.Thread):
         return self.peak, sum(self.cpu.values())
 
 
-async def send_grpc(env: dict[str, str], requests: list[bytes], counts: list[int]) -> int:
+#: signal -> (gRPC method, HTTP path)
+ENDPOINTS = {
+    "traces": ("/opentelemetry.proto.collector.trace.v1.TraceService/Export", "/v1/traces"),
+    "logs": ("/opentelemetry.proto.collector.logs.v1.LogsService/Export", "/v1/logs"),
+    "metrics": ("/opentelemetry.proto.collector.metrics.v1.MetricsService/Export", "/v1/metrics"),
+}
+#: (signal, request body, items in it)
+Item = tuple[str, bytes, int]
+
+
+async def send_grpc(env: dict[str, str], items: list[Item]) -> dict[str, int]:
+    """Items acknowledged per signal."""
     import grpc
 
     target = f"127.0.0.1:{env['COLLECTOR_GRPC_PORT']}"
     metadata = (("authorization", f"Bearer {env['LLMOBS_INGEST_API_KEY']}"),)
     retryable = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
-    queue = list(zip(requests, counts, strict=True))
-    acked = 0
+    queue = list(items)
+    acked = dict.fromkeys(ENDPOINTS, 0)
 
     async def client() -> None:
-        nonlocal acked
         async with grpc.aio.insecure_channel(target) as channel:
-            export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+            exports = {signal: channel.unary_unary(method) for signal, (method, _) in ENDPOINTS.items()}
             while queue:
-                body, n = queue.pop()
+                signal, body, n = queue.pop()
                 while True:
                     try:
-                        await export(body, metadata=metadata, timeout=60)
-                        acked += n
+                        await exports[signal](body, metadata=metadata, timeout=60)
+                        acked[signal] += n
                         break
                     except grpc.aio.AioRpcError as exc:
                         if exc.code() not in retryable:
@@ -297,23 +394,23 @@ async def send_grpc(env: dict[str, str], requests: list[bytes], counts: list[int
     return acked
 
 
-async def send_http(env: dict[str, str], requests: list[bytes], counts: list[int]) -> int:
+async def send_http(env: dict[str, str], items: list[Item]) -> dict[str, int]:
+    """Items acknowledged per signal."""
     import httpx
 
-    url = f"http://127.0.0.1:{env['COLLECTOR_HTTP_PORT']}/v1/traces"
+    base = f"http://127.0.0.1:{env['COLLECTOR_HTTP_PORT']}"
     headers = {"authorization": f"Bearer {env['LLMOBS_INGEST_API_KEY']}", "content-type": "application/x-protobuf"}
-    queue = list(zip(requests, counts, strict=True))
-    acked = 0
+    queue = list(items)
+    acked = dict.fromkeys(ENDPOINTS, 0)
 
     async def client() -> None:
-        nonlocal acked
         async with httpx.AsyncClient(timeout=60) as http:
             while queue:
-                body, n = queue.pop()
+                signal, body, n = queue.pop()
                 while True:
-                    response = await http.post(url, content=body, headers=headers)
+                    response = await http.post(base + ENDPOINTS[signal][1], content=body, headers=headers)
                     if response.status_code == 200:
-                        acked += n
+                        acked[signal] += n
                         break
                     if response.status_code not in (429, 503):
                         raise SystemExit(f"HTTP {response.status_code}: {response.text[:200]}")
@@ -324,9 +421,9 @@ async def send_http(env: dict[str, str], requests: list[bytes], counts: list[int
 
 
 def run_transport(
-    env: dict[str, str], transport: str, requests: list[bytes], counts: list[int], workers: int | None, log_file: Path
-) -> tuple[float, int, float]:
-    """Spans/s, peak RSS and collector CPU microseconds per span."""
+    env: dict[str, str], transport: str, items: list[Item], workers: int | None, log_file: Path
+) -> tuple[float, float, int, float]:
+    """Spans/s, log records/s, peak RSS and collector CPU microseconds per span."""
     proc = start_collector(env, workers, log_file)
     sampler = ProcessSampler(proc.pid)
     sampler.start()
@@ -335,7 +432,7 @@ def run_transport(
     try:
         started = time.perf_counter()
         sender = send_grpc if transport == "grpc" else send_http
-        acked = asyncio.run(sender(env, requests, counts))
+        acked = asyncio.run(sender(env, items))
         elapsed = time.perf_counter() - started
         time.sleep(0.1)
         cpu_after = sum(sampler.cpu.values())
@@ -344,11 +441,13 @@ def run_transport(
             stop_server(proc)
         finally:
             peak, _ = sampler.stop()
-    stored = count_spans(env)
-    if stored < acked:
-        raise SystemExit(f"{transport}: {acked} spans acknowledged but only {stored} stored")
+    for signal, table in (("traces", "spans"), ("logs", "log_records"), ("metrics", "metric_points")):
+        stored = count_rows(env, table)
+        if stored < acked[signal]:
+            raise SystemExit(f"{transport}: {acked[signal]} {signal} items acknowledged but only {stored} stored")
     reset_spans(env)
-    return acked / elapsed, peak, (cpu_after - cpu_before) / acked * 1e6
+    spans = acked["traces"]
+    return spans / elapsed, acked["logs"] / elapsed, peak, (cpu_after - cpu_before) / spans * 1e6
 
 
 def main() -> None:
@@ -358,6 +457,7 @@ def main() -> None:
     parser.add_argument("--transports", default="grpc,http")
     parser.add_argument("--rounds", type=int, default=1, help="repeat ceiling + transports; medians are reported")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
+    parser.add_argument("--mixed", action="store_true", help="send GenAI log records and metrics beside the spans")
     args = parser.parse_args()
     transports = args.transports.split(",")
 
@@ -366,26 +466,39 @@ def main() -> None:
     print(f"generating {args.spans} spans in requests of {BATCH} ...", flush=True)
     requests = make_requests(args.spans, seed=1)
     counts = [ProtobufRequest(r).span_count for r in requests]
+    signals = make_signal_requests(requests, seed=2) if args.mixed else []
+    items: list[Item] = []
+    for i, (body, n) in enumerate(zip(requests, counts, strict=True)):
+        items.append(("traces", body, n))
+        if signals:
+            logs, records, metrics, points = signals[i]
+            items += [("logs", logs, records), ("metrics", metrics, points)]
+    n_spans, n_logs = sum(counts), sum(s[1] for s in signals)
     infra = start_infra(root)
     env = infra.env
-    ceilings: list[float] = []
-    runs: list[dict[str, tuple[float, int, float]]] = []
+    ceilings: list[float] = []  # spans/s of the COPY (log records/s: times n_logs / n_spans)
+    runs: list[dict[str, tuple[float, float, int, float]]] = []
+
+    def ceiling() -> None:
+        ceilings.append(n_spans / copy_ceiling(env, requests, signals))
+        logs = f", {ceilings[-1] * n_logs / n_spans:,.0f} log records/s" if signals else ""
+        print(f"COPY ceiling: {ceilings[-1]:,.0f} spans/s{logs}", flush=True)
+
     try:
-        ceilings.append(copy_ceiling(env, requests))
-        print(f"COPY ceiling: {ceilings[-1]:,.0f} spans/s", flush=True)
+        ceiling()
         for n in range(args.rounds):
             runs.append({})
             for transport in transports:
                 log_file = root / f"collector-{transport}-{n}.log"
-                rate, peak, cpu = run_transport(env, transport, requests, counts, args.workers, log_file)
-                runs[-1][transport] = (rate, peak, cpu)
+                rate, log_rate, peak, cpu = run_transport(env, transport, items, args.workers, log_file)
+                runs[-1][transport] = (rate, log_rate, peak, cpu)
+                logs = f", {log_rate:,.0f} log records/s" if signals else ""
                 print(
-                    f"{transport}: {rate:,.0f} spans/s, peak RSS {peak / 2**20:.0f} MiB, collector CPU "
+                    f"{transport}: {rate:,.0f} spans/s{logs}, peak RSS {peak / 2**20:.0f} MiB, collector CPU "
                     f"{cpu:.0f} us/span",
                     flush=True,
                 )
-            ceilings.append(copy_ceiling(env, requests))
-            print(f"COPY ceiling: {ceilings[-1]:,.0f} spans/s", flush=True)
+            ceiling()
     finally:
         infra.stop()
         if not args.keep:
@@ -398,23 +511,29 @@ def main() -> None:
         ratios = [run[transport][0] / ((ceilings[n] + ceilings[n + 1]) / 2) for n, run in enumerate(runs)]
         summary[transport] = {
             "spans_per_s": round(statistics.median(rates)),
+            "log_records_per_s": round(statistics.median(run[transport][1] for run in runs)),
             "ratio": round(statistics.median(ratios), 3),
-            "peak_rss_mib": round(max(run[transport][1] for run in runs) / 2**20),
-            "collector_cpu_us_per_span": round(statistics.median(run[transport][2] for run in runs)),
+            "peak_rss_mib": round(max(run[transport][2] for run in runs) / 2**20),
+            "collector_cpu_us_per_span": round(statistics.median(run[transport][3] for run in runs)),
         }
-    ceiling = statistics.median(ceilings)
+    ceiling_rate = statistics.median(ceilings)
+    workload = f"{n_spans} spans + {n_logs} GenAI log records + metrics" if signals else f"{n_spans} spans"
     print()
     print(
-        f"{'transport':<10} {'spans/s':>10} {'of ceiling':>11} {'peak RSS':>10} {'CPU/span':>9}   (ceiling "
-        f"{ceiling:,.0f} spans/s, {args.spans} spans, batches of {BATCH}, concurrency {CONCURRENCY}, "
-        f"{args.rounds} round(s), medians)"
+        f"{'transport':<10} {'spans/s':>10} {'logs/s':>10} {'of ceiling':>11} {'peak RSS':>10} {'CPU/span':>9}   "
+        f"(ceiling {ceiling_rate:,.0f} spans/s, {ceiling_rate * n_logs / n_spans:,.0f} log records/s; {workload}, "
+        f"batches of {BATCH}, concurrency {CONCURRENCY}, {args.rounds} round(s), medians)"
     )
     for transport, row in summary.items():
         print(
-            f"{transport:<10} {row['spans_per_s']:>10,} {row['ratio']:>10.0%} {row['peak_rss_mib']:>6} MiB "
-            f"{row['collector_cpu_us_per_span']:>6} us"
+            f"{transport:<10} {row['spans_per_s']:>10,} {row['log_records_per_s']:>10,} {row['ratio']:>10.0%} "
+            f"{row['peak_rss_mib']:>6} MiB {row['collector_cpu_us_per_span']:>6} us"
         )
-    print(json.dumps({"ceiling": round(ceiling), **summary}))
+    print(
+        json.dumps(
+            {"ceiling": round(ceiling_rate), "ceiling_log_records": round(ceiling_rate * n_logs / n_spans), **summary}
+        )
+    )
     if args.keep:
         print(f"kept {root}")
 

@@ -642,8 +642,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s(
         "COLLECTOR_QUEUE_MAX_SPANS",
         "20000",
-        "Spans accepted but not yet committed, per process. A request "
-        "that does not fit is refused with 429 / RESOURCE_EXHAUSTED and Retry-After.",
+        "Spans (and OTLP log records and metric data points) accepted but not yet committed, per process. "
+        "A request that does not fit is refused with 429 / RESOURCE_EXHAUSTED and Retry-After.",
         "int",
         group="Collector",
         minimum=1,

@@ -202,3 +202,41 @@ def api_client(settings: Settings) -> Iterator[Any]:
 
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         yield client
+
+
+def store_genai_metrics(
+    settings: Settings, project_id: int, now: datetime, services: list[str], models: list[str]
+) -> int:
+    """Cumulative GenAI histograms (token usage by type, call duration, time to first token) for
+    each service and model, two exports a minute apart, through the collector's conversion and
+    COPY as the app login role. Returns the number of points stored."""
+    from llmobs.collector.otlp_signals import RawPoint, SignalResult, metric_rows
+    from llmobs.collector.redact import RedactionRules, Redactor
+    from llmobs.store.signals import METRIC_POINTS, copy_signal_rows
+
+    def ns(t: datetime) -> int:
+        return int(t.timestamp() * 1e9)
+
+    start, points = now - timedelta(minutes=10), []
+    for service in services:
+        for model in models:
+            for step, minutes in enumerate((3, 2)):
+                for name, attrs, value in (
+                    ("gen_ai.client.token.usage", {"gen_ai.token.type": "input"}, 100.0),
+                    ("gen_ai.client.token.usage", {"gen_ai.token.type": "output"}, 20.0),
+                    ("gen_ai.client.operation.duration", {}, 1.5),
+                    ("gen_ai.server.time_to_first_token", {}, 0.2),
+                ):
+                    count = step + 1
+                    points.append(
+                        RawPoint(
+                            name, "s", "histogram", "cumulative", ns(now - timedelta(minutes=minutes)), ns(start),
+                            {**attrs, "gen_ai.response.model": model, "gen_ai.operation.name": "chat"},
+                            {"service.name": service}, count=count, sum=value * count,
+                            bounds=[0.5, 1.0, 10.0], counts=[0, 0, count, 0],
+                        )
+                    )  # fmt: skip
+    result = SignalResult()
+    metric_rows(iter(points), project_id, Redactor(RedactionRules()), result)
+    with connect(settings, "app", autocommit=True) as conn, conn.transaction():
+        return copy_signal_rows(conn, METRIC_POINTS, result.rows)

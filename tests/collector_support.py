@@ -18,6 +18,8 @@ import pytest
 from conftest import free_port, settings_env
 
 TRACE_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+LOGS_EXPORT = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+METRICS_EXPORT = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
 
 
 @dataclass
@@ -192,12 +194,15 @@ def key_value(key: str, value: object):
     return KeyValue(key=key, value=v)
 
 
-def grpc_export(target: str, body: bytes, token: str | None, *, compression=None, timeout: float = 30):
-    """Send raw request bytes; returns (StatusCode, response bytes or details, trailing metadata dict)."""
+def grpc_export(
+    target: str, body: bytes, token: str | None, *, compression=None, timeout: float = 30, method: str = TRACE_EXPORT
+):
+    """Send raw request bytes to ``method`` (TRACE_EXPORT, LOGS_EXPORT, METRICS_EXPORT); returns
+    (StatusCode, response bytes or details, trailing metadata dict)."""
     import grpc
 
     with grpc.insecure_channel(target, options=[("grpc.max_send_message_length", -1)]) as channel:
-        export = channel.unary_unary(TRACE_EXPORT)
+        export = channel.unary_unary(method)
         metadata = (("authorization", f"Bearer {token}"),) if token else ()
         try:
             response, call = export.with_call(body, metadata=metadata, timeout=timeout, compression=compression)
@@ -214,11 +219,12 @@ def http_export(
     content_type: str = "application/x-protobuf",
     headers: dict[str, str] | None = None,
     timeout: float = 30,
+    path: str = "/v1/traces",
 ) -> httpx.Response:
     all_headers = {"content-type": content_type, **(headers or {})}
     if token:
         all_headers["authorization"] = f"Bearer {token}"
-    return httpx.post(f"{base_url}/v1/traces", content=body, headers=all_headers, timeout=timeout)
+    return httpx.post(f"{base_url}{path}", content=body, headers=all_headers, timeout=timeout)
 
 
 def ids(n: int, prefix: int) -> list[tuple[str, str]]:

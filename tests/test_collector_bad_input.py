@@ -54,7 +54,7 @@ def test_wrong_content_type_method_and_path(collector, admin_conn):
     c = collector
     assert http_export(c.http_url, b"x", c.token, content_type="text/plain").status_code == 415
     assert httpx.get(f"{c.http_url}/v1/traces").status_code == 405
-    assert httpx.post(f"{c.http_url}/v1/metrics", content=b"").status_code == 404
+    assert httpx.post(f"{c.http_url}/v1/profiles", content=b"").status_code == 404
     still_serving(c, admin_conn)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
-from api_support import api_client, seed
+from api_support import api_client, seed, store_genai_metrics
 
 from llmobs.config import Settings
 from llmobs.resources import resource_dir
@@ -146,6 +146,7 @@ def test_provisioning_files_name_the_readonly_role_and_each_other():
 @pytest.fixture
 def populated(settings: Settings):
     seeded = seed(settings)
+    store_genai_metrics(settings, seeded.a.id, seeded.now, ["chatbot", "rag"], ["gpt-4o", "gpt-4o-mini"])
     with api_client(settings) as c:  # accepted and rejected spans through the API: ingest counters
         span = {
             "trace_id": "ab" * 16,

@@ -95,13 +95,22 @@ def test_maintain_creates_partitions_ahead_and_drops_expired_ones(admin_conn, se
     admin_conn.execute("SELECT llmobs_ensure_span_partition(%s)", (old_day,))
     old_ts = datetime.combine(old_day, datetime.min.time(), tzinfo=UTC) + timedelta(hours=3)
     admin_conn.execute(SPAN_SQL, ("e" * 32, "f" * 16, old_ts, old_ts, 1.0, "ok"))
+    # OTLP log records are kept as long as spans
+    for day in (old_day, today):
+        admin_conn.execute("SELECT llmobs_ensure_signal_partition('log_records', %s)", (day,))
+    admin_conn.execute(
+        "INSERT INTO log_records (project_id, time, span_id) VALUES (1, %s, %s), (1, now(), %s)",
+        (old_ts, "f" * 16, "f" * 16),
+    )
     result = maintain(admin_conn, settings)
-    days = {d for _, d in span_partitions(admin_conn)}
     ahead = settings.get_int("PARTITION_PREMAKE_DAYS")
-    assert {today + timedelta(days=i) for i in range(ahead + 1)} <= days
-    assert old_day not in days
-    assert f"spans_p{old_day:%Y%m%d}" in result.partitions_dropped
+    for table in ("spans", "log_records", "metric_points"):
+        days = {d for _, d in span_partitions(admin_conn, table)}
+        assert {today + timedelta(days=i) for i in range(ahead + 1)} <= days, table
+        assert old_day not in days
+    assert {f"spans_p{old_day:%Y%m%d}", f"log_records_p{old_day:%Y%m%d}"} <= set(result.partitions_dropped)
     assert admin_conn.execute("SELECT count(*) FROM spans WHERE span_id = %s", ("f" * 16,)).fetchone()[0] == 0
+    assert admin_conn.execute("SELECT count(*) FROM log_records WHERE span_id = %s", ("f" * 16,)).fetchone()[0] == 1
 
 
 def test_rollups_count_tokens_cost_errors_and_latency_percentiles(admin_conn, settings):

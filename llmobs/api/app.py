@@ -78,10 +78,11 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
 
     from llmobs.api import graphql
-    from llmobs.api.routes import account, analytics, health, ingest, read, stream
+    from llmobs.api.routes import account, analytics, health, ingest, read, signals, stream
 
-    # stream before read: /api/v1/traces/stream must not be taken for a trace id.
-    for module in (health, stream, read, analytics, ingest, account, graphql):
+    # stream before read: /api/v1/traces/stream must not be taken for a trace id; signals before
+    # analytics: /api/v1/metrics/series is not the metrics endpoint.
+    for module in (health, stream, read, signals, analytics, ingest, account, graphql):
         app.include_router(module.router)
 
     origins = [o.strip() for o in settings.get_str("API_CORS_ORIGINS").split(",") if o.strip()]

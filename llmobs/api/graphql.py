@@ -28,6 +28,7 @@ from strawberry.scalars import JSON
 from llmobs.api.auth import Principal
 from llmobs.api.deps import Reader, State, strict_query
 from llmobs.api.errors import ErrorResponse, error_body, error_responses
+from llmobs.api.log_messages import read_trace_spans
 from llmobs.api.params import time_range
 from llmobs.api.respond import json_response
 from llmobs.api.state import ApiState
@@ -113,7 +114,7 @@ class _TraceSpans:
 
 async def _load_trace(ctx: Context, trace_id: str) -> _TraceSpans | None:
     project_id = ctx.principal.project_id
-    rows = await ctx.state.db.read(project_id, lambda conn: queries.get_trace_spans(conn, project_id, trace_id))
+    rows = await ctx.state.db.read(project_id, lambda conn: read_trace_spans(conn, project_id, trace_id))
     if not rows:
         return None
     truncated = len(rows) > queries.MAX_TRACE_SPANS

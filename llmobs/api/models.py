@@ -266,3 +266,52 @@ class AuditList(BaseModel):
 class IngestResult(BaseModel):
     accepted: int
     trace_ids: list[str]
+
+
+class LogRecord(BaseModel):
+    time: datetime = Field(description="The record's time, else its observed time, else when it was received.")
+    observed_time: datetime | None
+    trace_id: str | None
+    span_id: str | None
+    service_name: str
+    scope_name: str | None
+    severity_number: int | None
+    severity_text: str | None
+    event_name: str | None = Field(description="The event name (GenAI events: gen_ai.user.message, ...).")
+    body: Any = Field(description="The OTLP body as JSON (string, number, object or list); null when none.")
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    ingested_at: datetime
+
+
+class LogRecordList(BaseModel):
+    log_records: list[LogRecord] = Field(description="In time order.")
+    truncated: bool = Field(description="True when there are more records than one response carries.")
+
+
+class SignalMetricPoint(BaseModel):
+    time: datetime
+    value: float | None = Field(None, description="Sums: the total over the interval; gauges: the average.")
+    count: int | None = Field(None, description="Histograms: observations in the interval.")
+    sum: float | None = None
+    avg: float | None = None
+    min: float | None = None
+    max: float | None = None
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+    bounds: list[float] | None = Field(None, description="Histograms: the explicit bucket bounds.")
+    counts: list[int] | None = Field(None, description="Histograms: observations per bucket (one more than bounds).")
+
+
+class SignalMetricSeries(BaseModel):
+    group: str | None
+    points: list[SignalMetricPoint]
+
+
+class SignalMetricsResult(BaseModel):
+    name: str
+    unit: str | None
+    kind: Literal["sum", "gauge", "histogram"] | None = Field(description="Null when no point is in the range.")
+    interval: str
+    series: list[SignalMetricSeries]

@@ -1,4 +1,5 @@
-"""OTLP/gRPC receiver: ``opentelemetry.proto.collector.trace.v1.TraceService/Export``.
+"""OTLP/gRPC receiver: ``Export`` of the TraceService, LogsService and MetricsService
+(``opentelemetry.proto.collector.{trace,logs,metrics}.v1``).
 
 The handler takes the raw request bytes (no deserializer) so a malformed message becomes
 INVALID_ARGUMENT rather than an internal error. gzip-compressed messages are decompressed by
@@ -12,27 +13,56 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 
-from llmobs.collector.ingest import IngestError, Ingestor
+from llmobs.collector.ingest import ExportResult, IngestError, Ingestor
 from llmobs.collector.otlp import ProtobufRequest, export_response, retry_info
+from llmobs.collector.otlp_signals import LogsProtobufRequest, MetricsProtobufRequest
+from llmobs.collector.otlp_signals import export_response as signal_response
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
+METRICS_SERVICE = "opentelemetry.proto.collector.metrics.v1.MetricsService"
+
+Export = Callable[[bytes, "str | None"], Awaitable[ExportResult]]
+Handler = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]
 
 
-def _handler(ingestor: Ingestor) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]:
+def _handler(export_one: Export, respond: Callable[[ExportResult], bytes]) -> Handler:
+    """A unary Export handler: the request's bearer token and bytes to ``export_one``; an
+    IngestError becomes its gRPC status (with RetryInfo when retryable)."""
+
     async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         authorization = None
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
                 authorization = value if isinstance(value, str) else value.decode()
         try:
-            result = await ingestor.export("grpc", authorization, lambda: ProtobufRequest(request))
+            result = await export_one(request, authorization)
         except IngestError as exc:
             if exc.retry_after:
                 context.set_trailing_metadata((("google.rpc.retryinfo-bin", retry_info(exc.retry_after)),))
             await context.abort(_STATUS[exc.grpc_code], exc.message)
-        return export_response(result.rejected, result.message, json=False)
+        return respond(result)
 
     return export
+
+
+def _services(ingestor: Ingestor) -> dict[str, grpc.RpcMethodHandler]:
+    """The Export method of each OTLP service."""
+    handlers = {
+        SERVICE: _handler(
+            lambda body, auth: ingestor.export("grpc", auth, lambda: ProtobufRequest(body)),
+            lambda r: export_response(r.rejected, r.message, json=False),
+        ),
+        LOGS_SERVICE: _handler(
+            lambda body, auth: ingestor.export_signal("grpc", "logs", auth, lambda: LogsProtobufRequest(body)),
+            lambda r: signal_response("logs", r.rejected, r.message, json=False),
+        ),
+        METRICS_SERVICE: _handler(
+            lambda body, auth: ingestor.export_signal("grpc", "metrics", auth, lambda: MetricsProtobufRequest(body)),
+            lambda r: signal_response("metrics", r.rejected, r.message, json=False),
+        ),
+    }
+    return {name: grpc.unary_unary_rpc_method_handler(handler) for name, handler in handlers.items()}
 
 
 _STATUS = {code.value[0]: code for code in grpc.StatusCode}
@@ -47,9 +77,12 @@ async def start_grpc(ingestor: Ingestor, host: str, port: int, *, max_message_by
             ("grpc.so_reuseport", 1),
         ]
     )
-    # No (de)serializers: the receiver reads the raw protobuf bytes itself.
-    handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(_handler(ingestor))
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Export": handler}),))
+    server.add_generic_rpc_handlers(
+        tuple(
+            grpc.method_handlers_generic_handler(service, {"Export": handler})
+            for service, handler in _services(ingestor).items()
+        )
+    )
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address)

@@ -1,4 +1,5 @@
-"""OTLP/HTTP receiver (``POST /v1/traces``) and the metrics/health app, as small ASGI apps.
+"""OTLP/HTTP receiver (``POST /v1/traces``, ``/v1/logs``, ``/v1/metrics``) and the
+metrics/health app, as small ASGI apps.
 
 Bodies: ``application/x-protobuf`` or ``application/json``, optionally ``Content-Encoding:
 gzip``. The body is read up to COLLECTOR_MAX_REQUEST_BYTES and decompressed up to
@@ -15,6 +16,13 @@ from typing import Any
 
 from llmobs.collector.ingest import INVALID_ARGUMENT, RESOURCE_EXHAUSTED, IngestError, Ingestor
 from llmobs.collector.otlp import JsonRequest, ProtobufRequest, export_response, status_body
+from llmobs.collector.otlp_signals import (
+    LogsJsonRequest,
+    LogsProtobufRequest,
+    MetricsJsonRequest,
+    MetricsProtobufRequest,
+)
+from llmobs.collector.otlp_signals import export_response as signal_response
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -23,6 +31,9 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 TRACES_PATH = "/v1/traces"
+LOGS_PATH = "/v1/logs"
+METRICS_PATH = "/v1/metrics"
+PATHS = (TRACES_PATH, LOGS_PATH, METRICS_PATH)
 
 
 class BodyTooLarge(Exception):
@@ -93,8 +104,11 @@ class OtlpHttpApp:
             return
         if scope["type"] != "http":
             return
-        if scope["path"] != TRACES_PATH:
-            await respond(send, 404, b"not found: OTLP traces are accepted on POST /v1/traces", "text/plain")
+        path = scope["path"]
+        if path not in PATHS:
+            await respond(
+                send, 404, b"not found: OTLP is accepted on POST /v1/traces, /v1/logs and /v1/metrics", "text/plain"
+            )
             return
         if scope["method"] != "POST":
             await respond(send, 405, b"method not allowed: use POST", "text/plain", [(b"allow", b"POST")])
@@ -143,18 +157,33 @@ class OtlpHttpApp:
         except ConnectionError:
             return
 
-        def parse() -> JsonRequest | ProtobufRequest:
-            return JsonRequest(body) if as_json else ProtobufRequest(body)
-
         try:
-            result = await self.ingestor.export("http", headers.get("authorization"), parse)
+            answer = await self._export(path, body, as_json, headers.get("authorization"))
         except IngestError as exc:
             extra = [(b"retry-after", str(exc.retry_after).encode())] if exc.retry_after else None
             await self._error(send, exc.http_status, exc.grpc_code, exc.message, as_json, extra)
             return
-        await respond(
-            send, 200, export_response(result.rejected, result.message, json=as_json), JSON if as_json else PROTOBUF
+        await respond(send, 200, answer, JSON if as_json else PROTOBUF)
+
+    async def _export(self, path: str, body: bytes, as_json: bool, authorization: str | None) -> bytes:
+        """Export one request of the signal ``path`` names; the response body."""
+        if path == TRACES_PATH:
+            result = await self.ingestor.export(
+                "http", authorization, lambda: JsonRequest(body) if as_json else ProtobufRequest(body)
+            )
+            return export_response(result.rejected, result.message, json=as_json)
+        if path == LOGS_PATH:
+            result = await self.ingestor.export_signal(
+                "http", "logs", authorization, lambda: LogsJsonRequest(body) if as_json else LogsProtobufRequest(body)
+            )
+            return signal_response("logs", result.rejected, result.message, json=as_json)
+        result = await self.ingestor.export_signal(
+            "http",
+            "metrics",
+            authorization,
+            lambda: MetricsJsonRequest(body) if as_json else MetricsProtobufRequest(body),
         )
+        return signal_response("metrics", result.rejected, result.message, json=as_json)
 
     async def _error(
         self,

@@ -1,7 +1,8 @@
-"""One export request through the pipeline, whichever receiver it came from.
+"""One export request through the pipeline, whichever receiver and signal it came from.
 
 Order: authenticate -> parse -> admit (queue limit) -> convert, normalize, price, redact ->
-sample -> write and wait for the commit. Every refusal is an :class:`IngestError` carrying the
+sample -> write and wait for the commit. OTLP logs and metrics take the same steps (without
+normalizing and sampling) through :meth:`Ingestor.export_signal`. Every refusal is an :class:`IngestError` carrying the
 gRPC code, the HTTP status and, for retryable ones, a Retry-After.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from llmobs.collector.auth import ApiKeyCache, KeyLookupFailed, bearer_token
 from llmobs.collector.metrics import CollectorMetrics
@@ -19,6 +20,12 @@ from llmobs.collector.pipeline import RawSpan, SpanPipeline
 from llmobs.collector.sampling import TailSampler, head_sample
 from llmobs.collector.stats import IngestCounts
 from llmobs.collector.writer import DatabaseUnavailable, QueueFull, RowsRefused, Writer
+from llmobs.store.signals import LOG_RECORDS, METRIC_POINTS, SPANS, CopyTable
+
+if TYPE_CHECKING:
+    from llmobs.collector.otlp_signals import SignalResult
+    from llmobs.collector.redact import Redactor
+    from llmobs.store.apikeys import ApiKey
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +45,18 @@ class OtlpRequest(Protocol):
     def span_count(self) -> int: ...
 
     def raw_spans(self) -> Iterable[RawSpan]: ...
+
+
+Signal = Literal["logs", "metrics"]
+
+
+class SignalRequest(Protocol):
+    """A parsed OTLP logs or metrics request (:mod:`llmobs.collector.otlp_signals`)."""
+
+    @property
+    def item_count(self) -> int: ...
+
+    def rows(self, project_id: int, redactor: Redactor) -> SignalResult: ...
 
 
 class IngestError(Exception):
@@ -95,9 +114,21 @@ class Ingestor:
         self.metrics.requests.labels(transport=transport, outcome="partial" if result.rejected else "ok").inc()
         return result
 
-    async def _export(
-        self, transport: str, authorization: str | None, parse: Callable[[], OtlpRequest]
+    async def export_signal(
+        self, transport: str, signal: Signal, authorization: str | None, parse: Callable[[], SignalRequest]
     ) -> ExportResult:
+        """One OTLP logs or metrics export: the same key check, admission, group commit and
+        refusals as spans; rows go to ``log_records`` or ``metric_points``."""
+        try:
+            result = await self._export_signal(transport, signal, authorization, parse)
+        except IngestError as exc:
+            self.metrics.requests.labels(transport=transport, outcome=exc.reason or "error").inc()
+            raise
+        self.metrics.requests.labels(transport=transport, outcome="partial" if result.rejected else "ok").inc()
+        return result
+
+    async def _authorize(self, authorization: str | None, what: str) -> ApiKey:
+        """The writer or admin key of ``authorization``, or the IngestError refusing it."""
         token = bearer_token(authorization)
         if token is None:
             raise unauthenticated("missing API key: send `Authorization: Bearer <api key>`")
@@ -117,10 +148,65 @@ class Ingestor:
             raise IngestError(
                 PERMISSION_DENIED,
                 403,
-                f"a {key.role} key cannot ingest spans (writer or admin needed)",
+                f"a {key.role} key cannot ingest {what} (writer or admin needed)",
                 reason="permission_denied",
             )
+        return key
 
+    def _reserve(self, source: str, project_id: int, count: int, signal: str = "traces") -> None:
+        """Admit ``count`` items into the writer's queue, or raise the retryable refusal."""
+        try:
+            self.writer.reserve(count)
+        except QueueFull as exc:
+            raise self._refused(
+                source,
+                project_id,
+                count,
+                RESOURCE_EXHAUSTED,
+                429,
+                "queue_full",
+                f"collector queue full ({exc}); retry later",
+                QUEUE_FULL_RETRY_AFTER,
+                signal,
+            ) from None
+        except DatabaseUnavailable as exc:
+            raise self._refused(
+                source,
+                project_id,
+                count,
+                UNAVAILABLE,
+                503,
+                "db_unavailable",
+                f"{exc}; retry later",
+                DB_DOWN_RETRY_AFTER,
+                signal,
+            ) from None
+
+    async def _commit(
+        self, rows: list[Any], source: str, project_id: int, what: str, table: CopyTable, signal: str = "traces"
+    ) -> None:
+        """Queue reserved rows and wait for their commit; refusals as IngestError."""
+        try:
+            await self.writer.submit(rows, source, table)
+        except DatabaseUnavailable as exc:
+            raise self._refused(
+                source,
+                project_id,
+                len(rows),
+                UNAVAILABLE,
+                503,
+                "db_unavailable",
+                f"database unavailable ({exc}); retry later",
+                DB_DOWN_RETRY_AFTER,
+                signal,
+            ) from None
+        except RowsRefused as exc:
+            raise invalid(f"the database refused the {what}: {exc}") from None
+
+    async def _export(
+        self, transport: str, authorization: str | None, parse: Callable[[], OtlpRequest]
+    ) -> ExportResult:
+        key = await self._authorize(authorization, "spans")
         try:
             request = parse()
             count = request.span_count
@@ -133,31 +219,7 @@ class Ingestor:
         source = f"collector-{transport}"
         project_id = key.project_id
         writer = self.writer
-        try:
-            writer.reserve(count)
-        except QueueFull as exc:
-            raise self._refused(
-                source,
-                project_id,
-                count,
-                RESOURCE_EXHAUSTED,
-                429,
-                "queue_full",
-                f"collector queue full ({exc}); retry later",
-                QUEUE_FULL_RETRY_AFTER,
-            ) from None
-        except DatabaseUnavailable as exc:
-            raise self._refused(
-                source,
-                project_id,
-                count,
-                UNAVAILABLE,
-                503,
-                "db_unavailable",
-                f"{exc}; retry later",
-                DB_DOWN_RETRY_AFTER,
-            ) from None
-
+        self._reserve(source, project_id, count)
         reserved = count
         try:
             try:
@@ -183,25 +245,48 @@ class Ingestor:
                 rows = []
             writer.release(reserved - len(rows))
             reserved = 0
-            try:
-                await writer.submit(rows, source)
-            except DatabaseUnavailable as exc:
-                raise self._refused(
-                    source,
-                    project_id,
-                    len(rows),
-                    UNAVAILABLE,
-                    503,
-                    "db_unavailable",
-                    f"database unavailable ({exc}); retry later",
-                    DB_DOWN_RETRY_AFTER,
-                ) from None
-            except RowsRefused as exc:
-                raise invalid(f"the database refused the spans: {exc}") from None
+            await self._commit(rows, source, project_id, "spans", SPANS)
         finally:
             if reserved:
                 writer.release(reserved)
         self.metrics.spans_accepted.labels(transport=transport).inc(accepted)
+        return ExportResult(result.rejected, result.message)
+
+    async def _export_signal(
+        self, transport: str, signal: Signal, authorization: str | None, parse: Callable[[], SignalRequest]
+    ) -> ExportResult:
+        what = "log records" if signal == "logs" else "metrics"
+        key = await self._authorize(authorization, what)
+        try:
+            request = parse()
+            count = request.item_count
+        except InvalidRequest as exc:
+            raise invalid(str(exc)) from None
+        if count == 0:
+            return ExportResult()
+        source = f"collector-{transport}"
+        self._reserve(source, key.project_id, count, signal)
+        reserved = count
+        try:
+            try:
+                before = self.pipeline.redactor.redactions
+                result = request.rows(key.project_id, self.pipeline.redactor)
+                self.metrics.redactions.inc(self.pipeline.redactor.redactions - before)
+            except (InvalidRequest, RecursionError) as exc:
+                raise invalid(str(exc) if isinstance(exc, InvalidRequest) else "request nested too deeply") from None
+            self.writer.release(reserved - len(result.rows))
+            reserved = 0
+            await self._commit(
+                result.rows, source, key.project_id, what, LOG_RECORDS if signal == "logs" else METRIC_POINTS, signal
+            )
+        finally:
+            if reserved:
+                self.writer.release(reserved)
+        self.metrics.signal_items.labels(signal=signal, outcome="stored").inc(len(result.rows))
+        if result.rejected:
+            self.metrics.signal_items.labels(signal=signal, outcome="rejected").inc(result.rejected)
+        if result.ignored:
+            self.metrics.signal_items.labels(signal=signal, outcome="not_stored").inc(result.ignored)
         return ExportResult(result.rejected, result.message)
 
     def _refused(
@@ -214,8 +299,12 @@ class Ingestor:
         reason: str,
         message: str,
         retry_after: int,
+        signal: str = "traces",
     ) -> IngestError:
-        """A retryable refusal: counted, and the error to raise."""
-        self.metrics.spans_refused.labels(reason=reason).inc(spans)
-        self.counts.add(source, project_id, refused=spans)
+        """A retryable refusal: counted (``spans`` items of ``signal``), and the error to raise."""
+        if signal == "traces":
+            self.metrics.spans_refused.labels(reason=reason).inc(spans)
+            self.counts.add(source, project_id, refused=spans)
+        else:
+            self.metrics.signal_items.labels(signal=signal, outcome="refused").inc(spans)
         return IngestError(grpc_code, http_status, message, retry_after, reason)

@@ -38,6 +38,14 @@ class CollectorMetrics:
         self.requests = Counter(
             _P + "requests", "OTLP export requests by transport and outcome.", ["transport", "outcome"], registry=r
         )
+        self.signal_items = Counter(
+            _P + "signal_items",
+            "OTLP log records and metric data points by outcome: stored, rejected (partial success), "
+            "refused (retryable error: queue full, database down), "
+            "not_stored (metrics other than gen_ai.*, exponential histograms, summaries: accepted, not kept).",
+            ["signal", "outcome"],
+            registry=r,
+        )
         self.spans_sampled_out = Counter(
             _P + "spans_sampled_out", "Spans dropped by sampling.", ["sampler"], registry=r
         )

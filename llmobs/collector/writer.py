@@ -2,7 +2,9 @@
 
 Requests hand their rows to :meth:`Writer.submit` and wait: the rows of every request queued
 meanwhile go into the same COPY and the same commit (group commit), and each waiter is released
-only once that commit returned, so an acknowledged span is a committed span.
+only once that commit returned, so an acknowledged span is a committed span. Rows of OTLP log
+records and metric points (:mod:`llmobs.store.signals`) share the queue, its limit and the
+commits: one COPY per table in the same transaction.
 
 Admission: :meth:`Writer.reserve` counts spans from the moment a request is admitted until their
 commit; past ``queue_max`` new requests are refused (the receivers answer 429 /
@@ -25,15 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from llmobs.collector.stats import IngestCounts
 from llmobs.store.db import first_line
-from llmobs.store.spans import (
-    COPY_SQL,
-    ENSURE_PARTITION_SQL,
-    PartitionCache,
-    SpanRow,
-    encode_rows,
-    is_missing_partition,
-    row_days,
-)
+from llmobs.store.signals import SPANS, CopyTable
+from llmobs.store.spans import PartitionCache, SpanRow, is_missing_partition
 
 if TYPE_CHECKING:
     import psycopg
@@ -60,13 +55,15 @@ class RowsRefused(Exception):
 
 @dataclass(eq=False)
 class Pending:
-    rows: list[SpanRow]
+    #: rows of ``table`` (SpanRow, LogRow or MetricRow)
+    rows: list[Any]
     data: bytes
     days: set[date]
     #: None for rows acknowledged before they are written (tail sampling): retried until written
     future: asyncio.Future[None] | None
     #: where the rows came from, for llmobs_ingest_stats ("collector-grpc", "collector-http")
     source: str
+    table: CopyTable = SPANS
     queued_at: float = field(default_factory=time.monotonic)
 
 
@@ -100,7 +97,7 @@ class Writer:
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
         self._probe: asyncio.Task[None] | None = None
-        self._partitions = PartitionCache()
+        self._partitions: dict[str, PartitionCache] = {}
         self.up = False
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -154,15 +151,15 @@ class Writer:
 
     # -- submitting ---------------------------------------------------------------------------
 
-    async def submit(self, rows: list[SpanRow], source: str) -> None:
-        """Queue ``rows`` (already reserved) and wait until they are committed.
+    async def submit(self, rows: list[Any], source: str, table: CopyTable = SPANS) -> None:
+        """Queue ``rows`` of ``table`` (already reserved) and wait until they are committed.
 
         Raises DatabaseUnavailable (retry later) or RowsRefused (the rows are bad).
         """
         if not rows:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._enqueue(Pending(rows, encode_rows(rows), row_days(rows), future, source))
+        self._enqueue(Pending(rows, table.encode(rows), table.days(rows), future, source, table))
         await future
 
     def submit_acknowledged(self, rows: list[SpanRow], source: str) -> None:
@@ -170,7 +167,7 @@ class Writer:
         queue but are never refused; while the database is down they wait for it."""
         if rows:
             self._reserved += len(rows)
-            self._enqueue(Pending(rows, encode_rows(rows), row_days(rows), None, source))
+            self._enqueue(Pending(rows, SPANS.encode(rows), SPANS.days(rows), None, source))
 
     def _enqueue(self, pending: Pending) -> None:
         self._queue.append(pending)
@@ -240,26 +237,34 @@ class Writer:
 
     async def _write(self, conn: psycopg.AsyncConnection, batch: list[Pending], *, retried: bool = False) -> None:
         started = time.perf_counter()
-        days = set().union(*(p.days for p in batch))
-        missing = self._partitions.missing(days)
-        if missing:
+        by_table: dict[str, list[Pending]] = {}
+        for item in batch:
+            by_table.setdefault(item.table.name, []).append(item)
+        made = False
+        for name, items in by_table.items():
+            cache = self._partitions.setdefault(name, PartitionCache())
+            missing = cache.missing(set().union(*(p.days for p in items)))
             for day in missing:
-                await conn.execute(ENSURE_PARTITION_SQL, (day,))
+                await conn.execute(items[0].table.partition_sql, (day,))
+            cache.add(missing)
+            made = made or bool(missing)
+        if made:
             await conn.commit()
-            self._partitions.add(missing)
         try:
-            async with conn.cursor() as cur, cur.copy(COPY_SQL) as copy:
-                for item in batch:
-                    await copy.write(item.data)
+            async with conn.cursor() as cur:
+                for items in by_table.values():
+                    async with cur.copy(items[0].table.copy_sql) as copy:
+                        for item in items:
+                            await copy.write(item.data)
             await conn.commit()
         except Exception as exc:
             if retried or not is_missing_partition(exc):
                 raise
             await conn.rollback()
-            self._partitions.forget()  # retention dropped a day we thought existed
+            self._partitions.clear()  # retention dropped a day we thought existed
             await self._write(conn, batch, retried=True)
             return
-        spans = sum(len(p.rows) for p in batch)
+        spans = sum(len(p.rows) for p in by_table.get(SPANS.name, ()))
         self._metrics.observe_commit(spans, time.perf_counter() - started)
         self._done(batch)
 
@@ -283,8 +288,9 @@ class Writer:
 
     def _refuse(self, batch: list[Pending], reason: str) -> None:
         for item in batch:
-            self._metrics.spans_refused.labels(reason="database_refused").inc(len(item.rows))
-            self._counts.add(item.source, item.rows[0].project_id, rejected=len(item.rows))
+            if item.table is SPANS:
+                self._metrics.spans_refused.labels(reason="database_refused").inc(len(item.rows))
+                self._counts.add(item.source, item.rows[0].project_id, rejected=len(item.rows))
             self.release(len(item.rows))
             if item.future is not None and not item.future.done():
                 item.future.set_exception(RowsRefused(reason))
@@ -292,10 +298,11 @@ class Writer:
     def _done(self, batch: list[Pending]) -> None:
         rows: list[SpanRow] = []
         for item in batch:
-            rows.extend(item.rows)
             self.release(len(item.rows))
-            for project_id, n in Counter(r.project_id for r in item.rows).items():
-                self._counts.add(item.source, project_id, accepted=n)
+            if item.table is SPANS:  # ingest stats and new-trace messages are about spans
+                rows.extend(item.rows)
+                for project_id, n in Counter(r.project_id for r in item.rows).items():
+                    self._counts.add(item.source, project_id, accepted=n)
             if item.future is not None and not item.future.done():
                 item.future.set_result(None)
         if self._on_commit is not None:

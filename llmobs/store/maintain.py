@@ -1,8 +1,8 @@
 """Periodic database upkeep: `llmobs db maintain`.
 
-Plain PostgreSQL: create daily span partitions ahead of time, drop whole partitions older than
-``RETENTION_DAYS``, and refresh the minute/hour rollups from the last watermark. TimescaleDB does
-the same with its own policies, which this keeps in step with the settings.
+Plain PostgreSQL: create daily partitions of spans, log records and metric points ahead of time,
+drop whole partitions older than ``RETENTION_DAYS``, and refresh the minute/hour rollups from the
+last watermark. TimescaleDB does the same with its own policies, which this keeps in step with the settings.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from llmobs.store.signals import PARTITIONED_SIGNALS
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -24,7 +26,8 @@ log = logging.getLogger(__name__)
 
 #: Late spans (start time before the watermark) are folded in if they arrive within this window.
 ROLLUP_LOOKBACK = timedelta(minutes=10)
-_PARTITION_RE = re.compile(r"^spans_p(\d{8})$")
+#: Tables partitioned by UTC day and kept for RETENTION_DAYS: spans and the OTLP signals.
+PARTITIONED_TABLES = ("spans", *(t.name for t in PARTITIONED_SIGNALS))
 
 
 @dataclass
@@ -42,22 +45,30 @@ def timescale_enabled(conn: psycopg.Connection) -> bool:
 
 
 def ensure_partitions(conn: psycopg.Connection, days: list[date]) -> list[str]:
+    """Create the daily partitions of every partitioned table for ``days``; the names made."""
     created = []
     for day in sorted(set(days)):
         row = conn.execute("SELECT llmobs_ensure_span_partition(%s)", (day,)).fetchone()
         if row and row[0]:
             created.append(f"spans_p{day:%Y%m%d}")
+        for table in PARTITIONED_SIGNALS:
+            row = conn.execute(table.partition_sql, (day,)).fetchone()
+            if row and row[0]:
+                created.append(f"{table.name}_p{day:%Y%m%d}")
     return created
 
 
-def span_partitions(conn: psycopg.Connection) -> list[tuple[str, date]]:
+def span_partitions(conn: psycopg.Connection, table: str = "spans") -> list[tuple[str, date]]:
+    """(name, day) of the daily partitions of ``table`` (one of PARTITIONED_TABLES)."""
+    pattern = re.compile(rf"^{table}_p(\d{{8}})$")
     rows = conn.execute(
         """SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-           WHERE i.inhparent = 'spans'::regclass ORDER BY c.relname"""
+           WHERE i.inhparent = %s::regclass ORDER BY c.relname""",
+        (table,),
     ).fetchall()
     found = []
     for (name,) in rows:
-        match = _PARTITION_RE.match(name)
+        match = pattern.match(name)
         if match:
             found.append((name, datetime.strptime(match.group(1), "%Y%m%d").date()))
     return found
@@ -71,19 +82,21 @@ def maintain(conn: psycopg.Connection, settings: Settings, *, now: datetime | No
     retention = settings.get_int("RETENTION_DAYS")
     result = MaintainResult(timescale=timescale_enabled(conn))
     if result.timescale:
-        conn.execute("SELECT remove_retention_policy('spans', if_exists => true)")
-        conn.execute("SELECT add_retention_policy('spans', %s::interval)", (f"{retention} days",))
+        for table in PARTITIONED_TABLES:
+            conn.execute("SELECT remove_retention_policy(%s, if_exists => true)", (table,))
+            conn.execute("SELECT add_retention_policy(%s, %s::interval)", (table, f"{retention} days"))
         return result
 
     today = now.date()
     ahead = settings.get_int("PARTITION_PREMAKE_DAYS")
     result.partitions_created = ensure_partitions(conn, [today + timedelta(days=d) for d in range(-1, ahead + 1)])
     cutoff = today - timedelta(days=retention)
-    for name, day in span_partitions(conn):
-        if day < cutoff:
-            log.info("dropping span partition %s (older than %d days)", name, retention)
-            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
-            result.partitions_dropped.append(name)
+    for table in PARTITIONED_TABLES:
+        for name, day in span_partitions(conn, table):
+            if day < cutoff:
+                log.info("dropping partition %s (older than %d days)", name, retention)
+                conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+                result.partitions_dropped.append(name)
 
     with conn.transaction():
         row = conn.execute("SELECT refreshed_to FROM llmobs_rollup_state WHERE name = 'rollups' FOR UPDATE").fetchone()

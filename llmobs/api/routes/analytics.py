@@ -25,11 +25,11 @@ from llmobs.store import queries
 router = APIRouter(prefix="/api/v1", tags=["analytics"], dependencies=[Depends(strict_query)])
 
 
-def _now_minute() -> datetime:
+def now_minute() -> datetime:
     return datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
 
 
-async def _cached(
+async def cached(
     state: ApiState, project_id: int, kind: str, request: Any, compute: Callable[[], Awaitable[Any]]
 ) -> Response:
     async def body() -> bytes:
@@ -46,7 +46,7 @@ async def _cached(
     responses=error_responses(400, 401, 403, 422, 429),
 )
 async def query(body: QueryRequest, principal: Reader, state: State) -> Response:
-    to = body.to if body.to is not None else _now_minute()
+    to = body.to if body.to is not None else now_minute()
     start, end = time_range(body.from_, to)
     q = queries.SpanQuery(
         start=start,
@@ -67,7 +67,7 @@ async def query(body: QueryRequest, principal: Reader, state: State) -> Response
         return {"columns": result.columns, "rows": result.rows, "truncated": result.truncated}
 
     key = body.model_dump(mode="json", by_alias=True) | {"from": start.isoformat(), "to": end.isoformat()}
-    return await _cached(state, principal.project_id, "query", key, compute)
+    return await cached(state, principal.project_id, "query", key, compute)
 
 
 @router.get(
@@ -93,7 +93,7 @@ async def metrics(
         Query(description="llm: count LLM calls only (spans with a model or provider); all: every span."),
     ] = "llm",
 ) -> Response:
-    start, end = time_range(from_, to if to is not None else _now_minute())
+    start, end = time_range(from_, to if to is not None else now_minute())
     req = queries.MetricsRequest(
         start,
         end,
@@ -129,4 +129,4 @@ async def metrics(
         "provider": provider,
         "spans": spans,
     }
-    return await _cached(state, principal.project_id, "metrics", key, compute)
+    return await cached(state, principal.project_id, "metrics", key, compute)

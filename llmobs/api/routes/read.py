@@ -9,6 +9,7 @@ from fastapi.responses import Response
 
 from llmobs.api.deps import Reader, State, strict_query
 from llmobs.api.errors import error_responses, not_found
+from llmobs.api.log_messages import read_span, read_trace_spans
 from llmobs.api.models import Span, Trace, TraceList
 from llmobs.api.params import From, Hex16, Hex32, Text, To, time_range
 from llmobs.api.respond import json_response
@@ -24,9 +25,7 @@ router = APIRouter(prefix="/api/v1", tags=["traces"], dependencies=[Depends(stri
 async def get_span(
     principal: Reader, state: State, span_id: Annotated[str, Path(pattern=Hex16, description="16 hex characters.")]
 ) -> Response:
-    row = await state.db.read(
-        principal.project_id, lambda conn: queries.get_span(conn, principal.project_id, span_id.lower())
-    )
+    row = await state.db.read(principal.project_id, lambda conn: read_span(conn, principal.project_id, span_id.lower()))
     if row is None:
         raise not_found(f"span {span_id}")
     return json_response(row)
@@ -42,7 +41,7 @@ async def get_trace(
     principal: Reader, state: State, trace_id: Annotated[str, Path(pattern=Hex32, description="32 hex characters.")]
 ) -> Response:
     rows = await state.db.read(
-        principal.project_id, lambda conn: queries.get_trace_spans(conn, principal.project_id, trace_id.lower())
+        principal.project_id, lambda conn: read_trace_spans(conn, principal.project_id, trace_id.lower())
     )
     if not rows:
         raise not_found(f"trace {trace_id}")
