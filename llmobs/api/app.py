@@ -19,6 +19,7 @@ from llmobs.api.middleware import RequestContext
 from llmobs.api.ratelimit import RateLimiter
 from llmobs.api.redis_link import RedisLink
 from llmobs.api.state import ApiState
+from llmobs.api.ui import mount_ui
 
 if TYPE_CHECKING:
     from llmobs.config import Settings
@@ -78,10 +79,10 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
 
     from llmobs.api import graphql
-    from llmobs.api.routes import account, analytics, health, ingest, read, stream
+    from llmobs.api.routes import account, analytics, health, ingest, read, scores, stream
 
     # stream before read: /api/v1/traces/stream must not be taken for a trace id.
-    for module in (health, stream, read, analytics, ingest, account, graphql):
+    for module in (health, stream, read, scores, analytics, ingest, account, graphql):
         app.include_router(module.router)
 
     origins = [o.strip() for o in settings.get_str("API_CORS_ORIGINS").split(",") if o.strip()]
@@ -100,6 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
                 "X-Cache",
             ],
         )
+    mount_ui(app)
     app.add_middleware(RequestContext)
     return app
 

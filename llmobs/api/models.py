@@ -241,3 +241,32 @@ class AuditList(BaseModel):
 class IngestResult(BaseModel):
     accepted: int
     trace_ids: list[str]
+
+
+class ScoreIn(BaseModel):
+    """A score of a trace: a number (``value``) or a category (``label``), or both."""
+
+    model_config = Strict
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[^\x00]*$", examples=["thumbs"])
+    value: float | None = Field(None, allow_inf_nan=False, description="A numeric score (thumbs: 1 up, 0 down).")
+    label: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[^\x00]*$", examples=["correct"])
+    comment: str = Field("", max_length=2000, pattern=r"^[^\x00]*$")
+    source: Literal["api", "ui", "eval", "human"] = "api"
+    span_id: str | None = Field(None, pattern=r"^[0-9a-fA-F]{16}$", description="A span of the trace it is about.")
+
+
+class Score(BaseModel):
+    id: int
+    trace_id: str
+    span_id: str | None
+    name: str
+    value: float | None
+    label: str | None
+    comment: str
+    source: str
+    key_id: str | None = Field(description="The API key that recorded it.")
+    created_at: datetime
+
+
+class ScoreList(BaseModel):
+    scores: list[Score]

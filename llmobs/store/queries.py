@@ -65,7 +65,7 @@ SPAN_FIELDS: tuple[str, ...] = (
 _SPAN_SELECT = ", ".join(SPAN_FIELDS)
 
 #: A trace with more spans than this is returned truncated (and says so).
-MAX_TRACE_SPANS = 5000
+MAX_TRACE_SPANS = 10_000
 #: Spans of a listed trace are looked up this long after its root started (keeps the lookup to
 #: one or two daily partitions).
 TRACE_WINDOW = timedelta(days=1)
