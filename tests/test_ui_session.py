@@ -34,7 +34,7 @@ def test_sign_in_session_csrf_scores_and_isolation(settings: Settings, seeded):
         page = c.get("/ui/login")
         csp = page.headers["content-security-policy"]
         assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
-        assert page.headers["referrer-policy"] == "no-referrer"
+        assert page.headers["referrer-policy"] == "same-origin"
 
         assert sign_in(c, "llmobs_aaaaaaaaaaaa_" + "b" * 32).status_code == 401
         cross = c.post("/ui/login", data={"api_key": a.keys["reader"]}, headers={"Origin": "https://evil.example"})

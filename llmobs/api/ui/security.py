@@ -1,6 +1,7 @@
 """Response headers of every ``/ui/`` response: a strict Content-Security-Policy (scripts, styles
-and connections from this origin only, no inline code), no framing, no referrer (a one-time
-sign-in link must not leak through one)."""
+and connections from this origin only, no inline code), no framing, and referrers only within
+this origin (a one-time sign-in link never leaks to another site, while the browser still sends
+a real ``Origin`` with the UI's own form posts: ``no-referrer`` would make it ``null``)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 

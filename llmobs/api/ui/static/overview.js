@@ -6,16 +6,17 @@ const charts = document.getElementById("charts");
 const state = document.getElementById("overview-state");
 const form = document.getElementById("range");
 const PALETTE = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#4b5563"];
+// [title, value of a point, value of a bucket without calls: 0 for counts, a gap for latency]
 const PANELS = [
-  ["Requests", (p) => p.requests],
-  ["Errors", (p) => p.errors],
-  ["Tokens", (p) => p.total_tokens],
-  ["Cost $", (p) => p.cost_usd],
-  ["Latency p50 ms", (p) => p.latency_p50_ms],
-  ["Latency p95 ms", (p) => p.latency_p95_ms],
+  ["Requests", (p) => p.requests, 0],
+  ["Errors", (p) => p.errors, 0],
+  ["Tokens", (p) => p.total_tokens, 0],
+  ["Cost $", (p) => p.cost_usd, 0],
+  ["Latency p50 ms", (p) => p.latency_p50_ms, null],
+  ["Latency p95 ms", (p) => p.latency_p95_ms, null],
 ];
 
-function panel(title, times, series, pick) {
+function panel(title, times, series, pick, empty) {
   const box = el("figure", { class: "chart" }, el("figcaption", { text: title }));
   charts.append(box);
   const data = [times];
@@ -28,7 +29,7 @@ function panel(title, times, series, pick) {
   };
   series.forEach((s, i) => {
     const byTime = new Map(s.points.map((p) => [new Date(p.time).getTime() / 1000, pick(p)]));
-    data.push(times.map((t) => (byTime.has(t) ? byTime.get(t) : null)));
+    data.push(times.map((t) => (byTime.has(t) ? byTime.get(t) : empty)));
     opts.series.push({ label: s.group || "all", stroke: PALETTE[i % PALETTE.length], width: 1.5, spanGaps: false });
   });
   new window.uPlot(opts, data, box);
@@ -44,7 +45,7 @@ async function load() {
     if (!times.length) {
       state.textContent = "No LLM calls in this range.";
     } else {
-      for (const [title, pick] of PANELS) panel(title, times, result.series, pick);
+      for (const [title, pick, empty] of PANELS) panel(title, times, result.series, pick, empty);
       state.textContent = `${result.series.length} models, ${result.interval} buckets (${result.source})`;
     }
     document.body.dataset.ready = "overview";
