@@ -94,3 +94,32 @@ def test_sign_in_session_csrf_scores_and_isolation(settings: Settings, seeded):
         no_value = c.post(f"/api/v1/traces/{a.traces[1]}/scores", json={"name": "x"}, headers=a.auth("writer"))
         assert no_value.status_code == 422
         assert c.get(f"/api/v1/traces/{a.traces[0]}/scores", headers=b.auth()).json()["scores"] == []
+
+        # Scores filter the trace list, make series in /api/v1/metrics, and show in GraphQL.
+        def listed(**params: object) -> list[str]:
+            r = c.get("/api/v1/traces", params={"from": since, **params}, headers=a.auth())
+            assert r.status_code == 200, r.text
+            return [t["trace_id"] for t in r.json()["traces"]]
+
+        assert listed(score_name="thumbs") == [a.traces[0]]
+        assert listed(score_name="thumbs", min_score=1) == [a.traces[0]]
+        assert listed(score_name="thumbs", max_score=0) == []
+        assert listed(score_name="correctness", score_label="wrong") == [a.traces[1]]
+        assert listed(score_name="thumbs", sort="cost_usd") == [a.traces[0]]  # the aggregate strategy too
+        bad = c.get("/api/v1/traces", params={"min_score": 1}, headers=a.auth())
+        assert bad.status_code == 422 and "score_name" in bad.text
+        metrics = c.get("/api/v1/metrics", params={"from": since, "scores": "true"}, headers=a.auth()).json()
+        by_name = {s["name"]: s["points"] for s in metrics["score_series"]}
+        assert sum(p["count"] for p in by_name["thumbs"]) == 1 and by_name["thumbs"][0]["avg"] == 1
+        assert by_name["correctness"][0]["avg"] is None
+        assert (
+            c.get("/api/v1/metrics", params={"from": since, "scores": "true"}, headers=b.auth()).json()["score_series"]
+            == []
+        )
+        query = """query($id: String!, $from: DateTime!) {
+            trace(traceId: $id) { scores { name value comment source } }
+            traces(filter: {scoreName: "thumbs", from: $from}) { traces { traceId } } }"""
+        variables = {"id": a.traces[0], "from": since}
+        gql = c.post("/graphql", json={"query": query, "variables": variables}, headers=a.auth()).json()
+        assert gql["data"]["trace"]["scores"] == [{"name": "thumbs", "value": 1.0, "comment": "good", "source": "ui"}]
+        assert [t["traceId"] for t in gql["data"]["traces"]["traces"]] == [a.traces[0]]

@@ -204,6 +204,19 @@ class MetricSeries(BaseModel):
     points: list[MetricPoint]
 
 
+class ScorePoint(BaseModel):
+    time: datetime
+    count: int
+    avg: float | None
+    min: float | None
+    max: float | None
+
+
+class ScoreSeries(BaseModel):
+    name: str
+    points: list[ScorePoint]
+
+
 class MetricsResult(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
     from_: datetime = Field(alias="from")
@@ -212,6 +225,7 @@ class MetricsResult(BaseModel):
     group_by: str
     source: str = Field(description="The rollup the series were read from.")
     series: list[MetricSeries]
+    score_series: list[ScoreSeries] | None = Field(None, description="With `scores=true`: one series per score name.")
 
 
 class TokenResult(BaseModel):

@@ -4,6 +4,7 @@ labels, with a comment and where they came from. Row-level security keeps each p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -11,6 +12,8 @@ if TYPE_CHECKING:
 
 ScoreSource = Literal["api", "ui", "eval", "human"]
 SCORE_SOURCES: tuple[ScoreSource, ...] = ("api", "ui", "eval", "human")
+#: Buckets of score series align with the rollups' (a Monday: weeks align too).
+SERIES_ORIGIN = datetime(2000, 1, 3, tzinfo=UTC)
 _COLUMNS = "id, trace_id, span_id, name, value, label, comment, source, key_id, created_at"
 
 
@@ -68,3 +71,28 @@ async def trace_scores(conn: psycopg.AsyncConnection, project_id: int, trace_id:
         f"SELECT {_COLUMNS} FROM scores WHERE project_id = %s AND trace_id = %s ORDER BY created_at, id",
         (project_id, trace_id),
     )
+
+
+async def score_series(
+    conn: psycopg.AsyncConnection, project_id: int, start: datetime, end: datetime, interval: timedelta
+) -> list[dict[str, Any]]:
+    """Per score name, the scores recorded in each ``interval`` bucket of [start, end): count, and
+    the average, minimum and maximum of their numeric values (null for labels only)."""
+    rows = await _rows(
+        conn,
+        """SELECT name, date_bin(%(interval)s, created_at, %(origin)s) AS time, count(*) AS count,
+                  avg(value) AS avg, min(value) AS min, max(value) AS max
+           FROM scores WHERE project_id = %(project)s AND created_at >= %(start)s AND created_at < %(end)s
+           GROUP BY 1, 2 ORDER BY 1, 2""",
+        {
+            "project": project_id,
+            "interval": interval,
+            "origin": SERIES_ORIGIN,
+            "start": start,
+            "end": end,
+        },
+    )
+    series: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        series.setdefault(row.pop("name"), []).append(row)
+    return [{"name": name, "points": points} for name, points in series.items()]

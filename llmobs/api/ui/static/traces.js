@@ -7,7 +7,9 @@ const body = document.querySelector("#traces tbody");
 const more = document.getElementById("more");
 const state = document.getElementById("list-state");
 const live = document.getElementById("live");
-const FIELDS = ["service", "model", "provider", "status", "user_id", "session_id", "min_cost_usd", "min_duration_ms", "score", "q"];
+const FIELDS = ["service", "model", "provider", "status", "user_id", "session_id", "min_cost_usd", "min_duration_ms", "score_name", "q"];
+// The feedback choice is a score filter on the UI's thumbs (1 up, 0 down).
+const FEEDBACK = { up: { score_name: "thumbs", min_score: "1" }, down: { score_name: "thumbs", max_score: "0" } };
 let cursor = null;
 const shown = new Set();
 
@@ -24,6 +26,7 @@ function query(extra = {}) {
     const value = form.elements[name].value.trim();
     if (value) params.set(name, value);
   }
+  for (const [k, v] of Object.entries(FEEDBACK[form.elements.feedback.value] || {})) params.set(k, v);
   for (const [k, v] of Object.entries(extra)) params.set(k, v);
   return params;
 }
@@ -81,10 +84,11 @@ function follow() {
 
 form.addEventListener("submit", (ev) => {
   ev.preventDefault();
-  const params = query();
-  params.delete("from");
-  params.delete("limit");
-  params.set("range", form.elements.range.value);
+  const params = new URLSearchParams();
+  for (const name of ["range", "feedback", ...FIELDS]) {
+    const value = form.elements[name].value.trim();
+    if (value) params.set(name, value);
+  }
   history.replaceState(null, "", `?${params}`);
   cursor = null;
   load(false);
