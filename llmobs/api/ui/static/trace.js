@@ -338,7 +338,6 @@ scoreForm.addEventListener("submit", (ev) => ev.preventDefault());
 // ---- load ------------------------------------------------------------------------------------
 
 async function load() {
-  const started = performance.now();
   try {
     const trace = await api(`/api/v1/traces/${traceId}`);
     t0 = new Date(trace.start_time).getTime();
@@ -353,8 +352,8 @@ async function load() {
     const wanted = location.hash.startsWith("#span-") ? location.hash.slice(6) : null;
     const index = wanted ? nodes.findIndex((n) => n.span.span_id === wanted) : -1;
     select(index >= 0 ? index : 0, true);
+    document.body.dataset.drawMs = String(Math.round(performance.now()));
     document.body.dataset.ready = "trace";
-    document.body.dataset.drawMs = String(Math.round(performance.now() - started));
   } catch (err) {
     if (err.status === 404) summary.textContent = "Trace not found in this project.";
     else showError(summary, err);

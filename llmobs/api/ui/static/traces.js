@@ -47,6 +47,7 @@ async function load(append) {
     cursor = page.next_cursor;
     more.hidden = !cursor;
     state.textContent = body.rows.length ? `${body.rows.length} traces` : "No traces match.";
+    document.body.dataset.drawMs = String(Math.round(performance.now()));
     document.body.dataset.ready = "list";
   } catch (err) {
     showError(state, err);
