@@ -98,6 +98,39 @@ def conversation_trace(start: datetime, service: str = "support-bot") -> tuple[s
     return tid, spans
 
 
+def wide_trace(start: datetime, n: int) -> tuple[str, list[dict[str, Any]]]:
+    """A root with steps of ten calls each under it: ``n`` spans in all."""
+    tid, root = trace_id(), span_id()
+    spans = [
+        {
+            "trace_id": tid,
+            "span_id": root,
+            "name": "POST /agent",
+            "start_time": iso(start),
+            "end_time": iso(start + timedelta(seconds=60)),
+            "service_name": "agent",
+        }
+    ]
+    parent = root
+    for i in range(n - 1):
+        sid = span_id()
+        at = start + timedelta(milliseconds=50 * i)
+        spans.append(
+            {
+                "trace_id": tid,
+                "span_id": sid,
+                "parent_span_id": root if i % 10 == 0 else parent,
+                "name": f"step {i}" if i % 10 == 0 else f"call {i}",
+                "start_time": iso(at),
+                "end_time": iso(at + timedelta(milliseconds=40)),
+                "service_name": "agent",
+            }
+        )
+        if i % 10 == 0:
+            parent = sid
+    return tid, spans
+
+
 def test_trace_explorer_in_a_real_browser(ui_api: RunningApi, browser, tmp_path: Path):
     settings: Settings = ui_api.settings
     seeded = seed(settings)
@@ -197,6 +230,19 @@ def test_trace_explorer_in_a_real_browser(ui_api: RunningApi, browser, tmp_path:
         page.wait_for_selector(f"#traces tr[data-trace-id='{new_id}']", timeout=15_000)
         assert listed.first.get_attribute("data-trace-id") == new_id
         shot("trace-list-live")
+
+        # A large trace: only the rows in view exist; End walks to its last span.
+        big_id, big_spans = wide_trace(datetime.now(UTC) - timedelta(minutes=3), 1000)
+        assert httpx.post(f"{base}/api/v1/spans", json=big_spans, headers=a.auth("writer")).status_code == 201
+        page.goto(f"{base}/ui/traces/{big_id}")
+        page.wait_for_selector("body[data-ready=trace]")
+        assert 10 < page.locator("#tree [role=treeitem]").count() < 100
+        page.focus("#tree")
+        page.keyboard.press("End")
+        page.keyboard.press("Enter")
+        assert big_spans[-1]["name"] in page.locator("#tree [aria-selected=true]").inner_text()
+        assert page.locator("#detail h2").inner_text() == big_spans[-1]["name"]
+        shot("large-trace")
 
         # Typing B's URLs shows nothing of B.
         page.goto(f"{base}/ui/traces/{b.traces[0]}")

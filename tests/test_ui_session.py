@@ -13,6 +13,8 @@ from llmobs.config import Settings
 from llmobs.store import apikeys, ui_logins
 from llmobs.store.db import connect
 
+from conftest import settings_env
+
 ORIGIN = {"Origin": "http://testserver"}
 
 
@@ -123,3 +125,27 @@ def test_sign_in_session_csrf_scores_and_isolation(settings: Settings, seeded):
         gql = c.post("/graphql", json={"query": query, "variables": variables}, headers=a.auth()).json()
         assert gql["data"]["trace"]["scores"] == [{"name": "thumbs", "value": 1.0, "comment": "good", "source": "ui"}]
         assert [t["traceId"] for t in gql["data"]["traces"]["traces"]] == [a.traces[0]]
+
+
+def test_a_session_survives_secret_rotation_for_the_grace_period_only(pg_server, redis_server, db_name, seeded):
+    from datetime import UTC, datetime
+
+    from llmobs.config import generate_password
+
+    env = settings_env(pg_server, redis_server, db_name)
+    with api_client(Settings(env, None)) as c:
+        assert sign_in(c, seeded.a.keys["reader"]).status_code == 303
+        cookie = c.cookies[SESSION_COOKIE]
+
+    def rotated(until: datetime) -> Settings:
+        new = {"SECRET_KEY": generate_password(48), "SECRET_KEY_PREVIOUS": env["SECRET_KEY"]}
+        return Settings({**env, **new, "SECRET_KEY_PREVIOUS_UNTIL": until.isoformat()}, None)
+
+    with api_client(rotated(datetime.now(UTC) + timedelta(hours=1))) as c:
+        c.cookies.set(SESSION_COOKIE, cookie)
+        assert c.get("/ui/", follow_redirects=False).status_code == 200
+        assert c.get("/api/v1/traces").status_code == 200
+    with api_client(rotated(datetime.now(UTC) - timedelta(seconds=1))) as c:
+        c.cookies.set(SESSION_COOKIE, cookie)
+        assert c.get("/ui/", follow_redirects=False).status_code == 303  # back to sign-in
+        assert "retired key" in c.get("/api/v1/traces").json()["error"]["message"]

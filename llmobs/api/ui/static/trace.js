@@ -344,7 +344,7 @@ async function load() {
     total = Math.max(1, trace.duration_ms);
     nodes = flatten(trace.roots);
     summary.replaceChildren(
-      `${fmtTime(trace.start_time)} · ${fmtNum(trace.span_count)} spans · ${fmtMs(trace.duration_ms)} · ${fmtNum(trace.total_tokens)} tokens · $${fmtCost(trace.cost_usd)} · ${trace.services.join(", ")}`,
+      `${fmtTime(trace.start_time)} · ${fmtNum(trace.span_count)} spans · ${fmtMs(trace.duration_ms)} · ${fmtNum(trace.total_tokens)} tokens · ${trace.cost_usd == null ? "no cost" : `$${fmtCost(trace.cost_usd)}`} · ${trace.services.join(", ")}`,
       trace.error_count ? el("span", { class: "badge bad", text: ` ${trace.error_count} error${trace.error_count > 1 ? "s" : ""}` }) : "",
       trace.truncated ? el("span", { class: "badge", text: " truncated" }) : "",
     );
