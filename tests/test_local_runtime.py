@@ -124,7 +124,7 @@ def test_status_text_and_logs(project: Path):
     # `llmobs ui` prints a one-time link that signs a browser in, once.
     link = json.loads(run_cli("ui", "--json", project_dir=project).stdout)
     assert link["login_url"].startswith(link["ui_url"]) and link["role"] == "admin"
-    token = link["login_url"].split("token=", 1)[1]
+    token = link["login_url"].split("#token=", 1)[1]  # in the fragment: never sent to a server
     with httpx.Client(base_url=link["ui_url"].removesuffix("/ui/")) as browser:
         origin = {"Origin": str(browser.base_url).rstrip("/")}
         assert browser.post("/ui/login/link", data={"token": token}, headers=origin).status_code == 303

@@ -18,6 +18,8 @@ import pytest
 from api_support import RunningApi, seed, span_id, start_api, stop_api, trace_id
 
 from llmobs.config import Settings
+from llmobs.store import apikeys, ui_logins
+from llmobs.store.db import connect
 
 from conftest import require, settings_env
 
@@ -264,6 +266,20 @@ def test_trace_explorer_in_a_real_browser(ui_api: RunningApi, browser, tmp_path:
         page.wait_for_url("**/ui/login")
         page.goto(f"{base}/ui/")
         assert "/ui/login" in page.url
+
+        # A one-time link of a reader key (what `llmobs ui --key` prints): browse, not score.
+        with connect(settings, "admin", autocommit=True) as conn:
+            reader_id = apikeys.key_id_of(a.keys["reader"])
+            assert reader_id is not None
+            token = ui_logins.create_login(conn, reader_id)
+        page.goto(f"{base}/ui/login/link#token={token}")
+        assert "token" not in page.url  # dropped from the address bar and history
+        page.click("#use-link")
+        page.wait_for_selector("body[data-ready=list]")
+        page.goto(f"{base}/ui/traces/{conv_id}")
+        page.wait_for_selector("body[data-ready=trace]")
+        assert page.locator("button[data-thumb='1']").is_disabled()
+        assert "writer key" in page.inner_text("#score-state")
         assert not csp_errors, csp_errors
     finally:
         context.close()

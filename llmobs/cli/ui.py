@@ -56,7 +56,8 @@ def ui(
             source=audit.cli_source(),
         )
     base = ui_url(settings)
-    link = f"{base}login/link?token={token}"
+    # In the fragment: browsers never send it, so it reaches no server log and no Referer.
+    link = f"{base}login/link#token={token}"
     if json_:
         print_json({"ui_url": base, "login_url": link, "key": key_id, "project": found.project, "role": found.role})
         return

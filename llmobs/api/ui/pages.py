@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -137,10 +137,11 @@ async def login(request: Request) -> Response:
 
 
 @router.get("/login/link", response_class=HTMLResponse)
-async def link_page(request: Request, token: Annotated[str, Query(max_length=100)] = "") -> Response:
-    """The landing page of a one-time link: a button that redeems it (a link preview that merely
-    fetches the URL does not use it up)."""
-    return _render(request, "link.html", None, token=token)
+async def link_page(request: Request) -> Response:
+    """The landing page of a one-time link (``#token=...``: the token stays in the browser, out of
+    access logs): a button that posts it (a link preview that merely fetches the URL uses nothing
+    up)."""
+    return _render(request, "link.html", None)
 
 
 @router.post("/login/link", response_class=HTMLResponse)
