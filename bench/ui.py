@@ -23,13 +23,12 @@ import os
 import random
 import shutil
 import statistics
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-from benchlib import Infra, free_port, server_env, start_server, stop_server
+from benchlib import free_port, start_server, stop_server
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -122,20 +121,15 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which(CHROMIUM) is None:
         raise SystemExit("bench/ui.py drives Debian's chromium: apt-get install chromium")
-    from api import load
+    from api import load, start_read_infra
     from playwright.sync_api import sync_playwright
 
     from llmobs.config import Settings
     from llmobs.store import apikeys
     from llmobs.store.db import connect
 
-    root = args.reuse or Path(tempfile.mkdtemp(prefix="llmobs-bench-ui-"))
-    infra = Infra.start(
-        root,
-        server_env(DB_POOL_SIZE="10", API_RATE_LIMIT_PER_MINUTE="0"),
-        reuse=bool(args.reuse),
-        pg_settings={"shared_buffers": "'512MB'", "max_wal_size": "'4GB'", "synchronous_commit": "off"},
-    )
+    infra = start_read_infra(args.reuse, "llmobs-bench-ui-")
+    root = infra.root
     api = None
     try:
         settings = Settings(infra.env, None)
