@@ -206,6 +206,17 @@ def load(settings, n_spans: int) -> dict[str, int]:
     return projects
 
 
+def start_read_infra(reuse: Path | None, prefix: str) -> Infra:
+    """PostgreSQL (tuned for bulk loading) and Redis for a read benchmark, in ``reuse`` (a kept
+    earlier run) or a new temporary directory named with ``prefix``."""
+    return Infra.start(
+        reuse or Path(tempfile.mkdtemp(prefix=prefix)),
+        server_env(DB_POOL_SIZE="10", API_RATE_LIMIT_PER_MINUTE="0"),
+        reuse=reuse is not None,
+        pg_settings={"shared_buffers": "'512MB'", "max_wal_size": "'4GB'", "synchronous_commit": "off"},
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # measurement
 
@@ -426,13 +437,8 @@ def main() -> None:
 
     from llmobs.config import Settings
 
-    root = args.reuse or Path(tempfile.mkdtemp(prefix="llmobs-bench-api-"))
-    infra = Infra.start(
-        root,
-        server_env(DB_POOL_SIZE="10", API_RATE_LIMIT_PER_MINUTE="0"),
-        reuse=bool(args.reuse),
-        pg_settings={"shared_buffers": "'512MB'", "max_wal_size": "'4GB'", "synchronous_commit": "off"},
-    )
+    infra = start_read_infra(args.reuse, "llmobs-bench-api-")
+    root = infra.root
     api = None
     try:
         settings = Settings(infra.env, None)

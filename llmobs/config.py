@@ -234,6 +234,23 @@ SETTINGS: tuple[Setting, ...] = (
         group="API",
     ),
     _s(
+        "UI_SESSION_TTL_SECONDS",
+        "28800",
+        "Lifetime of a web UI session (the `/ui/` sign-in cookie, a JWT like the API's); signing in again "
+        "starts a new one. Revoking the key ends its sessions at once.",
+        "int",
+        group="API",
+        minimum=60,
+    ),
+    _s(
+        "UI_LOGIN_LINK_TTL_SECONDS",
+        "600",
+        "How long a one-time sign-in link printed by `llmobs ui` stays valid.",
+        "int",
+        group="API",
+        minimum=30,
+    ),
+    _s(
         "SECRET_KEY_PREVIOUS",
         "",
         "The previous `SECRET_KEY` after a rotation: JWTs signed with it stay "

@@ -8,12 +8,20 @@ row-level security it lives with.
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import httpx
+import pytest
 
 from llmobs.collector.pipeline import RawSpan, SpanPipeline
 from llmobs.config import Settings
@@ -21,6 +29,8 @@ from llmobs.store import apikeys
 from llmobs.store.db import connect
 from llmobs.store.maintain import maintain
 from llmobs.store.spans import PartitionCache, SpanRow, copy_spans
+
+from conftest import free_port
 
 
 def trace_id() -> str:
@@ -240,3 +250,63 @@ def store_genai_metrics(
     metric_rows(iter(points), project_id, Redactor(RedactionRules()), result)
     with connect(settings, "app", autocommit=True) as conn, conn.transaction():
         return copy_signal_rows(conn, METRIC_POINTS, result.rows)
+
+
+@dataclass
+class RunningApi:
+    base: str
+    proc: subprocess.Popen
+    settings: Settings
+
+
+def start_api(env: dict[str, str], workers: int) -> RunningApi:
+    """`llmobs serve api` in a subprocess (its own session) with ``env``, answering /health."""
+    port = free_port()
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "REDIS_", "LLMOBS_", "API_"))}
+    child_env.update(env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llmobs",
+            "serve",
+            "api",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
+        env=child_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        cwd="/",
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"api exited with {proc.returncode}: {proc.stderr.read().decode()[-3000:]}")  # type: ignore[union-attr]
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return RunningApi(base, proc, Settings(env, None))
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    stop_api(proc)
+    pytest.fail("api did not answer /health within 60 s")
+
+
+def stop_api(proc: subprocess.Popen) -> None:
+    """Stop a server started by :func:`start_api` (its whole process group)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)  # the session we started: uvicorn's master and its workers
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    if proc.stderr:
+        proc.stderr.close()

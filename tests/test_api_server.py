@@ -7,8 +7,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +15,9 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 import redis
-from api_support import api_client, make_project, seed
+from api_support import RunningApi, api_client, make_project, seed
+from api_support import start_api as _start
+from api_support import stop_api as _stop
 from collector_support import http_export, otlp_request, start_collector_fixture  # noqa: F401
 
 from llmobs.config import Settings, generate_password
@@ -52,13 +52,6 @@ def own_redis() -> Iterator[OwnRedis]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@dataclass
-class RunningApi:
-    base: str
-    proc: subprocess.Popen
-    settings: Settings
-
-
 @pytest.fixture
 def api_env(pg_server, db_name, own_redis) -> dict[str, str]:
     return settings_env(
@@ -71,57 +64,6 @@ def api_env(pg_server, db_name, own_redis) -> dict[str, str]:
         REDIS_PASSWORD=own_redis.password,
         LLMOBS_LOG_LEVEL="warning",
     )
-
-
-def _start(env: dict[str, str], workers: int) -> RunningApi:
-    port = free_port()
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "REDIS_", "LLMOBS_", "API_"))}
-    child_env.update(env)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llmobs",
-            "serve",
-            "api",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-        ],
-        env=child_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        cwd="/",
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"api exited with {proc.returncode}: {proc.stderr.read().decode()[-3000:]}")  # type: ignore[union-attr]
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return RunningApi(base, proc, Settings(env, None))
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    _stop(proc)
-    pytest.fail("api did not answer /health within 60 s")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)  # the session we started: uvicorn's master and its workers
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    if proc.stderr:
-        proc.stderr.close()
 
 
 @pytest.fixture

@@ -167,6 +167,9 @@ def populated(settings: Settings):
 def _resolve_variables(conn, dashboard, start, end, interval) -> list[Variable]:
     variables: list[Variable] = []
     for v in dashboard.get("templating", {}).get("list", []):
+        if v["type"] == "textbox":  # a setting, not SQL (the trace explorer's URL)
+            variables.append(Variable(v["name"], False, False, None, [v["query"]]))
+            continue
         assert v["type"] == "query", v["name"]
         rows = conn.execute(expand(v["query"], start, end, interval, variables)).fetchall()
         columns = [d.name for d in conn.execute(expand(v["query"], start, end, interval, variables)).description]
@@ -270,3 +273,21 @@ def test_rollup_function_picks_the_rollup_by_range(settings: Settings, populated
             "SELECT count(*) FROM spans_rollup_1h WHERE bucket >= date_trunc('hour', now() - interval '7 days')"
         ).fetchone()[0]
         assert long == hour > 0
+
+
+def test_trace_ids_link_to_the_trace_explorer():
+    overview = json.loads(next(p for p in DASHBOARDS if p.name == "llm-overview.json").read_text())
+    ui_url = next(v for v in overview["templating"]["list"] if v["name"] == "ui_url")
+    assert ui_url["query"].endswith("/ui")
+    tables = [p for p in overview["panels"] if p["type"] == "table" and "trace_id" in json.dumps(p["targets"])]
+    assert len(tables) >= 2
+    for panel in tables:
+        links = [
+            link
+            for o in panel["fieldConfig"]["overrides"]
+            if o["matcher"] == {"id": "byName", "options": "trace_id"}
+            for prop in o["properties"]
+            if prop["id"] == "links"
+            for link in prop["value"]
+        ]
+        assert [link["url"] for link in links] == ["${ui_url}/traces/${__value.raw}"], panel["title"]

@@ -12,6 +12,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import psutil
 import psycopg
 import pytest
@@ -117,8 +118,19 @@ def test_status_text_and_logs(project: Path):
         "overall: healthy",
         "WAL archiving: on",
         "database size",
+        "web UI: http://127.0.0.1:",
     ):
         assert word in text.stdout
+    # `llmobs ui` prints a one-time link that signs a browser in, once.
+    link = json.loads(run_cli("ui", "--json", project_dir=project).stdout)
+    assert link["login_url"].startswith(link["ui_url"]) and link["role"] == "admin"
+    token = link["login_url"].split("#token=", 1)[1]  # in the fragment: never sent to a server
+    with httpx.Client(base_url=link["ui_url"].removesuffix("/ui/")) as browser:
+        origin = {"Origin": str(browser.base_url).rstrip("/")}
+        assert browser.post("/ui/login/link", data={"token": token}, headers=origin).status_code == 303
+        assert "project <strong>default</strong>" in browser.get("/ui/").text
+        browser.cookies.clear()
+        assert browser.post("/ui/login/link", data={"token": token}, headers=origin).status_code == 401
     logs = run_cli("logs", "timescaledb", "-n", "5", project_dir=project)
     assert logs.returncode == 0 and "database system is ready" in logs.stdout
     every = run_cli("logs", "-n", "3", project_dir=project)

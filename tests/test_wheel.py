@@ -36,6 +36,20 @@ def test_wheel_ships_compose_files_migrations_and_grafana_provisioning(wheel: Pa
         assert in_repo and in_repo <= shipped, f"{top}/ missing from the wheel: {sorted(in_repo - shipped)}"
 
 
+def test_wheel_ships_the_web_ui_assets(wheel: Path):
+    """The UI has no build step: its templates, scripts, styles and vendored chart library are
+    package data, and a wheel without them serves blank pages."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    ui = REPO / "llmobs" / "api" / "ui"
+    in_repo = {
+        f"llmobs/api/ui/{p.relative_to(ui)}"
+        for p in ui.rglob("*")
+        if p.is_file() and p.suffix in (".html", ".js", ".css", ".LICENSE")
+    }
+    assert "llmobs/api/ui/static/vendor/uPlot.iife.min.js" in in_repo
+    assert in_repo <= names, f"missing from the wheel: {sorted(in_repo - names)}"
+
+
 @pytest.mark.slow
 def test_installed_wheel_runs_init_and_local_up_outside_the_checkout(wheel: Path, workdir: Path):
     venv = workdir / "venv"

@@ -19,6 +19,7 @@ from llmobs.api.middleware import RequestContext
 from llmobs.api.ratelimit import RateLimiter
 from llmobs.api.redis_link import RedisLink
 from llmobs.api.state import ApiState
+from llmobs.api.ui import mount_ui
 
 if TYPE_CHECKING:
     from llmobs.config import Settings
@@ -78,11 +79,11 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
 
     from llmobs.api import graphql
-    from llmobs.api.routes import account, analytics, health, ingest, read, signals, stream
+    from llmobs.api.routes import account, analytics, health, ingest, read, scores, signals, stream
 
     # stream before read: /api/v1/traces/stream must not be taken for a trace id; signals before
     # analytics: /api/v1/metrics/series is not the metrics endpoint.
-    for module in (health, stream, read, signals, analytics, ingest, account, graphql):
+    for module in (health, stream, read, scores, signals, analytics, ingest, account, graphql):
         app.include_router(module.router)
 
     origins = [o.strip() for o in settings.get_str("API_CORS_ORIGINS").split(",") if o.strip()]
@@ -101,6 +102,7 @@ def create_app(settings: Settings) -> FastAPI:
                 "X-Cache",
             ],
         )
+    mount_ui(app)
     app.add_middleware(RequestContext)
     return app
 

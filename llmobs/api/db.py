@@ -160,6 +160,15 @@ class Database:
             yield conn
 
     @asynccontextmanager
+    async def write(self, project_id: int) -> AsyncIterator[psycopg.AsyncConnection]:
+        """A read-write transaction as the group role, scoped to ``project_id`` for its length only
+        (row-level security checks every row written; the session's scope is left as it was)."""
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(_READ_WRITE_SQL)
+            await conn.execute("SELECT set_config('llmobs.project_id', %s, true)", (str(project_id),))
+            yield conn
+
+    @asynccontextmanager
     async def control(self) -> AsyncIterator[psycopg.AsyncConnection]:
         """A read-write transaction (API keys, the audit log)."""
         async with self.pool.connection() as conn, conn.transaction():

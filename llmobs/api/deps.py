@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from llmobs.api import prom
+from llmobs.api import prom, session
 from llmobs.api.auth import Principal
 from llmobs.api.errors import ApiError
 from llmobs.api.state import ApiState
@@ -81,7 +81,14 @@ async def authenticate(request: Request, token: str | None) -> Principal:
 
 
 async def caller(request: Request, credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> Principal:
-    return await authenticate(request, credentials.credentials if credentials else None)
+    """The caller by its ``Authorization`` header, else by the web UI's session cookie; a write
+    made with the cookie must pass the CSRF check (:mod:`llmobs.api.session`)."""
+    if credentials is not None:
+        return await authenticate(request, credentials.credentials)
+    token = request.cookies.get(session.SESSION_COOKIE)
+    if token and request.method not in session.SAFE_METHODS:
+        session.check_csrf(request, request.headers.get(session.CSRF_HEADER))
+    return await authenticate(request, token)
 
 
 def role_required(role: Role) -> Callable[[Principal], Awaitable[Principal]]:

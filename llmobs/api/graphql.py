@@ -34,6 +34,7 @@ from llmobs.api.respond import json_response
 from llmobs.api.state import ApiState
 from llmobs.api.trace_tree import build_trace
 from llmobs.store import queries
+from llmobs.store import scores as score_store
 
 log = logging.getLogger("llmobs.api.graphql")
 
@@ -183,6 +184,20 @@ _SPAN_GQL_FIELDS = tuple(f for f in Span.__annotations__ if not f.startswith("_"
 
 
 @strawberry.type
+class Score:
+    id: int
+    trace_id: str
+    span_id: str | None
+    name: str
+    value: float | None
+    label: str | None
+    comment: str
+    source: str
+    key_id: str | None
+    created_at: datetime
+
+
+@strawberry.type
 class Trace:
     trace_id: str
     start_time: datetime
@@ -206,6 +221,14 @@ class Trace:
     @strawberry.field(description="Spans without a parent in the trace.")
     def roots(self) -> list[Span]:
         return [s for s in self._spans.spans if not s.parent_span_id or s.parent_span_id not in self._spans.by_id]
+
+    @strawberry.field(description="Scores and feedback on the trace, oldest first.")
+    @_guarded
+    async def scores(self, info: strawberry.Info) -> list[Score]:
+        ctx: Context = info.context
+        project_id, trace_id = ctx.principal.project_id, self.trace_id
+        rows = await ctx.state.db.read(project_id, lambda conn: score_store.trace_scores(conn, project_id, trace_id))
+        return [Score(**row) for row in rows]
 
 
 @strawberry.type
@@ -254,6 +277,10 @@ class TraceFilterInput:
     min_duration_ms: float | None = None
     min_cost_usd: float | None = None
     q: str | None = strawberry.field(default=None, description="Full-text search over the spans' messages.")
+    score_name: str | None = None
+    score_label: str | None = None
+    min_score: float | None = None
+    max_score: float | None = None
 
 
 @strawberry.enum
@@ -341,7 +368,7 @@ class Query:
         if not 1 <= first <= MAX_PAGE:
             raise bad_input(f"first must be between 1 and {MAX_PAGE}")
         f = filter or TraceFilterInput()
-        for name in ("service", "model", "provider", "user_id", "session_id", "name", "q"):
+        for name in ("service", "model", "provider", "user_id", "session_id", "name", "q", "score_name", "score_label"):
             value = getattr(f, name)
             if value is not None and (len(value) > _STR_LIMIT or "\x00" in value):
                 raise bad_input(f"filter {name} must be at most {_STR_LIMIT} characters, without NUL")
@@ -361,6 +388,10 @@ class Query:
             min_duration_ms=f.min_duration_ms,
             min_cost_usd=f.min_cost_usd,
             q=f.q,
+            score_name=f.score_name,
+            score_label=f.score_label,
+            min_score=f.min_score,
+            max_score=f.max_score,
         )
         cursor = queries.TraceCursor.decode(after, sort.value, descending) if after else None
         project_id = ctx.principal.project_id

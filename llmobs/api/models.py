@@ -229,6 +229,19 @@ class MetricSeries(BaseModel):
     points: list[MetricPoint]
 
 
+class ScorePoint(BaseModel):
+    time: datetime
+    count: int
+    avg: float | None
+    min: float | None
+    max: float | None
+
+
+class ScoreSeries(BaseModel):
+    name: str
+    points: list[ScorePoint]
+
+
 class MetricsResult(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
     from_: datetime = Field(alias="from")
@@ -237,6 +250,7 @@ class MetricsResult(BaseModel):
     group_by: str
     source: str = Field(description="The rollup the series were read from.")
     series: list[MetricSeries]
+    score_series: list[ScoreSeries] | None = Field(None, description="With `scores=true`: one series per score name.")
 
 
 class TokenResult(BaseModel):
@@ -315,3 +329,32 @@ class SignalMetricsResult(BaseModel):
     kind: Literal["sum", "gauge", "histogram"] | None = Field(description="Null when no point is in the range.")
     interval: str
     series: list[SignalMetricSeries]
+
+
+class ScoreIn(BaseModel):
+    """A score of a trace: a number (``value``) or a category (``label``), or both."""
+
+    model_config = Strict
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[^\x00]*$", examples=["thumbs"])
+    value: float | None = Field(None, allow_inf_nan=False, description="A numeric score (thumbs: 1 up, 0 down).")
+    label: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[^\x00]*$", examples=["correct"])
+    comment: str = Field("", max_length=2000, pattern=r"^[^\x00]*$")
+    source: Literal["api", "ui", "eval", "human"] = "api"
+    span_id: str | None = Field(None, pattern=r"^[0-9a-fA-F]{16}$", description="A span of the trace it is about.")
+
+
+class Score(BaseModel):
+    id: int
+    trace_id: str
+    span_id: str | None
+    name: str
+    value: float | None
+    label: str | None
+    comment: str
+    source: str
+    key_id: str | None = Field(description="The API key that recorded it.")
+    created_at: datetime
+
+
+class ScoreList(BaseModel):
+    scores: list[Score]

@@ -93,9 +93,12 @@ class TokenSigner:
             ttl=timedelta(seconds=settings.get_int("API_JWT_TTL_SECONDS")),
         )
 
-    def issue(self, *, key_id: str, project_id: int, role: str, now: datetime | None = None) -> IssuedToken:
+    def issue(
+        self, *, key_id: str, project_id: int, role: str, now: datetime | None = None, ttl: timedelta | None = None
+    ) -> IssuedToken:
+        """A token for ``key_id``, signed with the current key, valid for ``ttl`` (default: the API's)."""
         now = now or datetime.now(UTC)
-        expires_at = int((now + self.ttl).timestamp())
+        expires_at = int((now + (ttl or self.ttl)).timestamp())
         payload = {
             "iss": ISSUER,
             "sub": key_id,

@@ -51,9 +51,9 @@ def main(
 
 
 def _register() -> None:
-    from llmobs.cli import audit, backup, db, keys, prices, project, restore, secrets, serve, stack, swarm
+    from llmobs.cli import audit, backup, db, keys, prices, project, restore, secrets, serve, stack, swarm, ui
 
-    for module in (project, stack, db, serve, keys, prices, audit, secrets, backup, restore, swarm):
+    for module in (project, stack, db, serve, keys, prices, audit, secrets, backup, restore, swarm, ui):
         module.register(app)
 
 

@@ -149,6 +149,8 @@ def _show_status(obj: CliContext, result: StackStatus, json_: bool) -> None:
     f = result.facts
     if f:
         lines = []
+        if "ui_url" in f:
+            lines.append(f"web UI: {f['ui_url']}  (sign in: `llmobs ui`)")
         if "database_size_bytes" in f:
             lines.append(f"database size: {human_bytes(f['database_size_bytes'])}")
         if "spans_last_hour" in f:

@@ -95,6 +95,19 @@ def uses_tls(settings: Settings) -> bool:
     return any(f.endswith("docker-compose.prod.yml") for f in files)
 
 
+def service_url(settings: Settings, port_key: str) -> str:
+    """The base URL (no trailing slash) a client on this host uses for the port ``port_key``."""
+    host = settings.client_host
+    host = f"[{host}]" if ":" in host else host
+    tls = uses_tls(settings) and port_key in ("API_PORT", "COLLECTOR_HTTP_PORT")
+    return f"{'https' if tls else 'http'}://{host}:{settings.get_int(port_key)}"
+
+
+def ui_url(settings: Settings) -> str:
+    """The web UI's address (served by the api at ``/ui/``)."""
+    return f"{service_url(settings, 'API_PORT')}/ui/"
+
+
 def _tls_context(settings: Settings) -> ssl.SSLContext:
     """Verify against the project's CA when it has one (prod overlay's LLMOBS_TLS_DIR)."""
     ca = settings.path(settings.get_str("LLMOBS_TLS_DIR") or "tls", "ca.crt") if settings.project_dir else None
@@ -103,12 +116,8 @@ def _tls_context(settings: Settings) -> ssl.SSLContext:
 
 def _probe_http(service: Service, settings: Settings, timeout: float) -> str | None:
     port_key = service.health_port_key or service.port_keys[0]
-    port = settings.get_int(port_key)
-    host = settings.client_host
-    host = f"[{host}]" if ":" in host else host
-    tls = uses_tls(settings) and port_key in ("API_PORT", "COLLECTOR_HTTP_PORT")
-    url = f"{'https' if tls else 'http'}://{host}:{port}{service.health_path}"
-    context = _tls_context(settings) if tls else None
+    url = f"{service_url(settings, port_key)}{service.health_path}"
+    context = _tls_context(settings) if url.startswith("https:") else None
     with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:
         body = resp.read(65536)
     try:

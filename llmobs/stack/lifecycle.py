@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from llmobs.errors import LlmobsError
 from llmobs.stack import facts as facts_mod
-from llmobs.stack.health import ProbeResult, probe
+from llmobs.stack.health import ProbeResult, probe, ui_url
 from llmobs.stack.services import DATA_SERVICES, SERVICES, SERVICES_BY_NAME
 
 if TYPE_CHECKING:
@@ -125,6 +125,8 @@ def stack_status(
         db_up = bool(results.get("timescaledb") and results["timescaledb"].healthy)
         found = facts_mod.collect(settings, database_up=db_up, sources=fact_sources)
         status.facts, status.warnings = found.values, found.warnings
+    if "api" in states:
+        status.facts["ui_url"] = ui_url(settings)
     return status
 
 

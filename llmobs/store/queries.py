@@ -39,7 +39,7 @@ _SPAN_EXPRESSIONS = {
 _SPAN_SELECT = ", ".join(_SPAN_EXPRESSIONS.get(f, f) for f in SPAN_FIELDS)
 
 #: A trace with more spans than this is returned truncated (and says so).
-MAX_TRACE_SPANS = 5000
+MAX_TRACE_SPANS = 10_000
 #: Spans of a listed trace are looked up this long after its root started (keeps the lookup to
 #: one or two daily partitions).
 TRACE_WINDOW = timedelta(days=1)
@@ -107,9 +107,18 @@ class TraceFilter:
     #: full-text search over the messages of the trace's spans (websearch syntax: words, "a phrase",
     #: -word, or)
     q: str | None = None
+    #: Some score of the trace has this name (and, when given, this label and a value in range).
+    score_name: str | None = None
+    score_label: str | None = None
+    min_score: float | None = None
+    max_score: float | None = None
 
     def __post_init__(self) -> None:
         check_range(self.start, self.end)
+        if self.score_name is None and (
+            self.score_label is not None or self.min_score is not None or self.max_score is not None
+        ):
+            raise QueryError("score_label, min_score and max_score need score_name")
 
 
 @dataclass(frozen=True)
@@ -205,6 +214,14 @@ def _lateral(extra: list[str]) -> str:
     ) a"""
 
 
+def _score_term(trace: str) -> str:
+    """The trace ``trace`` (a column) has a score matching the filter's score_* parameters."""
+    return f"""EXISTS (SELECT 1 FROM scores sc WHERE sc.project_id = %(project)s AND sc.trace_id = {trace}
+        AND sc.name = %(score_name)s AND (%(score_label)s::text IS NULL OR sc.label = %(score_label)s)
+        AND (%(min_score)s::float8 IS NULL OR sc.value >= %(min_score)s)
+        AND (%(max_score)s::float8 IS NULL OR sc.value <= %(max_score)s))"""
+
+
 def _trace_filters(f: TraceFilter) -> tuple[list[str], list[str]]:
     """Filters over all spans of a trace: lateral columns, and the terms testing them."""
     columns = [f"{expr} AS f_{attr}" for attr, expr in _SPAN_FILTERS if getattr(f, attr) is not None]
@@ -215,6 +232,8 @@ def _trace_filters(f: TraceFilter) -> tuple[list[str], list[str]]:
         terms.append("a.error_count = 0")
     if f.min_cost_usd is not None:
         terms.append("a.cost_usd >= %(min_cost)s")
+    if f.score_name is not None:
+        terms.append(_score_term("r.trace_id"))
     return columns, terms
 
 
@@ -269,6 +288,8 @@ def _page_by_aggregate(
         having.append("bool_or(s.parent_span_id IS NULL AND s.name = %(name)s)")
     if f.min_duration_ms is not None:
         having.append("root_duration >= %(min_duration)s")
+    if f.score_name is not None:
+        having.append(_score_term("s.trace_id"))
     key = {"start_time": "root_start", "duration_ms": "root_duration", "cost_usd": "sort_cost"}[sort]
     if cursor is not None:
         having.append(f"({key}, s.trace_id) {'<' if direction == 'DESC' else '>'} (%(c_value)s, %(c_trace)s)")
@@ -318,6 +339,10 @@ async def list_traces(
         "min_duration": f.min_duration_ms,
         "min_cost": f.min_cost_usd,
         "q": f.q,
+        "score_name": f.score_name,
+        "score_label": f.score_label,
+        "min_score": f.min_score,
+        "max_score": f.max_score,
     }
     params.update({attr: getattr(f, attr) for attr, _ in _SPAN_FILTERS})
     if cursor is not None:
@@ -326,6 +351,7 @@ async def list_traces(
     filtered = (
         f.status is not None
         or f.min_cost_usd is not None
+        or f.score_name is not None
         or any(getattr(f, attr) is not None for attr, _ in _SPAN_FILTERS)
     )
     by_aggregate = sort == "cost_usd"

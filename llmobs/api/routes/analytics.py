@@ -21,6 +21,7 @@ from llmobs.api.params import From, Text, To, time_range
 from llmobs.api.respond import json_response, to_json
 from llmobs.api.state import ApiState
 from llmobs.store import queries
+from llmobs.store import scores as score_store
 
 router = APIRouter(prefix="/api/v1", tags=["analytics"], dependencies=[Depends(strict_query)])
 
@@ -92,6 +93,9 @@ async def metrics(
         Literal["llm", "all"],
         Query(description="llm: count LLM calls only (spans with a model or provider); all: every span."),
     ] = "llm",
+    scores: Annotated[
+        bool, Query(description="Add `score_series`: per score name, count and average value per bucket.")
+    ] = False,
 ) -> Response:
     start, end = time_range(from_, to if to is not None else now_minute())
     req = queries.MetricsRequest(
@@ -110,7 +114,14 @@ async def metrics(
         interval_name, source, series = await state.db.read(
             principal.project_id, lambda conn: queries.metric_series(conn, principal.project_id, req)
         )
-        return {
+        extra = {}
+        if scores:
+            step = queries.INTERVALS[interval_name]
+            extra["score_series"] = await state.db.read(
+                principal.project_id,
+                lambda conn: score_store.score_series(conn, principal.project_id, start, end, step),
+            )
+        return extra | {
             "from": start,
             "to": end,
             "interval": interval_name,
@@ -128,5 +139,6 @@ async def metrics(
         "model": model,
         "provider": provider,
         "spans": spans,
+        "scores": scores,
     }
     return await cached(state, principal.project_id, "metrics", key, compute)

@@ -82,6 +82,14 @@ async def list_traces(
     min_cost_usd: Annotated[
         float | None, Query(ge=0, allow_inf_nan=False, description="Trace cost at least this much.")
     ] = None,
+    score_name: Annotated[Text, Query(description="Some score of the trace has this name (`thumbs`, ...).")] = None,
+    score_label: Annotated[Text, Query(description="... and this label (needs score_name).")] = None,
+    min_score: Annotated[
+        float | None, Query(allow_inf_nan=False, description="... and a value at least this (needs score_name).")
+    ] = None,
+    max_score: Annotated[
+        float | None, Query(allow_inf_nan=False, description="... and a value at most this (needs score_name).")
+    ] = None,
     sort: Annotated[
         queries.TraceSort, Query(description="Root start time, root duration, or trace cost.")
     ] = "start_time",
@@ -103,6 +111,10 @@ async def list_traces(
         min_duration_ms=min_duration_ms,
         min_cost_usd=min_cost_usd,
         q=q,
+        score_name=score_name,
+        score_label=score_label,
+        min_score=min_score,
+        max_score=max_score,
     )
     descending = order == "desc"
     page_cursor = queries.TraceCursor.decode(cursor, sort, descending) if cursor else None
