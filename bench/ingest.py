@@ -202,7 +202,7 @@ def copy_ceiling(env: dict[str, str], requests: list[bytes]) -> float:
     from llmobs.collector.pipeline import SpanPipeline
     from llmobs.config import Settings
     from llmobs.store.db import connect
-    from llmobs.store.spans import COPY_SQL, encode_rows, ensure_span_partitions, row_days
+    from llmobs.store.spans import COPY_SQL, encode_rows
 
     settings = Settings(env, None)
     pipeline = SpanPipeline.from_settings(settings)
@@ -212,8 +212,6 @@ def copy_ceiling(env: dict[str, str], requests: list[bytes]) -> float:
     batch = settings.get_int("COLLECTOR_BATCH_MAX_SPANS")
     chunks = [encode_rows(rows[i : i + batch]) for i in range(0, len(rows), batch)]
     with connect(settings, "app") as conn:
-        ensure_span_partitions(conn, row_days(rows))
-        conn.commit()
         started = time.perf_counter()
         for chunk in chunks:
             with conn.cursor().copy(COPY_SQL) as copy:

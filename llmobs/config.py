@@ -672,6 +672,24 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1,
     ),
     _s(
+        "COLLECTOR_MAX_SPAN_AGE_DAYS",
+        "30",
+        "Oldest span start accepted, in days before now (capped at RETENTION_DAYS). Older spans are "
+        "rejected (OTLP `partial_success`, 422 on `POST /api/v1/spans`); `llmobs db maintain` keeps a "
+        "partition ready for every day of the window.",
+        "int",
+        group="Collector",
+        minimum=1,
+    ),
+    _s(
+        "COLLECTOR_MAX_SPAN_FUTURE_MINUTES",
+        "60",
+        "How far ahead of the server's clock a span may start (client clock drift); later spans are rejected.",
+        "int",
+        group="Collector",
+        minimum=0,
+    ),
+    _s(
         "COLLECTOR_MAX_ATTRIBUTES_PER_SPAN",
         "1000",
         "Attributes kept per span; the rest are dropped and counted in `llmobs.dropped_attributes_count`.",

@@ -13,8 +13,8 @@ Example::
     pipeline.load_prices(conn)                        # model_prices; call again to refresh
     result = pipeline.process([
         RawSpan(trace_id="5b8aa5a2d2c872e8321cf37308d69df2", span_id="051581bf3cb55c13",
-                name="chat gpt-4o", start_time=1_700_000_000_000_000_000,
-                end_time=1_700_000_001_250_000_000, kind="client",
+                name="chat gpt-4o", start_time=now_ns,       # within the accepted window
+                end_time=now_ns + 1_250_000_000, kind="client",
                 attributes={"gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 120,
                             "gen_ai.usage.output_tokens": 40},
                 resource={"service.name": "chatbot"}),
@@ -42,7 +42,7 @@ import orjson
 from llmobs.collector.normalize import normalize
 from llmobs.collector.pricing import PriceRule, Pricing, aload_rules, load_rules
 from llmobs.collector.redact import DETECTORS, RedactionRules, Redactor, parse_list
-from llmobs.store.spans import SpanRow
+from llmobs.store.spans import SpanRow, SpanWindow
 
 if TYPE_CHECKING:
     import psycopg
@@ -106,6 +106,8 @@ class PipelineConfig:
     max_attributes: int = 1000
     #: attribute whose positive value marks a trace for keeping (tail sampling)
     priority_attribute: str | None = "sampling.priority"
+    #: start times accepted; spans outside are rejected (no partition is made for them)
+    window: SpanWindow = field(default_factory=SpanWindow)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PipelineConfig:
@@ -131,6 +133,7 @@ class PipelineConfig:
             redaction=rules,
             max_attributes=settings.get_int("COLLECTOR_MAX_ATTRIBUTES_PER_SPAN"),
             priority_attribute=settings.get_str("SAMPLING_PRIORITY_ATTRIBUTE") or None,
+            window=SpanWindow.from_settings(settings),
         )
 
 
@@ -203,6 +206,7 @@ class SpanPipeline:
         """Validate, normalize, price and redact ``spans`` of ``project_id``; invalid spans are
         counted in ``rejected`` (with a reason in ``errors``), never raised."""
         result = ProcessResult()
+        earliest, latest = self.config.window.bounds(datetime.now(UTC))
         resources: dict[int, _Resource] = {}
         rows = result.rows
         kept: list[tuple[RawSpan, dict[str, Any]]] = []
@@ -213,7 +217,7 @@ class SpanPipeline:
                 if res is None:
                     res = resources[id(span.resource)] = _Resource(span.resource, self.redactor)
                 try:
-                    row, attrs = self._row(span, project_id, res, result)
+                    row, attrs = self._row(span, project_id, res, result, earliest, latest)
                 except _Invalid as exc:
                     problem = str(exc)
                 else:
@@ -234,9 +238,21 @@ class SpanPipeline:
         return result
 
     def _row(
-        self, span: RawSpan, project_id: int, res: _Resource, result: ProcessResult
+        self,
+        span: RawSpan,
+        project_id: int,
+        res: _Resource,
+        result: ProcessResult,
+        earliest: datetime,
+        latest: datetime,
     ) -> tuple[SpanRow, dict[str, Any]]:
         start, end, duration_ms = _times(span.start_time, span.end_time)
+        if not earliest <= start <= latest:
+            raise _Invalid(
+                f"start time {start:%Y-%m-%d %H:%M:%S} UTC is outside the accepted window "
+                f"{earliest:%Y-%m-%d %H:%M} to {latest:%Y-%m-%d %H:%M} UTC"
+                " (COLLECTOR_MAX_SPAN_AGE_DAYS, COLLECTOR_MAX_SPAN_FUTURE_MINUTES)"
+            )
         attrs = span.attributes
         config = self.config
         if len(attrs) > config.max_attributes:

@@ -20,20 +20,11 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from llmobs.collector.stats import IngestCounts
 from llmobs.store.db import first_line
-from llmobs.store.spans import (
-    COPY_SQL,
-    ENSURE_PARTITION_SQL,
-    PartitionCache,
-    SpanRow,
-    encode_rows,
-    is_missing_partition,
-    row_days,
-)
+from llmobs.store.spans import COPY_SQL, MISSING_PARTITION_MESSAGE, SpanRow, encode_rows, is_missing_partition
 
 if TYPE_CHECKING:
     import psycopg
@@ -62,7 +53,6 @@ class RowsRefused(Exception):
 class Pending:
     rows: list[SpanRow]
     data: bytes
-    days: set[date]
     #: None for rows acknowledged before they are written (tail sampling): retried until written
     future: asyncio.Future[None] | None
     #: where the rows came from, for llmobs_ingest_stats ("collector-grpc", "collector-http")
@@ -100,7 +90,6 @@ class Writer:
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
         self._probe: asyncio.Task[None] | None = None
-        self._partitions = PartitionCache()
         self.up = False
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -162,7 +151,7 @@ class Writer:
         if not rows:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._enqueue(Pending(rows, encode_rows(rows), row_days(rows), future, source))
+        self._enqueue(Pending(rows, encode_rows(rows), future, source))
         await future
 
     def submit_acknowledged(self, rows: list[SpanRow], source: str) -> None:
@@ -170,7 +159,7 @@ class Writer:
         queue but are never refused; while the database is down they wait for it."""
         if rows:
             self._reserved += len(rows)
-            self._enqueue(Pending(rows, encode_rows(rows), row_days(rows), None, source))
+            self._enqueue(Pending(rows, encode_rows(rows), None, source))
 
     def _enqueue(self, pending: Pending) -> None:
         self._queue.append(pending)
@@ -238,27 +227,12 @@ class Writer:
         if conn is not None:
             await conn.close()
 
-    async def _write(self, conn: psycopg.AsyncConnection, batch: list[Pending], *, retried: bool = False) -> None:
+    async def _write(self, conn: psycopg.AsyncConnection, batch: list[Pending]) -> None:
         started = time.perf_counter()
-        days = set().union(*(p.days for p in batch))
-        missing = self._partitions.missing(days)
-        if missing:
-            for day in missing:
-                await conn.execute(ENSURE_PARTITION_SQL, (day,))
-            await conn.commit()
-            self._partitions.add(missing)
-        try:
-            async with conn.cursor() as cur, cur.copy(COPY_SQL) as copy:
-                for item in batch:
-                    await copy.write(item.data)
-            await conn.commit()
-        except Exception as exc:
-            if retried or not is_missing_partition(exc):
-                raise
-            await conn.rollback()
-            self._partitions.forget()  # retention dropped a day we thought existed
-            await self._write(conn, batch, retried=True)
-            return
+        async with conn.cursor() as cur, cur.copy(COPY_SQL) as copy:
+            for item in batch:
+                await copy.write(item.data)
+        await conn.commit()
         spans = sum(len(p.rows) for p in batch)
         self._metrics.observe_commit(spans, time.perf_counter() - started)
         self._done(batch)
@@ -278,6 +252,11 @@ class Writer:
             except psycopg.Error as exc:
                 with contextlib.suppress(psycopg.Error):
                     await conn.rollback()
+                if is_missing_partition(exc) and item.future is not None:
+                    # maintenance is late, not the client's fault: the sender retries (503)
+                    log.error("%d spans refused: %s", len(item.rows), MISSING_PARTITION_MESSAGE)
+                    self._requeue_or_fail([item], DatabaseUnavailable(MISSING_PARTITION_MESSAGE))
+                    continue
                 log.error("PostgreSQL refused %d spans: %s", len(item.rows), first_line(exc))
                 self._refuse([item], first_line(exc))
 

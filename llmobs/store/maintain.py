@@ -1,6 +1,7 @@
 """Periodic database upkeep: `llmobs db maintain`.
 
-Plain PostgreSQL: create daily span partitions ahead of time, drop whole partitions older than
+Plain PostgreSQL: create daily span partitions ahead of time for every day of the accepted span
+window (the only place partitions are made), drop whole partitions older than
 ``RETENTION_DAYS``, and refresh the minute/hour rollups from the last watermark. TimescaleDB does
 the same with its own policies, which this keeps in step with the settings.
 """
@@ -14,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
+
+from llmobs.store.spans import SpanWindow
 
 if TYPE_CHECKING:
     import psycopg
@@ -50,6 +53,13 @@ def ensure_partitions(conn: psycopg.Connection, days: list[date]) -> list[str]:
     return created
 
 
+def prepare_partitions(conn: psycopg.Connection, settings: Settings, now: datetime) -> list[str]:
+    """A partition for every day of the accepted span window and PARTITION_PREMAKE_DAYS ahead
+    (writers never create partitions, so these are all there will be); the names created."""
+    days = SpanWindow.from_settings(settings).days(now, settings.get_int("PARTITION_PREMAKE_DAYS"))
+    return ensure_partitions(conn, days)
+
+
 def span_partitions(conn: psycopg.Connection) -> list[tuple[str, date]]:
     rows = conn.execute(
         """SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
@@ -76,8 +86,7 @@ def maintain(conn: psycopg.Connection, settings: Settings, *, now: datetime | No
         return result
 
     today = now.date()
-    ahead = settings.get_int("PARTITION_PREMAKE_DAYS")
-    result.partitions_created = ensure_partitions(conn, [today + timedelta(days=d) for d in range(-1, ahead + 1)])
+    result.partitions_created = prepare_partitions(conn, settings, now)
     cutoff = today - timedelta(days=retention)
     for name, day in span_partitions(conn):
         if day < cutoff:

@@ -1,0 +1,96 @@
+"""Hostile input and noisy neighbours (issue 17): one project's key, or no key, must not degrade
+the service for another project. Each test drives an attack against the real servers and checks
+that it is refused or absorbed, that another project's reads keep their latency (a baseline
+measured in the same test, generous factors: the machine is noisy) and that health tells the truth.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pytest
+from api_support import api_client, llm_trace, make_project, store_spans
+from collector_support import RunningCollector, grpc_export, http_export, otlp_request, start_collector_fixture  # noqa: F401
+
+from llmobs.store.maintain import span_partitions
+
+NS_PER_DAY = 86_400 * 10**9
+
+
+def read_latency(client, headers: dict[str, str], rounds: int = 5) -> float:
+    """Median seconds of a cheap read of another project (the trace list), each answered 200."""
+    timings = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        response = client.get("/api/v1/traces?limit=20", headers=headers)
+        timings.append(time.perf_counter() - started)
+        assert response.status_code == 200, response.text
+    return statistics.median(timings)
+
+
+def assert_latency_kept(before: float, after: float) -> None:
+    """Another project's reads after the attack: at most a few times the baseline (plus noise)."""
+    assert after < max(5 * before, before + 1.0), f"reads slowed from {before:.3f}s to {after:.3f}s"
+
+
+@pytest.fixture
+def neighbour(settings):
+    """Project B with a few traces: the bystander whose reads must stay fast."""
+    b = make_project(settings, "bystander")
+    now = datetime.now(UTC)
+    store_spans(settings, b.id, [s for i in range(5) for s in llm_trace(now - timedelta(minutes=5 + i))])
+    return b
+
+
+def test_span_timestamps_outside_the_window_are_rejected_and_make_no_partitions(
+    start_collector, settings, admin_conn, neighbour
+):
+    collector: RunningCollector = start_collector()
+    partitions_before = span_partitions(admin_conn)
+    with api_client(settings) as api:
+        baseline = read_latency(api, neighbour.auth())
+
+        # one request with spans on 400 different days from 1970 to 2500, plus one span in the window
+        now_ns = time.time_ns()
+        spans = [
+            {"trace_id": f"{i + 1:032x}", "span_id": f"{i + 1:016x}", "start": i * 365 * NS_PER_DAY + NS_PER_DAY}
+            for i in range(400)
+        ]
+        spans.append({"trace_id": "ab" * 16, "span_id": "ab" * 8, "start": now_ns, "end": now_ns + 10**6})
+        body = otlp_request(spans)
+        response = http_export(collector.http_url, body, collector.token, content_type="application/x-protobuf")
+        assert response.status_code == 200
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+        answer = ExportTraceServiceResponse.FromString(response.content)
+        assert answer.partial_success.rejected_spans == 400
+        assert "outside the accepted window" in answer.partial_success.error_message
+        assert "COLLECTOR_MAX_SPAN_AGE_DAYS" in answer.partial_success.error_message
+        code, details, _ = grpc_export(collector.grpc_target, body, collector.token)
+        assert code == grpc.StatusCode.OK
+        assert ExportTraceServiceResponse.FromString(details).partial_success.rejected_spans == 400
+
+        # the same through the API: refused, named, nothing stored
+        writer = make_project(settings, "attacker")
+        future = {"trace_id": "cd" * 16, "span_id": "cd" * 8, "name": "x", "start_time": "2400-01-01T00:00:00Z"}
+        response = api.post("/api/v1/spans", json=[future], headers=writer.auth("writer"))
+        assert response.status_code == 422 and "outside the accepted window" in response.json()["error"]["message"]
+
+        # no partition was made for any of those days; the span in the window was stored once per transport
+        assert span_partitions(admin_conn) == partitions_before
+        stored = admin_conn.execute("SELECT count(*) FROM spans WHERE span_id = %s", ("ab" * 8,)).fetchone()[0]
+        assert stored == 2
+        # the app role cannot create partitions by itself either
+        import psycopg
+
+        from llmobs.store.db import connect
+
+        with connect(settings, "app", autocommit=True) as app, pytest.raises(psycopg.errors.InsufficientPrivilege):
+            app.execute("SELECT llmobs_ensure_span_partition('2300-01-01')")
+
+        assert_latency_kept(baseline, read_latency(api, neighbour.auth()))
+    assert collector.health()[0] == 200 and collector.health()[1]["database"] == "up"
+    assert collector.proc.poll() is None
