@@ -94,3 +94,56 @@ def test_span_timestamps_outside_the_window_are_rejected_and_make_no_partitions(
         assert_latency_kept(baseline, read_latency(api, neighbour.auth()))
     assert collector.health()[0] == 200 and collector.health()[1]["database"] == "up"
     assert collector.proc.poll() is None
+
+
+def test_numbers_out_of_range_are_rejected_and_rollups_keep_working(start_collector, settings, admin_conn, neighbour):
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+    from llmobs.store.maintain import maintain
+
+    collector: RunningCollector = start_collector()
+    now_ns = time.time_ns()
+    bad = [
+        {"gen_ai.usage.cost": 1.7e308},
+        {"gen_ai.usage.cost": 1.7e308},
+        {"gen_ai.usage.cost": -5.0},
+        {"llm.cost.prompt": 9e305, "llm.cost.completion": 9e305},
+        {"gen_ai.usage.input_tokens": 2**62},
+        {"gen_ai.usage.output_tokens": -1},
+        {"gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 10**12, "gen_ai.usage.output_tokens": 10**12},
+    ]
+    spans = [
+        {"trace_id": f"{i + 1:032x}", "span_id": f"{i + 1:016x}", "start": now_ns, "attributes": a}
+        for i, a in enumerate(bad)
+    ]
+    # a span lasting 30 days, and a good one
+    spans.append({"trace_id": "aa" * 16, "span_id": "aa" * 8, "start": now_ns, "end": now_ns + 30 * NS_PER_DAY})
+    good = {"trace_id": "ab" * 16, "span_id": "ab" * 8, "start": now_ns, "attributes": {"gen_ai.usage.cost": 0.5}}
+    spans.append(good)
+    response = http_export(collector.http_url, otlp_request(spans), collector.token)
+    assert response.status_code == 200
+    answer = ExportTraceServiceResponse.FromString(response.content).partial_success
+    assert answer.rejected_spans == len(spans) - 1, answer.error_message
+    message = answer.error_message
+    assert "gen_ai.usage.cost: 1.7e+308 is out of range (0 to 1e+06)" in message
+    assert "gen_ai.usage.input_tokens: 4.61169e+18 is out of range (0 to 1e+12)" in message
+    assert "gen_ai.usage.output_tokens: -1 is out of range" in message
+    assert "computed cost (gpt-4o)" in message and "duration" in message
+
+    with api_client(settings) as api:
+        writer = make_project(settings, "attacker")
+        span = {
+            "trace_id": "cd" * 16,
+            "span_id": "cd" * 8,
+            "name": "x",
+            "start_time": datetime.now(UTC).isoformat(),
+            "attributes": {"gen_ai.usage.cost": 1.7e308},
+        }
+        response = api.post("/api/v1/spans", json=[span], headers=writer.auth("writer"))
+        assert response.status_code == 422 and "out of range" in response.json()["error"]["message"]
+
+    # the rollup refresh runs, and counts the one good span's cost
+    admin_conn.execute("DELETE FROM llmobs_rollup_state")
+    maintain(admin_conn, settings)
+    total = admin_conn.execute("SELECT sum(cost_usd) FROM spans_rollup_1m WHERE project_id = 1").fetchone()[0]
+    assert total == pytest.approx(0.5)

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from llmobs.collector.normalize import normalize
+from llmobs.collector.normalize import OutOfRange, check_cost, normalize
 from llmobs.collector.pricing import PriceRule, Pricing, aload_rules, load_rules
 from llmobs.collector.redact import DETECTORS, RedactionRules, Redactor, parse_list
 from llmobs.store.spans import SpanRow, SpanWindow
@@ -53,6 +53,8 @@ SPAN_KINDS = frozenset({"internal", "server", "client", "producer", "consumer"})
 STATUS_CODES = frozenset({"unset", "ok", "error"})
 DROPPED_ATTRIBUTES_KEY = "llmobs.dropped_attributes_count"
 _MAX_MESSAGES = 10
+#: Longest span accepted (end - start): beyond this the times are wrong, not the span long.
+MAX_SPAN_DURATION = timedelta(days=7)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
@@ -218,7 +220,7 @@ class SpanPipeline:
                     res = resources[id(span.resource)] = _Resource(span.resource, self.redactor)
                 try:
                     row, attrs = self._row(span, project_id, res, result, earliest, latest)
-                except _Invalid as exc:
+                except (_Invalid, OutOfRange) as exc:
                     problem = str(exc)
                 else:
                     rows.append(row)
@@ -279,6 +281,7 @@ class SpanPipeline:
                     result.unknown_price += 1
                 else:
                     cost, cost_source = rule.cost(n), "computed"
+                    check_cost(f"computed cost ({model})", cost)
 
         status_code = span.status_code if span.status_code in STATUS_CODES else "unset"
         if status_code == "unset" and n.error_type:
@@ -383,7 +386,15 @@ def ns_to_datetime(ns: int) -> datetime:
 
 
 def _times(start: int | datetime, end: int | datetime) -> tuple[datetime, datetime, float]:
-    """Start, end (never before start: an unfinished span gets its start) and duration in ms."""
+    """Start, end (never before start: an unfinished span gets its start) and duration in ms;
+    _Invalid when a time is missing or out of range, or the span lasts over MAX_SPAN_DURATION."""
+    start_dt, end_dt, duration_ms = _span_times(start, end)
+    if end_dt - start_dt > MAX_SPAN_DURATION:
+        raise _Invalid(f"duration {duration_ms:g} ms is out of range (0 to {MAX_SPAN_DURATION.days} days)")
+    return start_dt, end_dt, duration_ms
+
+
+def _span_times(start: int | datetime, end: int | datetime) -> tuple[datetime, datetime, float]:
     if type(start) is int and type(end) is int:
         if start <= 0:
             raise _Invalid("start time is missing")
