@@ -255,6 +255,8 @@ class SpanPipeline:
                 f"{earliest:%Y-%m-%d %H:%M} to {latest:%Y-%m-%d %H:%M} UTC"
                 " (COLLECTOR_MAX_SPAN_AGE_DAYS, COLLECTOR_MAX_SPAN_FUTURE_MINUTES)"
             )
+        if end - start > MAX_SPAN_DURATION:
+            raise _Invalid(f"duration {duration_ms:g} ms is out of range (0 to {MAX_SPAN_DURATION.days} days)")
         attrs = span.attributes
         config = self.config
         if len(attrs) > config.max_attributes:
@@ -386,15 +388,6 @@ def ns_to_datetime(ns: int) -> datetime:
 
 
 def _times(start: int | datetime, end: int | datetime) -> tuple[datetime, datetime, float]:
-    """Start, end (never before start: an unfinished span gets its start) and duration in ms;
-    _Invalid when a time is missing or out of range, or the span lasts over MAX_SPAN_DURATION."""
-    start_dt, end_dt, duration_ms = _span_times(start, end)
-    if end_dt - start_dt > MAX_SPAN_DURATION:
-        raise _Invalid(f"duration {duration_ms:g} ms is out of range (0 to {MAX_SPAN_DURATION.days} days)")
-    return start_dt, end_dt, duration_ms
-
-
-def _span_times(start: int | datetime, end: int | datetime) -> tuple[datetime, datetime, float]:
     if type(start) is int and type(end) is int:
         if start <= 0:
             raise _Invalid("start time is missing")
