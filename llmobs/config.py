@@ -220,11 +220,28 @@ SETTINGS: tuple[Setting, ...] = (
     _s(
         "API_QUERY_TIMEOUT_MS",
         "10000",
-        "Statement timeout of API queries; a query that takes longer is "
-        "refused with `query_timeout` (narrow its time range).",
+        "Statement timeout of API queries, and the time budget of one GraphQL request (all its "
+        "queries together); a query that takes longer is refused with `query_timeout` (narrow its time range).",
         "int",
         group="API",
         minimum=100,
+    ),
+    _s(
+        "API_GRAPHQL_MAX_OBJECTS",
+        "50000",
+        "Values (fields and list items) one GraphQL request may produce; past it the request is "
+        "stopped and answered `400 query_too_costly`. Also bounds the time and memory of one request.",
+        "int",
+        group="API",
+        minimum=100,
+    ),
+    _s(
+        "API_GRAPHQL_MAX_RESPONSE_BYTES",
+        "8388608",
+        "Largest GraphQL response body; a larger one is answered `400 response_too_large`.",
+        "int",
+        group="API",
+        minimum=1024,
     ),
     _s(
         "API_CORS_ORIGINS",

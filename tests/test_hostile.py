@@ -147,3 +147,57 @@ def test_numbers_out_of_range_are_rejected_and_rollups_keep_working(start_collec
     maintain(admin_conn, settings)
     total = admin_conn.execute("SELECT sum(cost_usd) FROM spans_rollup_1m WHERE project_id = 1").fetchone()[0]
     assert total == pytest.approx(0.5)
+
+
+def gql(client, headers: dict[str, str], query: str, variables: dict | None = None):
+    return client.post("/graphql", headers=headers, json={"query": query, "variables": variables or {}})
+
+
+NESTED_FRAGMENTS = """query($id: String!) { trace(traceId: $id) { spans { ...L1 } } }
+fragment L1 on Span { trace { spans { ...L2 } } }
+fragment L2 on Span { trace { spans { ...L3 } } }
+fragment L3 on Span { trace { spans { name spanId } } }"""
+
+
+def test_graphql_cost_is_bounded(settings, neighbour):
+    attacker = make_project(settings, "attacker")
+    trace = llm_trace(datetime.now(UTC) - timedelta(minutes=3), calls=15)  # 16 spans
+    store_spans(settings, attacker.id, trace)
+    variables = {"id": trace[0].trace_id}
+    with api_client(settings) as api:
+        baseline = read_latency(api, neighbour.auth())
+
+        nested = "spans { trace { " * 4 + "spans { name }" + " } }" * 4
+        response = gql(api, attacker.auth(), f"query($id: String!) {{ trace(traceId: $id) {{ {nested} }} }}", variables)
+        assert response.status_code == 400
+        assert "inside another `trace`" in response.json()["error"]["message"]
+
+        # the same through fragments (which validation sees one at a time): 16^4 spans, stopped early
+        started = time.monotonic()
+        response = gql(api, attacker.auth(), NESTED_FRAGMENTS, variables)
+        assert response.status_code == 400, response.text[:500]
+        error = response.json()["error"]
+        assert error["code"] == "query_too_costly" and "API_GRAPHQL_MAX_OBJECTS" in error["message"]
+        assert time.monotonic() - started < 10
+
+        # 30 aliases, each listing traces and looking each one up: bounded the same way
+        aliases = " ".join(
+            f"a{i}: traces(first: 200) {{ traces {{ trace {{ spans {{ name }} }} }} }}" for i in range(30)
+        )
+        response = gql(api, attacker.auth(), f"{{ {aliases} }}")
+        assert response.status_code in (200, 400), response.text[:500]
+        assert api.get("/health/ready").status_code == 200
+
+        # a document within every limit still works
+        response = gql(
+            api, attacker.auth(), "query($id: String!) { trace(traceId: $id) { spans { name } } }", variables
+        )
+        assert response.status_code == 200 and len(response.json()["data"]["trace"]["spans"]) == 16
+
+        assert_latency_kept(baseline, read_latency(api, neighbour.auth()))
+
+    with api_client(settings.with_overrides(API_GRAPHQL_MAX_RESPONSE_BYTES="2048")) as api:
+        response = gql(
+            api, attacker.auth(), "query($id: String!) { trace(traceId: $id) { spans { attributes } } }", variables
+        )
+        assert response.status_code == 400 and response.json()["error"]["code"] == "response_too_large"
