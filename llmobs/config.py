@@ -221,11 +221,28 @@ SETTINGS: tuple[Setting, ...] = (
     _s(
         "API_QUERY_TIMEOUT_MS",
         "10000",
-        "Statement timeout of API queries; a query that takes longer is "
-        "refused with `query_timeout` (narrow its time range).",
+        "Statement timeout of API queries, and the time budget of one GraphQL request (all its "
+        "queries together); a query that takes longer is refused with `query_timeout` (narrow its time range).",
         "int",
         group="API",
         minimum=100,
+    ),
+    _s(
+        "API_GRAPHQL_MAX_OBJECTS",
+        "50000",
+        "Values (fields and list items) one GraphQL request may produce; past it the request is "
+        "stopped and answered `400 query_too_costly`. Also bounds the time and memory of one request.",
+        "int",
+        group="API",
+        minimum=100,
+    ),
+    _s(
+        "API_GRAPHQL_MAX_RESPONSE_BYTES",
+        "8388608",
+        "Largest GraphQL response body; a larger one is answered `400 response_too_large`.",
+        "int",
+        group="API",
+        minimum=1024,
     ),
     _s(
         "API_CORS_ORIGINS",
@@ -688,6 +705,24 @@ SETTINGS: tuple[Setting, ...] = (
         "int",
         group="Collector",
         minimum=1,
+    ),
+    _s(
+        "COLLECTOR_MAX_SPAN_AGE_DAYS",
+        "30",
+        "Oldest span start accepted, in days before now (capped at RETENTION_DAYS). Older spans are "
+        "rejected (OTLP `partial_success`, 422 on `POST /api/v1/spans`); `llmobs db maintain` keeps a "
+        "partition ready for every day of the window.",
+        "int",
+        group="Collector",
+        minimum=1,
+    ),
+    _s(
+        "COLLECTOR_MAX_SPAN_FUTURE_MINUTES",
+        "60",
+        "How far ahead of the server's clock a span may start (client clock drift); later spans are rejected.",
+        "int",
+        group="Collector",
+        minimum=0,
     ),
     _s(
         "COLLECTOR_MAX_ATTRIBUTES_PER_SPAN",

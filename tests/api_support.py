@@ -28,7 +28,7 @@ from llmobs.config import Settings
 from llmobs.store import apikeys
 from llmobs.store.db import connect
 from llmobs.store.maintain import maintain
-from llmobs.store.spans import PartitionCache, SpanRow, copy_spans
+from llmobs.store.spans import SpanRow, copy_spans
 
 from conftest import free_port
 
@@ -119,7 +119,7 @@ def store_spans(settings: Settings, project_id: int, spans: list[RawSpan]) -> li
         result = pipeline.process(spans, project_id=project_id)
         assert result.rejected == 0, result.errors
         with conn.transaction():
-            copy_spans(conn, result.rows, cache=PartitionCache())  # each test has a database of its own
+            copy_spans(conn, result.rows)
     return result.rows
 
 

@@ -182,7 +182,7 @@ def test_inserts_stay_open_to_every_project(settings: Settings, seeded):
     the group role, and COPY (which row-level security forbids to the roles it applies to) as the
     login role, in one transaction for two projects."""
     from llmobs.collector.pipeline import SpanPipeline
-    from llmobs.store.spans import PartitionCache, copy_spans
+    from llmobs.store.spans import copy_spans
 
     now = datetime.now(UTC)
     with _as_api(settings, seeded.a.id) as conn:
@@ -198,7 +198,7 @@ def test_inserts_stay_open_to_every_project(settings: Settings, seeded):
         + pipeline.process(llm_trace(now), project_id=seeded.b.id).rows
     )
     with connect(settings, "app") as conn:
-        copy_spans(conn, rows, cache=PartitionCache())
+        copy_spans(conn, rows)
         conn.commit()
     with connect(settings, "admin") as conn:
         assert conn.execute("SELECT count(*) FROM spans WHERE span_id = %s", ("01" * 8,)).fetchone()[0] == 1

@@ -8,6 +8,7 @@ import gzip
 import json
 import threading
 import time
+from datetime import UTC, datetime
 
 import grpc
 import pytest
@@ -320,9 +321,10 @@ def test_new_traces_are_announced_on_redis(start_collector, redis_server):
     pubsub.subscribe("llmobs:traces:1")
     assert pubsub.get_message(timeout=5)["type"] == "subscribe"
     trace = "ee" * 16
+    t0 = time.time_ns() // 10**9 * 10**9  # a whole second
     spans = [
-        {"trace_id": trace, "span_id": "01" * 8, "name": "root", "start": 2_000},
-        {"trace_id": trace, "span_id": "02" * 8, "parent": "01" * 8, "name": "child", "status": 2, "start": 1_000},
+        {"trace_id": trace, "span_id": "01" * 8, "name": "root", "start": t0 + 2_000},
+        {"trace_id": trace, "span_id": "02" * 8, "parent": "01" * 8, "name": "child", "status": 2, "start": t0 + 1_000},
     ]
     assert (
         grpc_export(c.grpc_target, otlp_request(spans, {"service.name": "announcer"}), c.token)[0] == grpc.StatusCode.OK
@@ -335,7 +337,7 @@ def test_new_traces_are_announced_on_redis(start_collector, redis_server):
         "span_count": 2,
         "service_name": "announcer",
         "root_name": "root",
-        "start_time": "1970-01-01T00:00:00.000001+00:00",
+        "start_time": datetime.fromtimestamp(t0 // 10**9, UTC).replace(microsecond=1).isoformat(),
         "has_error": True,
     }
     pubsub.close()

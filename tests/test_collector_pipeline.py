@@ -4,13 +4,14 @@ spans go through SpanPipeline, are COPYed into PostgreSQL as the app role, and a
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from llmobs.collector.pipeline import RawSpan, SpanPipeline
 from llmobs.config import Settings
 from llmobs.store.db import connect
+from llmobs.store.maintain import ensure_partitions
 from llmobs.store.spans import copy_spans
 
 T0 = int(datetime(2025, 7, 1, 12, tzinfo=UTC).timestamp() * 1e9)
@@ -33,14 +34,20 @@ def span(attributes: dict, *, resource: dict | None = None, start: int = T0, **f
     return RawSpan(**values)
 
 
+#: The tests price spans of fixed past dates (price history): a window wide enough for them.
+WIDE_WINDOW = {"COLLECTOR_MAX_SPAN_AGE_DAYS": "20000", "RETENTION_DAYS": "20000"}
+
+
 def make_pipeline(settings: Settings, admin_conn, **overrides: str) -> SpanPipeline:
-    pipeline = SpanPipeline.from_settings(settings.with_overrides(**overrides))
+    pipeline = SpanPipeline.from_settings(settings.with_overrides(**{**WIDE_WINDOW, **overrides}))
     pipeline.load_prices(admin_conn)
     return pipeline
 
 
 def store(settings: Settings, pipeline: SpanPipeline, spans: list[RawSpan], project_id: int = 1):
     result = pipeline.process(spans, project_id)
+    with connect(settings, "admin", autocommit=True) as admin:  # what `db maintain` does for the window
+        ensure_partitions(admin, [r.start_time.date() for r in result.rows])
     with connect(settings, "app") as conn:
         copy_spans(conn, result.rows)
         conn.commit()
@@ -292,12 +299,15 @@ def test_ten_thousand_attributes_are_cut_to_the_limit_with_a_warning(settings, a
     assert len(attrs) == 1001 and attrs["llmobs.dropped_attributes_count"] == 9000
 
 
-def test_spans_far_in_the_past_and_future_get_their_partitions(settings, admin_conn, pipeline):
+def test_spans_outside_the_accepted_window_are_rejected(settings, admin_conn):
+    pipeline = SpanPipeline.from_settings(settings.with_overrides(COLLECTOR_MAX_SPAN_FUTURE_MINUTES="10"))
+    now = datetime.now(UTC)
     old = span({}, start=int(datetime(2001, 2, 3, tzinfo=UTC).timestamp() * 1e9))
-    future = span({}, start=int(datetime(2099, 12, 31, 23, 59, tzinfo=UTC).timestamp() * 1e9))
-    store(settings, pipeline, [old, future])
-    assert stored(admin_conn, old.span_id)["start_time"].year == 2001
-    assert stored(admin_conn, future.span_id)["start_time"].year == 2099
+    future = span({}, start=int((now + timedelta(minutes=30)).timestamp() * 1e9))
+    recent = span({}, start=int((now - timedelta(days=2)).timestamp() * 1e9))
+    result = pipeline.process([old, future, recent], 1)
+    assert result.rejected == 2 and [r.span_id for r in result.rows] == [recent.span_id]
+    assert "2001-02-03 00:00:00 UTC is outside the accepted window" in result.message
 
 
 def test_mapping_fixes_of_openinference_openllmetry_and_openlit(settings, admin_conn, pipeline):

@@ -1,40 +1,56 @@
 """``POST /graphql``: traces, spans and metrics, with the REST API's auth, scoping and queries.
 
 Spans link to their children, parent and trace, so documents can nest: depth, size and aliases
-are limited (:data:`MAX_DEPTH`, :data:`MAX_TOKENS`, :data:`MAX_ALIASES`) and list sizes are
-capped. A document that fails to parse or validate is answered with 400 and the API's error
-shape (plus the GraphQL ``errors`` list); field errors during execution follow GraphQL's rules
-(200, partial ``data``, ``errors``), except bad arguments (400) and an unreachable database (503).
+are limited (:data:`MAX_DEPTH`, :data:`MAX_TOKENS`, :data:`MAX_ALIASES`), list sizes are
+capped, a trace cannot be selected inside itself, and what one request costs is bounded: the
+values it produces (API_GRAPHQL_MAX_OBJECTS), its response size (API_GRAPHQL_MAX_RESPONSE_BYTES)
+and its time (API_QUERY_TIMEOUT_MS for all its queries together). A document that fails to parse
+or validate is answered with 400 and the API's error shape (plus the GraphQL ``errors`` list);
+field errors during execution follow GraphQL's rules (200, partial ``data``, ``errors``), except
+bad arguments (400) and an unreachable database (503).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, Any, TypeVar
+from inspect import isawaitable
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import strawberry
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from graphql import GraphQLError
+from graphql import FieldNode, GraphQLError, GraphQLResolveInfo, ValidationContext, ValidationRule
 from pydantic import BaseModel, ConfigDict, Field
-from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.extensions import (
+    AddValidationRules,
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+    SchemaExtension,
+)
 from strawberry.scalars import JSON
+from strawberry.utils.await_maybe import AwaitableOrValue
 
 from llmobs.api.auth import Principal
 from llmobs.api.deps import Reader, State, strict_query
-from llmobs.api.errors import ErrorResponse, error_body, error_responses
+from llmobs.api.errors import ApiError, ErrorResponse, error_body, error_responses
 from llmobs.api.log_messages import read_trace_spans
 from llmobs.api.params import time_range
-from llmobs.api.respond import json_response
+from llmobs.api.respond import json_response, to_json
 from llmobs.api.state import ApiState
 from llmobs.api.trace_tree import build_trace
 from llmobs.store import queries
 from llmobs.store import scores as score_store
+
+if TYPE_CHECKING:
+    import psycopg
 
 log = logging.getLogger("llmobs.api.graphql")
 
@@ -47,10 +63,103 @@ MAX_QUERY_CHARS = 20_000
 T = TypeVar("T")
 
 
+class Budget:
+    """What one request may still produce: values (fields and list items) counted as they resolve."""
+
+    def __init__(self, max_objects: int) -> None:
+        self.max_objects = max_objects
+        self.spent = 0
+
+    def spend_query(self) -> None:
+        """Count a database query (QUERY_COST values); TooCostly past the limit, before it runs."""
+        self.spent += QUERY_COST
+        if self.spent > self.max_objects:
+            raise TooCostly(self.max_objects)
+
+    def spend(self, value: object) -> None:
+        """Count one resolved field and, for a list, its items; TooCostly past the limit."""
+        self.spent += 1 + (len(value) if isinstance(value, list) else 0)
+        if self.spent > self.max_objects:
+            raise TooCostly(self.max_objects)
+
+
+class TooCostly(GraphQLError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"the query produces more than {limit} values (API_GRAPHQL_MAX_OBJECTS): select fewer fields, "
+            "fewer or smaller pages, and do not nest a trace inside its own spans",
+            extensions={"code": "COST_LIMIT"},
+        )
+
+
+#: What one database query costs against the budget (a trace lookup per listed trace adds up).
+QUERY_COST = 200
+
+
 @dataclass
 class Context:
     state: ApiState
     principal: Principal
+    budget: Budget
+
+    async def read(self, work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
+        """``work`` on a read connection of the caller's project, charged QUERY_COST values first."""
+        self.budget.spend_query()
+        return await self.state.db.read(self.principal.project_id, work)
+
+
+class CostLimiter(SchemaExtension):
+    """Stops a document once it has produced ``Context.budget`` values, however it nests
+    (aliases, fragments, a trace inside its own spans): execution then ends quickly, since every
+    later field fails at once."""
+
+    def resolve(
+        self, _next: Callable[..., Any], root: Any, info: GraphQLResolveInfo, *args: Any, **kwargs: Any
+    ) -> AwaitableOrValue[object]:
+        budget: Budget = info.context.budget
+        if budget.spent > budget.max_objects:
+            raise TooCostly(budget.max_objects)
+        result = _next(root, info, *args, **kwargs)
+        if isawaitable(result):
+            return self._spend_later(result, budget)
+        budget.spend(result)
+        return result
+
+    @staticmethod
+    async def _spend_later(result: Awaitable[object], budget: Budget) -> object:
+        value = await result
+        budget.spend(value)
+        return value
+
+
+class NoTraceInsideTrace(ValidationRule):
+    """Refuses the spans of a ``trace`` selected below another ``trace``
+    (``trace{spans{trace{spans...}}}``): the same spans again for every span, at every level.
+    Scalar fields of the inner trace (``children{trace{traceId}}``) stay allowed."""
+
+    def __init__(self, context: ValidationContext) -> None:
+        super().__init__(context)
+        self.open_traces = 0
+
+    def enter_field(self, node: FieldNode, *_: Any) -> None:
+        name = node.name.value
+        if name == "trace":
+            self.open_traces += 1
+        elif name in _TRACE_SPAN_LISTS and self.open_traces > 1:
+            self.report_error(
+                GraphQLError(
+                    f"`{name}` of a `trace` selected inside another `trace` repeats the whole trace for every "
+                    "span: select the spans once, at the outer level",
+                    node,
+                )
+            )
+
+    def leave_field(self, node: FieldNode, *_: Any) -> None:
+        if node.name.value == "trace":
+            self.open_traces -= 1
+
+
+_TRACE_SPAN_LISTS = frozenset({"spans", "roots"})
 
 
 def bad_input(message: str) -> GraphQLError:
@@ -115,7 +224,7 @@ class _TraceSpans:
 
 async def _load_trace(ctx: Context, trace_id: str) -> _TraceSpans | None:
     project_id = ctx.principal.project_id
-    rows = await ctx.state.db.read(project_id, lambda conn: read_trace_spans(conn, project_id, trace_id))
+    rows = await ctx.read(lambda conn: read_trace_spans(conn, project_id, trace_id))
     if not rows:
         return None
     truncated = len(rows) > queries.MAX_TRACE_SPANS
@@ -347,7 +456,7 @@ class Query:
     async def span(self, info: strawberry.Info, span_id: str) -> Span | None:
         ctx: Context = info.context
         project_id, wanted = ctx.principal.project_id, _hex(span_id, 16, "span_id")
-        row = await ctx.state.db.read(project_id, lambda conn: queries.get_span(conn, project_id, wanted))
+        row = await ctx.read(lambda conn: queries.get_span(conn, project_id, wanted))
         if row is None:
             return None
         spans = await _load_trace(ctx, row["trace_id"])
@@ -395,8 +504,7 @@ class Query:
         )
         cursor = queries.TraceCursor.decode(after, sort.value, descending) if after else None
         project_id = ctx.principal.project_id
-        page = await ctx.state.db.read(
-            project_id,
+        page = await ctx.read(
             lambda conn: queries.list_traces(
                 conn, project_id, tf, sort=sort.value, descending=descending, limit=first, cursor=cursor
             ),
@@ -428,7 +536,7 @@ class Query:
             provider=provider,
         )
         project_id = ctx.principal.project_id
-        _, _, series = await ctx.state.db.read(project_id, lambda conn: queries.metric_series(conn, project_id, req))
+        _, _, series = await ctx.read(lambda conn: queries.metric_series(conn, project_id, req))
         return [MetricSeries(group=s["group"], points=[MetricPoint(**p) for p in s["points"]]) for s in series]
 
 
@@ -451,6 +559,8 @@ schema = _Schema(
         lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
         lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+        lambda: AddValidationRules([NoTraceInsideTrace]),
+        CostLimiter,
         lambda: MaskErrors(should_mask_error=_mask, error_message="internal error"),
     ],
 )
@@ -482,14 +592,26 @@ router = APIRouter(tags=["graphql"], dependencies=[Depends(strict_query)])
     },
 )
 async def graphql(body: GraphQLRequest, request: Request, principal: Reader, state: State) -> Response:
-    result = await schema.execute(
-        body.query,
-        variable_values=body.variables,
-        operation_name=body.operationName,
-        context_value=Context(state, principal),
-    )
+    settings = state.settings
+    budget = Budget(settings.get_int("API_GRAPHQL_MAX_OBJECTS"))
+    try:
+        # One time budget for the whole request, however many queries its fields run.
+        async with asyncio.timeout(state.db.statement_timeout_ms / 1000):
+            result = await schema.execute(
+                body.query,
+                variable_values=body.variables,
+                operation_name=body.operationName,
+                context_value=Context(state, principal, budget),
+            )
+    except TimeoutError:
+        raise ApiError(
+            422, "query_timeout", "the request took longer than the API allows (API_QUERY_TIMEOUT_MS): ask for less"
+        ) from None
     errors = [e.formatted for e in result.errors or []]
     codes = {(e.get("extensions") or {}).get("code") for e in errors}
+    if "COST_LIMIT" in codes:
+        message = next(e["message"] for e in errors if (e.get("extensions") or {}).get("code") == "COST_LIMIT")
+        raise ApiError(400, "query_too_costly", message)
     if errors and (result.data is None or "BAD_USER_INPUT" in codes or "UNAVAILABLE" in codes):
         status = 503 if "UNAVAILABLE" in codes else 400
         code = "database_unavailable" if status == 503 else "invalid_graphql"
@@ -499,4 +621,12 @@ async def graphql(body: GraphQLRequest, request: Request, principal: Reader, sta
     payload: dict[str, Any] = {"data": result.data}
     if errors:
         payload["errors"] = errors
-    return json_response(payload)
+    data = to_json(payload)
+    limit = settings.get_int("API_GRAPHQL_MAX_RESPONSE_BYTES")
+    if len(data) > limit:
+        raise ApiError(
+            400,
+            "response_too_large",
+            f"the response would be {len(data)} bytes, over {limit} (API_GRAPHQL_MAX_RESPONSE_BYTES): ask for less",
+        )
+    return json_response(body=data)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
@@ -23,7 +23,7 @@ from llmobs.api.redis_link import RedisUnavailable
 from llmobs.collector.pipeline import RawSpan, SpanPipeline, span_link
 from llmobs.collector.publish import trace_messages
 from llmobs.store import ingest_stats
-from llmobs.store.spans import PartitionCache, SpanRow, acopy_spans, is_missing_partition
+from llmobs.store.spans import MISSING_PARTITION_MESSAGE, SpanRow, acopy_spans, is_missing_partition
 
 if TYPE_CHECKING:
     from llmobs.api.db import Database
@@ -36,8 +36,6 @@ log = logging.getLogger("llmobs.api.ingest")
 MAX_SPANS = 1000
 #: Seconds between reloads of the model price table.
 PRICE_REFRESH = 60.0
-#: How far ahead of the server's clock a span may start (client clocks drift).
-MAX_FUTURE = timedelta(days=1)
 
 _HEX32 = r"^[0-9a-fA-F]{32}$"
 _HEX16 = r"^[0-9a-fA-F]{16}$"
@@ -84,20 +82,12 @@ class SpanIn(BaseModel):
     )
     resource: dict[str, Any] = Field(default_factory=dict)
 
-    def raw(self, earliest: datetime, latest: datetime) -> RawSpan:
-        """The span for the pipeline; its start must lie in [earliest, latest] (the retention
-        window: older spans would be dropped at once, far-future ones make stray partitions)."""
+    def raw(self) -> RawSpan:
+        """The span for the pipeline (which checks its start lies in the accepted window)."""
         resource = dict(self.resource)
         if self.service_name:
             resource["service.name"] = self.service_name
         start = _utc(self.start_time)
-        if not earliest <= start <= latest:
-            raise ApiError(
-                422,
-                "invalid_span",
-                f"span {self.span_id}: start_time {start.isoformat()} is outside "
-                f"the accepted window {earliest:%Y-%m-%d %H:%M} to {latest:%Y-%m-%d %H:%M} UTC (retention)",
-            )
         return RawSpan(
             trace_id=self.trace_id.lower(),
             span_id=self.span_id.lower(),
@@ -132,11 +122,9 @@ def _utc(value: datetime) -> datetime:
 class SpanIngest:
     def __init__(self, settings: Settings, db: Database, redis: RedisLink) -> None:
         self.pipeline = SpanPipeline.from_settings(settings)
-        self.retention = timedelta(days=settings.get_int("RETENTION_DAYS"))
         self.db = db
         self.redis = redis
         self._prices_loaded = float("-inf")
-        self._partitions = PartitionCache()
 
     async def _refresh_prices(self) -> None:
         if time.monotonic() - self._prices_loaded < PRICE_REFRESH:
@@ -153,8 +141,7 @@ class SpanIngest:
             raise ApiError(
                 413, "too_many_spans", f"at most {MAX_SPANS} spans per request; send {len(spans)} in several requests"
             )
-        now = datetime.now(UTC)
-        raw = [s.raw(now - self.retention, now + MAX_FUTURE) for s in spans]
+        raw = [s.raw() for s in spans]
         await self._refresh_prices()
         result = self.pipeline.process(raw, project_id=project_id)
         if result.rejected:
@@ -168,15 +155,13 @@ class SpanIngest:
         except Exception as exc:
             if not is_missing_partition(exc):
                 raise
-            # A partition this process knew of was dropped (retention, restore): look again.
-            self._partitions.forget()
-            await self._copy(result.rows, project_id)
+            raise ApiError(503, "partition_missing", MISSING_PARTITION_MESSAGE, headers={"Retry-After": "60"}) from None
         await self._announce(result.rows)
         return result.rows
 
     async def _copy(self, rows: list[SpanRow], project_id: int) -> None:
         async with self.db.write_spans() as conn:
-            await acopy_spans(conn, rows, cache=self._partitions)
+            await acopy_spans(conn, rows)
             await ingest_stats.acount(conn, "api", project_id, accepted=len(rows))
 
     async def _announce(self, rows: list[SpanRow]) -> None:

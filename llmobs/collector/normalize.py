@@ -51,6 +51,17 @@ COLUMN_SOURCES: dict[str, tuple[str, ...]] = {
     "time_to_first_token_ms": ("gen_ai.server.time_to_first_token",),
 }
 
+#: Largest token count one span may report (a trillion): far above any real call, far below the
+#: point where sums over a rollup bucket could overflow.
+MAX_TOKENS = 10**12
+#: Largest cost in USD one span may carry, sent by the client or computed.
+MAX_COST_USD = 1_000_000.0
+
+
+class OutOfRange(ValueError):
+    """A numeric attribute outside its accepted range: the span is rejected with this message."""
+
+
 #: attribute key -> (column, rank): the table above turned inside out for one lookup per attribute.
 ATTRIBUTE_COLUMNS: dict[str, tuple[str, int]] = {
     key: (column, rank) for column, keys in COLUMN_SOURCES.items() for rank, key in enumerate(keys)
@@ -147,7 +158,12 @@ def normalize(attributes: dict[str, Any]) -> Normalized:
             found[column] = (rank, attributes[key], key)
     for column, (_, value, key) in found.items():
         if column in _CONVERTERS:
-            setattr(out, column, _CONVERTERS[column](value))
+            try:
+                setattr(out, column, _CONVERTERS[column](value))
+            except OutOfRange as exc:
+                raise OutOfRange(f"{key}: {exc}") from None
+            if column in _RANGES:
+                _check_range(key, getattr(out, column), _RANGES[column])
         elif column == "session_id":
             out.session_id, out.session_key = _text(value), key
         elif column == "user_id":
@@ -156,11 +172,23 @@ def normalize(attributes: dict[str, Any]) -> Normalized:
         parts = [_number(found[c][1]) for c in ("client_cost_prompt", "client_cost_completion") if c in found]
         if all(p is not None for p in parts):
             out.client_cost = sum(parts)  # type: ignore[arg-type]
+            check_cost("llm.cost.prompt + llm.cost.completion", out.client_cost)
     if out.request_model is None and "invocation_model" in found:
         out.request_model = _invocation_model(found["invocation_model"][1])
     if out.total_tokens is None and (out.input_tokens is not None or out.output_tokens is not None):
         out.total_tokens = (out.input_tokens or 0) + (out.output_tokens or 0)
     return out
+
+
+def _check_range(key: str, value: float | None, limit: float) -> None:
+    """OutOfRange when ``value`` (None: absent) exceeds ``limit``."""
+    if value is not None and value > limit:
+        raise OutOfRange(f"{key}: {value:g} is out of range (0 to {limit:g})")
+
+
+def check_cost(source: str, cost: float | None) -> None:
+    """OutOfRange when a span's cost (the client's or the computed one) exceeds MAX_COST_USD."""
+    _check_range(source, cost, MAX_COST_USD)
 
 
 def _text(value: Any) -> str | None:
@@ -172,26 +200,36 @@ def _text(value: Any) -> str | None:
 
 
 def _count(value: Any) -> int | None:
-    """A token count: a non-negative integer (numbers sent as strings or floats are accepted)."""
-    if type(value) is int:
-        return value if value >= 0 else None
+    """A token count: a non-negative integer (numbers sent as strings or floats are accepted);
+    None when it is not a number; OutOfRange when it is negative or infinite."""
     if isinstance(value, bool):
         return None
-    try:
-        number = int(float(value))
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return number if number >= 0 else None
+    if type(value) is not int:
+        try:
+            value = int(float(value))
+        except OverflowError:
+            raise OutOfRange(f"{value} is out of range (0 to {MAX_TOKENS:g})") from None
+        except (TypeError, ValueError):
+            return None
+    if value < 0:
+        raise OutOfRange(f"{value} is out of range (0 to {MAX_TOKENS:g})")
+    return value
 
 
 def _number(value: Any) -> float | None:
+    """A cost: a finite non-negative number; None when it is not a number (or NaN); OutOfRange
+    when it is negative or infinite."""
     if isinstance(value, bool):
         return None
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
-    return number if number == number and abs(number) != float("inf") and number >= 0 else None
+    if number != number:
+        return None
+    if number < 0 or number == float("inf"):
+        raise OutOfRange(f"{value} is out of range (0 to {MAX_COST_USD:g})")
+    return number
 
 
 def _invocation_model(value: Any) -> str | None:
@@ -238,6 +276,17 @@ def _finish_reasons(value: Any) -> list[str] | None:
         return reasons or None
     return None
 
+
+#: Upper bounds of the numeric columns (lower bound 0 is checked by the converters).
+_RANGES: dict[str, float] = {
+    "input_tokens": MAX_TOKENS,
+    "output_tokens": MAX_TOKENS,
+    "total_tokens": MAX_TOKENS,
+    "cached_input_tokens": MAX_TOKENS,
+    "cache_write_tokens": MAX_TOKENS,
+    "reasoning_tokens": MAX_TOKENS,
+    "client_cost": MAX_COST_USD,
+}
 
 _CONVERTERS = {
     "operation": _operation,

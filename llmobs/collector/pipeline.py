@@ -13,8 +13,8 @@ Example::
     pipeline.load_prices(conn)                        # model_prices; call again to refresh
     result = pipeline.process([
         RawSpan(trace_id="5b8aa5a2d2c872e8321cf37308d69df2", span_id="051581bf3cb55c13",
-                name="chat gpt-4o", start_time=1_700_000_000_000_000_000,
-                end_time=1_700_000_001_250_000_000, kind="client",
+                name="chat gpt-4o", start_time=now_ns,       # within the accepted window
+                end_time=now_ns + 1_250_000_000, kind="client",
                 attributes={"gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 120,
                             "gen_ai.usage.output_tokens": 40},
                 resource={"service.name": "chatbot"}),
@@ -47,10 +47,10 @@ from llmobs.collector.messages import (
     messages_from_attributes,
     messages_from_events,
 )
-from llmobs.collector.normalize import Normalized, normalize
+from llmobs.collector.normalize import Normalized, OutOfRange, check_cost, normalize
 from llmobs.collector.pricing import PriceRule, Pricing, aload_rules, load_rules
 from llmobs.collector.redact import DETECTORS, RedactionRules, Redactor, parse_list
-from llmobs.store.spans import SpanRow
+from llmobs.store.spans import SpanRow, SpanWindow
 
 if TYPE_CHECKING:
     import psycopg
@@ -61,6 +61,8 @@ SPAN_KINDS = frozenset({"internal", "server", "client", "producer", "consumer"})
 STATUS_CODES = frozenset({"unset", "ok", "error"})
 DROPPED_ATTRIBUTES_KEY = "llmobs.dropped_attributes_count"
 _MAX_MESSAGES = 10
+#: Longest span accepted (end - start): beyond this the times are wrong, not the span long.
+MAX_SPAN_DURATION = timedelta(days=7)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
@@ -118,6 +120,8 @@ class PipelineConfig:
     priority_attribute: str | None = "sampling.priority"
     #: size cap of each side's messages (characters of JSON); 0: none
     max_message_chars: int = 65536
+    #: start times accepted; spans outside are rejected (no partition is made for them)
+    window: SpanWindow = field(default_factory=SpanWindow)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PipelineConfig:
@@ -144,6 +148,7 @@ class PipelineConfig:
             max_attributes=settings.get_int("COLLECTOR_MAX_ATTRIBUTES_PER_SPAN"),
             priority_attribute=settings.get_str("SAMPLING_PRIORITY_ATTRIBUTE") or None,
             max_message_chars=settings.get_int("COLLECTOR_MAX_MESSAGE_CHARS"),
+            window=SpanWindow.from_settings(settings),
         )
 
 
@@ -216,6 +221,7 @@ class SpanPipeline:
         """Validate, normalize, price and redact ``spans`` of ``project_id``; invalid spans are
         counted in ``rejected`` (with a reason in ``errors``), never raised."""
         result = ProcessResult()
+        earliest, latest = self.config.window.bounds(datetime.now(UTC))
         resources: dict[int, _Resource] = {}
         rows = result.rows
         kept: list[tuple[RawSpan, dict[str, Any]]] = []
@@ -226,8 +232,8 @@ class SpanPipeline:
                 if res is None:
                     res = resources[id(span.resource)] = _Resource(span.resource, self.redactor)
                 try:
-                    row, attrs = self._row(span, project_id, res, result)
-                except _Invalid as exc:
+                    row, attrs = self._row(span, project_id, res, result, earliest, latest)
+                except (_Invalid, OutOfRange) as exc:
                     problem = str(exc)
                 else:
                     rows.append(row)
@@ -247,9 +253,23 @@ class SpanPipeline:
         return result
 
     def _row(
-        self, span: RawSpan, project_id: int, res: _Resource, result: ProcessResult
+        self,
+        span: RawSpan,
+        project_id: int,
+        res: _Resource,
+        result: ProcessResult,
+        earliest: datetime,
+        latest: datetime,
     ) -> tuple[SpanRow, dict[str, Any]]:
         start, end, duration_ms = _times(span.start_time, span.end_time)
+        if not earliest <= start <= latest:
+            raise _Invalid(
+                f"start time {start:%Y-%m-%d %H:%M:%S} UTC is outside the accepted window "
+                f"{earliest:%Y-%m-%d %H:%M} to {latest:%Y-%m-%d %H:%M} UTC"
+                " (COLLECTOR_MAX_SPAN_AGE_DAYS, COLLECTOR_MAX_SPAN_FUTURE_MINUTES)"
+            )
+        if end - start > MAX_SPAN_DURATION:
+            raise _Invalid(f"duration {duration_ms:g} ms is out of range (0 to {MAX_SPAN_DURATION.days} days)")
         attrs = span.attributes
         config = self.config
         if len(attrs) > config.max_attributes:
@@ -342,7 +362,9 @@ class SpanPipeline:
             return client, None if client is None else "client"
         rule = self.pricing.find(project_id, n.provider, model, day)
         if rule is not None:
-            return rule.cost(n), "computed"
+            cost = rule.cost(n)
+            check_cost(f"computed cost ({model})", cost)
+            return cost, "computed"
         if client is not None:
             return client, "client"
         result.unknown_price += 1
@@ -435,7 +457,6 @@ def ns_to_datetime(ns: int) -> datetime:
 
 
 def _times(start: int | datetime, end: int | datetime) -> tuple[datetime, datetime, float]:
-    """Start, end (never before start: an unfinished span gets its start) and duration in ms."""
     if type(start) is int and type(end) is int:
         if start <= 0:
             raise _Invalid("start time is missing")

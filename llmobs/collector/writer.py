@@ -22,13 +22,12 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from llmobs.collector.stats import IngestCounts
 from llmobs.store.db import first_line
 from llmobs.store.signals import SPANS, CopyTable
-from llmobs.store.spans import PartitionCache, SpanRow, is_missing_partition
+from llmobs.store.spans import MISSING_PARTITION_MESSAGE, SpanRow, is_missing_partition
 
 if TYPE_CHECKING:
     import psycopg
@@ -58,7 +57,6 @@ class Pending:
     #: rows of ``table`` (SpanRow, LogRow or MetricRow)
     rows: list[Any]
     data: bytes
-    days: set[date]
     #: None for rows acknowledged before they are written (tail sampling): retried until written
     future: asyncio.Future[None] | None
     #: where the rows came from, for llmobs_ingest_stats ("collector-grpc", "collector-http")
@@ -97,7 +95,6 @@ class Writer:
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
         self._probe: asyncio.Task[None] | None = None
-        self._partitions: dict[str, PartitionCache] = {}
         self.up = False
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -159,7 +156,7 @@ class Writer:
         if not rows:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._enqueue(Pending(rows, table.encode(rows), table.days(rows), future, source, table))
+        self._enqueue(Pending(rows, table.encode(rows), future, source, table))
         await future
 
     def submit_acknowledged(self, rows: list[SpanRow], source: str) -> None:
@@ -167,7 +164,7 @@ class Writer:
         queue but are never refused; while the database is down they wait for it."""
         if rows:
             self._reserved += len(rows)
-            self._enqueue(Pending(rows, SPANS.encode(rows), SPANS.days(rows), None, source))
+            self._enqueue(Pending(rows, SPANS.encode(rows), None, source))
 
     def _enqueue(self, pending: Pending) -> None:
         self._queue.append(pending)
@@ -235,35 +232,17 @@ class Writer:
         if conn is not None:
             await conn.close()
 
-    async def _write(self, conn: psycopg.AsyncConnection, batch: list[Pending], *, retried: bool = False) -> None:
+    async def _write(self, conn: psycopg.AsyncConnection, batch: list[Pending]) -> None:
         started = time.perf_counter()
         by_table: dict[str, list[Pending]] = {}
         for item in batch:
             by_table.setdefault(item.table.name, []).append(item)
-        made = False
-        for name, items in by_table.items():
-            cache = self._partitions.setdefault(name, PartitionCache())
-            missing = cache.missing(set().union(*(p.days for p in items)))
-            for day in missing:
-                await conn.execute(items[0].table.partition_sql, (day,))
-            cache.add(missing)
-            made = made or bool(missing)
-        if made:
-            await conn.commit()
-        try:
-            async with conn.cursor() as cur:
-                for items in by_table.values():
-                    async with cur.copy(items[0].table.copy_sql) as copy:
-                        for item in items:
-                            await copy.write(item.data)
-            await conn.commit()
-        except Exception as exc:
-            if retried or not is_missing_partition(exc):
-                raise
-            await conn.rollback()
-            self._partitions.clear()  # retention dropped a day we thought existed
-            await self._write(conn, batch, retried=True)
-            return
+        async with conn.cursor() as cur:
+            for items in by_table.values():
+                async with cur.copy(items[0].table.copy_sql) as copy:
+                    for item in items:
+                        await copy.write(item.data)
+        await conn.commit()
         spans = sum(len(p.rows) for p in by_table.get(SPANS.name, ()))
         self._metrics.observe_commit(spans, time.perf_counter() - started)
         self._done(batch)
@@ -283,6 +262,11 @@ class Writer:
             except psycopg.Error as exc:
                 with contextlib.suppress(psycopg.Error):
                     await conn.rollback()
+                if is_missing_partition(exc) and item.future is not None:
+                    # maintenance is late, not the client's fault: the sender retries (503)
+                    log.error("%d spans refused: %s", len(item.rows), MISSING_PARTITION_MESSAGE)
+                    self._requeue_or_fail([item], DatabaseUnavailable(MISSING_PARTITION_MESSAGE))
+                    continue
                 log.error("PostgreSQL refused %d spans: %s", len(item.rows), first_line(exc))
                 self._refuse([item], first_line(exc))
 

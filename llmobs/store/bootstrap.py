@@ -8,10 +8,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from llmobs.store import apikeys, migrations
 from llmobs.store.db import APP_GROUP_ROLE, APP_LOGIN_ROLES, READONLY_ROLE, connect
+from llmobs.store.maintain import prepare_partitions
 
 if TYPE_CHECKING:
     import psycopg
@@ -106,4 +108,7 @@ def bootstrap(
             ensure_roles(conn, settings)
             ensure_default_keys(conn, settings)
         result.schema_version = migrations.status(conn).schema_version
+        # Spans can be written at once: the partitions of the accepted window exist before the
+        # first maintenance pass.
+        prepare_partitions(conn, settings, datetime.now(UTC))
     return result

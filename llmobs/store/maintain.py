@@ -1,8 +1,10 @@
 """Periodic database upkeep: `llmobs db maintain`.
 
-Plain PostgreSQL: create daily partitions of spans, log records and metric points ahead of time,
-drop whole partitions older than ``RETENTION_DAYS``, and refresh the minute/hour rollups from the
-last watermark. TimescaleDB does the same with its own policies, which this keeps in step with the settings.
+Plain PostgreSQL: create daily partitions of spans, log records and metric points ahead of time
+for every day of the accepted span window (the only place partitions are made), drop whole
+partitions older than ``RETENTION_DAYS``, and refresh the minute/hour rollups from the last
+watermark. TimescaleDB does the same with its own policies, which this keeps in step with the
+settings.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from llmobs.store.signals import PARTITIONED_SIGNALS
+from llmobs.store.spans import SpanWindow
 
 if TYPE_CHECKING:
     import psycopg
@@ -58,6 +61,13 @@ def ensure_partitions(conn: psycopg.Connection, days: list[date]) -> list[str]:
     return created
 
 
+def prepare_partitions(conn: psycopg.Connection, settings: Settings, now: datetime) -> list[str]:
+    """A partition for every day of the accepted span window and PARTITION_PREMAKE_DAYS ahead
+    (writers never create partitions, so these are all there will be); the names created."""
+    days = SpanWindow.from_settings(settings).days(now, settings.get_int("PARTITION_PREMAKE_DAYS"))
+    return ensure_partitions(conn, days)
+
+
 def span_partitions(conn: psycopg.Connection, table: str = "spans") -> list[tuple[str, date]]:
     """(name, day) of the daily partitions of ``table`` (one of PARTITIONED_TABLES)."""
     pattern = re.compile(rf"^{table}_p(\d{{8}})$")
@@ -88,8 +98,7 @@ def maintain(conn: psycopg.Connection, settings: Settings, *, now: datetime | No
         return result
 
     today = now.date()
-    ahead = settings.get_int("PARTITION_PREMAKE_DAYS")
-    result.partitions_created = ensure_partitions(conn, [today + timedelta(days=d) for d in range(-1, ahead + 1)])
+    result.partitions_created = prepare_partitions(conn, settings, now)
     cutoff = today - timedelta(days=retention)
     for table in PARTITIONED_TABLES:
         for name, day in span_partitions(conn, table):

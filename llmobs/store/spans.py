@@ -11,18 +11,22 @@ Example (sync psycopg, inside the caller's transaction)::
         copy_spans(conn, result.rows)
 
 On plain PostgreSQL ``spans`` is partitioned by UTC day and a row whose day has no partition is
-refused, so :func:`copy_spans` first creates the partitions the rows need (cached per process).
+refused. Writers never create partitions: `llmobs db maintain` creates one ahead of time for
+every day of the accepted window (:class:`SpanWindow`), and the pipeline rejects spans outside it.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     import psycopg
+
+    from llmobs.config import Settings
 
 
 class SpanRow(NamedTuple):
@@ -235,69 +239,51 @@ def encode_rows(rows: Iterable[SpanRow | tuple]) -> bytes:
     return "\n".join(lines).encode()
 
 
-def row_days(rows: Iterable[SpanRow | tuple]) -> set[date]:
-    """The UTC days the rows' start times fall on (each needs a partition)."""
-    return {r[9].date() for r in rows}
+@dataclass(frozen=True)
+class SpanWindow:
+    """The span start times a writer accepts: from ``max_age`` before now to ``max_future`` after.
 
-
-class PartitionCache:
-    """Days known to have a span partition, so the ensure call runs once per day per process.
-
-    Retention can drop a partition later; a COPY that then fails with "no partition ... found for
-    row" should :meth:`forget` the cache and retry once.
+    `llmobs db maintain` keeps a daily partition ready for every day of this window, so writers
+    never create partitions: a client's timestamp cannot make the database grow tables.
     """
 
-    def __init__(self) -> None:
-        self._known: set[date] = set()
+    max_age: timedelta = timedelta(days=30)
+    max_future: timedelta = timedelta(minutes=60)
 
-    def missing(self, days: Iterable[date]) -> list[date]:
-        return sorted(d for d in set(days) if d not in self._known)
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SpanWindow:
+        """COLLECTOR_MAX_SPAN_AGE_DAYS (capped at RETENTION_DAYS) and COLLECTOR_MAX_SPAN_FUTURE_MINUTES."""
+        days = min(settings.get_int("COLLECTOR_MAX_SPAN_AGE_DAYS"), settings.get_int("RETENTION_DAYS"))
+        return cls(timedelta(days=days), timedelta(minutes=settings.get_int("COLLECTOR_MAX_SPAN_FUTURE_MINUTES")))
 
-    def add(self, days: Iterable[date]) -> None:
-        self._known.update(days)
+    def bounds(self, now: datetime) -> tuple[datetime, datetime]:
+        return now - self.max_age, now + self.max_future
 
-    def forget(self) -> None:
-        self._known.clear()
-
-
-_default_caches: dict[tuple, PartitionCache] = {}
-
-
-def default_partition_cache(conn: psycopg.Connection | psycopg.AsyncConnection) -> PartitionCache:
-    """The per-process cache of the database ``conn`` is connected to (used when none is passed)."""
-    info = conn.info
-    return _default_caches.setdefault((info.host, info.port, info.dbname), PartitionCache())
-
-
-ENSURE_PARTITION_SQL = "SELECT llmobs_ensure_span_partition(%s)"
+    def days(self, now: datetime, ahead_days: int) -> list[date]:
+        """Every UTC day a span of the window may start on, and ``ahead_days`` more after today."""
+        earliest, latest = self.bounds(now)
+        last = max(latest.date(), now.date() + timedelta(days=ahead_days))
+        return [earliest.date() + timedelta(days=i) for i in range((last - earliest.date()).days + 1)]
 
 
 def is_missing_partition(exc: BaseException) -> bool:
-    """Whether a COPY failed because a row's day has no partition (dropped by retention)."""
+    """Whether a COPY failed because a row's day has no partition (maintenance has not run)."""
     return getattr(exc, "sqlstate", None) == "23514" and "no partition" in str(exc)
 
 
-def ensure_span_partitions(conn: psycopg.Connection, days: Iterable[date], cache: PartitionCache | None = None) -> None:
-    """Create the missing daily partitions for ``days`` (no-op on TimescaleDB)."""
-    cache = cache or default_partition_cache(conn)
-    missing = cache.missing(days)
-    for day in missing:
-        conn.execute(ENSURE_PARTITION_SQL, (day,))
-    cache.add(missing)
+MISSING_PARTITION_MESSAGE = "no partition is ready for a span's day: `llmobs db maintain` has not run; retry later"
 
 
-def copy_spans(
-    target: psycopg.Connection | psycopg.Cursor, rows: Sequence[SpanRow | tuple], *, cache: PartitionCache | None = None
-) -> int:
+def copy_spans(target: psycopg.Connection | psycopg.Cursor, rows: Sequence[SpanRow | tuple]) -> int:
     """COPY ``rows`` into ``spans`` through ``target`` (a connection or a cursor), in the caller's
-    transaction, after creating the partitions they need. Returns the number of rows written.
+    transaction. Returns the number of rows written.
 
-    The caller commits. Works as any role with INSERT on ``spans`` (the app role).
+    The caller commits. Works as any role with INSERT on ``spans`` (the app role). A row whose
+    day has no partition fails the COPY (:func:`is_missing_partition`).
     """
     if not rows:
         return 0
     cursor = target.cursor() if hasattr(target, "cursor") else target
-    ensure_span_partitions(cursor.connection, row_days(rows), cache)
     data = encode_rows(rows)
     with cursor.copy(COPY_SQL) as copy:
         copy.write(data)
@@ -307,18 +293,11 @@ def copy_spans(
 async def acopy_spans(
     target: psycopg.AsyncConnection | psycopg.AsyncCursor,
     rows: Sequence[SpanRow | tuple],
-    *,
-    cache: PartitionCache | None = None,
 ) -> int:
     """:func:`copy_spans` for an async psycopg connection or cursor."""
     if not rows:
         return 0
     cursor = target.cursor() if hasattr(target, "cursor") else target
-    cache = cache or default_partition_cache(cursor.connection)
-    missing = cache.missing(row_days(rows))
-    for day in missing:
-        await cursor.execute(ENSURE_PARTITION_SQL, (day,))
-    cache.add(missing)
     data = encode_rows(rows)
     async with cursor.copy(COPY_SQL) as copy:
         await copy.write(data)
