@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmobs.errors import LlmobsError
-from llmobs.proc import OsUser, run
+from llmobs.proc import OsUser, identified_pid, run
 
 log = logging.getLogger(__name__)
 
@@ -162,28 +162,25 @@ class PgCluster:
         return self._binaries
 
     def running_pid(self) -> int | None:
-        """The postmaster's pid, if the process in postmaster.pid is a postgres on this data dir.
+        """The postmaster's pid, when the process ``postmaster.pid`` names is this cluster's server.
 
-        Like Patroni, never trust the pid file alone: after a crash the pid may belong to another
-        process.
+        Like Patroni, never trust the pid file alone: after a crash its pid may belong to another
+        process. The process must have started when the file says (its third line), run this
+        cluster's ``postgres`` binary and work in this data directory (the postmaster changes
+        into it), as the file's second line says too.
         """
-        import psutil
-
         try:
-            first_lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
-            pid, data_dir = int(first_lines[0]), first_lines[1]
+            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+            pid, data_dir, started_at = int(lines[0]), lines[1], float(lines[2])
         except (OSError, ValueError, IndexError):
             return None
-        try:
-            proc = psutil.Process(pid)
-            name = proc.name()
-            if ("postgres" not in name and "postmaster" not in name) or proc.status() == psutil.STATUS_ZOMBIE:
-                return None
-            if Path(data_dir).resolve() != self.data_dir.resolve():
-                return None
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+        if Path(data_dir).resolve() != self.data_dir.resolve():
             return None
-        return pid
+        try:
+            exe = self.binaries("postgres")
+        except LlmobsError:
+            exe = None
+        return identified_pid(pid, started_at=started_at, exe=exe, cwd=self.data_dir)
 
     # -- lifecycle ------------------------------------------------------------------------------
 

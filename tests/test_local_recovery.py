@@ -1,0 +1,98 @@
+"""Recovery drills on the local runtime, against real processes: decoys named by stale pid files,
+kill -9 of the supervisor (issue 18; issue 15 point 5)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import PgServer, RedisInfo, free_ports_env, run_cli
+
+
+@pytest.fixture
+def project(workdir: Path) -> Iterator[Path]:
+    """A fresh project on free ports; whatever it started is stopped afterwards."""
+    proj = workdir / "proj"
+    assert run_cli("init", str(proj)).returncode == 0
+    env_file = proj / ".env"
+    env_file.write_text(env_file.read_text() + "".join(f"{k}={v}\n" for k, v in free_ports_env().items()))
+    yield proj
+    run_cli("down", project_dir=proj, timeout=120)
+
+
+def status_json(project: Path) -> tuple[int, dict]:
+    proc = run_cli("status", "--json", project_dir=project)
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def services(status: dict) -> dict[str, dict]:
+    return {s["name"]: s for s in status["services"]}
+
+
+def start_decoy(workdir: Path, name: str, cwd: Path) -> subprocess.Popen:
+    """A process named like a server (a renamed copy of sleep) working in the server's directory."""
+    binary = workdir / "decoys" / name
+    binary.parent.mkdir(exist_ok=True)
+    shutil.copy("/bin/sleep", binary)
+    return subprocess.Popen([str(binary), "600"], cwd=cwd)
+
+
+def write_postmaster_pid(pgdata: Path, pid: int) -> None:
+    """A postmaster.pid as PostgreSQL writes it, naming ``pid`` with that process's start time."""
+    started = int(psutil.Process(pid).create_time())
+    (pgdata / "postmaster.pid").write_text(f"{pid}\n{pgdata}\n{started}\n5432\n/tmp\n*\n0\nready\n")
+
+
+def test_stale_pid_files_naming_other_processes_are_never_trusted(
+    project: Path, workdir: Path, pg_server: PgServer, redis_server: RedisInfo
+) -> None:
+    pgdata, redis_data, run_dir = project / "data" / "postgres", project / "data" / "redis", project / "run"
+    first = run_cli("up", "--runtime", "local", "timescaledb", "redis", project_dir=project)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert run_cli("down", project_dir=project).returncode == 0
+    fake_pg = start_decoy(workdir, "postgres", pgdata)
+    fake_redis = start_decoy(workdir, "redis-server", redis_data)
+    try:
+        # the old checks (a name, a word in the command line) accepted both
+        write_postmaster_pid(pgdata, fake_pg.pid)
+        (run_dir / "redis.pid").write_text(f"{fake_redis.pid}\n")
+        code, status = status_json(project)
+        assert code == 2, status
+        assert services(status)["timescaledb"]["state"] == "stopped"
+        assert services(status)["redis"]["state"] == "stopped"
+        down = run_cli("down", project_dir=project)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert fake_pg.poll() is None and fake_redis.poll() is None, "down signalled a decoy"
+
+        # a real postmaster and a real redis-server, of other data directories
+        real_pg = pg_server.cluster.running_pid()
+        real_redis = redis_server.server.running_pid()
+        assert real_pg and real_redis
+        write_postmaster_pid(pgdata, real_pg)
+        (run_dir / "redis.pid").write_text(f"{real_redis}\n")
+        down = run_cli("down", project_dir=project)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert pg_server.cluster.running_pid() == real_pg and redis_server.server.running_pid() == real_redis
+
+        # `up` starts the project's own servers in spite of the stale pid files, and knows them
+        write_postmaster_pid(pgdata, fake_pg.pid)
+        (run_dir / "redis.pid").write_text(f"{fake_redis.pid}\n")
+        up = run_cli("up", "--runtime", "local", project_dir=project)
+        assert up.returncode == 0, up.stdout + up.stderr
+        code, status = status_json(project)
+        assert code == 0, status
+        for name, decoy in (("timescaledb", fake_pg), ("redis", fake_redis)):
+            (pid,) = services(status)[name]["pids"]
+            assert pid != decoy.pid and "decoys" not in psutil.Process(pid).exe()
+        assert run_cli("down", project_dir=project).returncode == 0
+        assert fake_pg.poll() is None and fake_redis.poll() is None
+    finally:
+        for decoy in (fake_pg, fake_redis):
+            decoy.kill()
+            decoy.wait()
