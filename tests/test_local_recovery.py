@@ -4,13 +4,21 @@ kill -9 of the supervisor (issue 18; issue 15 point 5)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psutil
+import psycopg
 import pytest
+from collector_support import http_export, ids, otlp_request
+
+from llmobs.config import read_env_file
 
 from conftest import PgServer, RedisInfo, free_ports_env, run_cli
 
@@ -96,3 +104,69 @@ def test_stale_pid_files_naming_other_processes_are_never_trusted(
         for decoy in (fake_pg, fake_redis):
             decoy.kill()
             decoy.wait()
+
+
+def server_processes(project: Path) -> list[psutil.Process]:
+    """The project's `llmobs serve api|collector` processes, whoever their parent is."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if proc.info["status"] != psutil.STATUS_ZOMBIE and str(project) in cmd and " serve " in cmd:
+            found.append(proc)
+    return found
+
+
+def export_spans(env: dict[str, str], prefix: int, count: int) -> None:
+    """Send ``count`` spans to the collector; each request must be acknowledged."""
+    base = f"http://127.0.0.1:{env['COLLECTOR_HTTP_PORT']}"
+    for trace_id, span_id in ids(count, prefix):
+        body = otlp_request([{"trace_id": trace_id, "span_id": span_id}])
+        response = http_export(base, body, env["LLMOBS_INGEST_API_KEY"], timeout=10)
+        assert response.status_code == 200, response.text
+
+
+def stored_spans(env: dict[str, str]) -> tuple[int, int]:
+    """(spans stored, distinct span ids) in the project's database."""
+    with psycopg.connect(
+        host="127.0.0.1", port=int(env["DB_PORT"]), user="postgres", password=env["DB_PASSWORD"], dbname=env["DB_NAME"]
+    ) as conn:
+        row = conn.execute("SELECT count(*), count(DISTINCT (trace_id, span_id)) FROM spans").fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+
+def test_kill_9_of_the_supervisor_leaves_no_orphan_and_up_serves_again(project: Path) -> None:
+    up = run_cli("up", "--runtime", "local", project_dir=project)
+    assert up.returncode == 0, up.stdout + up.stderr
+    code, status = status_json(project)
+    assert code == 0, status
+    for name in ("api", "collector"):  # right after `up`, replicas agree with health
+        assert (services(status)[name]["replicas"], services(status)[name]["health"]) == (1, "healthy")
+    env = read_env_file(project / ".env")
+    export_spans(env, 1, 20)
+    children = server_processes(project)
+    assert len(children) == 2, children
+
+    supervisor = json.loads((project / "run" / "supervisor.pid").read_text())["pid"]
+    os.kill(supervisor, signal.SIGKILL)
+    _, alive = psutil.wait_procs(children, timeout=40)
+    assert not alive, f"children outlived the supervisor: {alive}"
+
+    code, status = status_json(project)
+    assert code == 1 and status["overall"] == "degraded", status
+    for name in ("api", "collector"):
+        assert services(status)[name]["state"] == "stopped"
+        assert services(status)[name]["detail"] == "supervisor not running"
+
+    started = time.monotonic()
+    again = run_cli("up", project_dir=project)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert time.monotonic() - started < 60
+    assert len(server_processes(project)) == 2  # one set, not a second one beside orphans
+    export_spans(env, 2, 20)
+    assert stored_spans(env) == (40, 40)  # every acknowledged span stored once
+    assert httpx.get(f"http://127.0.0.1:{env['API_PORT']}/health", timeout=5).status_code == 200
+
+    down = run_cli("down", project_dir=project)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert server_processes(project) == []

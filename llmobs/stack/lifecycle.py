@@ -126,7 +126,8 @@ def stack_status(stack: Stack, settings: Settings, *, with_facts: bool = True) -
 def wait_healthy(
     stack: Stack, settings: Settings, services: Sequence[str], progress: Progress, *, timeout: float = 120
 ) -> None:
-    """Wait until every service in ``services`` runs and passes its probe; a clear error naming
+    """Wait until every service in ``services`` runs with all its replicas ready and passes its
+    probe; a clear error naming
     the ones that did not, with their last probe result, when ``timeout`` passes."""
     deadline = time.monotonic() + timeout
     pending = list(services)
@@ -139,7 +140,10 @@ def wait_healthy(
                 last[name] = state.detail if state and state.detail else (state.state if state else "missing")
                 continue
             result = probe(SERVICES_BY_NAME[name], settings)
-            if result.healthy:
+            if result.healthy and state.replicas < state.desired:
+                # healthy through one replica, but `status` right after must agree: all of them
+                last[name] = f"{state.replicas}/{state.desired} replicas ready"
+            elif result.healthy:
                 pending.remove(name)
                 how = result.detail if result.latency_ms is None else f"{result.latency_ms:.0f} ms"
                 version = f", {result.version}" if result.version else ""
