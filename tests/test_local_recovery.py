@@ -170,3 +170,21 @@ def test_kill_9_of_the_supervisor_leaves_no_orphan_and_up_serves_again(project: 
     down = run_cli("down", project_dir=project)
     assert down.returncode == 0, down.stdout + down.stderr
     assert server_processes(project) == []
+
+
+def test_status_honours_its_probe_timeout_when_redis_hangs(project: Path) -> None:
+    up = run_cli("up", "--runtime", "local", "timescaledb", "redis", project_dir=project)
+    assert up.returncode == 0, up.stdout + up.stderr
+    redis_pid = int((project / "run" / "redis.pid").read_text())
+    os.kill(redis_pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        code, status = status_json(project)
+        elapsed = time.monotonic() - started
+    finally:
+        os.kill(redis_pid, signal.SIGCONT)
+    assert code == 1, status
+    redis = services(status)["redis"]
+    assert (redis["state"], redis["health"]) == ("running", "unhealthy") and "Timeout" in redis["detail"], redis
+    assert elapsed < 15, f"status took {elapsed:.1f} s with a 2 s probe timeout"  # 27 s with client retries
+    assert services(status)["timescaledb"]["health"] == "healthy"

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from llmobs.errors import LlmobsError
 from llmobs.stack import facts as facts_mod
 from llmobs.stack.health import ProbeResult, probe
+from llmobs.stack.ports import check_distinct_ports
 from llmobs.stack.services import DATA_SERVICES, SERVICES, SERVICES_BY_NAME
 
 if TYPE_CHECKING:
@@ -166,6 +167,7 @@ def up(
     """Start the stack (or the named services and what they need): idempotent."""
     from llmobs.store.bootstrap import bootstrap
 
+    check_distinct_ports(settings)
     available = stack.available_services()
     wanted = list(services) if services else list(available)
     for name in wanted:
