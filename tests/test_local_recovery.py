@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from collector_support import http_export, ids, otlp_request
 
+from llmobs.backup.records import recorded_summary
 from llmobs.config import read_env_file
 
 from conftest import PgServer, RedisInfo, free_ports_env, run_cli
@@ -188,3 +189,54 @@ def test_status_honours_its_probe_timeout_when_redis_hangs(project: Path) -> Non
     assert (redis["state"], redis["health"]) == ("running", "unhealthy") and "Timeout" in redis["detail"], redis
     assert elapsed < 15, f"status took {elapsed:.1f} s with a 2 s probe timeout"  # 27 s with client retries
     assert services(status)["timescaledb"]["health"] == "healthy"
+
+
+def test_failed_and_damaged_backups_are_listed_fail_verify_and_degrade_status(project: Path) -> None:
+    """Issue 18 items 6 and 7, issue 15 point 6: a failed attempt leaves a record (type, step,
+    error, time); a backup that needs WAL the archive did not get exits 1, in seconds; a damaged
+    manifest is listed as damaged and fails `verify --all`; both make `status` degraded."""
+    up = run_cli("up", "--runtime", "local", "timescaledb", "redis", project_dir=project)
+    assert up.returncode == 0, up.stdout + up.stderr
+    logical = run_cli("backup", "--type", "logical", project_dir=project)
+    assert logical.returncode == 0, logical.stdout + logical.stderr
+    logical_id = logical.stdout.strip()
+
+    archive = project / "data" / "wal-archive"
+    owner = archive.stat()
+    os.chown(archive, 0, 0)  # PostgreSQL's OS user can no longer write its archive
+    archive.chmod(0o500)
+    try:
+        started = time.monotonic()
+        physical = run_cli("backup", "--json", project_dir=project)
+        elapsed = time.monotonic() - started
+    finally:
+        os.chown(archive, owner.st_uid, owner.st_gid)
+        archive.chmod(0o700)
+    assert physical.returncode == 1, physical.stdout + physical.stderr
+    assert elapsed < 90, f"{elapsed:.0f} s"  # 121 s of waiting before, and exit 0
+    events = [json.loads(line) for line in physical.stdout.splitlines()]
+    assert events[-1]["event"] == "error" and "did not reach the WAL archive" in events[-1]["message"]
+
+    listing = json.loads(run_cli("backup", "list", "--json", project_dir=project).stdout)
+    (attempt,) = listing["failed_attempts"]
+    assert attempt["type"] == "physical" and attempt["step"] == "Checking that the WAL archive holds the backup's WAL"
+    assert "did not reach the WAL archive" in attempt["error"] and attempt["at"]
+    code, status = status_json(project)
+    assert code == 1 and any(f"backup {attempt['id']} failed" in w for w in status["warnings"]), status["warnings"]
+    env = read_env_file(project / ".env")
+    with psycopg.connect(
+        host="127.0.0.1", port=int(env["DB_PORT"]), user="postgres", password=env["DB_PASSWORD"], dbname=env["DB_NAME"]
+    ) as conn:  # what the compose runtime's `status` reads
+        (recorded,) = recorded_summary(conn)["failed_attempts"]
+    assert (recorded.id, recorded.step, recorded.error) == (attempt["id"], attempt["step"], attempt["error"])
+
+    (project / "backups" / logical_id / "manifest.json").write_text('{"id": "truncat')
+    listing = json.loads(run_cli("backup", "list", "--json", project_dir=project).stdout)
+    assert [d["id"] for d in listing["damaged"]] == [logical_id]
+    assert logical_id not in [b["id"] for b in listing["backups"]]
+    text = run_cli("backup", "list", project_dir=project).stdout
+    assert f"DAMAGED {logical_id}" in text and f"FAILED {attempt['id']}" in text
+    verify = run_cli("backup", "verify", "--all", project_dir=project)
+    assert verify.returncode == 1 and f"{logical_id} (logical, local): FAILED" in verify.stdout, verify.stdout
+    code, status = status_json(project)
+    assert code == 1 and any(f"backup {logical_id} is damaged" in w for w in status["warnings"]), status["warnings"]

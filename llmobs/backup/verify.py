@@ -14,7 +14,7 @@ from llmobs.backup.grafana_backup import ARCHIVE, check_archive
 from llmobs.backup.logical import DUMP_FILE, check_dump
 from llmobs.backup.manifest import Manifest, sha256_file
 from llmobs.backup.redis_backup import RDB_FILE
-from llmobs.backup.repository import BackupEntry, Repository
+from llmobs.backup.repository import BackupEntry, DamagedBackup, Repository
 from llmobs.backup.wal import chain_steps, follow_chain, parse_lsn, segment_name
 from llmobs.errors import LlmobsError
 from llmobs.stack.postgres import PgBinaries
@@ -100,6 +100,11 @@ def check_wal_chain(
         True,
         f"{len(chain.segments)} segment(s) from {chain.segments[0]} to {chain.last_segment} without a gap",
     )
+
+
+def damaged_result(damaged: DamagedBackup) -> VerifyResult:
+    """The verdict on a backup whose manifest is missing or unreadable: failed, saying why."""
+    return VerifyResult(damaged.id, damaged.type, damaged.location, [Check("manifest", False, damaged.problem)])
 
 
 def verify_backup(
