@@ -131,3 +131,15 @@ def test_a_corrupted_archived_wal_segment_fails_verify_by_name_and_restore_rolls
     content = next(c for c in result.checks if c.name == "wal content")
     assert not content.ok and content.detail.startswith(f"segment {damaged} is damaged: "), content.detail
     assert "checksum" in content.detail
+
+    before = a.dump()
+    pid = a.cluster.running_pid()
+    a.settings = a.settings.with_overrides(BACKUP_RESTORE_TIMEOUT_SECONDS="60")
+    with pytest.raises(LlmobsError) as failed:
+        run_restore(a.settings, a.site, backup_id=None, target=target, progress=SilentProgress())
+    message = failed.value.message
+    assert message.startswith("restore failed: recovery ended before configured recovery target was reached")
+    assert "back in place" in message
+    assert a.cluster.running_pid() and a.cluster.running_pid() != pid
+    assert a.dump() == before
+    assert not [p for p in (a.root / "data").iterdir() if "restor" in p.name]

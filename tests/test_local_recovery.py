@@ -240,3 +240,21 @@ def test_failed_and_damaged_backups_are_listed_fail_verify_and_degrade_status(pr
     assert verify.returncode == 1 and f"{logical_id} (logical, local): FAILED" in verify.stdout, verify.stdout
     code, status = status_json(project)
     assert code == 1 and any(f"backup {logical_id} is damaged" in w for w in status["warnings"]), status["warnings"]
+
+
+def test_restore_exits_0_only_once_every_service_serves_again(project: Path) -> None:
+    """Issue 18 item 5: right after `restore` exits 0, `status` is healthy, as after `up`."""
+    up = run_cli("up", "--runtime", "local", project_dir=project)
+    assert up.returncode == 0, up.stdout + up.stderr
+    env = read_env_file(project / ".env")
+    export_spans(env, 3, 10)
+    backup = run_cli("backup", project_dir=project)
+    assert backup.returncode == 0, backup.stdout + backup.stderr
+    export_spans(env, 4, 10)  # after the backup: gone once it is restored
+    restore = run_cli("restore", backup.stdout.strip(), "--yes", project_dir=project)
+    assert restore.returncode == 0, restore.stdout + restore.stderr
+    code, status = status_json(project)
+    assert code == 0, [(s["name"], s["state"], s["health"], s["detail"]) for s in status["services"]]
+    assert stored_spans(env) == (10, 10)
+    export_spans(env, 5, 10)  # the collector serves at once, on the restored database
+    assert stored_spans(env) == (20, 20)

@@ -10,18 +10,25 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmobs.errors import LlmobsError
-from llmobs.proc import OsUser, identified_pid, run
+from llmobs.errors import CommandError, LlmobsError
+from llmobs.proc import OsUser, identified_pid, run, wait_for_exit
 
 log = logging.getLogger(__name__)
 
 CONF_INCLUDE = "llmobs.conf"
+_FATAL_RE = re.compile(r"(?:FATAL|PANIC):\s+(.*)")
+#: FATAL messages about one client's connection (e.g. a probe while the server starts), not the server
+_CLIENT_FATAL_RE = re.compile(
+    r"the database system is |terminating connection |password authentication failed|no pg_hba.conf entry|"
+    r"database \S+ does not exist|role \S+ does not exist"
+)
 
 
 @dataclass(frozen=True)
@@ -272,17 +279,50 @@ class PgCluster:
         )
 
     def stop(self, *, mode: str = "fast", timeout: int = 60) -> bool:
-        """Stop the server; False when it was not running."""
-        if not self.running_pid():
+        """Stop the server and wait for the postmaster's real exit; False when it was not running.
+
+        A server may be exiting by itself (a failed recovery shuts it down): pg_ctl then finds no
+        pid file and fails, yet the server is stopped, which is all that was asked. Raises only
+        when the postmaster still runs."""
+        pid = self.running_pid()
+        if not pid:
             self._remove_stale_pidfile()
             return False
-        run(
+        proc = run(
             [self.binaries("pg_ctl"), "stop", "-D", self.data_dir, "-m", mode, "-w", "-t", str(timeout)],
             user=self.os_user,
             timeout=timeout + 10,
-            hint=f"see {self.log_file}",
+            check=False,
         )
+        # pg_ctl -w returns once the pid file is gone; the postmaster removes it just before it exits
+        if not wait_for_exit(pid, 10):
+            raise CommandError(
+                [str(self.binaries("pg_ctl")), "stop"],
+                proc.returncode,
+                proc.stdout.decode(errors="replace"),
+                hint=f"PostgreSQL (pid {pid}) still runs; see {self.log_file}",
+            )
         return True
+
+    def log_size(self) -> int:
+        """Where the server log ends now: a mark for ``fatal_error_since``."""
+        try:
+            return self.log_file.stat().st_size
+        except OSError:
+            return 0
+
+    def fatal_error_since(self, mark: int) -> str | None:
+        """The last FATAL or PANIC message the server logged about itself after ``mark`` (e.g. why
+        a recovery ended; a client's refused connection is not one), without its log prefix; None
+        when there is none."""
+        try:
+            with self.log_file.open("rb") as fh:
+                fh.seek(mark)
+                text = fh.read().decode(errors="replace")
+        except OSError:
+            return None
+        found = [m[1].strip() for m in _FATAL_RE.finditer(text) if not _CLIENT_FATAL_RE.match(m[1])]
+        return found[-1] if found else None
 
     def reload(self) -> None:
         run([self.binaries("pg_ctl"), "reload", "-D", self.data_dir], user=self.os_user, timeout=30)
