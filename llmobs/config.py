@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from llmobs import __version__
-from llmobs.errors import ConfigError, LlmobsError
+from llmobs.errors import ConfigError, LlmobsError, UsageError
 from llmobs.key_format import generate_api_key
 
 Kind = Literal["str", "port", "int", "float", "bool", "choice", "host", "secret", "cron", "path"]
@@ -921,6 +921,22 @@ def read_env_file(path: Path) -> dict[str, str]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+def unknown_env_keys(values: Mapping[str, str]) -> list[str]:
+    """One warning per key of a ``.env`` that no setting reads (``NAME_FILE`` of a secret is
+    read), naming the closest setting: a misspelt key is otherwise ignored without a word."""
+    import difflib
+
+    known = [*SETTINGS_BY_NAME, *(f"{s.name}_FILE" for s in SETTINGS if s.secret)]
+    warnings = []
+    for key in values:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+        guess = f" (did you mean {close[0]}?)" if close else ""
+        warnings.append(f"{ENV_FILE}: {key} is not a setting and is ignored{guess}")
+    return warnings
+
+
 def render_env_file(values: Mapping[str, str]) -> str:
     """Render a complete ``.env``: every known setting, grouped and commented, then any extra keys."""
     lines = [
@@ -997,7 +1013,7 @@ def find_project_dir(
         env = candidate / ENV_FILE
         if env.is_file() and _is_llmobs_env(env):
             return candidate
-    raise LlmobsError(
+    raise UsageError(
         f"no LLM Observatory project found in {start} or its parents",
         hint="run `llmobs init` to create one, or pass --project-dir DIR (or set LLMOBS_PROJECT_DIR)",
     )
@@ -1006,7 +1022,7 @@ def find_project_dir(
 def _existing_project(path: Path, source: str) -> Path:
     path = path.expanduser().resolve()
     if not (path / ENV_FILE).is_file():
-        raise LlmobsError(
+        raise UsageError(
             f"{path} (from {source}) is not a project directory: it has no {ENV_FILE}",
             hint=f"run `llmobs init {path}` first",
         )

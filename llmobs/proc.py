@@ -167,6 +167,49 @@ def pid_if_running(pid: int, marker: str, *, create_time: float | None = None) -
     return pid
 
 
+def identified_pid(
+    pid: int,
+    *,
+    started_at: float | None,
+    exe: Path | None = None,
+    cwd: Path | None = None,
+    start_tolerance: float = 3.0,
+) -> int | None:
+    """``pid`` when that process is the server a pid file describes, else None.
+
+    A pid file outlives a crashed server, and its pid may then name any process: as Patroni does
+    before it signals a postmaster, trust it only when the process is alive (not a zombie),
+    started within ``start_tolerance`` seconds of ``started_at`` (the start time the server wrote,
+    or its pid file's mtime), runs the executable ``exe`` and works in ``cwd`` (PostgreSQL and
+    Redis change into their data directory), and is neither us, our parent nor our child. A
+    process we may not inspect is not trusted."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE or pid in (os.getpid(), os.getppid()) or proc.ppid() == os.getpid():
+            return None
+        if started_at is None or abs(proc.create_time() - started_at) > start_tolerance:
+            log.info("pid %d is not the server of its pid file: it started at another time", pid)
+            return None
+        if exe is not None and not _same_file(proc.exe().removesuffix(" (deleted)"), exe):
+            log.info("pid %d is not the server of its pid file: it runs %s, not %s", pid, proc.exe(), exe)
+            return None
+        if cwd is not None and not _same_file(proc.cwd(), cwd):
+            log.info("pid %d is not the server of its pid file: it works in %s, not %s", pid, proc.cwd(), cwd)
+            return None
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+        return None
+    return pid
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
 def wait_for_exit(pid: int, timeout: float) -> bool:
     import psutil
 

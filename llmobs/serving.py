@@ -8,9 +8,11 @@ first and stops the old one only after the new one said it is ready, so the port
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import os
+import signal
 import socket
 import sys
 from typing import TYPE_CHECKING
@@ -21,6 +23,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READY_FD_ENV = "LLMOBS_READY_FD"
+#: set by the local runtime's supervisor in its children: its pid
+SUPERVISOR_PID_ENV = "LLMOBS_SUPERVISOR_PID"
+_PR_SET_PDEATHSIG = 1
 
 
 def listening_socket(host: str, port: int, *, backlog: int = 2048) -> socket.socket:
@@ -52,6 +57,23 @@ def notify_ready() -> None:
         os.close(int(fd))
     except (OSError, ValueError) as exc:
         log.warning("could not notify the supervisor: %s", exc)
+
+
+def die_with_supervisor() -> None:
+    """When the local runtime's supervisor started us, have the kernel send us SIGTERM when it
+    dies, even by kill -9: a server must not outlive it unseen (a new supervisor would start a
+    second set on the shared ports). SIGTERM is the ordinary stop: the collector drains its queue.
+    Raises SystemExit when the supervisor is already gone. Without prctl (not Linux), `up` and
+    `down` still stop orphans through the supervisor's pid records."""
+    value = os.environ.pop(SUPERVISOR_PID_ENV, None)  # not for our own children
+    if not value:
+        return
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            log.warning("could not ask to be stopped with the supervisor: %s", os.strerror(ctypes.get_errno()))
+    if os.getppid() != int(value):
+        raise SystemExit(f"the supervisor (pid {value}) that started this server is gone")
 
 
 def setup_logging(settings: Settings, role: str) -> None:

@@ -107,8 +107,9 @@ def test_two_backups_from_cron_at_once_one_runs_one_is_refused(project: Path) ->
     assert busy_code == EXIT_ALREADY_RUNNING, busy_err
     events = [json.loads(line) for line in ok_out.splitlines()]  # every line is one JSON object
     assert events[-1]["event"] == "backup.created" and events[-1]["type"] == "physical"
-    assert "already running" not in ok_err and "another backup operation is running" in busy_err
-    assert json.loads(busy_out.splitlines()[-1])["exit_code"] == EXIT_ALREADY_RUNNING
+    refused = json.loads(busy_out.splitlines()[-1])  # with --json the error is JSON on stdout, not prose
+    assert refused["exit_code"] == EXIT_ALREADY_RUNNING and "another backup operation is running" in refused["message"]
+    assert "already running" not in ok_err and "another backup operation" not in busy_err
     assert "\x1b[" not in ok_out + ok_err + busy_err  # no colour without a terminal
 
     with _conn(project) as conn:

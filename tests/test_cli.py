@@ -71,3 +71,42 @@ def test_doctor_names_a_missing_binary_with_a_fix(workdir):
     checks = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
     assert checks["postgresql"]["verdict"] == "fail"
     assert "PG_BIN_DIR" in checks["postgresql"]["hint"]
+
+
+def test_cli_edges_for_scripts_exit_codes_json_errors_and_settings(workdir):
+    """Issue 18 item 10: not a project is a usage error (2, like every configuration error);
+    with --json the error is JSON on stdout; messages are never wrapped without a terminal; a
+    misspelt .env key is named with a guess; two services on one port are refused at once."""
+    import time
+
+    from conftest import free_ports_env
+
+    deep = workdir / ("a-rather-long-directory-name-" * 3) / "not-a-project"
+    deep.mkdir(parents=True)
+    for args in (("status",), ("up", "--runtime", "local"), ("backup", "list")):
+        proc = run_cli(*args, project_dir=deep)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        first_line = proc.stderr.splitlines()[0]  # one line, though longer than 80 columns
+        assert first_line == f"error: {deep} (from --project-dir) is not a project directory: it has no .env"
+    proc = run_cli("status", "--json", project_dir=deep)
+    assert proc.returncode == 2 and proc.stderr == ""
+    error = json.loads(proc.stdout)["error"]
+    assert error["exit_code"] == 2 and "is not a project directory" in error["message"]
+
+    project = workdir / "proj"
+    assert run_cli("init", str(project)).returncode == 0
+    ports = free_ports_env()
+    env_file = project / ".env"
+    env_file.write_text(
+        env_file.read_text() + "".join(f"{k}={v}\n" for k, v in ports.items()) + "COLECTOR_GRPC_PORT=4444\n"
+    )
+    proc = run_cli("status", "--json", "--runtime", "local", project_dir=project)
+    json.loads(proc.stdout)  # warnings stay off stdout
+    assert "COLECTOR_GRPC_PORT is not a setting and is ignored (did you mean COLLECTOR_GRPC_PORT?)" in proc.stderr
+
+    started = time.monotonic()
+    proc = run_cli("up", "--runtime", "local", project_dir=project, env={"API_PORT": ports["DB_PORT"]})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"API_PORT: port {ports['DB_PORT']} is also DB_PORT's" in proc.stderr
+    assert time.monotonic() - started < 30
+    assert not (project / "data" / "postgres").exists()  # nothing was started

@@ -9,16 +9,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from llmobs.backup.attempts import FailedAttempt, StepTracker, failed_attempts, forget_before, recording_failure
 from llmobs.backup.job_env import in_job
 from llmobs.backup.lock import backup_lock
-from llmobs.backup.manifest import BACKUP_TYPES, new_backup_id
+from llmobs.backup.manifest import BACKUP_TYPES, Manifest, new_backup_id
 from llmobs.backup.paths import share_with_group
 from llmobs.backup.physical import finish_backup_dir
-from llmobs.backup.records import record_backups
-from llmobs.backup.repository import BackupEntry, Repository
+from llmobs.backup.records import record_backups, record_failed_attempt
+from llmobs.backup.repository import BackupEntry, DamagedBackup, Repository
 from llmobs.backup.retention import PruneResult, RetentionPolicy, prune
-from llmobs.backup.verify import VerifyResult, verify_backup
+from llmobs.backup.verify import VerifyResult, backup_own_segments, damaged_result, verify_backup
 from llmobs.errors import LlmobsError, UsageError
+from llmobs.store.db import first_line
 
 if TYPE_CHECKING:
     from llmobs.backup.pitr import Window
@@ -39,25 +41,54 @@ def create_backup(
     with backup_lock(repo.paths.lock_file, f"backup {backup_type}"):
         _remove_unfinished(repo)
         backup_id = new_backup_id(backup_type, taken={e.id for e in repo.backups(remote=False)})
-        work = repo.paths.backup_dir / f".{backup_id}.partial"
-        work.mkdir()
+        tracker = StepTracker(progress)
         try:
-            manifest = _creator(settings, backup_type)(work, backup_id, progress)
-            finish_backup_dir(work, repo.local_dir(backup_id), manifest)
-            if in_job():
-                share_with_group(repo.local_dir(backup_id))
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
+            with recording_failure(repo.paths.backup_dir, backup_id, backup_type, tracker):
+                return _take_backup(settings, repo, backup_id, backup_type, tracker, upload=upload)
+        except BaseException as exc:
+            record_failed_attempt(settings, backup_id, backup_type, tracker.step_name, first_line(exc))
             raise
-        entry = BackupEntry(manifest, ["local"])
-        progress.done(f"backup {backup_id}: {len(manifest.files)} file(s), {manifest.size_bytes} bytes")
-        if upload and repo.s3 is not None:
-            progress.step(f"Uploading {backup_id} to {repo.s3.describe()}")
-            repo.upload(entry)
-            shipped = repo.ship_wal()
-            progress.done(f"uploaded {backup_id} and {len(shipped)} WAL file(s)")
-        record_backups(settings, [entry])
-        return entry
+
+
+def _take_backup(
+    settings: Settings, repo: Repository, backup_id: str, backup_type: str, progress: Progress, *, upload: bool
+) -> BackupEntry:
+    work = repo.paths.backup_dir / f".{backup_id}.partial"
+    work.mkdir()
+    try:
+        manifest = _creator(settings, backup_type)(work, backup_id, progress)
+        finish_backup_dir(work, repo.local_dir(backup_id), manifest)
+        if in_job():
+            share_with_group(repo.local_dir(backup_id))
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    entry = BackupEntry(manifest, ["local"])
+    progress.done(f"backup {backup_id}: {len(manifest.files)} file(s), {manifest.size_bytes} bytes")
+    if upload and repo.s3 is not None:
+        progress.step(f"Uploading {backup_id} to {repo.s3.describe()}")
+        repo.upload(entry)
+        shipped = repo.ship_wal()
+        progress.done(f"uploaded {backup_id} and {len(shipped)} WAL file(s)")
+    record_backups(settings, [entry])
+    if manifest.type == "physical":
+        _check_wal_archived(repo, manifest, progress)
+    return entry
+
+
+def _check_wal_archived(repo: Repository, manifest: Manifest, progress: Progress) -> None:
+    """The backup is of use for point-in-time recovery only once the archive holds its WAL: else
+    fail (exit 1, so cron monitoring sees it). The backup itself stays, restorable as taken."""
+    progress.step("Checking that the WAL archive holds the backup's WAL")
+    last = backup_own_segments(manifest)[-1]
+    if not (repo.paths.wal_archive / last).is_file():
+        raise LlmobsError(
+            f"backup {manifest.id} was taken, but its WAL segment {last} did not reach the WAL archive: "
+            "WAL archiving is broken, so no point in time after it can be restored",
+            hint="see `llmobs status` (WAL archiver) and the PostgreSQL log; the backup is kept and restorable "
+            "as taken, by its id",
+        )
+    progress.done(f"WAL archived up to {last}")
 
 
 def _creator(settings: Settings, backup_type: str) -> Any:
@@ -131,10 +162,11 @@ def verify_backups(
         entries = repo.backups()
         if backup_ids:
             known = {e.id: e for e in entries}
-            missing = [i for i in backup_ids if i not in known]
+            damaged_ids = {d.id for d in repo.damaged()}
+            missing = [i for i in backup_ids if i not in known and i not in damaged_ids]
             if missing:
                 raise UsageError(f"no backup with id {', '.join(missing)}", hint="`llmobs backup list`")
-            entries = [known[i] for i in backup_ids]
+            entries = [known[i] for i in backup_ids if i in known]
         elif newest_only:
             entries = [
                 [e for e in entries if e.type == t][-1] for t in BACKUP_TYPES if any(e.type == t for e in entries)
@@ -146,7 +178,10 @@ def verify_backups(
             index = WalIndex(repo, binaries)
             wal_files = index.files
             timeline = live_timeline(settings) or index.newest_timeline()
-        results = []
+        # every backup means the damaged ones too: they fail, named, rather than go unseen
+        results = [damaged_result(d) for d in repo.damaged() if not backup_ids or d.id in backup_ids]
+        for result in results:
+            progress.warn(f"{result.backup_id}: FAILED: {result.checks[0].detail}")
         for entry in entries:
             progress.step(f"Verifying {entry.id}")
             result = verify_backup(repo, entry, binaries, wal_files=wal_files, timeline=timeline)
@@ -166,6 +201,9 @@ def prune_backups(
     repo.paths.ensure()
     with backup_lock(repo.paths.lock_file, "prune"):
         result = prune(repo, RetentionPolicy.from_settings(settings), now or datetime.now(UTC), dry_run=dry_run)
+        kept = repo.backups(remote=False)
+        if not dry_run and kept:  # failures older than every kept backup are history
+            forget_before(repo.paths.backup_dir, kept[0].manifest.finished_at)
     if not dry_run and (result.deleted or result.wal_deleted):
         record_backups(settings, [], forget={backup_id for backup_id, _ in result.deleted})
         audit_action(settings, "backup.prune", None, result.to_dict())
@@ -190,6 +228,8 @@ class Listing:
     backups: list[BackupEntry]
     windows: list[Window] = field(default_factory=list)
     timeline: int | None = None
+    damaged: list[DamagedBackup] = field(default_factory=list)
+    failed_attempts: list[FailedAttempt] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         rows = []
@@ -217,6 +257,8 @@ class Listing:
             rows.append(row)
         return {
             "backups": rows,
+            "damaged": [d.to_dict() for d in self.damaged],
+            "failed_attempts": [a.to_dict() for a in self.failed_attempts],
             "timeline": self.timeline,
             "restorable": {
                 "earliest": self.windows[0].earliest.isoformat() if self.windows else None,
@@ -232,7 +274,9 @@ def list_backups(settings: Settings, *, remote: bool = True, repo: Repository | 
 
     repo = repo or Repository.from_settings(settings, use_s3=remote)
     entries = repo.backups(remote=remote)
-    listing = Listing(entries)
+    listing = Listing(
+        entries, damaged=repo.damaged(remote=remote), failed_attempts=failed_attempts(repo.paths.backup_dir)
+    )
     physical = [e for e in entries if e.type == "physical"]
     if physical:
         index = WalIndex(repo, binaries_for(settings, physical[-1].manifest.pg_major), remote=remote)

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from llmobs.backup.attempts import FailedAttempt
 from llmobs.errors import LlmobsError
 
 if TYPE_CHECKING:
@@ -26,6 +27,12 @@ _UPSERT = """INSERT INTO llmobs_backups (id, kind, started_at, finished_at, stat
              VALUES (%s, %s, %s, %s, %s, %s, %s)
              ON CONFLICT (id) DO UPDATE SET finished_at = EXCLUDED.finished_at, status = EXCLUDED.status,
                  size_bytes = EXCLUDED.size_bytes, location = EXCLUDED.location"""
+
+
+_FAILED = """INSERT INTO llmobs_backups (id, kind, started_at, finished_at, status, step, error)
+              VALUES (%s, %s, now(), now(), 'failed', %s, %s)
+              ON CONFLICT (id) DO UPDATE SET finished_at = now(), status = 'failed', step = EXCLUDED.step,
+                  error = EXCLUDED.error"""
 
 
 def _has_table(conn: psycopg.Connection) -> bool:
@@ -71,6 +78,24 @@ def record_backups(settings: Settings, entries: Iterable[BackupEntry], *, forget
         log.warning("could not record backups in the database: %s", first_line(exc))
 
 
+def record_failed_attempt(settings: Settings, backup_id: str, kind: str, step: str, error: str) -> None:
+    """A row for a failed backup attempt (status ``failed`` with its step and error), read by
+    `status` where the repository is out of sight (compose). Best-effort, as ``record_backups``."""
+    from llmobs.backup.pgclient import admin_connection
+    from llmobs.store.db import first_line
+
+    if kind not in RECORDED_TYPES:
+        return
+    try:
+        with admin_connection(settings) as conn:
+            if _has_table(conn):
+                conn.execute(_FAILED, (backup_id, kind, step, error))
+    except LlmobsError as exc:
+        log.warning("could not record the failed backup in the database: %s", exc.message)
+    except Exception as exc:  # psycopg errors, e.g. the database is what failed
+        log.warning("could not record the failed backup in the database: %s", first_line(exc))
+
+
 def recorded_summary(conn: psycopg.Connection) -> dict[str, Any] | None:
     """Newest good backup per type, their count and the failed ones, from the rows (None without
     the table)."""
@@ -82,13 +107,18 @@ def recorded_summary(conn: psycopg.Connection) -> dict[str, Any] | None:
     ).fetchall()
     row = conn.execute(
         "SELECT count(*) FILTER (WHERE status = 'ok'), "
-        "COALESCE(array_agg(id ORDER BY finished_at) FILTER (WHERE status = 'failed'), '{}') "
+        "COALESCE(array_agg(id ORDER BY finished_at) FILTER (WHERE status = 'failed' AND step IS NULL), '{}') "
         "FROM llmobs_backups"
     ).fetchone()
-    assert row is not None  # an aggregate without GROUP BY returns one row
-    count, failed = row
+    count, failed = row if row else (0, [])
+    attempts = conn.execute(
+        "SELECT id, kind, step, error, finished_at FROM llmobs_backups b WHERE status = 'failed' "
+        "AND step IS NOT NULL AND finished_at > COALESCE((SELECT max(finished_at) FROM llmobs_backups o "
+        "WHERE o.kind = b.kind AND o.status = 'ok'), '-infinity') ORDER BY finished_at"
+    ).fetchall()
     return {
         "newest": {kind: (bid, finished, size) for kind, bid, finished, size in newest},
         "count": count,
         "failed": list(failed),
+        "failed_attempts": [FailedAttempt(bid, kind, step, error, at) for bid, kind, step, error, at in attempts],
     }

@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llmobs.backup.manifest import MANIFEST_NAME, Manifest
+from llmobs.backup.manifest import MANIFEST_NAME, Manifest, backup_type_of
 from llmobs.backup.paths import BackupPaths
 from llmobs.backup.storage import LocalStore, S3Store, Store
 from llmobs.backup.wal import HISTORY_RE, is_wal_file, parse_history
@@ -47,6 +47,23 @@ class BackupEntry:
     @property
     def type(self) -> str:
         return self.manifest.type
+
+
+@dataclass(frozen=True)
+class DamagedBackup:
+    """A backup directory (or S3 prefix) whose manifest is missing or unreadable: it cannot be
+    verified nor restored, and must be seen rather than silently skipped."""
+
+    id: str
+    location: str
+    problem: str
+
+    @property
+    def type(self) -> str:
+        return backup_type_of(self.id) or "?"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"id": self.id, "type": self.type, "location": self.location, "problem": self.problem}
 
 
 class Repository:
@@ -77,19 +94,30 @@ class Repository:
         """Every complete backup, oldest first, with where copies of it are."""
         found: dict[str, BackupEntry] = {}
         for store in self.stores() if remote else [self.local]:
-            for manifest in self._manifests(store):
+            for manifest in self._scan(store)[0]:
                 entry = found.setdefault(manifest.id, BackupEntry(manifest))
                 entry.locations.append(store.name)
         return sorted(found.values(), key=lambda e: (e.manifest.finished_at, e.id))
 
-    def _manifests(self, store: Store) -> list[Manifest]:
+    def damaged(self, *, remote: bool = True) -> list[DamagedBackup]:
+        """Backups whose manifest is unreadable (or, locally, missing), by id."""
+        return sorted(
+            (d for store in (self.stores() if remote else [self.local]) for d in self._scan(store)[1]),
+            key=lambda d: (d.id, d.location),
+        )
+
+    def _scan(self, store: Store) -> tuple[list[Manifest], list[DamagedBackup]]:
+        damaged = []
         if isinstance(store, LocalStore):
             root = self.paths.backup_dir
-            keys = [
-                f"{d.name}/{MANIFEST_NAME}"
-                for d in (sorted(root.iterdir()) if root.is_dir() else [])
-                if ID_RE.match(d.name) and (d / MANIFEST_NAME).is_file()
+            dirs = [d for d in (sorted(root.iterdir()) if root.is_dir() else []) if ID_RE.match(d.name) and d.is_dir()]
+            # a finished backup directory always has its manifest (written before the rename)
+            damaged = [
+                DamagedBackup(d.name, store.name, f"{MANIFEST_NAME} is missing")
+                for d in dirs
+                if not (d / MANIFEST_NAME).is_file()
             ]
+            keys = [f"{d.name}/{MANIFEST_NAME}" for d in dirs if (d / MANIFEST_NAME).is_file()]
         else:
             keys = [
                 o.key for o in store.list() if o.key.endswith(f"/{MANIFEST_NAME}") and ID_RE.match(o.key.split("/")[0])
@@ -99,8 +127,9 @@ class Repository:
             try:
                 manifests.append(Manifest.from_json(store.get_bytes(key), origin=f"{store.describe()}/{key}"))
             except LlmobsError as exc:
-                log.warning("skipping %s: %s", key, exc.message)
-        return manifests
+                log.warning("damaged backup %s: %s", key, exc.message)
+                damaged.append(DamagedBackup(key.split("/")[0], store.name, exc.message))
+        return manifests, damaged
 
     def get(self, backup_id: str, *, remote: bool = True) -> BackupEntry:
         for entry in self.backups(remote=remote):

@@ -171,12 +171,14 @@ def restore_physical(
     was_running = site.db_running()
     writers = site.running_writers()
     site.stop_services(writers, progress)
+    log_mark: int | None = None
     try:
         site.stop_db(progress)
         journal.write("swapped")
         if pgdata.exists():
             os.rename(pgdata, journal.aside)
         os.rename(journal.staging, pgdata)
+        log_mark = site.log_mark()
         site.start_db(progress, timeout=settings.get_int("BACKUP_RESTORE_TIMEOUT_SECONDS"))
         progress.step("Replaying WAL" + (f" up to {plan.target_time.isoformat()}" if plan.target_time else ""))
         timeline = wait_promoted(
@@ -190,12 +192,20 @@ def restore_physical(
         check_database(settings)
         journal.write("verified")
     except BaseException as exc:
-        progress.warn(f"restore failed ({_describe(exc)}); putting the previous data directory back")
-        roll_back(journal, stop_now)
+        # PostgreSQL's own reason (e.g. "recovery ended before the configured recovery target was
+        # reached") says more than how we noticed (the server stopped, pg_ctl failed)
+        cause = (site.server_error_since(log_mark) if log_mark is not None else None) or _describe(exc)
+        progress.warn(f"restore failed ({cause}); putting the previous data directory back")
+        _put_back(journal, stop_now, cause)
         if was_running:
             site.start_db(progress, timeout=120)
         site.start_services(writers, progress)
-        raise
+        if not isinstance(exc, Exception):
+            raise
+        raise LlmobsError(
+            f"restore failed: {cause}; the data from before the restore is back in place",
+            hint=f"nothing was lost; {site.log_hint}",
+        ) from exc
     try:
         repo.record_timeline(
             timeline,
@@ -216,6 +226,18 @@ def restore_physical(
         site.stop_db(progress)
     site.start_services(writers, progress)
     return result
+
+
+def _put_back(journal: RestoreJournal, stop_server: Callable[[], None], cause: str) -> None:
+    """``roll_back``; when that fails too, an error that gives the restore's cause first."""
+    try:
+        roll_back(journal, stop_server)
+    except Exception as undo:
+        raise LlmobsError(
+            f"restore failed: {cause}; putting the previous data directory back failed too: {_describe(undo)}",
+            hint=f"the previous data directory is kept at {journal.aside}, never deleted; `llmobs up` "
+            "finishes putting it back",
+        ) from undo
 
 
 def _describe(exc: BaseException) -> str:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from llmobs.errors import LlmobsError
 from llmobs.proc import run
 from llmobs.progress import Progress
+from llmobs.stack.lifecycle import wait_healthy
 from llmobs.stack.postgres import PgBinaries, PgCluster, PgConfig
 
 if TYPE_CHECKING:
@@ -80,6 +81,15 @@ class Site(ABC):
     def start_db(self, progress: Progress, *, timeout: int) -> None:
         """Start PostgreSQL; returns once it accepts connections (in recovery: once consistent)."""
 
+    def log_mark(self) -> int:
+        """A mark in PostgreSQL's log, for ``server_error_since``."""
+        return 0
+
+    def server_error_since(self, mark: int) -> str | None:
+        """PostgreSQL's own last FATAL/PANIC message since ``mark``, where this site can read the
+        log (None elsewhere: ``log_hint`` says where to look)."""
+        return None
+
     def running_writers(self) -> list[str]:
         return []
 
@@ -116,6 +126,12 @@ class ClusterSite(Site):
     def binaries(self) -> PgBinaries:
         return self.cluster.binaries
 
+    def log_mark(self) -> int:
+        return self.cluster.log_size()
+
+    def server_error_since(self, mark: int) -> str | None:
+        return self.cluster.fatal_error_since(mark)
+
     def db_running(self) -> bool:
         return self.cluster.running_pid() is not None
 
@@ -151,8 +167,12 @@ class LocalStackSite(ClusterSite):
             self.stack.stop(list(services), progress)
 
     def start_services(self, services: Sequence[str], progress: Progress) -> None:
+        """Start them and wait until each serves (as `up` does): a restore that ends well leaves
+        a serving stack."""
         if services:
             self.stack.start(list(services), progress)
+            progress.step(f"Waiting for {', '.join(services)}")
+            wait_healthy(self.stack, self.stack.settings, list(services), progress)
 
     def service_running(self, service: str) -> bool:
         state = self.stack.states().get(service)

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from llmobs.backup.attempts import FailedAttempt, failed_attempts, unresolved
 from llmobs.errors import LlmobsError
 
 if TYPE_CHECKING:
@@ -46,8 +47,13 @@ def _from_directory(settings: Settings, now: datetime) -> dict[str, Any]:
     every = repo.backups(remote=False)
     failed = [e.id for e in every if e.manifest.verification and not e.manifest.verification.get("ok")]
     entries = [e for e in every if e.id not in failed]
-    newest = {e.type: (e.id, e.manifest.finished_at, e.manifest.size_bytes) for e in entries}
-    return _summary(settings, now, newest, len(entries), failed, source="backup directory")
+    newest: dict[str, Newest] = {e.type: (e.id, e.manifest.finished_at, e.manifest.size_bytes) for e in entries}
+    attempts = unresolved(failed_attempts(repo.paths.backup_dir), {k: v[1] for k, v in newest.items()})
+    summary = _summary(settings, now, newest, len(entries), failed, attempts, source="backup directory")
+    damaged = repo.damaged(remote=False)
+    summary["damaged"] = [d.to_dict() for d in damaged]
+    summary["warnings"] += [f"backup {d.id} is damaged: {d.problem}" for d in damaged]
+    return summary
 
 
 def _from_database(settings: Settings, now: datetime) -> dict[str, Any]:
@@ -66,11 +72,26 @@ def _from_database(settings: Settings, now: datetime) -> dict[str, Any]:
             "reason": "the database has no llmobs_backups table (run `llmobs db migrate`)",
             "warnings": [],
         }
-    return _summary(settings, now, found["newest"], int(found["count"]), list(found["failed"]), source="llmobs_backups")
+    return _summary(
+        settings,
+        now,
+        found["newest"],
+        int(found["count"]),
+        list(found["failed"]),
+        list(found["failed_attempts"]),
+        source="llmobs_backups",
+    )
 
 
 def _summary(
-    settings: Settings, now: datetime, newest: Mapping[str, Newest], count: int, failed: list[str], *, source: str
+    settings: Settings,
+    now: datetime,
+    newest: Mapping[str, Newest],
+    count: int,
+    failed: list[str],
+    attempts: list[FailedAttempt],
+    *,
+    source: str,
 ) -> dict[str, Any]:
     max_age_hours = settings.get_int("BACKUP_MAX_AGE_HOURS")
     db = [finished for kind, (_, finished, _) in newest.items() if kind in DATABASE_TYPES]
@@ -85,6 +106,7 @@ def _summary(
         )
     if failed:
         warnings.append(f"{len(failed)} backup(s) failed verification, newest {failed[-1]}")
+    warnings += [f"the {a.type} backup {a.id} failed at {a.step!r}: {a.error}" for a in attempts]
     return {
         "available": True,
         "source": source,
@@ -103,6 +125,7 @@ def _summary(
         "max_age_hours": max_age_hours,
         "too_old": too_old,
         "failed_verification": failed,
+        "failed_attempts": [a.to_dict() for a in attempts],
         "s3": bool(settings.get_str("BACKUP_S3_BUCKET")),
         "warnings": warnings,
     }

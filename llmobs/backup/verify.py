@@ -4,6 +4,7 @@ newest archived segment, pg_restore --list of a dump, a readable RDB or Grafana 
 
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,9 +15,10 @@ from llmobs.backup.grafana_backup import ARCHIVE, check_archive
 from llmobs.backup.logical import DUMP_FILE, check_dump
 from llmobs.backup.manifest import Manifest, sha256_file
 from llmobs.backup.redis_backup import RDB_FILE
-from llmobs.backup.repository import BackupEntry, Repository
-from llmobs.backup.wal import chain_steps, follow_chain, parse_lsn, segment_name
+from llmobs.backup.repository import BackupEntry, DamagedBackup, Repository
+from llmobs.backup.wal import chain_steps, follow_chain, parse_lsn, parse_segment, segment_name
 from llmobs.errors import LlmobsError
+from llmobs.proc import run
 from llmobs.stack.postgres import PgBinaries
 
 
@@ -72,7 +74,9 @@ def backup_own_segments(manifest: Manifest) -> list[str]:
 
 def check_wal_chain(
     manifest: Manifest, wal_files: dict[str, list[str]], histories: dict[int, list[tuple[int, int]]], timeline: int
-) -> Check:
+) -> tuple[Check, list[str]]:
+    """Continuity of the WAL from the backup to the newest archived segment, and the segments of
+    that chain (none when it has a gap or does not apply)."""
     assert manifest.start_lsn and manifest.timeline and manifest.wal_segment_size
     steps = chain_steps(
         manifest.timeline,
@@ -87,19 +91,74 @@ def check_wal_chain(
             True,
             f"not in the history of the current timeline {timeline} "
             "(taken on a branch left by a restore): restorable by id only",
-        )
+        ), []
     chain = follow_chain(steps, set(wal_files), manifest.wal_segment_size, provided=backup_own_segments(manifest))
     if chain.gap:
         return Check(
             "wal continuity",
             False,
             f"segment {chain.gap} is missing from the archive: recovery from this backup stops at {chain.last_segment}",
-        )
+        ), []
     return Check(
         "wal continuity",
         True,
         f"{len(chain.segments)} segment(s) from {chain.segments[0]} to {chain.last_segment} without a gap",
-    )
+    ), chain.segments
+
+
+def damaged_result(damaged: DamagedBackup) -> VerifyResult:
+    """The verdict on a backup whose manifest is missing or unreadable: failed, saying why."""
+    return VerifyResult(damaged.id, damaged.type, damaged.location, [Check("manifest", False, damaged.problem)])
+
+
+_LSN_IN_ERROR = re.compile(r" at ([0-9A-F]+/[0-9A-F]+)")
+_SEGMENT_IN_ERROR = re.compile(r"\b([0-9A-F]{24})\b")
+
+
+def check_wal_content(segments: list[str], archive: Path, binaries: PgBinaries, segment_size: int) -> Check:
+    """Read every record of the archived segments a chain vouches for with pg_waldump (each record's
+    CRC, each page header), one run per timeline: a damaged segment fails, by name. Segments not in
+    the local archive (only in S3, or carried by the backup itself) are not read here."""
+    runs: list[list[str]] = []  # contiguous local segments of one timeline
+    previous_local = False
+    for name in segments:
+        local = (archive / name).is_file()
+        if local and previous_local and runs[-1][-1][:8] == name[:8]:
+            runs[-1].append(name)
+        elif local:
+            runs.append([name])
+        previous_local = local
+    local_count = sum(len(names) for names in runs)
+    for names in runs:
+        problem = _waldump_problem(names[0], names[-1], archive, binaries, segment_size)
+        if problem:
+            return Check("wal content", False, problem)
+    return Check("wal content", True, f"{local_count} archived segment(s) read, every record's checksum matches")
+
+
+def _waldump_problem(first: str, last: str, archive: Path, binaries: PgBinaries, segment_size: int) -> str | None:
+    """None when pg_waldump reads ``first``..``last`` to the end (a record running on into the
+    segment after ``last``, not archived yet, is the end of the archive, not damage)."""
+    proc = run([binaries("pg_waldump"), "--quiet", "--path", archive, first, last], check=False)
+    output = proc.stdout.decode(errors="replace").strip()
+    if proc.returncode == 0:
+        return None
+    parsed = parse_segment(last, segment_size)
+    assert parsed is not None
+    following = segment_name(parsed[0], parsed[1] + 1, segment_size)
+    if following in output and "could not find file" in output:
+        return None
+    message = output.splitlines()[-1].removeprefix("pg_waldump: error: ") if output else f"exit {proc.returncode}"
+    named = _SEGMENT_IN_ERROR.search(message)
+    # "error in WAL record at A: incorrect ... checksum in record at B": B is the damaged record
+    lsns = _LSN_IN_ERROR.findall(message)
+    if named:
+        damaged: str | None = named[1]
+    elif lsns:
+        damaged = segment_name(parsed[0], parse_lsn(lsns[-1]) // segment_size, segment_size)
+    else:
+        damaged = None
+    return f"segment {damaged} is damaged: {message}" if damaged else f"the archived WAL is unreadable: {message}"
 
 
 def verify_backup(
@@ -157,7 +216,11 @@ def _type_checks(
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         if wal_files is not None and timeline is not None:
-            result.checks.append(check_wal_chain(m, wal_files, repo.histories(wal_files), timeline))
+            continuity, segments = check_wal_chain(m, wal_files, repo.histories(wal_files), timeline)
+            result.checks.append(continuity)
+            if segments:
+                assert m.wal_segment_size
+                result.checks.append(check_wal_content(segments, repo.paths.wal_archive, binaries, m.wal_segment_size))
     elif m.type == "logical":
         assert binaries is not None
         entries = check_dump(directory / DUMP_FILE, binaries)

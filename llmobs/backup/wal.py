@@ -32,6 +32,9 @@ SEGMENT_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
 PARTIAL_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})\.partial$")
 HISTORY_RE = re.compile(r"^([0-9A-F]{8})\.history$")
 BACKUP_LABEL_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})\.[0-9A-F]{8}\.backup$")
+#: failed archive_command runs (PostgreSQL tries 3 times a second apart, then pauses) after which
+#: waiting for a segment stops: archiving is broken, not slow
+ARCHIVER_GIVES_UP = 3
 _COMMIT_RE = re.compile(r"desc: (?:COMMIT|ABORT) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC")
 
 
@@ -191,7 +194,8 @@ def switch_and_wait(conn: psycopg.Connection, *, timeout: float = 120, commit_fi
     """Close the current WAL segment and wait until the archiver has copied it, so that the
     archive holds everything written so far. ``commit_first`` writes a tiny transaction first:
     a time-targeted recovery stops only at a commit record later than its target, so a restore
-    to "just now" needs one. False when archiving is off or does not catch up in time."""
+    to "just now" needs one. False when archiving is off, fails (ARCHIVER_GIVES_UP failed attempts
+    while we wait: seconds, not the whole timeout) or does not catch up in time."""
     if commit_first:
         conn.execute("SELECT txid_current()")
     row = conn.execute("SELECT pg_walfile_name(pg_switch_wal()), current_setting('archive_mode')").fetchone()
@@ -200,12 +204,18 @@ def switch_and_wait(conn: psycopg.Connection, *, timeout: float = 120, commit_fi
     if mode == "off":
         return False
     deadline = time.monotonic() + timeout
+    failures_before = None
     while True:
-        last = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
-        last = last[0] if last else None
+        row = conn.execute("SELECT last_archived_wal, failed_count FROM pg_stat_archiver").fetchone()
+        last, failures = row if row else (None, 0)
         # the last archived file may be a segment or a .backup history file named after one
         if last and re.match(r"^[0-9A-F]{24}", last) and last[8:24] >= wanted[8:]:
             return True
+        failures_before = failures if failures_before is None else failures_before
+        if failures - failures_before >= ARCHIVER_GIVES_UP:
+            # The archiver works in order: while it fails, the segment we wait for cannot come.
+            log.warning("WAL archiving fails (%d failures while waiting for %s)", failures - failures_before, wanted)
+            return False
         if time.monotonic() > deadline:
             log.warning("WAL segment %s not archived after %.0f s (last archived: %s)", wanted, timeout, last)
             return False

@@ -79,9 +79,11 @@ def run_command(
         with ConsoleProgress(obj.err_console) as progress:
             work(progress)
     except LlmobsError as exc:
-        if json_:
-            emit({"event": "error", "message": exc.message, "hint": exc.hint, "exit_code": exc.exit_code})
-        raise
+        if not json_:
+            raise
+        # the error is this stream's last event; nothing else goes to stdout
+        emit({"event": "error", "message": exc.message, "hint": exc.hint, "exit_code": exc.exit_code})
+        raise typer.Exit(exc.exit_code) from None
 
 
 @backup_app.callback(invoke_without_command=True)
@@ -156,8 +158,16 @@ def list_(
 def _show_listing(obj: CliContext, data: dict[str, Any]) -> None:
     from datetime import UTC, datetime
 
+    from rich.markup import escape
     from rich.table import Table
 
+    for d in data["damaged"]:
+        obj.console.print(f"[red]DAMAGED[/] {escape(d['id'])} ({d['type']}, {d['location']}): {escape(d['problem'])}")
+    for a in data["failed_attempts"]:
+        obj.console.print(
+            f"[red]FAILED[/] {escape(a['id'])} ({a['type']}) at {a['at']}, step {escape(repr(a['step']))}: "
+            + escape(a["error"])
+        )
     if not data["backups"]:
         obj.console.print("no backups yet: take one with `llmobs backup`")
         return

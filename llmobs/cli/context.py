@@ -40,20 +40,36 @@ class CliContext:
 
             self._settings = Settings.load(self.project_dir)
             setup_file_logging(self._settings)
+            self._warn_unknown_keys()
         return self._settings
+
+    def _warn_unknown_keys(self) -> None:
+        """Misspelt keys in ``.env``: a warning on stderr (machine output on stdout stays clean).
+        Not an error: the stack runs on the defaults, as it would without the key."""
+        from rich.markup import escape
+
+        from llmobs.config import ENV_FILE, read_env_file, unknown_env_keys
+
+        for warning in unknown_env_keys(read_env_file(self.project_dir / ENV_FILE)):
+            logging.getLogger("llmobs.config").warning("%s", warning)
+            self.err_console.print(f"[yellow]warning:[/] {escape(warning)}")
 
     @cached_property
     def console(self) -> Console:
-        from rich.console import Console
-
-        # Without a terminal rich assumes 80 columns; tables for logs and pipes read better wider.
-        return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+        return make_console(stderr=False)
 
     @cached_property
     def err_console(self) -> Console:
-        from rich.console import Console
+        return make_console(stderr=True)
 
-        return Console(stderr=True, highlight=False)
+
+def make_console(*, stderr: bool) -> Console:
+    """A console on stdout or stderr. Without a terminal (cron, pipes, logs) lines are never
+    wrapped (a message stays one line for grep) and tables get 160 columns instead of rich's 80."""
+    from rich.console import Console
+
+    terminal = (sys.stderr if stderr else sys.stdout).isatty()
+    return Console(stderr=stderr, highlight=False, width=None if terminal else 160, soft_wrap=not terminal)
 
 
 def ctx_obj(ctx: typer.Context) -> CliContext:

@@ -3,6 +3,7 @@ dependencies only inside the functions that need them, so `llmobs --help` stays 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import typer
 
 from llmobs import __version__
 from llmobs.cli.context import CliContext
+from llmobs.errors import LlmobsError
 
 app = typer.Typer(
     name="llmobs",
@@ -60,20 +62,29 @@ def _register() -> None:
 _register()
 
 
+def _report(exc: LlmobsError) -> None:
+    """The error as the command's output format: with ``--json``, one JSON document on stdout
+    (scripts parse stdout; nothing else is printed there), else ``error:``/``hint:`` on stderr."""
+    if "--json" in sys.argv[1:]:
+        error = {"message": exc.message, "hint": exc.hint, "exit_code": exc.exit_code}
+        print(json.dumps({"error": error}))
+        return
+    from rich.markup import escape
+
+    from llmobs.cli.context import make_console
+
+    console = make_console(stderr=True)
+    console.print(f"[bold red]error:[/] {escape(exc.message)}")
+    if exc.hint:
+        console.print(f"[dim]hint:[/] {escape(exc.hint)}")
+
+
 def run() -> None:
     """Entry point: expected failures become a message and an exit code, never a traceback."""
-    from llmobs.errors import LlmobsError
-
     try:
         app()
     except LlmobsError as exc:
-        from rich.console import Console
-        from rich.markup import escape
-
-        console = Console(stderr=True, highlight=False)
-        console.print(f"[bold red]error:[/] {escape(exc.message)}")
-        if exc.hint:
-            console.print(f"[dim]hint:[/] {escape(exc.hint)}")
+        _report(exc)
         if os.environ.get("LLMOBS_DEBUG"):
             raise
         sys.exit(exc.exit_code)

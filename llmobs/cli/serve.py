@@ -43,7 +43,9 @@ def serve_api(
 ) -> None:
     """Serve the REST/GraphQL API (uvicorn)."""
     from llmobs.api.server import serve
+    from llmobs.serving import die_with_supervisor
 
+    die_with_supervisor()
     serve(server_settings(ctx), host=host, port=port, workers=workers)
 
 
@@ -58,5 +60,7 @@ def serve_collector(
 ) -> None:
     """Serve the OTLP collector: gRPC, HTTP, and the metrics/health port."""
     from llmobs.collector.main import serve
+    from llmobs.serving import die_with_supervisor
 
+    die_with_supervisor()
     serve(server_settings(ctx), host=host, workers=workers)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from llmobs.errors import LlmobsError
 from llmobs.stack import facts as facts_mod
 from llmobs.stack.health import ProbeResult, probe, ui_url
+from llmobs.stack.ports import check_distinct_ports
 from llmobs.stack.services import DATA_SERVICES, SERVICES, SERVICES_BY_NAME
 
 if TYPE_CHECKING:
@@ -133,7 +134,8 @@ def stack_status(
 def wait_healthy(
     stack: Stack, settings: Settings, services: Sequence[str], progress: Progress, *, timeout: float = 120
 ) -> None:
-    """Wait until every service in ``services`` runs and passes its probe; a clear error naming
+    """Wait until every service in ``services`` runs with all its replicas ready and passes its
+    probe; a clear error naming
     the ones that did not, with their last probe result, when ``timeout`` passes."""
     deadline = time.monotonic() + timeout
     pending = list(services)
@@ -146,7 +148,10 @@ def wait_healthy(
                 last[name] = state.detail if state and state.detail else (state.state if state else "missing")
                 continue
             result = probe(SERVICES_BY_NAME[name], settings)
-            if result.healthy:
+            if result.healthy and state.replicas < state.desired:
+                # healthy through one replica, but `status` right after must agree: all of them
+                last[name] = f"{state.replicas}/{state.desired} replicas ready"
+            elif result.healthy:
                 pending.remove(name)
                 how = result.detail if result.latency_ms is None else f"{result.latency_ms:.0f} ms"
                 version = f", {result.version}" if result.version else ""
@@ -169,6 +174,7 @@ def up(
     """Start the stack (or the named services and what they need): idempotent."""
     from llmobs.store.bootstrap import bootstrap
 
+    check_distinct_ports(settings)
     available = stack.available_services()
     wanted = list(services) if services else list(available)
     for name in wanted:

@@ -144,6 +144,7 @@ class LocalStack(Stack):
         if self.supervisor_pid():
             self._signal_supervisor(signal.SIGHUP)
         else:
+            self._stop_orphans(progress)
             progress.step("Starting the supervisor of api and collector")
             self._spawn_supervisor()
         progress.done(f"{', '.join(services)} started under the supervisor")
@@ -191,6 +192,7 @@ class LocalStack(Stack):
         desired.write(self.layout)
         pid = self.supervisor_pid()
         if pid is None:
+            self._stop_orphans(progress)
             return
         if all_apps or not any(desired.enabled.values()):
             progress.step("Stopping api and collector")
@@ -199,7 +201,7 @@ class LocalStack(Stack):
                 os.kill(pid, signal.SIGKILL)
                 wait_for_exit(pid, 5)
             self._kill_orphans()
-            (self.layout.run / "supervisor.pid").unlink(missing_ok=True)
+            sv.pid_path(self.layout).unlink(missing_ok=True)
             progress.done("api and collector stopped")
             return
         progress.step(f"Stopping {', '.join(services)}")
@@ -209,14 +211,25 @@ class LocalStack(Stack):
             time.sleep(0.1)
         progress.done(f"{', '.join(services)} stopped")
 
+    def _stop_orphans(self, progress: Progress) -> None:
+        """With no supervisor running: stop what its records say still runs (children of one
+        that died, where they did not die with it), so none keeps serving unseen beside the
+        next supervisor's."""
+        orphans = sorted(pid for pids in self._running_children().values() for pid in pids)
+        if orphans:
+            progress.warn(f"the supervisor is gone but its children run (pids {orphans}); stopping them")
+        self._kill_orphans()
+
     def _kill_orphans(self) -> None:
         """Children of a supervisor that died without stopping them (kill -9): end them by pid,
-        after checking each is still the process we started."""
+        after checking each is still the process we started (pid and start time recorded)."""
         for pids in self._running_children().values():
             for pid in pids:
                 os.kill(pid, signal.SIGTERM)
+            for pid in pids:
                 if not wait_for_exit(pid, sv.STOP_TIMEOUT):
                     os.kill(pid, signal.SIGKILL)
+                    wait_for_exit(pid, 5)
         sv.children_path(self.layout).unlink(missing_ok=True)
 
     def restart(self, services: Sequence[str], progress: Progress) -> None:
@@ -301,8 +314,9 @@ class LocalStack(Stack):
         states["redis"] = RuntimeState("running" if rd else "stopped", int(bool(rd)), 1, pids=[rd] if rd else [])
         supervisor = self.supervisor_pid()
         desired = sv.DesiredState.read(self.layout)
-        children = self._running_children() if supervisor else {}
-        ready = self._running_children(ready_only=True) if supervisor else {}
+        # From the records even without a supervisor: its orphans show (and `down` stops them).
+        children = self._running_children()
+        ready = self._running_children(ready_only=True)
         for service in sv.SUPERVISED:
             pids = children.get(service, [])
             want = desired.count(service)
@@ -312,7 +326,7 @@ class LocalStack(Stack):
                 len(ready.get(service, [])),
                 want,
                 pids=pids,
-                detail="" if supervisor or not want else "supervisor not running",
+                detail="" if supervisor or not (want or pids) else "supervisor not running",
             )
         # The supervisor runs `db maintain` itself, every MAINTAIN_INTERVAL_SECONDS.
         states["maintenance"] = RuntimeState(

@@ -6,7 +6,7 @@ import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from llmobs.errors import LlmobsError
+from llmobs.errors import ConfigError, LlmobsError
 
 if TYPE_CHECKING:
     from llmobs.config import Settings
@@ -24,17 +24,23 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
+def check_distinct_ports(settings: Settings) -> None:
+    """A ConfigError (exit 2) naming both settings when two give the same port: refused before
+    anything starts, rather than found when a probe reaches the wrong server."""
+    seen: dict[int, str] = {}
+    for key, port in settings.ports().items():
+        if port in seen:
+            raise ConfigError(key, f"port {port} is also {seen[port]}'s", hint="give each service its own port in .env")
+        seen[port] = key
+
+
 def ensure_ports_free(settings: Settings, keys: Sequence[str]) -> None:
     """Raise a clear error naming the setting when one of its ports is taken or shared."""
+    check_distinct_ports(settings)
     bind = settings.get_str("BIND_ADDRESS")
     ports = settings.ports()
     for key in keys:
         port = ports[key]
-        clash = [other for other, p in ports.items() if p == port and other != key]
-        if clash:
-            raise LlmobsError(
-                f"{key} and {clash[0]} are both set to port {port}", hint="give each service its own port in .env"
-            )
         if port_in_use(bind, port):
             raise LlmobsError(
                 f"port {port} ({key}) on {bind} is already in use by another program",

@@ -10,18 +10,25 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmobs.errors import LlmobsError
-from llmobs.proc import OsUser, run
+from llmobs.errors import CommandError, LlmobsError
+from llmobs.proc import OsUser, identified_pid, run, wait_for_exit
 
 log = logging.getLogger(__name__)
 
 CONF_INCLUDE = "llmobs.conf"
+_FATAL_RE = re.compile(r"(?:FATAL|PANIC):\s+(.*)")
+#: FATAL messages about one client's connection (e.g. a probe while the server starts), not the server
+_CLIENT_FATAL_RE = re.compile(
+    r"the database system is |terminating connection |password authentication failed|no pg_hba.conf entry|"
+    r"database \S+ does not exist|role \S+ does not exist"
+)
 
 
 @dataclass(frozen=True)
@@ -162,28 +169,25 @@ class PgCluster:
         return self._binaries
 
     def running_pid(self) -> int | None:
-        """The postmaster's pid, if the process in postmaster.pid is a postgres on this data dir.
+        """The postmaster's pid, when the process ``postmaster.pid`` names is this cluster's server.
 
-        Like Patroni, never trust the pid file alone: after a crash the pid may belong to another
-        process.
+        Like Patroni, never trust the pid file alone: after a crash its pid may belong to another
+        process. The process must have started when the file says (its third line), run this
+        cluster's ``postgres`` binary and work in this data directory (the postmaster changes
+        into it), as the file's second line says too.
         """
-        import psutil
-
         try:
-            first_lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
-            pid, data_dir = int(first_lines[0]), first_lines[1]
+            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+            pid, data_dir, started_at = int(lines[0]), lines[1], float(lines[2])
         except (OSError, ValueError, IndexError):
             return None
-        try:
-            proc = psutil.Process(pid)
-            name = proc.name()
-            if ("postgres" not in name and "postmaster" not in name) or proc.status() == psutil.STATUS_ZOMBIE:
-                return None
-            if Path(data_dir).resolve() != self.data_dir.resolve():
-                return None
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+        if Path(data_dir).resolve() != self.data_dir.resolve():
             return None
-        return pid
+        try:
+            exe = self.binaries("postgres")
+        except LlmobsError:
+            exe = None
+        return identified_pid(pid, started_at=started_at, exe=exe, cwd=self.data_dir)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -275,17 +279,50 @@ class PgCluster:
         )
 
     def stop(self, *, mode: str = "fast", timeout: int = 60) -> bool:
-        """Stop the server; False when it was not running."""
-        if not self.running_pid():
+        """Stop the server and wait for the postmaster's real exit; False when it was not running.
+
+        A server may be exiting by itself (a failed recovery shuts it down): pg_ctl then finds no
+        pid file and fails, yet the server is stopped, which is all that was asked. Raises only
+        when the postmaster still runs."""
+        pid = self.running_pid()
+        if not pid:
             self._remove_stale_pidfile()
             return False
-        run(
+        proc = run(
             [self.binaries("pg_ctl"), "stop", "-D", self.data_dir, "-m", mode, "-w", "-t", str(timeout)],
             user=self.os_user,
             timeout=timeout + 10,
-            hint=f"see {self.log_file}",
+            check=False,
         )
+        # pg_ctl -w returns once the pid file is gone; the postmaster removes it just before it exits
+        if not wait_for_exit(pid, 10):
+            raise CommandError(
+                [str(self.binaries("pg_ctl")), "stop"],
+                proc.returncode,
+                proc.stdout.decode(errors="replace"),
+                hint=f"PostgreSQL (pid {pid}) still runs; see {self.log_file}",
+            )
         return True
+
+    def log_size(self) -> int:
+        """Where the server log ends now: a mark for ``fatal_error_since``."""
+        try:
+            return self.log_file.stat().st_size
+        except OSError:
+            return 0
+
+    def fatal_error_since(self, mark: int) -> str | None:
+        """The last FATAL or PANIC message the server logged about itself after ``mark`` (e.g. why
+        a recovery ended; a client's refused connection is not one), without its log prefix; None
+        when there is none."""
+        try:
+            with self.log_file.open("rb") as fh:
+                fh.seek(mark)
+                text = fh.read().decode(errors="replace")
+        except OSError:
+            return None
+        found = [m[1].strip() for m in _FATAL_RE.finditer(text) if not _CLIENT_FATAL_RE.match(m[1])]
+        return found[-1] if found else None
 
     def reload(self) -> None:
         run([self.binaries("pg_ctl"), "reload", "-D", self.data_dir], user=self.os_user, timeout=30)

@@ -13,9 +13,12 @@ from pathlib import Path
 
 from llmobs.config import write_private_file
 from llmobs.errors import LlmobsError
-from llmobs.proc import pid_if_running, run, wait_for_exit
+from llmobs.proc import identified_pid, run, wait_for_exit
 
 log = logging.getLogger(__name__)
+
+#: seconds within which a starting redis-server writes its pid file (its mtime dates the start)
+PID_FILE_DELAY = 5.0
 
 
 @dataclass
@@ -61,11 +64,23 @@ class RedisServer:
         )
 
     def running_pid(self) -> int | None:
+        """The server's pid, when the process its pid file names is this redis-server: started
+        when the file was written (Redis writes it as it starts), runs the redis-server binary and
+        works in this data directory (Redis changes into ``dir``). A stale pid file naming any
+        other process is not trusted (see ``identified_pid``)."""
         try:
             pid = int(self.pid_file.read_text().strip())
+            written_at = self.pid_file.stat().st_mtime
         except (OSError, ValueError):
             return None
-        return pid_if_running(pid, "redis-server")
+        exe = shutil.which("redis-server")
+        return identified_pid(
+            pid,
+            started_at=written_at,
+            exe=Path(exe) if exe else None,
+            cwd=self.data_dir,
+            start_tolerance=PID_FILE_DELAY,
+        )
 
     def start(self, *, timeout: float = 20) -> None:
         if self.running_pid():

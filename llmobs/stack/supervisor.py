@@ -5,7 +5,8 @@ PROJECT_DIR``), detached from the terminal. It
 
 * runs ``replicas`` processes of each enabled service (``llmobs serve api|collector``; replicas
   share their ports with SO_REUSEPORT), restarting any that exits, with a growing back-off when
-  one keeps crashing at start;
+  one keeps crashing at start (exits before it has served MIN_UPTIME seconds since it reported
+  ready); its children die with it, even by kill -9 (``llmobs.serving.die_with_supervisor``);
 * runs `llmobs db maintain` every MAINTAIN_INTERVAL_SECONDS (partitions, retention, rollups);
 * re-reads its desired state (``run/supervisor.json``, written by `llmobs up/scale/down`) on
   SIGHUP, and records what runs in ``run/children.json`` (read by `llmobs status`);
@@ -33,14 +34,14 @@ from typing import Any
 
 from llmobs.config import Settings
 from llmobs.proc import write_pid_record
-from llmobs.serving import READY_FD_ENV
+from llmobs.serving import READY_FD_ENV, SUPERVISOR_PID_ENV
 from llmobs.stack.layout import LocalLayout
 
 log = logging.getLogger("llmobs.supervisor")
 
 SUPERVISED = ("collector", "api")
 STOP_TIMEOUT = 30.0
-#: A child that exits sooner than this after starting counts as crashing at start.
+#: A child that exits sooner than this after it reported ready counts as crashing at start.
 MIN_UPTIME = 10.0
 MAX_BACKOFF = 30.0
 PID_MARKER = "llmobs.stack.supervisor"
@@ -111,6 +112,8 @@ class Child:
     ready_fd: int | None = None
     ready: bool = False
     started_at: float = 0.0
+    #: when it reported ready (monotonic), 0 before
+    ready_at: float = 0.0
     restarts: int = 0
     backoff: float = 0.0
     next_start: float = 0.0
@@ -165,12 +168,12 @@ class Supervisor:
                 continue
             code = child.process.returncode
             uptime = now - child.started_at
+            served = self._poll_ready(child) and now - child.ready_at >= MIN_UPTIME
             child.process, child.last_exit = None, code
             self._close_ready_fd(child)
-            if uptime < MIN_UPTIME:
-                child.backoff = min(MAX_BACKOFF, max(1.0, child.backoff * 2))
-            else:
-                child.backoff = 0.0
+            # Crashing at start (back off more each time) unless it served for a while since it
+            # said it was ready: a server killed after minutes of serving comes back at once.
+            child.backoff = 0.0 if served else min(MAX_BACKOFF, max(1.0, child.backoff * 2))
             child.next_start = now + child.backoff
             log.warning(
                 "%s replica %d exited with code %s after %.1fs; restarting in %.0fs",
@@ -204,7 +207,7 @@ class Supervisor:
             os.environ,
             LLMOBS_PROJECT_DIR=str(self.layout.root),
             LLMOBS_REPLICA=str(child.replica),
-            **{READY_FD_ENV: str(write_fd)},
+            **{READY_FD_ENV: str(write_fd), SUPERVISOR_PID_ENV: str(os.getpid())},
         )
         try:
             with open(log_file, "ab", buffering=0) as out:
@@ -222,7 +225,7 @@ class Supervisor:
             os.close(write_fd)
         child.process = process
         self._close_ready_fd(child)
-        child.ready_fd, child.ready = read_fd, False
+        child.ready_fd, child.ready, child.ready_at = read_fd, False, 0.0
         if child.started_at:
             child.restarts += 1
         child.started_at = time.monotonic()
@@ -240,6 +243,7 @@ class Supervisor:
         if not child.ready and child.ready_fd is not None:
             with contextlib.suppress(BlockingIOError):
                 child.ready = bool(os.read(child.ready_fd, 64))
+                child.ready_at = time.monotonic() if child.ready else 0.0
         return child.ready
 
     def _rolling_restart(self) -> None:
