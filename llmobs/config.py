@@ -97,6 +97,22 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     _s("GRAFANA_PORT", "3000", "Grafana port (compose runtime).", "port", group="Ports"),
     _s("PGADMIN_PORT", "5050", "pgAdmin port (compose runtime, profile `admin`).", "port", group="Ports"),
+    _s("PROMETHEUS_PORT", "9090", "Prometheus port (profile `monitoring`).", "port", group="Ports"),
+    _s("ALERTMANAGER_PORT", "9093", "Alertmanager port (profile `monitoring`).", "port", group="Ports"),
+    _s(
+        "POSTGRES_EXPORTER_PORT",
+        "9187",
+        "Port of the PostgreSQL exporter in the local runtime (profile `monitoring`; in compose it is not published).",
+        "port",
+        group="Ports",
+    ),
+    _s(
+        "REDIS_EXPORTER_PORT",
+        "9121",
+        "Port of the Redis exporter in the local runtime (profile `monitoring`; in compose it is not published).",
+        "port",
+        group="Ports",
+    ),
     # --- database ---
     _s(
         "DB_HOST",
@@ -537,6 +553,35 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0,
     ),
     # --- compose runtime (docs/compose.md) ---
+    # --- monitoring ---
+    _s(
+        "ALERT_WEBHOOK_URL",
+        "",
+        "Where Alertmanager posts alerts (its webhook JSON). Empty: alerts are only shown by "
+        "`llmobs status` and Alertmanager's UI.",
+        group="Monitoring",
+    ),
+    _s(
+        "ALERT_EMAIL_TO",
+        "",
+        "Also send alerts by e-mail to this address (needs ALERT_SMTP_SMARTHOST). Empty: no e-mail.",
+        group="Monitoring",
+    ),
+    _s("ALERT_EMAIL_FROM", "alertmanager@llmobs.local", "Sender address of alert e-mails.", group="Monitoring"),
+    _s(
+        "ALERT_SMTP_SMARTHOST",
+        "",
+        "SMTP relay (`host:port`) for alert e-mails; it must accept mail from this host without a login.",
+        group="Monitoring",
+    ),
+    _s(
+        "MONITORING_SCRAPE_INTERVAL_SECONDS",
+        "15",
+        "How often Prometheus scrapes every target and evaluates the alert rules.",
+        "int",
+        group="Monitoring",
+        minimum=1,
+    ),
     _s(
         "LLMOBS_IMAGE_TIMESCALEDB",
         "timescale/timescaledb:2.14.2-pg16",

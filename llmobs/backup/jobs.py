@@ -13,7 +13,7 @@ from llmobs.backup.lock import backup_lock
 from llmobs.backup.manifest import BACKUP_TYPES, new_backup_id
 from llmobs.backup.paths import share_with_group
 from llmobs.backup.physical import finish_backup_dir
-from llmobs.backup.records import record_backups
+from llmobs.backup.records import record_backups, record_failed_run
 from llmobs.backup.repository import BackupEntry, Repository
 from llmobs.backup.retention import PruneResult, RetentionPolicy, prune
 from llmobs.backup.runner import in_job
@@ -41,6 +41,7 @@ def create_backup(
         backup_id = new_backup_id(backup_type, taken={e.id for e in repo.backups(remote=False)})
         work = repo.paths.backup_dir / f".{backup_id}.partial"
         work.mkdir()
+        started_at = datetime.now(UTC)
         try:
             manifest = _creator(settings, backup_type)(work, backup_id, progress)
             finish_backup_dir(work, repo.local_dir(backup_id), manifest)
@@ -48,6 +49,7 @@ def create_backup(
                 share_with_group(repo.local_dir(backup_id))
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
+            record_failed_run(settings, backup_id, backup_type, started_at)
             raise
         entry = BackupEntry(manifest, ["local"])
         progress.done(f"backup {backup_id}: {len(manifest.files)} file(s), {manifest.size_bytes} bytes")

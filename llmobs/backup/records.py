@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from llmobs.errors import LlmobsError
@@ -69,6 +70,26 @@ def record_backups(settings: Settings, entries: Iterable[BackupEntry], *, forget
         from llmobs.store.db import first_line
 
         log.warning("could not record backups in the database: %s", first_line(exc))
+
+
+def record_failed_run(settings: Settings, backup_id: str, kind: str, started_at: datetime) -> None:
+    """Record a backup run that failed before it produced a backup (status ``run_failed``; the
+    `monitoring` profile's BackupFailed alert counts these). Best-effort, like
+    :func:`record_backups`: when the database is what failed, the row cannot be written and the
+    PostgreSQLDown alert tells instead."""
+    from llmobs.backup.pgclient import admin_connection
+    from llmobs.store.db import first_line
+
+    try:
+        with admin_connection(settings) as conn:
+            if _has_table(conn):
+                conn.execute(
+                    "INSERT INTO llmobs_backups (id, kind, started_at, finished_at, status) "
+                    "VALUES (%s, %s, %s, now(), 'run_failed') ON CONFLICT (id) DO NOTHING",
+                    (backup_id, kind, started_at),
+                )
+    except Exception as exc:  # LlmobsError or psycopg errors: the failure itself is what matters
+        log.warning("could not record the failed backup run %s: %s", backup_id, first_line(exc))
 
 
 def recorded_summary(conn: psycopg.Connection) -> dict[str, object] | None:

@@ -75,8 +75,24 @@ def backup_facts(settings: Settings, facts: Facts) -> None:
     facts.values["backup"] = found
 
 
-def collect(settings: Settings, *, database_up: bool) -> Facts:
+def alert_facts(settings: Settings, facts: Facts) -> None:
+    """The alerts Alertmanager holds as firing (profile `monitoring`); each is a warning."""
+    from llmobs.stack.monitoring import firing_alerts
+
+    alerts = firing_alerts(settings)
+    facts.values["alerts"] = alerts
+    for alert in alerts:
+        facts.warnings.append(f"alert {alert['name']} firing: {alert['summary'] or alert['labels']}")
+
+
+def collect(settings: Settings, *, database_up: bool, alertmanager_up: bool = False) -> Facts:
+    """Every fact that can be read now; a fact that cannot is a warning, never a failure."""
     facts = Facts()
+    if alertmanager_up:
+        try:
+            alert_facts(settings, facts)
+        except (OSError, ValueError, KeyError) as exc:  # Alertmanager starting or answering oddly
+            facts.warnings.append(f"alerts unavailable: {exc}")
     try:
         backup_facts(settings, facts)
     except Exception as exc:  # a broken manifest must not break `status`

@@ -118,7 +118,8 @@ def stack_status(stack: Stack, settings: Settings, *, with_facts: bool = True) -
     status = StackStatus(stack.runtime, str(settings.project_dir) if settings.project_dir else None, services)
     if with_facts:
         db_up = bool(results.get("timescaledb") and results["timescaledb"].healthy)
-        found = facts_mod.collect(settings, database_up=db_up)
+        am_up = bool(results.get("alertmanager") and results["alertmanager"].healthy)
+        found = facts_mod.collect(settings, database_up=db_up, alertmanager_up=am_up)
         status.facts, status.warnings = found.values, found.warnings
     return status
 

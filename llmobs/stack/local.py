@@ -1,8 +1,9 @@
 """The local runtime: the stack as processes on this host, data under the project directory.
 
 PostgreSQL runs under pg_ctl (as PG_OS_USER when we are root), redis-server daemonizes itself,
-and the api and collector run under the project's supervisor (see ``supervisor.py``). Grafana
-and pgAdmin are not available here.
+and the api and collector run under the project's supervisor (see ``supervisor.py``), with
+Prometheus, Alertmanager and the exporters when the `monitoring` profile is enabled (Debian's
+binaries, see ``monitoring.py``). Grafana and pgAdmin are not available here.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from llmobs.config import Settings
 from llmobs.errors import LlmobsError, UsageError
 from llmobs.proc import OsUser, PidRecord, live_pid, read_pid_record, run, wait_for_exit
 from llmobs.progress import Progress, SilentProgress
+from llmobs.stack import monitoring
 from llmobs.stack import supervisor as sv
 from llmobs.stack.base import Mount, RuntimeState, Stack
 from llmobs.stack.layout import LocalLayout
@@ -34,8 +36,9 @@ LOCAL_SERVICES = tuple(s.name for s in SERVICES if s.local)
 class LocalStack(Stack):
     runtime = "local"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, profiles: Sequence[str] = ()) -> None:
         super().__init__(settings)
+        self.profiles = tuple(profiles)
         if settings.project_dir is None:
             raise LlmobsError("the local runtime needs a project directory", hint="run `llmobs init` first")
         self.layout = LocalLayout(settings.project_dir)
@@ -54,7 +57,12 @@ class LocalStack(Stack):
         )
 
     def available_services(self) -> tuple[str, ...]:
-        return LOCAL_SERVICES
+        """The local services whose profile (if any) is enabled."""
+        return tuple(s for s in LOCAL_SERVICES if self._profile_enabled(s))
+
+    def _profile_enabled(self, service: str) -> bool:
+        profile = SERVICES_BY_NAME[service].profile
+        return profile is None or profile in self.profiles
 
     def data_paths(self) -> dict[str, Path]:
         return {"postgres": self.layout.pgdata, "redis": self.layout.redis_data, "wal-archive": self.layout.wal_archive}
@@ -70,6 +78,8 @@ class LocalStack(Stack):
         if "redis" in services:
             self._start_redis(progress)
         apps = [s for s in services if s in sv.SUPERVISED]
+        if any(s in monitoring.MONITORING_SERVICES for s in apps):
+            monitoring.require_binaries()
         if apps:
             self._start_supervised(apps, progress)
 
@@ -306,6 +316,10 @@ class LocalStack(Stack):
         for service in sv.SUPERVISED:
             pids = children.get(service, [])
             want = desired.count(service)
+            if not pids and not want and not self._profile_enabled(service):
+                profile = SERVICES_BY_NAME[service].profile
+                states[service] = RuntimeState("not available", detail=f"profile {profile} not enabled")
+                continue
             state = "running" if pids else ("starting" if supervisor and want else "stopped")
             states[service] = RuntimeState(
                 state,
@@ -378,8 +392,8 @@ class LocalStack(Stack):
     def scale(self, replicas: Mapping[str, int], progress: Progress) -> None:
         desired = sv.DesiredState.read(self.layout)
         for service, count in replicas.items():
-            if service not in sv.SUPERVISED:
-                raise UsageError(f"{service} cannot be scaled; scalable services: {', '.join(sv.SUPERVISED)}")
+            if service not in sv.SCALABLE:
+                raise UsageError(f"{service} cannot be scaled; scalable services: {', '.join(sv.SCALABLE)}")
             if count < 0:
                 raise UsageError(f"{service}: replica count must be 0 or more")
             desired.replicas[service] = count

@@ -87,12 +87,12 @@ def get_stack(
     settings: Settings, runtime: str | None = None, *, profiles: Sequence[str] | None = None, for_start: bool = False
 ) -> Stack:
     name = resolve_runtime(settings, runtime, for_start=for_start)
+    if profiles is None:
+        profiles = remembered(settings).get("profiles", [])
     if name == "local":
         from llmobs.stack.local import LocalStack
 
-        return LocalStack(settings)
+        return LocalStack(settings, profiles=tuple(profiles))
     from llmobs.stack.compose import ComposeStack
 
-    if profiles is None:
-        profiles = remembered(settings).get("profiles", [])
     return ComposeStack(settings, profiles=tuple(profiles))
