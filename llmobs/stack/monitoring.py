@@ -91,7 +91,8 @@ def _missing_error(packages: list[str]) -> LlmobsError:
 
 
 def _host_port(settings: Settings, key: str) -> str:
-    host = settings.client_host
+    """Where a client on this host reaches the port ``key`` (DB_HOST / REDIS_HOST for those)."""
+    host = {"DB_PORT": settings.db_host, "REDIS_PORT": settings.redis_host}.get(key, settings.client_host)
     return f"[{host}]:{settings.get_int(key)}" if ":" in host else f"{host}:{settings.get_int(key)}"
 
 
