@@ -415,7 +415,7 @@ class LocalStack(Stack):
         )
 
     def logs(self, service: str | None, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
-        names = [service] if service else [*LOCAL_SERVICES, "supervisor"]
+        names = [service] if service else [*self.available_services(), "supervisor"]
         if service:
             self._check_known([service], extra=("supervisor",))
         files = {name: self.layout.log_file("postgres" if name == "timescaledb" else name) for name in names}
