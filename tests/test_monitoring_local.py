@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -120,13 +121,14 @@ def test_monitoring_profile_alerts_reach_the_webhook(project: Path, webhook: Web
     assert code == 0, status["warnings"]
     assert status["facts"]["alerts"] == []
 
-    # Every target is discovered and answers: the api and collector through the supervisor's
-    # file_sd targets, the exporters, Alertmanager and Prometheus itself.
-    def all_up() -> dict[str, str] | None:
-        targets = {
-            t["labels"]["job"]: t["health"] for t in _get(f"{prometheus}/api/v1/targets")["data"]["activeTargets"]
-        }
-        return targets if len(targets) == 6 and set(targets.values()) == {"up"} else None
+    # Every target is discovered and answers: each api and collector replica on its own metrics
+    # port (the supervisor's file_sd targets), the exporters, Alertmanager and Prometheus itself.
+    assert run_cli("scale", "api=2", project_dir=project).returncode == 0
+
+    def all_up() -> Counter | None:
+        targets = _get(f"{prometheus}/api/v1/targets")["data"]["activeTargets"]
+        jobs = Counter(t["labels"]["job"] for t in targets if t["health"] == "up")
+        return jobs if len(targets) == 7 and jobs["api"] == 2 and len(jobs) == 6 else None
 
     _wait("every target up", all_up, 60)
 

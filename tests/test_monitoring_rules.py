@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -84,11 +85,14 @@ def test_local_prometheus_config_passes_promtool(tmp_path: Path, scrape_seconds:
     run_dir = monitoring.monitoring_dir(layout)
     run_dir.mkdir(parents=True)
     (run_dir / "thresholds.yml").write_text(yaml.safe_dump(monitoring.thresholds_rules(settings)))
-    monitoring.write_app_targets(layout, settings, {"api": 2}, {"api": True, "collector": True})
+    replicas = {"api": [{"replica": 1, "metrics_port": 40001}, {"replica": 2, "metrics_port": 40002}]}
+    monitoring.write_app_targets(layout, settings, replicas)
     config = run_dir / "prometheus.yml"
     config.write_text(yaml.safe_dump(monitoring.prometheus_config(settings, layout)))
 
     out = _run([promtool, "check", "config", config])
+    api_targets = json.loads(monitoring.targets_path(layout, "api").read_text())
+    assert [g["targets"] for g in api_targets] == [["127.0.0.1:40001"], ["127.0.0.1:40002"]]
     assert "SUCCESS: 2 rule files found" in out
     jobs = {c["job_name"] for c in yaml.safe_load(config.read_text())["scrape_configs"]}
     assert jobs == {"api", "collector", "postgres-exporter", "redis-exporter", "alertmanager", "prometheus"}

@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from llmobs import __version__
-from llmobs.serving import notify_ready, setup_logging, tune_gc
+from llmobs.serving import notify_ready, serve_replica_metrics, setup_logging, tune_gc
 
 if TYPE_CHECKING:
     import uvicorn
@@ -286,6 +286,7 @@ def serve(settings: Settings, host: str | None = None, workers: int | None = Non
         supervise(settings, host, workers)
         return
     collector = Collector(settings, host)
+    serve_replica_metrics(host)
     try:
         asyncio.run(collector.run())
     except OSError as exc:

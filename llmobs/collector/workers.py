@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmobs.errors import LlmobsError
-from llmobs.serving import READY_FD_ENV, notify_ready
+from llmobs.serving import READY_FD_ENV, notify_ready, serve_replica_metrics
 
 if TYPE_CHECKING:
     from llmobs.config import Settings
@@ -139,6 +139,7 @@ class Supervisor:
         from llmobs.collector.server import listen_socket, metrics_text, start_http_server
 
         sock = listen_socket(self.host, self.settings.get_int("COLLECTOR_METRICS_PORT"))
+        serve_replica_metrics(self.host, self._registry())
         server = await start_http_server(
             HealthApp(self._health, lambda: metrics_text(self._registry())), sock, graceful_seconds=1
         )

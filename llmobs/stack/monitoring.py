@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,8 +52,8 @@ PROCESS_MARKERS = {
     "postgres-exporter": "prometheus-postgres-exporter",
     "redis-exporter": "prometheus-redis-exporter",
 }
-#: Scrape targets of the api and collector (file_sd), by job name: the port key and metrics path.
-APP_TARGETS = {"api": "API_PORT", "collector": "COLLECTOR_METRICS_PORT"}
+#: Jobs whose targets (one per replica) the supervisor writes for file_sd.
+APP_TARGETS = ("api", "collector")
 
 
 @dataclass(frozen=True)
@@ -197,16 +198,19 @@ def local_volumes(layout: LocalLayout, settings: Settings) -> dict[str, Path]:
     }
 
 
-def write_app_targets(layout: LocalLayout, settings: Settings, live: dict[str, int], enabled: dict[str, bool]) -> None:
-    """The file_sd targets of the api and collector: their port while the service is enabled
-    (a replica that is down then shows as ``up == 0``), labelled with the live replica count.
-    Replicas share their port (SO_REUSEPORT), so one scrape reaches one of them."""
-    for job, key in APP_TARGETS.items():
-        groups = (
-            [{"targets": [_host_port(settings, key)], "labels": {"replicas": str(live.get(job, 0))}}]
-            if enabled.get(job)
-            else []
-        )
+def write_app_targets(layout: LocalLayout, settings: Settings, children: Mapping[str, list[dict[str, Any]]]) -> None:
+    """The file_sd targets of the api and collector: one per replica, on the metrics port the
+    supervisor gave it (``children``: the supervisor's records per service), labelled with its
+    replica number. A replica that died keeps its target until it is restarted on a new port, so
+    it shows as ``up == 0`` meanwhile."""
+    host = settings.client_host
+    host = f"[{host}]" if ":" in host else host
+    for job in APP_TARGETS:
+        groups = [
+            {"targets": [f"{host}:{entry['metrics_port']}"], "labels": {"replica": str(entry["replica"])}}
+            for entry in children.get(job, [])
+            if entry.get("metrics_port")
+        ]
         _write_if_changed(targets_path(layout, job), json.dumps(groups))
 
 

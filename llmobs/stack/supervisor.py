@@ -38,9 +38,10 @@ from pathlib import Path
 from llmobs.config import Settings
 from llmobs.errors import LlmobsError
 from llmobs.proc import write_pid_record
-from llmobs.serving import READY_FD_ENV
+from llmobs.serving import READY_FD_ENV, REPLICA_METRICS_PORT_ENV
 from llmobs.stack import monitoring
 from llmobs.stack.layout import LocalLayout
+from llmobs.stack.ports import free_port
 
 log = logging.getLogger("llmobs.supervisor")
 
@@ -124,6 +125,8 @@ class Child:
     backoff: float = 0.0
     next_start: float = 0.0
     last_exit: int | None = None
+    #: this replica's own /metrics port (api, collector), for Prometheus to scrape each replica
+    metrics_port: int | None = None
 
 
 class Supervisor:
@@ -213,11 +216,12 @@ class Supervisor:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
+        child.metrics_port = free_port(self.settings.get_str("BIND_ADDRESS"))
         env = dict(
             os.environ,
             LLMOBS_PROJECT_DIR=str(self.layout.root),
             LLMOBS_REPLICA=str(child.replica),
-            **{READY_FD_ENV: str(write_fd)},
+            **{READY_FD_ENV: str(write_fd), REPLICA_METRICS_PORT_ENV: str(child.metrics_port)},
         )
         try:
             with open(log_file, "ab", buffering=0) as out:
@@ -347,6 +351,7 @@ class Supervisor:
                 "pid": None,
                 "create_time": None,
                 "ready": self._poll_ready(c),
+                "metrics_port": c.metrics_port,
             }
             if c.process is not None and c.process.poll() is None:
                 try:
@@ -356,8 +361,7 @@ class Supervisor:
                     entry["pid"] = None
             records.setdefault(service, []).append(entry)
         if self.desired.enabled.get("prometheus"):
-            live = {s: sum(1 for e in entries if e["pid"]) for s, entries in records.items()}
-            monitoring.write_app_targets(self.layout, self.settings, live, self.desired.enabled)
+            monitoring.write_app_targets(self.layout, self.settings, records)
         text = json.dumps({"supervisor_pid": os.getpid(), "services": records}, sort_keys=True)
         path = children_path(self.layout)
         try:
