@@ -597,6 +597,30 @@ SETTINGS: tuple[Setting, ...] = (
         group="Compose",
     ),
     _s(
+        "LLMOBS_IMAGE_PROMETHEUS",
+        "prom/prometheus:v2.42.0",
+        "Image of the `prometheus` service (profile `monitoring`).",
+        group="Compose",
+    ),
+    _s(
+        "LLMOBS_IMAGE_ALERTMANAGER",
+        "prom/alertmanager:v0.25.0",
+        "Image of the `alertmanager` service (profile `monitoring`).",
+        group="Compose",
+    ),
+    _s(
+        "LLMOBS_IMAGE_POSTGRES_EXPORTER",
+        "quay.io/prometheuscommunity/postgres-exporter:v0.11.1",
+        "Image of the `postgres-exporter` service (profile `monitoring`).",
+        group="Compose",
+    ),
+    _s(
+        "LLMOBS_IMAGE_REDIS_EXPORTER",
+        "oliver006/redis_exporter:v1.45.0-alpine",
+        "Image of the `redis-exporter` service (profile `monitoring`; the image needs /bin/sh).",
+        group="Compose",
+    ),
+    _s(
         "LLMOBS_IMAGE_APP",
         f"ghcr.io/llm-observatory/llmobs:{__version__}",
         "The project's image (built from "

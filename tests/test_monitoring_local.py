@@ -11,6 +11,7 @@ import shutil
 import signal
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 from test_local_runtime import admin_conn, our_processes, status_json
 
+from llmobs.resources import resource_dir
 from llmobs.stack.monitoring import BINARIES
 
 from conftest import free_ports_env, require, run_cli
@@ -107,6 +109,35 @@ def _prometheus_alerts(prometheus: str) -> dict[str, str]:
     return {a["labels"]["alertname"]: a["state"] for a in _get(f"{prometheus}/api/v1/alerts")["data"]["alerts"]}
 
 
+SERVICE_HEALTH = resource_dir("grafana-provisioning") / "dashboards" / "monitoring" / "service-health.json"
+#: Panels that have data on any running stack (others need traffic, backups or failures).
+PANELS_WITH_DATA = {
+    "Targets up",
+    "API requests by status",
+    "Collector queue",
+    "PostgreSQL and Redis up",
+    "Volume usage",
+    "WAL archiving failing",
+}
+
+
+def _check_dashboard_queries(prometheus: str) -> None:
+    """Every query of the Service health dashboard is valid PromQL for the real Prometheus, and
+    the panels that must show something on a running stack do."""
+    panels = json.loads(SERVICE_HEALTH.read_text())["panels"]
+    assert {p["title"] for p in panels} >= PANELS_WITH_DATA
+    for panel in panels:
+        results = []
+        for target in panel["targets"]:
+            expr = target["expr"].replace("$__rate_interval", "1m")
+            url = f"{prometheus}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+            answer = _get(url)
+            assert answer["status"] == "success", (panel["title"], expr, answer)
+            results += answer["data"]["result"]
+        if panel["title"] in PANELS_WITH_DATA:
+            assert results, f"panel {panel['title']!r} shows no data"
+
+
 @pytest.mark.slow
 def test_monitoring_profile_alerts_reach_the_webhook(project: Path, webhook: Webhook):
     up = run_cli("up", "--runtime", "local", "--profile", "monitoring", project_dir=project, timeout=300)
@@ -131,6 +162,12 @@ def test_monitoring_profile_alerts_reach_the_webhook(project: Path, webhook: Web
         return jobs if len(targets) == 7 and jobs["api"] == 2 and len(jobs) == 6 else None
 
     _wait("every target up", all_up, 60)
+    _wait(
+        "volume usage recorded by the maintenance pass",
+        lambda: _get(f"{prometheus}/api/v1/query?query=llmobs_volume_size_bytes")["data"]["result"],
+        60,
+    )
+    _check_dashboard_queries(prometheus)
 
     # Break two things at once: stop Redis (by the pid it recorded) and make the WAL archive
     # unwritable, then make PostgreSQL archive a segment.
