@@ -1,6 +1,6 @@
 """Copies the top-level resource directories into the package when a wheel is built.
 
-`compose/`, `init-sql/` and `grafana-provisioning/` stay at the top of the repository, where
+`compose/`, `init-sql/`, `grafana-provisioning/` and `monitoring/` stay at the top of the repository, where
 operators look for them; the wheel carries them as `llmobs/resources/<name>/`.
 """
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-RESOURCE_DIRS = ("compose", "init-sql", "grafana-provisioning")
+RESOURCE_DIRS = ("compose", "init-sql", "grafana-provisioning", "monitoring")
 
 
 class BuildPyWithResources(build_py):

@@ -98,6 +98,22 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     _s("GRAFANA_PORT", "3000", "Grafana port (compose runtime).", "port", group="Ports"),
     _s("PGADMIN_PORT", "5050", "pgAdmin port (compose runtime, profile `admin`).", "port", group="Ports"),
+    _s("PROMETHEUS_PORT", "9090", "Prometheus port (profile `monitoring`).", "port", group="Ports"),
+    _s("ALERTMANAGER_PORT", "9093", "Alertmanager port (profile `monitoring`).", "port", group="Ports"),
+    _s(
+        "POSTGRES_EXPORTER_PORT",
+        "9187",
+        "Port of the PostgreSQL exporter in the local runtime (profile `monitoring`; in compose it is not published).",
+        "port",
+        group="Ports",
+    ),
+    _s(
+        "REDIS_EXPORTER_PORT",
+        "9121",
+        "Port of the Redis exporter in the local runtime (profile `monitoring`; in compose it is not published).",
+        "port",
+        group="Ports",
+    ),
     # --- database ---
     _s(
         "DB_HOST",
@@ -572,6 +588,35 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0,
     ),
     # --- compose runtime (docs/compose.md) ---
+    # --- monitoring ---
+    _s(
+        "ALERT_WEBHOOK_URL",
+        "",
+        "Where Alertmanager posts alerts (its webhook JSON). Empty: alerts are only shown by "
+        "`llmobs status` and Alertmanager's UI.",
+        group="Monitoring",
+    ),
+    _s(
+        "ALERT_EMAIL_TO",
+        "",
+        "Also send alerts by e-mail to this address (needs ALERT_SMTP_SMARTHOST). Empty: no e-mail.",
+        group="Monitoring",
+    ),
+    _s("ALERT_EMAIL_FROM", "alertmanager@llmobs.local", "Sender address of alert e-mails.", group="Monitoring"),
+    _s(
+        "ALERT_SMTP_SMARTHOST",
+        "",
+        "SMTP relay (`host:port`) for alert e-mails; it must accept mail from this host without a login.",
+        group="Monitoring",
+    ),
+    _s(
+        "MONITORING_SCRAPE_INTERVAL_SECONDS",
+        "15",
+        "How often Prometheus scrapes every target and evaluates the alert rules.",
+        "int",
+        group="Monitoring",
+        minimum=1,
+    ),
     _s(
         "LLMOBS_IMAGE_TIMESCALEDB",
         "timescale/timescaledb:2.14.2-pg16",
@@ -584,6 +629,30 @@ SETTINGS: tuple[Setting, ...] = (
         "LLMOBS_IMAGE_PGADMIN",
         "dpage/pgadmin4:8.4",
         "Image of the `pgadmin` service (profile `admin`).",
+        group="Compose",
+    ),
+    _s(
+        "LLMOBS_IMAGE_PROMETHEUS",
+        "prom/prometheus:v2.42.0",
+        "Image of the `prometheus` service (profile `monitoring`).",
+        group="Compose",
+    ),
+    _s(
+        "LLMOBS_IMAGE_ALERTMANAGER",
+        "prom/alertmanager:v0.25.0",
+        "Image of the `alertmanager` service (profile `monitoring`).",
+        group="Compose",
+    ),
+    _s(
+        "LLMOBS_IMAGE_POSTGRES_EXPORTER",
+        "quay.io/prometheuscommunity/postgres-exporter:v0.11.1",
+        "Image of the `postgres-exporter` service (profile `monitoring`).",
+        group="Compose",
+    ),
+    _s(
+        "LLMOBS_IMAGE_REDIS_EXPORTER",
+        "oliver006/redis_exporter:v1.45.0-alpine",
+        "Image of the `redis-exporter` service (profile `monitoring`; the image needs /bin/sh).",
         group="Compose",
     ),
     _s(

@@ -1,4 +1,5 @@
-"""Files that ship inside the wheel: compose files, migrations and Grafana provisioning.
+"""Files that ship inside the wheel: compose files, migrations, Grafana provisioning and the
+monitoring profile's configuration (alert rules, exporter queries).
 
 In a checkout they live at the top of the repository; in an installed wheel, the build copies
 them into ``llmobs/resources/`` (see ``setup.py``). Callers never care which.
@@ -9,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-ResourceName = Literal["compose", "init-sql", "grafana-provisioning"]
+ResourceName = Literal["compose", "init-sql", "grafana-provisioning", "monitoring"]
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 

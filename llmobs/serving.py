@@ -15,7 +15,7 @@ import os
 import signal
 import socket
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from llmobs.config import Settings
@@ -26,6 +26,8 @@ READY_FD_ENV = "LLMOBS_READY_FD"
 #: set by the local runtime's supervisor in its children: its pid
 SUPERVISOR_PID_ENV = "LLMOBS_SUPERVISOR_PID"
 _PR_SET_PDEATHSIG = 1
+#: set by the local runtime's supervisor: this replica's own metrics port (see serve_replica_metrics)
+REPLICA_METRICS_PORT_ENV = "LLMOBS_REPLICA_METRICS_PORT"
 
 
 def listening_socket(host: str, port: int, *, backlog: int = 2048) -> socket.socket:
@@ -45,6 +47,22 @@ def listening_socket(host: str, port: int, *, backlog: int = 2048) -> socket.soc
     sock.listen(backlog)
     sock.setblocking(False)
     return sock
+
+
+def serve_replica_metrics(host: str, registry: Any = None) -> None:
+    """Serve ``/metrics`` of ``registry`` (default: the process's) on this replica's own port,
+    from a daemon thread, when the supervisor gave one (LLMOBS_REPLICA_METRICS_PORT): replicas
+    share their service ports, so Prometheus needs one port per replica to scrape each. A port
+    that cannot be bound costs only that scrape target (logged), never the replica."""
+    port = os.environ.get(REPLICA_METRICS_PORT_ENV)
+    if not port:
+        return
+    from prometheus_client import REGISTRY, start_http_server
+
+    try:
+        start_http_server(int(port), addr=host, registry=registry or REGISTRY)
+    except (OSError, ValueError) as exc:
+        log.warning("cannot serve this replica's metrics on port %s: %s", port, exc)
 
 
 def notify_ready() -> None:

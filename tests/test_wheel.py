@@ -28,9 +28,9 @@ def wheel(tmp_path_factory) -> Path:
     return found
 
 
-def test_wheel_ships_compose_files_migrations_and_grafana_provisioning(wheel: Path):
+def test_wheel_ships_compose_files_migrations_grafana_provisioning_and_monitoring(wheel: Path):
     names = zipfile.ZipFile(wheel).namelist()
-    for top in ("compose", "init-sql", "grafana-provisioning"):
+    for top in ("compose", "init-sql", "grafana-provisioning", "monitoring"):
         shipped = {n.split(f"llmobs/resources/{top}/", 1)[1] for n in names if f"llmobs/resources/{top}/" in n}
         in_repo = {str(p.relative_to(REPO / top)) for p in (REPO / top).rglob("*") if p.is_file()}
         assert in_repo and in_repo <= shipped, f"{top}/ missing from the wheel: {sorted(in_repo - shipped)}"

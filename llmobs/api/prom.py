@@ -29,12 +29,17 @@ RATE_LIMITED = Counter("llmobs_api_rate_limited_total", "Requests refused with 4
 AUTH_FAILURES = Counter("llmobs_api_auth_failures_total", "Requests refused with 401.")
 
 
-def exposition() -> tuple[bytes, str]:
-    """The current samples in the text exposition format, and its content type."""
+def scrape_registry() -> CollectorRegistry:
+    """What a scrape reads: this process's registry, or the sum over the workers' files."""
     if os.environ.get(MULTIPROC_ENV):
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+        return registry
+    return REGISTRY
+
+
+def exposition() -> tuple[bytes, str]:
+    """The current samples in the text exposition format, and its content type."""
+    return generate_latest(scrape_registry()), CONTENT_TYPE_LATEST

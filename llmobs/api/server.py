@@ -11,7 +11,7 @@ import tempfile
 from typing import TYPE_CHECKING, Any
 
 from llmobs.config import SETTINGS
-from llmobs.serving import listening_socket, notify_ready, setup_logging
+from llmobs.serving import listening_socket, notify_ready, serve_replica_metrics, setup_logging
 
 if TYPE_CHECKING:
     from llmobs.config import Settings
@@ -74,6 +74,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
         # port, and a replacement started during a rolling restart binds while the old one
         # still serves; the supervisor hears when it is ready.
         sock = listening_socket(host, port)
+        serve_replica_metrics(host)
         asyncio.run(_serve_one(create_app(settings), common, sock))
         return
     # Several workers: uvicorn binds and shares the socket itself (handing it ours by fd would
@@ -81,12 +82,13 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
     create_app(settings)  # fail here, once, on bad settings rather than in every worker
     common.update(host=host, port=port)
     os.environ.update(settings_environ(settings))
-    from llmobs.api.prom import MULTIPROC_ENV
+    from llmobs.api.prom import MULTIPROC_ENV, scrape_registry
 
     own_dir = None
     if not os.environ.get(MULTIPROC_ENV):
         own_dir = tempfile.mkdtemp(prefix="llmobs-api-metrics-")
         os.environ[MULTIPROC_ENV] = own_dir
+    serve_replica_metrics(host, scrape_registry())
     try:
         log.info("serving the API on %s:%d with %d workers", host, port, workers)
         uvicorn.run("llmobs.api.app:app_from_environment", factory=True, workers=workers, **common)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from llmobs.cli.context import command_group, ctx_obj
 from llmobs.cli.render import print_json
+from llmobs.errors import UsageError
 
 db_app = command_group("Schema migrations and database upkeep.")
 
@@ -84,15 +86,34 @@ def maintain(
             show_default=False,
         ),
     ] = None,
+    volume: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--volume",
+            metavar="NAME=PATH",
+            help="Record how full the filesystem holding PATH is, as volume NAME (repeatable; "
+            "the `monitoring` profile alerts on it).",
+            show_default=False,
+        ),
+    ] = None,
+    certificate: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--certificate", help="Record when this PEM certificate expires (repeatable).", show_default=False
+        ),
+    ] = None,
 ) -> None:
-    """Create span partitions ahead, drop those past RETENTION_DAYS, refresh the rollups."""
+    """Create span partitions ahead, drop those past RETENTION_DAYS, refresh the rollups; record
+    the host facts asked for (volume usage, certificate expiry)."""
+    from llmobs.store.host_facts import HostFacts
     from llmobs.store.maintain import maintain_forever, maintain_once
 
     obj = ctx_obj(ctx)
+    host = HostFacts(_parse_volumes(volume or []), list(certificate or [])) if volume or certificate else None
     if every is not None:
-        maintain_forever(obj.settings, every)
+        maintain_forever(obj.settings, every, host=host)
         return
-    result = maintain_once(obj.settings)
+    result = maintain_once(obj.settings, host)
     if json_:
         print_json(
             {
@@ -100,6 +121,7 @@ def maintain(
                 "partitions_created": result.partitions_created,
                 "partitions_dropped": result.partitions_dropped,
                 "rollup_rows": result.rollup_rows,
+                "host_facts": result.host_facts,
             }
         )
         return
@@ -109,3 +131,14 @@ def maintain(
     obj.console.print(f"partitions created: {', '.join(result.partitions_created) or 'none'}")
     obj.console.print(f"partitions dropped: {', '.join(result.partitions_dropped) or 'none'}")
     obj.console.print(f"rollups refreshed: {result.rollup_rows} minute rows")
+
+
+def _parse_volumes(specs: list[str]) -> dict[str, Path]:
+    """``NAME=PATH`` options as a mapping; a malformed one is a usage error."""
+    volumes = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"--volume {spec!r}: expected NAME=PATH")
+        volumes[name] = Path(path)
+    return volumes

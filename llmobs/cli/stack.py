@@ -40,7 +40,11 @@ def up(
     runtime: RuntimeOpt = None,
     profile: Annotated[
         list[str] | None,
-        typer.Option("--profile", help="Compose profiles to enable: admin (pgAdmin), backup (scheduler)."),
+        typer.Option(
+            "--profile",
+            help="Profiles to enable: admin (pgAdmin), backup (scheduler), monitoring (Prometheus, Alertmanager, "
+            "exporters; also in the local runtime).",
+        ),
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every service to be healthy.")] = 120,
     json_: JsonOpt = False,
@@ -175,6 +179,8 @@ def _show_status(obj: CliContext, result: StackStatus, json_: bool) -> None:
             )
         elif isinstance(backup, dict):
             lines.append(f"backups: not visible from here ({backup.get('reason', 'unknown')})")
+        if "alerts" in f:
+            lines.append(f"alerts firing: {', '.join(a['name'] for a in f['alerts']) or 'none'}")
         obj.console.print("\n".join(lines))
     for w in result.warnings:
         obj.console.print(f"[yellow]warning:[/] {w}")

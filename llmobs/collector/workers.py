@@ -31,7 +31,7 @@ from typing import Any
 from llmobs.collector.server import Collector, health_body, listen_socket, metrics_text, start_http_server
 from llmobs.config import Settings
 from llmobs.errors import LlmobsError
-from llmobs.serving import READY_FD_ENV, notify_ready, setup_logging
+from llmobs.serving import READY_FD_ENV, notify_ready, serve_replica_metrics, setup_logging
 
 log = logging.getLogger("llmobs.collector.supervisor")
 
@@ -137,6 +137,7 @@ class Supervisor:
         from llmobs.collector.http_receiver import HealthApp
 
         sock = listen_socket(self.host, self.settings.get_int("COLLECTOR_METRICS_PORT"))
+        serve_replica_metrics(self.host, self._registry())
         server = await start_http_server(
             HealthApp(self._health, lambda: metrics_text(self._registry())), sock, graceful_seconds=1
         )

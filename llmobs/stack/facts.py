@@ -73,10 +73,32 @@ def _ago(when: datetime) -> str:
     return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
 
 
-def collect(settings: Settings, *, database_up: bool, sources: dict[str, FactSource] | None = None) -> Facts:
-    """The database's facts (when it is up) and those of each named source (as ``values[name]``).
-    A source or database that fails adds a warning instead: facts never break `status`."""
+def alert_facts(settings: Settings, facts: Facts) -> None:
+    """The alerts Alertmanager holds as firing (profile `monitoring`); each is a warning."""
+    from llmobs.stack.monitoring import firing_alerts
+
+    alerts = firing_alerts(settings)
+    facts.values["alerts"] = alerts
+    for alert in alerts:
+        facts.warnings.append(f"alert {alert['name']} firing: {alert['summary'] or alert['labels']}")
+
+
+def collect(
+    settings: Settings,
+    *,
+    database_up: bool,
+    sources: dict[str, FactSource] | None = None,
+    alertmanager_up: bool = False,
+) -> Facts:
+    """The database's facts (when it is up), the firing alerts (when Alertmanager is up) and those
+    of each named source (as ``values[name]``). A source, Alertmanager or database that fails adds
+    a warning instead: facts never break `status`."""
     facts = Facts()
+    if alertmanager_up:
+        try:
+            alert_facts(settings, facts)
+        except (OSError, ValueError, KeyError) as exc:  # Alertmanager starting or answering oddly
+            facts.warnings.append(f"alerts unavailable: {exc}")
     for name, source in (sources or {}).items():
         try:
             found = source(settings)

@@ -1,8 +1,9 @@
 """The local runtime: the stack as processes on this host, data under the project directory.
 
 PostgreSQL runs under pg_ctl (as PG_OS_USER when we are root), redis-server daemonizes itself,
-and the api and collector run under the project's supervisor (see ``supervisor.py``). Grafana
-and pgAdmin are not available here.
+and the api and collector run under the project's supervisor (see ``supervisor.py``), with
+Prometheus, Alertmanager and the exporters when the `monitoring` profile is enabled (Debian's
+binaries, see ``monitoring.py``). Grafana and pgAdmin are not available here.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from llmobs.config import Settings
 from llmobs.errors import LlmobsError, UsageError
 from llmobs.proc import OsUser, PidRecord, live_pid, read_pid_record, run, wait_for_exit
 from llmobs.progress import Progress, SilentProgress
+from llmobs.stack import monitoring
 from llmobs.stack import supervisor as sv
 from llmobs.stack.base import Mount, RuntimeState, Stack, State
 from llmobs.stack.layout import LocalLayout
@@ -39,10 +41,14 @@ RedisPasswords = Callable[[Settings], Sequence[str]]
 class LocalStack(Stack):
     runtime = "local"
 
-    def __init__(self, settings: Settings, *, redis_passwords: RedisPasswords | None = None) -> None:
-        """``redis_passwords``: what the Redis ACL user accepts when Redis starts (the secrets
-        layer's rotation knows more than REDIS_PASSWORD); by default REDIS_PASSWORD alone."""
+    def __init__(
+        self, settings: Settings, profiles: Sequence[str] = (), *, redis_passwords: RedisPasswords | None = None
+    ) -> None:
+        """``profiles``: the optional services enabled (``monitoring``). ``redis_passwords``: what
+        the Redis ACL user accepts when Redis starts (the secrets layer's rotation knows more than
+        REDIS_PASSWORD); by default REDIS_PASSWORD alone."""
         super().__init__(settings)
+        self.profiles = tuple(profiles)
         self.redis_passwords = redis_passwords
         if settings.project_dir is None:
             raise LlmobsError("the local runtime needs a project directory", hint="run `llmobs init` first")
@@ -62,7 +68,12 @@ class LocalStack(Stack):
         )
 
     def available_services(self) -> tuple[str, ...]:
-        return LOCAL_SERVICES
+        """The local services whose profile (if any) is enabled."""
+        return tuple(s for s in LOCAL_SERVICES if self._profile_enabled(s))
+
+    def _profile_enabled(self, service: str) -> bool:
+        profile = SERVICES_BY_NAME[service].profile
+        return profile is None or profile in self.profiles
 
     def data_paths(self) -> dict[str, Path]:
         return {"postgres": self.layout.pgdata, "redis": self.layout.redis_data, "wal-archive": self.layout.wal_archive}
@@ -78,6 +89,8 @@ class LocalStack(Stack):
         if "redis" in services:
             self._start_redis(progress)
         apps = [s for s in services if s in sv.SUPERVISED]
+        if any(s in monitoring.MONITORING_SERVICES for s in apps):
+            monitoring.require_binaries()
         if apps:
             self._start_supervised(apps, progress)
 
@@ -320,6 +333,10 @@ class LocalStack(Stack):
         for service in sv.SUPERVISED:
             pids = children.get(service, [])
             want = desired.count(service)
+            if not pids and not want and not self._profile_enabled(service):
+                profile = SERVICES_BY_NAME[service].profile
+                states[service] = RuntimeState("not available", detail=f"profile {profile} not enabled")
+                continue
             state: State = "running" if pids else ("starting" if supervisor and want else "stopped")
             states[service] = RuntimeState(
                 state,
@@ -392,8 +409,8 @@ class LocalStack(Stack):
     def scale(self, replicas: Mapping[str, int], progress: Progress) -> None:
         desired = sv.DesiredState.read(self.layout)
         for service, count in replicas.items():
-            if service not in sv.SUPERVISED:
-                raise UsageError(f"{service} cannot be scaled; scalable services: {', '.join(sv.SUPERVISED)}")
+            if service not in sv.SCALABLE:
+                raise UsageError(f"{service} cannot be scaled; scalable services: {', '.join(sv.SCALABLE)}")
             if count < 0:
                 raise UsageError(f"{service}: replica count must be 0 or more")
             desired.replicas[service] = count
@@ -415,7 +432,7 @@ class LocalStack(Stack):
         )
 
     def logs(self, service: str | None, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
-        names = [service] if service else [*LOCAL_SERVICES, "supervisor"]
+        names = [service] if service else [*self.available_services(), "supervisor"]
         if service:
             self._check_known([service], extra=("supervisor",))
         files = {name: self.layout.log_file("postgres" if name == "timescaledb" else name) for name in names}

@@ -34,6 +34,14 @@ def check_distinct_ports(settings: Settings) -> None:
         seen[port] = key
 
 
+def free_port(host: str) -> int:
+    """A port free on ``host`` now (the kernel's pick), for a listener only we need to know."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host if host not in ("", "*") else "0.0.0.0", 0))
+        return int(sock.getsockname()[1])
+
+
 def ensure_ports_free(settings: Settings, keys: Sequence[str]) -> None:
     """Raise a clear error naming the setting when one of its ports is taken or shared."""
     check_distinct_ports(settings)

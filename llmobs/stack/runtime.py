@@ -100,12 +100,12 @@ def get_stack(
     ``redis_passwords`` (local only): what the Redis ACL user accepts when Redis starts
     (``llmobs up`` passes those of a half-done rotation too)."""
     name = resolve_runtime(settings, runtime, for_start=for_start)
+    if profiles is None:
+        profiles = remembered(settings).get("profiles", [])
     if name == "local":
         from llmobs.stack.local import LocalStack
 
-        return LocalStack(settings, redis_passwords=redis_passwords)
+        return LocalStack(settings, profiles=tuple(profiles), redis_passwords=redis_passwords)
     from llmobs.stack.compose import ComposeStack
 
-    if profiles is None:
-        profiles = remembered(settings).get("profiles", [])
     return ComposeStack(settings, profiles=tuple(profiles), before_database_start=before_database_start)

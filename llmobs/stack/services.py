@@ -63,6 +63,39 @@ SERVICES: tuple[Service, ...] = (
     Service(
         "backup", "Backup scheduler (`llmobs backup schedule`)", "http", (), tier="app", profile="backup", local=False
     ),
+    # Profile `monitoring`: in the local runtime, Debian's binaries under the supervisor.
+    Service(
+        "prometheus",
+        "Prometheus: scrapes the stack, evaluates the alert rules",
+        "http",
+        ("PROMETHEUS_PORT",),
+        health_path="/-/healthy",
+        profile="monitoring",
+    ),
+    Service(
+        "alertmanager",
+        "Alertmanager: routes alerts to ALERT_WEBHOOK_URL / e-mail",
+        "http",
+        ("ALERTMANAGER_PORT",),
+        health_path="/-/healthy",
+        profile="monitoring",
+    ),
+    Service(
+        "postgres-exporter",
+        "PostgreSQL metrics for Prometheus",
+        "http",
+        ("POSTGRES_EXPORTER_PORT",),
+        health_path="/",
+        profile="monitoring",
+    ),
+    Service(
+        "redis-exporter",
+        "Redis metrics for Prometheus",
+        "http",
+        ("REDIS_EXPORTER_PORT",),
+        health_path="/health",
+        profile="monitoring",
+    ),
 )
 
 SERVICES_BY_NAME: dict[str, Service] = {s.name: s for s in SERVICES}

@@ -1,4 +1,5 @@
-"""The local runtime's supervisor: keeps the api and collector processes running.
+"""The local runtime's supervisor: keeps the api and collector processes running, and the
+`monitoring` profile's Prometheus, Alertmanager and exporters when it is enabled.
 
 `llmobs up --runtime local` starts one supervisor per project (``python -m llmobs.stack.supervisor
 PROJECT_DIR``), detached from the terminal. It
@@ -7,7 +8,11 @@ PROJECT_DIR``), detached from the terminal. It
   share their ports with SO_REUSEPORT), restarting any that exits, with a growing back-off when
   one keeps crashing at start (exits before it has served MIN_UPTIME seconds since it reported
   ready); its children die with it, even by kill -9 (``llmobs.serving.die_with_supervisor``);
-* runs `llmobs db maintain` every MAINTAIN_INTERVAL_SECONDS (partitions, retention, rollups);
+* runs one process of each enabled monitoring service (``monitoring.py`` writes its configuration
+  and says how to start it) and keeps Prometheus's file_sd targets of the api and collector
+  current (``run/monitoring/targets/``);
+* runs `llmobs db maintain` every MAINTAIN_INTERVAL_SECONDS (partitions, retention, rollups, and
+  the host facts the alert rules read: volume usage);
 * re-reads its desired state (``run/supervisor.json``, written by `llmobs up/scale/down`) on
   SIGHUP, and records what runs in ``run/children.json`` (read by `llmobs status`);
 * on SIGUSR1 performs the rolling restart asked for in ``run/restart-request.json`` (so services
@@ -33,13 +38,18 @@ from pathlib import Path
 from typing import Any
 
 from llmobs.config import Settings
+from llmobs.errors import LlmobsError
 from llmobs.proc import write_pid_record
-from llmobs.serving import READY_FD_ENV, SUPERVISOR_PID_ENV
+from llmobs.serving import READY_FD_ENV, REPLICA_METRICS_PORT_ENV, SUPERVISOR_PID_ENV
+from llmobs.stack import monitoring
 from llmobs.stack.layout import LocalLayout
+from llmobs.stack.ports import free_port
 
 log = logging.getLogger("llmobs.supervisor")
 
-SUPERVISED = ("collector", "api")
+#: our servers: several replicas each, ready when they say so (``notify_ready``)
+SCALABLE = ("collector", "api")
+SUPERVISED = (*SCALABLE, *monitoring.MONITORING_SERVICES)
 STOP_TIMEOUT = 30.0
 #: A child that exits sooner than this after it reported ready counts as crashing at start.
 MIN_UPTIME = 10.0
@@ -60,7 +70,8 @@ def pid_path(layout: LocalLayout) -> Path:
 
 
 def child_marker(service: str) -> str:
-    return f"serve {service}"
+    """Text in the command line of a child of ``service`` (checked with its start time)."""
+    return monitoring.PROCESS_MARKERS.get(service) or f"serve {service}"
 
 
 def child_argv(layout: LocalLayout, service: str) -> list[str]:
@@ -118,6 +129,8 @@ class Child:
     backoff: float = 0.0
     next_start: float = 0.0
     last_exit: int | None = None
+    #: this replica's own /metrics port (api, collector), for Prometheus to scrape each replica
+    metrics_port: int | None = None
 
 
 class Supervisor:
@@ -125,6 +138,7 @@ class Supervisor:
         self.layout = LocalLayout(project_dir)
         self.children: dict[tuple[str, int], Child] = {}
         self.desired = DesiredState.read(self.layout)
+        self.settings = Settings.load(project_dir)
         self._reload = threading.Event()
         self._restart = threading.Event()
         self._stop = threading.Event()
@@ -146,6 +160,7 @@ class Supervisor:
                 if self._reload.is_set():
                     self._reload.clear()
                     self.desired = DesiredState.read(self.layout)
+                    self.settings = Settings.load(self.layout.root)
                     log.info("desired state reloaded: %s", {s: self.desired.count(s) for s in SUPERVISED})
                 if self._restart.is_set():
                     self._restart.clear()
@@ -191,7 +206,10 @@ class Supervisor:
             for replica in range(1, want + 1):
                 child = self.children.setdefault((service, replica), Child(service, replica))
                 if child.process is None and now >= child.next_start:
-                    self._spawn(child)
+                    if child.service in monitoring.MONITORING_SERVICES:
+                        self._spawn_monitoring(child)
+                    else:
+                        self._spawn(child)
             for (name, replica), child in list(self.children.items()):
                 if name == service and replica > want:
                     self._terminate([child])
@@ -203,11 +221,16 @@ class Supervisor:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
+        child.metrics_port = free_port(self.settings.get_str("BIND_ADDRESS"))
         env = dict(
             os.environ,
             LLMOBS_PROJECT_DIR=str(self.layout.root),
             LLMOBS_REPLICA=str(child.replica),
-            **{READY_FD_ENV: str(write_fd), SUPERVISOR_PID_ENV: str(os.getpid())},
+            **{
+                READY_FD_ENV: str(write_fd),
+                SUPERVISOR_PID_ENV: str(os.getpid()),
+                REPLICA_METRICS_PORT_ENV: str(child.metrics_port),
+            },
         )
         try:
             with open(log_file, "ab", buffering=0) as out:
@@ -231,6 +254,35 @@ class Supervisor:
         child.started_at = time.monotonic()
         log.info("started %s replica %d (pid %d)", child.service, child.replica, process.pid)
         return process
+
+    def _spawn_monitoring(self, child: Child) -> None:
+        """A Debian binary with the configuration ``monitoring.py`` writes; it counts as ready once
+        started (its HTTP probe in `llmobs status` tells whether it serves). A missing binary or
+        unreadable settings are logged and retried with the crash back-off."""
+        log_file = self.layout.log_file(child.service)
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            spec = monitoring.process_spec(child.service, Settings.load(self.layout.root), self.layout)
+        except LlmobsError as exc:
+            child.backoff = min(MAX_BACKOFF, max(1.0, child.backoff * 2))
+            child.next_start = time.monotonic() + child.backoff
+            log.error("cannot start %s: %s", child.service, exc.message)
+            return
+        with open(log_file, "ab", buffering=0) as out:
+            child.process = subprocess.Popen(
+                spec.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=spec.env,
+                cwd=self.layout.root,
+                start_new_session=True,
+            )
+        child.ready = True
+        if child.started_at:
+            child.restarts += 1
+        child.started_at = time.monotonic()
+        log.info("started %s (pid %d)", child.service, child.process.pid)
 
     @staticmethod
     def _close_ready_fd(child: Child) -> None:
@@ -311,6 +363,7 @@ class Supervisor:
                 "pid": None,
                 "create_time": None,
                 "ready": self._poll_ready(c),
+                "metrics_port": c.metrics_port,
             }
             if c.process is not None and c.process.poll() is None:
                 try:
@@ -319,6 +372,8 @@ class Supervisor:
                 except psutil.NoSuchProcess:
                     entry["pid"] = None
             records.setdefault(service, []).append(entry)
+        if self.desired.enabled.get("prometheus"):
+            monitoring.write_app_targets(self.layout, self.settings, records)
         text = json.dumps({"supervisor_pid": os.getpid(), "services": records}, sort_keys=True)
         path = children_path(self.layout)
         try:
@@ -333,12 +388,19 @@ class Supervisor:
     # -- maintenance ----------------------------------------------------------------------------
 
     def _maintain_loop(self) -> None:
+        from llmobs.store.host_facts import HostFacts
         from llmobs.store.maintain import maintain_forever
 
         # Settings re-read at every pass: secrets may have been rotated. Soon after start, then
         # every MAINTAIN_INTERVAL_SECONDS.
-        interval = Settings.load(self.layout.root).get_int("MAINTAIN_INTERVAL_SECONDS")
-        maintain_forever(lambda: Settings.load(self.layout.root), interval, stop=self._stop, first_delay=5.0)
+        settings = Settings.load(self.layout.root)
+        maintain_forever(
+            lambda: Settings.load(self.layout.root),
+            settings.get_int("MAINTAIN_INTERVAL_SECONDS"),
+            stop=self._stop,
+            first_delay=5.0,
+            host=HostFacts(monitoring.local_volumes(self.layout, settings)),
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from llmobs.store.host_facts import HostFacts, record_host_facts
 from llmobs.store.signals import PARTITIONED_SIGNALS
 from llmobs.store.spans import SpanWindow
 
@@ -40,6 +41,7 @@ class MaintainResult:
     partitions_dropped: list[str] = field(default_factory=list)
     rollup_rows: int = 0
     rollup_from: datetime | None = None
+    host_facts: list[str] = field(default_factory=list)
 
 
 def timescale_enabled(conn: psycopg.Connection) -> bool:
@@ -84,13 +86,18 @@ def span_partitions(conn: psycopg.Connection, table: str = "spans") -> list[tupl
     return found
 
 
-def maintain(conn: psycopg.Connection, settings: Settings, *, now: datetime | None = None) -> MaintainResult:
-    """One maintenance pass. ``conn`` is an autocommit superuser connection."""
+def maintain(
+    conn: psycopg.Connection, settings: Settings, *, now: datetime | None = None, host: HostFacts | None = None
+) -> MaintainResult:
+    """One maintenance pass. ``conn`` is an autocommit superuser connection; ``host``: volumes and
+    certificates to measure and record (see ``host_facts.py``)."""
     from psycopg import sql
 
     now = now or datetime.now(UTC)
     retention = settings.get_int("RETENTION_DAYS")
     result = MaintainResult(timescale=timescale_enabled(conn))
+    if host is not None and _has_host_fact_tables(conn):
+        result.host_facts = record_host_facts(conn, host)
     if result.timescale:
         for table in PARTITIONED_TABLES:
             conn.execute("SELECT remove_retention_policy(%s, if_exists => true)", (table,))
@@ -125,12 +132,17 @@ def maintain(conn: psycopg.Connection, settings: Settings, *, now: datetime | No
     return result
 
 
-def maintain_once(settings: Settings) -> MaintainResult:
+def _has_host_fact_tables(conn: psycopg.Connection) -> bool:
+    row = conn.execute("SELECT to_regclass('llmobs_volume_usage') IS NOT NULL").fetchone()
+    return bool(row and row[0])
+
+
+def maintain_once(settings: Settings, host: HostFacts | None = None) -> MaintainResult:
     """One pass over a fresh superuser connection."""
     from llmobs.store.db import connect
 
     with connect(settings, "admin", autocommit=True) as conn:
-        return maintain(conn, settings)
+        return maintain(conn, settings, host=host)
 
 
 def maintain_forever(
@@ -139,6 +151,7 @@ def maintain_forever(
     *,
     stop: threading.Event | None = None,
     first_delay: float = 0.0,
+    host: HostFacts | None = None,
 ) -> None:
     """A pass every ``interval`` seconds until ``stop`` is set (SIGTERM/SIGINT set it when this
     runs in the main thread). A failing pass (the database restarting) is logged and retried at
@@ -158,7 +171,7 @@ def maintain_forever(
         delay = interval
         try:
             settings = settings_loader() if callable(settings_loader) else settings_loader
-            result = maintain_once(settings)
+            result = maintain_once(settings, host)
         except Exception as exc:  # retried at the next pass
             log.warning("maintain failed: %s", first_line(exc))
             continue
