@@ -78,10 +78,10 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
 
     from llmobs.api import graphql
-    from llmobs.api.routes import account, analytics, health, ingest, read, stream
+    from llmobs.api.routes import account, analytics, health, ingest, lifecycle, read, stream
 
     # stream before read: /api/v1/traces/stream must not be taken for a trace id.
-    for module in (health, stream, read, analytics, ingest, account, graphql):
+    for module in (health, stream, read, analytics, ingest, account, lifecycle, graphql):
         app.include_router(module.router)
 
     origins = [o.strip() for o in settings.get_str("API_CORS_ORIGINS").split(",") if o.strip()]
@@ -89,7 +89,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=origins,
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             expose_headers=[
                 "X-Request-ID",

@@ -51,9 +51,22 @@ def main(
 
 
 def _register() -> None:
-    from llmobs.cli import audit, backup, db, keys, prices, project, restore, secrets, serve, stack, swarm
+    from llmobs.cli import (
+        audit,
+        backup,
+        db,
+        keys,
+        prices,
+        project,
+        projects,
+        restore,
+        secrets,
+        serve,
+        stack,
+        swarm,
+    )
 
-    for module in (project, stack, db, serve, keys, prices, audit, secrets, backup, restore, swarm):
+    for module in (project, stack, db, serve, keys, projects, prices, audit, secrets, backup, restore, swarm):
         module.register(app)
 
 

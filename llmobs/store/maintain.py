@@ -1,8 +1,9 @@
 """Periodic database upkeep: `llmobs db maintain`.
 
-Plain PostgreSQL: create daily span partitions ahead of time, drop whole partitions older than
-``RETENTION_DAYS``, and refresh the minute/hour rollups from the last watermark. TimescaleDB does
-the same with its own policies, which this keeps in step with the settings.
+Plain PostgreSQL: create daily span partitions ahead of time, enforce each project's retention
+(:mod:`llmobs.store.retention`: whole partitions dropped, expired rows deleted in batches), and
+refresh the minute/hour rollups from the last watermark. TimescaleDB does the same with its own
+policies, which this keeps in step with the settings.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
+
+from llmobs.store.retention import RetentionResult, enforce_retention, timescale_retention
 
 if TYPE_CHECKING:
     import psycopg
@@ -34,6 +37,7 @@ class MaintainResult:
     partitions_dropped: list[str] = field(default_factory=list)
     rollup_rows: int = 0
     rollup_from: datetime | None = None
+    retention: RetentionResult | None = None
 
 
 def timescale_enabled(conn: psycopg.Connection) -> bool:
@@ -65,25 +69,17 @@ def span_partitions(conn: psycopg.Connection) -> list[tuple[str, date]]:
 
 def maintain(conn: psycopg.Connection, settings: Settings, *, now: datetime | None = None) -> MaintainResult:
     """One maintenance pass. ``conn`` is an autocommit superuser connection."""
-    from psycopg import sql
-
     now = now or datetime.now(UTC)
-    retention = settings.get_int("RETENTION_DAYS")
     result = MaintainResult(timescale=timescale_enabled(conn))
     if result.timescale:
-        conn.execute("SELECT remove_retention_policy('spans', if_exists => true)")
-        conn.execute("SELECT add_retention_policy('spans', %s::interval)", (f"{retention} days",))
+        timescale_retention(conn, settings, now=now)
         return result
 
     today = now.date()
     ahead = settings.get_int("PARTITION_PREMAKE_DAYS")
     result.partitions_created = ensure_partitions(conn, [today + timedelta(days=d) for d in range(-1, ahead + 1)])
-    cutoff = today - timedelta(days=retention)
-    for name, day in span_partitions(conn):
-        if day < cutoff:
-            log.info("dropping span partition %s (older than %d days)", name, retention)
-            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
-            result.partitions_dropped.append(name)
+    result.retention = enforce_retention(conn, settings, now=now)
+    result.partitions_dropped = result.retention.partitions_dropped
 
     with conn.transaction():
         row = conn.execute("SELECT refreshed_to FROM llmobs_rollup_state WHERE name = 'rollups' FOR UPDATE").fetchone()
