@@ -168,3 +168,104 @@ def test_retention_per_project_drops_whole_partitions_and_deletes_the_rest_in_ba
         assert c.patch("/api/v1/project", headers=auth, json={"retention": 3}).status_code == 422
         entries = c.get("/api/v1/audit?action=project.retention", headers=auth).json()["entries"]
         assert entries[0]["details"]["retention_days"] == [2, 3] and entries[0]["actor"].startswith("key:")
+
+
+class TimedIngest(Ingest):
+    """:class:`Ingest` that also notes when each trace was acknowledged."""
+
+    def __init__(self, settings: Settings, project_id: int, user: str) -> None:
+        super().__init__(settings, project_id, user)
+        self.acked_at: dict[str, float] = {}
+
+    def run(self) -> None:
+        import time
+
+        try:
+            while not self.stop.is_set():
+                trace = llm_trace(datetime.now(UTC), user=self.user, session="live-session", calls=1)
+                store_spans(self.settings, self.project_id, trace)
+                self.acked_at[trace[0].trace_id] = time.monotonic()
+                self.acked.append(trace[0].trace_id)
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+
+def test_erasure_of_a_user_while_the_users_spans_keep_arriving(settings: Settings, project_dir: Path):
+    import time
+
+    gdpr, other = make_project(settings, "gdpr"), make_project(settings, "other")
+    now = datetime.now(UTC)
+    alice = [llm_trace(now - timedelta(minutes=i), user="alice", session=f"s-{i % 2}") for i in range(20)]
+    bob = [llm_trace(now - timedelta(minutes=i), user="bob", session="s-bob") for i in range(5)]
+    for trace in alice + bob:
+        store_spans(settings, gdpr.id, trace)
+    store_spans(settings, other.id, llm_trace(now, user="alice"))  # another project's alice stays
+    alice_ids = [t[0].trace_id for t in alice]
+
+    dry = json.loads(
+        ok(llmobs(project_dir, "erase", "--project", "gdpr", "--user", "alice", "--dry-run", "--json")).stdout
+    )
+    assert dry["dry_run"] and dry["traces"] == 20 and dry["rows"]["spans"] == sum(len(t) for t in alice)
+    assert traces_present(settings, gdpr.id, alice_ids) == set(alice_ids)
+    usage_error(llmobs(project_dir, "erase", "--project", "gdpr", "--user", "alice"), "--yes")
+    usage_error(
+        llmobs(project_dir, "erase", "--project", "gdpr", "--user", "a", "--trace", "ab" * 16, "--yes"), "exactly one"
+    )
+    usage_error(llmobs(project_dir, "erase", "--project", "gdpr", "--trace", "xyz", "--yes"), "32 lowercase hex")
+    usage_error(llmobs(project_dir, "erase", "--project", "nosuch", "--user", "alice", "--yes"), "no project named")
+
+    ingest = TimedIngest(settings, gdpr.id, "alice")
+    ingest.start()
+    while len(ingest.acked) < 3:
+        time.sleep(0.05)
+    erased_proc = ok(llmobs(project_dir, "erase", "--project", "gdpr", "--user", "alice", "--yes", "--json"))
+    erased_at = time.monotonic()
+    while not [t for t, at in ingest.acked_at.items() if at > erased_at + 0.2]:
+        time.sleep(0.05)
+    ingest.finish()
+    erased = json.loads(erased_proc.stdout)
+    assert erased["traces"] >= 20 and erased["rows"]["spans"] >= sum(len(t) for t in alice)
+    assert "backups taken before now still hold this data" in erased_proc.stderr or erased["backups"]
+
+    assert traces_present(settings, gdpr.id, alice_ids) == set()
+    after = [t for t, at in ingest.acked_at.items() if at > erased_at]
+    assert after and traces_present(settings, gdpr.id, after) == set(after)  # acknowledged after: kept
+    assert len(traces_present(settings, gdpr.id, [t[0].trace_id for t in bob])) == 5
+    with connect(settings, "admin", autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM spans WHERE project_id = %s", (other.id,)).fetchone()[0] > 0
+        audit = conn.execute(
+            "SELECT actor, target, details::text FROM audit_log WHERE action = 'erase' AND project_id = %s", (gdpr.id,)
+        ).fetchall()
+    assert len(audit) == 1 and audit[0][0].startswith("cli:") and audit[0][1].startswith("user:sha256:")
+    assert "alice" not in audit[0][1] + audit[0][2] and '"spans"' in audit[0][2]
+
+    # Idempotent: a session erased twice finds nothing the second time.
+    first = json.loads(
+        ok(llmobs(project_dir, "erase", "--project", "gdpr", "--session", "s-bob", "--yes", "--json")).stdout
+    )
+    again = json.loads(
+        ok(llmobs(project_dir, "erase", "--project", "gdpr", "--session", "s-bob", "--yes", "--json")).stdout
+    )
+    assert first["traces"] == 5 and again["traces"] == 0 and again["rows"]["spans"] == 0
+
+    # The API: admin keys only, scoped to the key's project.
+    keep = llm_trace(now, user="carol")
+    store_spans(settings, gdpr.id, keep)
+    store_spans(settings, other.id, llm_trace(now, user="carol"))
+    with api_client(settings) as c:
+        admin = {"Authorization": f"Bearer {gdpr.keys['admin']}"}
+        writer = {"Authorization": f"Bearer {gdpr.keys['writer']}"}
+        assert c.delete("/api/v1/users/carol", headers=writer).status_code == 403
+        counted = c.delete("/api/v1/users/carol?dry_run=true", headers=admin).json()
+        assert counted["dry_run"] and counted["traces"] == 1
+        gone = c.delete(f"/api/v1/traces/{keep[0].trace_id.upper()}", headers=admin).json()
+        assert gone["traces"] == 1 and gone["rows"]["spans"] == len(keep)
+        assert c.delete(f"/api/v1/traces/{keep[0].trace_id}", headers=admin).json()["traces"] == 0
+        assert c.get(f"/api/v1/traces/{keep[0].trace_id}", headers=admin).status_code == 404
+        assert c.delete("/api/v1/sessions/live-session", headers=admin).json()["traces"] >= 1
+        assert c.delete("/api/v1/traces/nothex", headers=admin).status_code == 422
+    with connect(settings, "admin", autocommit=True) as conn:
+        carol_elsewhere = conn.execute(
+            "SELECT count(*) FROM spans WHERE project_id = %s AND user_id = 'carol'", (other.id,)
+        ).fetchone()[0]
+    assert carol_elsewhere > 0

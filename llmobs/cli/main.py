@@ -56,6 +56,7 @@ def _register() -> None:
         backup,
         db,
         keys,
+        lifecycle,
         prices,
         project,
         projects,
@@ -66,7 +67,21 @@ def _register() -> None:
         swarm,
     )
 
-    for module in (project, stack, db, serve, keys, projects, prices, audit, secrets, backup, restore, swarm):
+    for module in (
+        project,
+        stack,
+        db,
+        serve,
+        keys,
+        projects,
+        lifecycle,
+        prices,
+        audit,
+        secrets,
+        backup,
+        restore,
+        swarm,
+    ):
         module.register(app)
 
 
