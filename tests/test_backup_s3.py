@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from backup_support import ArchivedCluster, destroy, make_archived_cluster
+from backup_support import ArchivedCluster, destroy, make_archived_cluster, moto_server
 
 from llmobs.backup.jobs import create_backup, list_backups, prune_backups, verify_backups
 from llmobs.backup.manifest import FileEntry, Manifest
@@ -27,35 +24,14 @@ from llmobs.backup.wal import segment_name
 from llmobs.errors import UsageError
 from llmobs.progress import SilentProgress
 
-from conftest import free_port
-
 BUCKET = "llmobs-backups"
 SEG = 16 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=1)
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("moto server did not start") from None
-                time.sleep(0.2)
+    with moto_server() as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture

@@ -269,3 +269,193 @@ def test_erasure_of_a_user_while_the_users_spans_keep_arriving(settings: Setting
             "SELECT count(*) FROM spans WHERE project_id = %s AND user_id = 'carol'", (other.id,)
         ).fetchone()[0]
     assert carol_elsewhere > 0
+
+
+@pytest.fixture
+def second_settings(pg_server, redis_server, template_db: str):
+    """Settings of a second, fresh stack's database (the target of a move)."""
+    import secrets as pysecrets
+
+    import psycopg
+
+    from conftest import settings_env
+
+    name = f"t2_{pysecrets.token_hex(6)}"
+    admin = dict(host=pg_server.host, port=pg_server.port, user="postgres", password=pg_server.password)
+    with psycopg.connect(dbname="postgres", autocommit=True, **admin) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    yield Settings(settings_env(pg_server, redis_server, name), None)
+    with psycopg.connect(dbname="postgres", autocommit=True, **admin) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def dump(settings: Settings, project: str) -> list[tuple]:
+    """Every column but project_id of the project's spans, in a stable order."""
+    from llmobs.backup.export import span_columns
+
+    with connect(settings, "admin", autocommit=True) as conn:
+        conn.execute("SET TIME ZONE 'UTC'")
+        cols = ", ".join(f"s.{c.name}" for c in span_columns(conn))
+        return conn.execute(
+            f"SELECT {cols} FROM spans s JOIN projects p ON p.id = s.project_id WHERE p.name = %s "
+            "ORDER BY trace_id, span_id",
+            (project,),
+        ).fetchall()
+
+
+def odd_spans(now: datetime) -> list:
+    """Spans with what breaks naive encoders: control characters, unicode, nested JSON, events,
+    links, an error status, big integers and floats."""
+    from llmobs.collector.pipeline import RawSpan
+
+    trace = llm_trace(now - timedelta(hours=2), user="ünïcödé\tuser", session="s\n1", calls=3)
+    trace.append(
+        RawSpan(
+            trace_id=trace[0].trace_id,
+            span_id="00ff" * 4,
+            parent_span_id=trace[0].span_id,
+            name='tool "search" \\ back',
+            kind="internal",
+            start_time=now - timedelta(hours=2, seconds=-1),
+            end_time=now - timedelta(hours=2, seconds=-2),
+            status_code="error",
+            status_message="boom\r\nsecond line",
+            attributes={"big": 2**53 + 1, "pi": 3.141592653589793, "flag": True, "nested": {"a": [1, "b", None]}},
+            events=[{"name": "exception", "time": now - timedelta(hours=2), "attributes": {"msg": "tab\there"}}],
+            resource={"service.name": "odd", "host": "é"},
+            scope_name="scope/é",
+        )
+    )
+    return trace
+
+
+def test_export_then_import_into_a_fresh_stack_gives_equal_rows(
+    settings: Settings, second_settings: Settings, project_dir: Path, tmp_path: Path, monkeypatch
+):
+    from llmobs.backup import export as transfer
+    from llmobs.store.projects import RetentionDefaults, get_project
+
+    move = make_project(settings, "move")
+    now = datetime.now(UTC)
+    store_spans(settings, move.id, odd_spans(now))
+    for i in range(40):
+        store_spans(settings, move.id, llm_trace(now - timedelta(hours=i * 7), user=f"u{i % 3}", calls=1 + i % 3))
+    source = dump(settings, "move")
+    assert len(source) > 100
+
+    second_dir = tmp_path / "second"
+    second_dir.mkdir()
+    from conftest import settings_env  # noqa: F401 (the second stack's .env below)
+
+    (second_dir / ".env").write_text(render_env_file(second_settings._raw))
+    (second_dir / ".env").chmod(0o600)
+
+    out = {fmt: tmp_path / f"move.{fmt}" for fmt in ("jsonl", "parquet", "otlp")}
+    for fmt, path in out.items():
+        proc = ok(llmobs(project_dir, "export", "--project", "move", "--format", fmt, "--output", str(path)))
+        assert f"exported {len(source)} spans" in proc.stdout.replace(",", "") and "spans" in proc.stderr
+    first_line = json.loads(out["jsonl"].read_text().splitlines()[0])
+    assert {"trace_id", "span_id", "attributes", "start_time"} <= set(first_line) and "project_id" not in first_line
+    assert isinstance(first_line["attributes"], dict)
+    otlp_doc = json.loads(out["otlp"].read_text().splitlines()[0])
+    assert otlp_doc["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"]
+
+    imported = json.loads(ok(llmobs(second_dir, "import", str(out["jsonl"]), "--project", "move", "--json")).stdout)
+    assert imported["project_created"] and imported["inserted"] == len(source)
+    assert dump(second_settings, "move") == source
+    again = json.loads(ok(llmobs(second_dir, "import", str(out["jsonl"]), "--project", "move", "--json")).stdout)
+    assert again["inserted"] == 0 and again["skipped"] == len(source)  # idempotent on span ids
+    ok(llmobs(second_dir, "import", str(out["parquet"]), "--project", "move-parquet"))
+    assert dump(second_settings, "move-parquet") == source
+    ok(llmobs(second_dir, "import", str(out["otlp"]), "--project", "move-otlp"))
+    via_otlp = dump(second_settings, "move-otlp")
+    assert [(r[0], r[1], r[6]) for r in via_otlp] == [(r[0], r[1], r[6]) for r in source]  # ids and names
+
+    # Interrupted after two batches, the same export continues and writes the same file.
+    monkeypatch.setattr(transfer, "BATCH_SPANS", 30)
+    resumed = tmp_path / "resumed.jsonl"
+    req = transfer.ExportRequest(
+        "move", datetime(1970, 1, 1, tzinfo=UTC), now + timedelta(days=1), "jsonl", str(resumed)
+    )
+    calls = []
+
+    def interrupt(done: int, total: int | None) -> None:
+        calls.append(done)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    with connect(settings, "admin", autocommit=True) as conn:
+        project_id = get_project(conn, "move", RetentionDefaults.from_settings(settings)).id
+        with pytest.raises(KeyboardInterrupt):
+            transfer.export_spans(conn, settings, project_id, req, staging_dir=tmp_path, progress=interrupt)
+        assert transfer.Checkpoint.path_for(resumed).exists()
+        result = transfer.export_spans(conn, settings, project_id, req, staging_dir=tmp_path, progress=lambda *_: None)
+    assert result.resumed_from == 60 and result.spans == len(source)
+    assert resumed.read_bytes() == out["jsonl"].read_bytes()
+    assert not transfer.Checkpoint.path_for(resumed).exists()
+
+    # Bad input: a clear message and exit code 2, nothing imported.
+    bad = tmp_path / "bad.jsonl"
+    lines = out["jsonl"].read_text().splitlines()
+    bad.write_text(lines[0] + "\n{not json\n")
+    usage_error(llmobs(second_dir, "import", str(bad), "--project", "bad"), "bad.jsonl line 2: not JSON")
+    record = json.loads(lines[0])
+    del record["name"]
+    bad.write_text(json.dumps(record) + "\n")
+    usage_error(llmobs(second_dir, "import", str(bad), "--project", "bad"), "line 1: missing field(s) name")
+    record = {**json.loads(lines[0]), "start_time": "yesterday"}
+    bad.write_text(json.dumps(record) + "\n")
+    usage_error(llmobs(second_dir, "import", str(bad), "--project", "bad"), "start_time is not an ISO 8601 time")
+    record = {**json.loads(lines[0]), "colour": "red"}
+    bad.write_text(json.dumps(record) + "\n")
+    usage_error(llmobs(second_dir, "import", str(bad), "--project", "bad"), "unknown field(s) colour")
+    usage_error(llmobs(second_dir, "import", str(tmp_path / "none.jsonl"), "--project", "bad"), "does not exist")
+    with connect(second_settings, "admin", autocommit=True) as conn:
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM spans s JOIN projects p ON p.id = s.project_id WHERE p.name = 'bad'"
+            ).fetchone()[0]
+            == 0
+        )
+    export_args = ("export", "--project", "move", "--output")
+    usage_error(llmobs(project_dir, *export_args, str(tmp_path / "x"), "--format", "xml"), "unknown format 'xml'")
+    usage_error(llmobs(project_dir, *export_args, str(out["jsonl"])), "exists; remove it or pass --overwrite")
+    usage_error(llmobs(project_dir, *export_args, str(tmp_path / "y"), "--from", "2025-01-01"), "no time zone")
+    usage_error(
+        llmobs(
+            project_dir, *export_args, str(tmp_path / "y"), "--from", "2025-02-01T00:00Z", "--to", "2025-01-01T00:00Z"
+        ),
+        "--from must be before --to",
+    )
+    usage_error(llmobs(project_dir, *export_args, "s3://bucket-only"), "is not s3://BUCKET/KEY")
+    usage_error(llmobs(project_dir, "export", "--project", "nosuch", "--output", str(tmp_path / "z")), "no project")
+    assert llmobs(project_dir, "export", "--project", "move").returncode == 2  # --output is required
+
+
+def test_export_to_s3_and_import_from_it(
+    settings: Settings, pg_server, redis_server, db_name, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """To a real S3-compatible server (moto), with the backup settings' endpoint and credentials."""
+    from backup_support import moto_server
+
+    from llmobs.backup.storage import S3Store
+
+    from conftest import settings_env
+
+    with moto_server() as endpoint:
+        for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        S3Store("exports", endpoint_url=endpoint).client.create_bucket(Bucket="exports")
+        env = settings_env(pg_server, redis_server, db_name, BACKUP_S3_ENDPOINT_URL=endpoint)
+        (tmp_path / ".env").write_text(render_env_file(env))
+        project = make_project(settings, "tos3")
+        store_spans(settings, project.id, llm_trace(datetime.now(UTC), user="x", calls=3))
+        target = "s3://exports/stacks/tos3.jsonl"
+        ok(llmobs(tmp_path, "export", "--project", "tos3", "--format", "jsonl", "--output", target))
+        assert not list((tmp_path / "exports").glob("*.part"))  # staged locally, uploaded, removed
+        imported = json.loads(ok(llmobs(tmp_path, "import", target, "--project", "froms3", "--json")).stdout)
+        assert imported["inserted"] == 4
+        assert dump(settings, "froms3") == dump(settings, "tos3")
+        missing = llmobs(tmp_path, "import", "s3://exports/nothing.jsonl", "--project", "froms3")
+        assert missing.returncode in (1, 2) and "Traceback" not in missing.stderr and missing.stderr
