@@ -153,6 +153,12 @@ def test_retention_per_project_drops_whole_partitions_and_deletes_the_rest_in_ba
     assert datetime.fromisoformat(listed["long"]["oldest_span"]) >= now - timedelta(days=8)
     table = ok(llmobs(project_dir, "projects", "show", "short")).stdout
     assert "2 d" in table and "4 d" in table and "oldest span" in table
+    from llmobs.stack.facts import Facts, database_facts
+
+    facts = Facts()
+    database_facts(settings, facts)  # what `llmobs status` shows
+    oldest = {p["name"]: p["oldest_span"] for p in facts.values["projects"]}
+    assert oldest["short"] >= now - timedelta(days=2) and oldest["long"] < now - timedelta(days=7)
     default = ok(llmobs(project_dir, "projects", "set", "long", "--default", "--json")).stdout
     assert json.loads(default)["retention_days_source"] == "default"
 

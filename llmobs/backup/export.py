@@ -454,14 +454,19 @@ def detect_format(path: Path) -> Format:
     return "jsonl"
 
 
-def _value(column: Column, value: Any, where: str) -> Any:
-    """A record's value as COPY takes it (text for JSON and times); ImportFailed when its type is wrong."""
+def _value(column: Column, value: Any, where: str, *, json_text: bool = False) -> Any:
+    """A record's value as COPY takes it (text for JSON and times); ImportFailed when its type is
+    wrong. ``json_text``: JSON columns hold JSON text (parquet, pipeline rows), else JSON values."""
     if value is None:
         if column.not_null and not column.has_default:
             raise ImportFailed(f"{where}: {column.name} must not be null")
         return None
     if column.is_json:
-        return value if isinstance(value, str) else orjson.dumps(value).decode()
+        if json_text:
+            if not isinstance(value, str):
+                raise ImportFailed(f"{where}: {column.name} must be JSON text")
+            return value
+        return orjson.dumps(value).decode()
     if column.is_time:
         if isinstance(value, datetime):
             return value if value.tzinfo else value.replace(tzinfo=UTC)
@@ -487,7 +492,7 @@ def _value(column: Column, value: Any, where: str) -> Any:
     return value
 
 
-def record_row(columns: list[Column], record: Any, where: str) -> tuple[Any, ...]:
+def record_row(columns: list[Column], record: Any, where: str, *, json_text: bool = False) -> tuple[Any, ...]:
     """One span record as a row in the order of ``columns``; ImportFailed for unknown or missing
     fields and wrong types."""
     if not isinstance(record, dict):
@@ -499,7 +504,11 @@ def record_row(columns: list[Column], record: Any, where: str) -> tuple[Any, ...
     missing = [c.name for c in columns if c.not_null and not c.has_default and c.name not in record]
     if missing:
         raise ImportFailed(f"{where}: missing field(s) {', '.join(missing)}")
-    return tuple(_value(c, record.get(c.name), where) for c in columns if c.name in record or not c.has_default)
+    return tuple(
+        _value(c, record.get(c.name), where, json_text=json_text)
+        for c in columns
+        if c.name in record or not c.has_default
+    )
 
 
 def _jsonl_batches(path: Path, columns: list[Column]) -> Iterator[tuple[list[str], list[tuple[Any, ...]]]]:
@@ -539,7 +548,7 @@ def _parquet_batches(path: Path, columns: list[Column]) -> Iterator[tuple[list[s
         rows = []
         for record in records:
             number += 1
-            rows.append(record_row(columns, record, f"{path.name} record {number}"))
+            rows.append(record_row(columns, record, f"{path.name} record {number}", json_text=True))
         if records:
             yield [c.name for c in columns if c.name in records[0] or not c.has_default], rows
 
@@ -570,7 +579,11 @@ def _otlp_batches(
             yield (
                 names,
                 [
-                    tuple(_value(c, rec[c.name], f"{path.name} line {number}") for c in columns if c.name in names)
+                    tuple(
+                        _value(c, rec[c.name], f"{path.name} line {number}", json_text=True)
+                        for c in columns
+                        if c.name in names
+                    )
                     for rec in records
                 ],
             )
