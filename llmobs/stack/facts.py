@@ -25,6 +25,7 @@ class Facts:
 def database_facts(settings: Settings, facts: Facts) -> None:
     """Size, recent ingest, schema version and the WAL archiver, from one short connection."""
     from llmobs.store.db import connect
+    from llmobs.store.projects import has_retention_settings
 
     with connect(settings, "admin", connect_timeout=2) as conn:
         conn.execute("SET statement_timeout = '500ms'")
@@ -39,7 +40,7 @@ def database_facts(settings: Settings, facts: Facts) -> None:
                 "SELECT COALESCE(sum(requests), 0) FROM spans_rollup_1m WHERE bucket > now() - interval '1 hour'"
             ).fetchone()
             facts.values["spans_last_hour"] = int(row[0]) if row else 0
-        if _column_exists(conn, "projects", "retention_days"):
+        if has_retention_settings(conn):
             facts.values["projects"] = _project_facts(conn, settings)
         row = conn.execute(
             "SELECT archived_count, last_archived_time, failed_count, last_failed_time, "
@@ -67,14 +68,6 @@ def _project_facts(conn: Any, settings: Settings) -> list[dict[str, Any]]:
         {"name": p.name, "retention_days": p.retention_days, "oldest_span": p.oldest_span}
         for p in list_projects(conn, RetentionDefaults.from_settings(settings))
     ]
-
-
-def _column_exists(conn: Any, table: str, column: str) -> bool:
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s)",
-        (table, column),
-    ).fetchone()
-    return bool(row and row[0])
 
 
 def _table_exists(conn: Any, name: str) -> bool:

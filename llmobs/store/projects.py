@@ -94,6 +94,16 @@ def _project(row: Any, defaults: RetentionDefaults) -> Project:
     return Project(pid, name, created, own_days, own_rollup, oldest, days, rollup)
 
 
+def has_retention_settings(conn: Any) -> bool:
+    """Whether the schema has per-project retention (migration 0090): a stack may run code newer
+    than its schema until `llmobs db migrate` runs."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('projects') "
+        "AND attname = 'retention_days' AND NOT attisdropped)"
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def list_projects(conn: psycopg.Connection, defaults: RetentionDefaults) -> list[Project]:
     """Every project, by name."""
     return [_project(r, defaults) for r in conn.execute(_LIST_SQL).fetchall()]

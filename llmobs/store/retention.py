@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from psycopg import sql
 
-from llmobs.store.projects import Project, RetentionDefaults, list_projects
+from llmobs.store.projects import Project, RetentionDefaults, has_retention_settings, list_projects
 
 if TYPE_CHECKING:
     import psycopg
@@ -152,6 +152,15 @@ def _expired(time_column: str) -> sql.Composable:
     return sql.SQL("project_id = %s AND {} < %s").format(sql.Identifier(time_column))
 
 
+def _projects(conn: psycopg.Connection, defaults: RetentionDefaults) -> list[Project]:
+    """Every project with its retention; none before migration 0090 is applied (a maintenance
+    service newer than the schema then keeps to RETENTION_DAYS, by whole partitions only)."""
+    if not has_retention_settings(conn):
+        log.warning("per-project retention needs `llmobs db migrate`; keeping RETENTION_DAYS for every project")
+        return []
+    return list_projects(conn, defaults)
+
+
 def _longest(projects: list[Project], defaults: RetentionDefaults) -> int:
     return max((p.retention_days for p in projects), default=defaults.retention_days)
 
@@ -163,7 +172,7 @@ def enforce_retention(conn: psycopg.Connection, settings: Settings, *, now: date
     now = now or datetime.now(UTC)
     defaults = RetentionDefaults.from_settings(settings)
     batch_rows = settings.get_int("RETENTION_BATCH_ROWS")
-    projects = list_projects(conn, defaults)
+    projects = _projects(conn, defaults)
     result = RetentionResult(longest_retention_days=_longest(projects, defaults))
     drop_before = now - timedelta(days=result.longest_retention_days or defaults.retention_days)
     for table in RETAINED_TABLES:
@@ -213,7 +222,7 @@ def timescale_retention(conn: psycopg.Connection, settings: Settings, *, now: da
     the hypertable). Rollups (continuous aggregates) get a policy when every project bounds them."""
     now = now or datetime.now(UTC)
     defaults = RetentionDefaults.from_settings(settings)
-    projects = list_projects(conn, defaults)
+    projects = _projects(conn, defaults)
     longest = _longest(projects, defaults)
     conn.execute("SELECT remove_retention_policy('spans', if_exists => true)")
     conn.execute("SELECT add_retention_policy('spans', %s::interval)", (f"{longest} days",))
