@@ -149,6 +149,17 @@ def test_retention_over_a_simulated_week_locally_and_in_s3(aws_env: str, tmp_pat
         assert "00000002.history" in names
     assert len(result.deleted) == 2 * (len(ids) - 3)
 
+    # An upper bound (`prune --max-age`) overrides the keep rules: nothing older stays anywhere,
+    # and with no physical backup left, no WAL either (erased data must leave the backups).
+    bounded = prune(repo, RetentionPolicy(keep_daily=3, keep_weekly=0, keep_monthly=0, max_age_days=1), now)
+    assert sorted(bounded.kept) == [expected[-1]]
+    later = prune(repo, RetentionPolicy(keep_daily=3, max_age_days=1), now + timedelta(days=3))
+    assert later.kept == {} and later.deleted
+    for store in repo.stores():
+        assert not [o for o in store.list() if o.key.endswith("manifest.json")], store.name
+    assert [n for n in repo.wal_files() if not n.endswith(".history")] == []
+    assert "00000002.history" in repo.wal_files()
+
 
 def test_pitr_inside_the_kept_window_after_prune(s3_cluster: ArchivedCluster) -> None:
     a = s3_cluster

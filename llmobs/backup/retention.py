@@ -124,8 +124,11 @@ def prune(repo: Repository, policy: RetentionPolicy, now: datetime, *, dry_run: 
                 repo.delete(entry, location)
     physical = [e.manifest for e in entries if e.id in result.kept and e.type == "physical" and e.manifest.start_lsn]
     if not physical and policy.max_age_days:
-        # No base backup is left to replay WAL onto: all archived WAL goes (it holds the data too).
+        # No base backup is left to replay WAL onto: all archived WAL goes (it holds the data
+        # too); timeline history files hold none and stay.
         for name, where in repo.wal_files().items():
+            if name.endswith(".history"):
+                continue
             for location in where:
                 result.wal_deleted.setdefault(location, []).append(name)
         for location, names in result.wal_deleted.items():
