@@ -37,6 +37,15 @@ def free_ports_lines() -> list[str]:
     return [f"{key}={free_port()}\n" for key in PORT_KEYS]
 
 
+def init_project(root: Path) -> Path:
+    """``llmobs init`` of ``root/proj`` with every port on a free loopback port; the project directory."""
+    project = root / "proj"
+    subprocess.run([sys.executable, "-m", "llmobs", "init", str(project)], check=True, capture_output=True)
+    with (project / ".env").open("a") as fh:
+        fh.writelines(free_ports_lines())
+    return project
+
+
 def llmobs(project: Path, *args: str) -> str:
     """Run the real CLI on ``project``; stdout, or exit on failure (1 = degraded is fine)."""
     proc = subprocess.run(

@@ -297,10 +297,6 @@ def copy_ceiling(env: dict[str, str], requests: list[bytes], signals: list[tuple
     batch = settings.get_int("COLLECTOR_BATCH_MAX_SPANS")
     chunks = [(table, table.encode(rows[i : i + batch])) for table, rows in tables for i in range(0, len(rows), batch)]
     with connect(settings, "app") as conn:
-        for table, rows in tables:
-            for day in table.days(rows):
-                conn.execute(table.partition_sql, (day,))
-        conn.commit()
         started = time.perf_counter()
         for table, chunk in chunks:
             with conn.cursor().copy(table.copy_sql) as copy:

@@ -134,10 +134,29 @@ SETTINGS: tuple[Setting, ...] = (
     _s(
         "RETENTION_DAYS",
         "30",
-        "Days of spans kept; older partitions (or chunks) are dropped by `llmobs db maintain`.",
+        "Days of spans kept, for projects that set none of their own (`llmobs projects set`); "
+        "`llmobs db maintain` drops expired partitions (or chunks) and deletes expired rows.",
         "int",
         group="Database",
         minimum=1,
+    ),
+    _s(
+        "ROLLUP_RETENTION_DAYS",
+        "0",
+        "Days the minute/hour rollups are kept (0: forever); at least RETENTION_DAYS. "
+        "A project may set its own (`llmobs projects set`).",
+        "int",
+        group="Database",
+        minimum=0,
+    ),
+    _s(
+        "RETENTION_BATCH_ROWS",
+        "5000",
+        "Rows one delete of retention or erasure removes in its own transaction: bounds the WAL and "
+        "lock time of each step where whole partitions cannot be dropped.",
+        "int",
+        group="Database",
+        minimum=100,
     ),
     _s(
         "PARTITION_PREMAKE_DAYS",
@@ -430,6 +449,15 @@ SETTINGS: tuple[Setting, ...] = (
         "0",
         "... and every backup younger than N days (0: off). The newest backup "
         "of each type is always kept, and so is all WAL that a kept physical backup needs.",
+        "int",
+        group="Backup",
+        minimum=0,
+    ),
+    _s(
+        "BACKUP_PRUNE_MAX_AGE_DAYS",
+        "0",
+        "Upper bound of `llmobs backup prune`: backups older than N days are deleted whatever "
+        "the rules above keep, so data erased with `llmobs erase` leaves the backups within N days (0: off).",
         "int",
         group="Backup",
         minimum=0,

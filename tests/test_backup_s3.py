@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from backup_support import ArchivedCluster, destroy, make_archived_cluster
+from backup_support import ArchivedCluster, destroy, make_archived_cluster, moto_server
 
 from llmobs.backup.jobs import create_backup, list_backups, prune_backups, verify_backups
 from llmobs.backup.manifest import FileEntry, Manifest
@@ -27,35 +24,14 @@ from llmobs.backup.wal import segment_name
 from llmobs.errors import UsageError
 from llmobs.progress import SilentProgress
 
-from conftest import free_port
-
 BUCKET = "llmobs-backups"
 SEG = 16 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=1)
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("moto server did not start") from None
-                time.sleep(0.2)
+    with moto_server() as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture
@@ -172,6 +148,17 @@ def test_retention_over_a_simulated_week_locally_and_in_s3(aws_env: str, tmp_pat
         assert segments[0] == segment_name(1, oldest_kept_segno, SEG)
         assert "00000002.history" in names
     assert len(result.deleted) == 2 * (len(ids) - 3)
+
+    # An upper bound (`prune --max-age`) overrides the keep rules: nothing older stays anywhere,
+    # and with no physical backup left, no WAL either (erased data must leave the backups).
+    bounded = prune(repo, RetentionPolicy(keep_daily=3, keep_weekly=0, keep_monthly=0, max_age_days=1), now)
+    assert sorted(bounded.kept) == [expected[-1]]
+    later = prune(repo, RetentionPolicy(keep_daily=3, max_age_days=1), now + timedelta(days=3))
+    assert later.kept == {} and later.deleted
+    for store in repo.stores():
+        assert not [o for o in store.list() if o.key.endswith("manifest.json")], store.name
+    assert [n for n in repo.wal_files() if not n.endswith(".history")] == []
+    assert "00000002.history" in repo.wal_files()
 
 
 def test_pitr_inside_the_kept_window_after_prune(s3_cluster: ArchivedCluster) -> None:

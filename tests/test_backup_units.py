@@ -75,6 +75,9 @@ def test_retention_over_a_simulated_week() -> None:
     assert kept["d0h1"] == ["newest", "daily", "weekly", "monthly"]
     by_age = kept_backups(manifests, RetentionPolicy(0, 0, 0, retention_days=2), now)
     assert sorted(by_age) == sorted(["d0h1", "d0h7", "d1h1", "d1h7", "logical-old"])
+    # the upper bound wins over every rule, the newest backup included (erased data must go)
+    bounded = kept_backups(manifests, RetentionPolicy(keep_daily=3, keep_weekly=2, keep_monthly=2, max_age_days=5), now)
+    assert sorted(bounded) == sorted(["d0h1", "d1h1", "d2h1"])
 
 
 def test_target_time_needs_a_time_zone() -> None:

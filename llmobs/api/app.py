@@ -79,11 +79,11 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
 
     from llmobs.api import graphql
-    from llmobs.api.routes import account, analytics, health, ingest, read, scores, signals, stream
+    from llmobs.api.routes import account, analytics, health, ingest, lifecycle, read, scores, signals, stream
 
     # stream before read: /api/v1/traces/stream must not be taken for a trace id; signals before
     # analytics: /api/v1/metrics/series is not the metrics endpoint.
-    for module in (health, stream, read, scores, signals, analytics, ingest, account, graphql):
+    for module in (health, stream, read, scores, signals, analytics, ingest, account, lifecycle, graphql):
         app.include_router(module.router)
 
     origins = [o.strip() for o in settings.get_str("API_CORS_ORIGINS").split(",") if o.strip()]
@@ -91,7 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=origins,
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             expose_headers=[
                 "X-Request-ID",

@@ -129,6 +129,19 @@ def _validation_response(request: Request, exc: RequestValidationError) -> Respo
     return error_response(request, 422, "validation_error", f"invalid request: {summary}", details=details)
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app takes on this path: Starlette's own Allow header names
+    only the first route matching the path (GET /traces/{id} hides DELETE /traces/{id})."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:  # PARTIAL: the path matches, the method does not
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     import psycopg
     from psycopg_pool import PoolTimeout
@@ -147,9 +160,11 @@ def install_error_handlers(app: FastAPI) -> None:
         message = str(exc.detail)
         if exc.status_code == 404 and message == "Not Found":
             message = f"no such endpoint: {request.method} {request.url.path}"
-        elif exc.status_code == 405:
+        headers = exc.headers
+        if exc.status_code == 405:
             message = f"method {request.method} is not allowed on {request.url.path}"
-        return error_response(request, exc.status_code, code, message, headers=exc.headers)
+            headers = {**(exc.headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+        return error_response(request, exc.status_code, code, message, headers=headers)
 
     async def query_error(request: Request, exc: Exception) -> Response:
         return error_response(request, 422, "invalid_query", str(exc))

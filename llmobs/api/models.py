@@ -358,3 +358,30 @@ class Score(BaseModel):
 
 class ScoreList(BaseModel):
     scores: list[Score]
+
+
+class ProjectInfo(BaseModel):
+    name: str
+    created_at: datetime
+    retention_days: int = Field(description="Days the project's spans are kept.")
+    retention_days_source: Literal["project", "default"]
+    rollup_retention_days: int | None = Field(description="Days its rollups are kept; null: forever.")
+    rollup_retention_days_source: Literal["project", "default"]
+    oldest_span: datetime | None = Field(description="Start time of the oldest span stored.")
+
+
+class ProjectRetentionChange(BaseModel):
+    """Fields left out keep their value; null makes the project follow the global default again."""
+
+    model_config = Strict
+    retention_days: int | None = Field(None, ge=1, le=36500)
+    rollup_retention_days: int | None = Field(None, ge=1, le=36500)
+
+
+class ErasureResult(BaseModel):
+    subject: Literal["user", "session", "trace"]
+    target: str = Field(description="How the audit log names the subject (user and session ids hashed).")
+    dry_run: bool
+    as_of: datetime = Field(description="Data stored up to this time was erased; later data stays.")
+    traces: int
+    rows: dict[str, int] = Field(description="Rows deleted per table (in a dry run: that would be).")

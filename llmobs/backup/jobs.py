@@ -195,12 +195,19 @@ def verify_backups(
 
 
 def prune_backups(
-    settings: Settings, *, dry_run: bool, now: datetime | None = None, repo: Repository | None = None
+    settings: Settings,
+    *,
+    dry_run: bool,
+    now: datetime | None = None,
+    repo: Repository | None = None,
+    max_age_days: int | None = None,
 ) -> PruneResult:
+    """Prune by the settings' policy; ``max_age_days`` overrides BACKUP_PRUNE_MAX_AGE_DAYS."""
     repo = repo or Repository.from_settings(settings)
     repo.paths.ensure()
+    policy = RetentionPolicy.from_settings(settings, max_age_days=max_age_days)
     with backup_lock(repo.paths.lock_file, "prune"):
-        result = prune(repo, RetentionPolicy.from_settings(settings), now or datetime.now(UTC), dry_run=dry_run)
+        result = prune(repo, policy, now or datetime.now(UTC), dry_run=dry_run)
         kept = repo.backups(remote=False)
         if not dry_run and kept:  # failures older than every kept backup are history
             forget_before(repo.paths.backup_dir, kept[0].manifest.finished_at)

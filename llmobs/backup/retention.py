@@ -28,20 +28,27 @@ class RetentionPolicy:
     keep_weekly: int = 4
     keep_monthly: int = 3
     retention_days: int = 0
+    #: Upper bound: no backup older than this many days is kept, whatever the rules above say
+    #: (0: none). Erased data leaves the backups within this bound.
+    max_age_days: int = 0
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RetentionPolicy:
+    def from_settings(cls, settings: Settings, *, max_age_days: int | None = None) -> RetentionPolicy:
+        """The policy of the settings; ``max_age_days`` overrides BACKUP_PRUNE_MAX_AGE_DAYS."""
         return cls(
             settings.get_int("BACKUP_KEEP_DAILY"),
             settings.get_int("BACKUP_KEEP_WEEKLY"),
             settings.get_int("BACKUP_KEEP_MONTHLY"),
             settings.get_int("BACKUP_RETENTION_DAYS"),
+            settings.get_int("BACKUP_PRUNE_MAX_AGE_DAYS") if max_age_days is None else max_age_days,
         )
 
     def describe(self) -> str:
         parts = [f"daily {self.keep_daily}", f"weekly {self.keep_weekly}", f"monthly {self.keep_monthly}"]
         if self.retention_days:
             parts.append(f"everything from the last {self.retention_days} day(s)")
+        if self.max_age_days:
+            parts.append(f"nothing older than {self.max_age_days} day(s)")
         return ", ".join(parts)
 
 
@@ -77,6 +84,11 @@ def kept_backups(manifests: list[Manifest], policy: RetentionPolicy, now: dateti
             for m in series:
                 if m.finished_at >= cutoff:
                     reasons.setdefault(m.id, []).append(f"younger than {policy.retention_days} d")
+    if policy.max_age_days:
+        too_old = now - timedelta(days=policy.max_age_days)
+        for m in manifests:
+            if m.finished_at < too_old:
+                reasons.pop(m.id, None)
     return reasons
 
 
@@ -111,6 +123,17 @@ def prune(repo: Repository, policy: RetentionPolicy, now: datetime, *, dry_run: 
             if not dry_run:
                 repo.delete(entry, location)
     physical = [e.manifest for e in entries if e.id in result.kept and e.type == "physical" and e.manifest.start_lsn]
+    if not physical and policy.max_age_days:
+        # No base backup is left to replay WAL onto: all archived WAL goes (it holds the data
+        # too); timeline history files hold none and stay.
+        for name, where in repo.wal_files().items():
+            if name.endswith(".history"):
+                continue
+            for location in where:
+                result.wal_deleted.setdefault(location, []).append(name)
+        for location, names in result.wal_deleted.items():
+            if not dry_run:
+                repo.delete_wal(names, location)
     if physical:
         oldest = min(physical, key=lambda m: parse_lsn(m.start_lsn or "0/0"))
         size = oldest.wal_segment_size or DEFAULT_SEGMENT_SIZE

@@ -149,13 +149,17 @@ class S3Store:
         self._client: Any = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> S3Store | None:
-        bucket = settings.get_str("BACKUP_S3_BUCKET")
+    def from_settings(
+        cls, settings: Settings, *, bucket: str | None = None, prefix: str | None = None
+    ) -> S3Store | None:
+        """The backup bucket of the settings (None when BACKUP_S3_BUCKET is empty), or ``bucket``
+        and ``prefix`` on the same endpoint with the same credentials and encryption."""
+        bucket = bucket or settings.get_str("BACKUP_S3_BUCKET")
         if not bucket:
             return None
         return cls(
             bucket,
-            settings.get_str("BACKUP_S3_PREFIX"),
+            settings.get_str("BACKUP_S3_PREFIX") if prefix is None else prefix,
             endpoint_url=settings.get_str("BACKUP_S3_ENDPOINT_URL"),
             region=settings.get_str("BACKUP_S3_REGION"),
             sse=settings.get_str("BACKUP_S3_SSE"),

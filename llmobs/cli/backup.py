@@ -242,16 +242,27 @@ def verify(
 def prune(
     ctx: typer.Context,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be deleted.")] = False,
+    max_age: Annotated[
+        int | None,
+        typer.Option(
+            "--max-age",
+            min=1,
+            help="Days: delete every backup older than this, whatever the policy keeps (default: "
+            "BACKUP_PRUNE_MAX_AGE_DAYS). Bounds how long erased data lives on in backups.",
+            show_default=False,
+        ),
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Delete backups the retention policy (BACKUP_KEEP_*, BACKUP_RETENTION_DAYS) does not keep,
-    locally and in S3, and the WAL that no kept physical backup needs."""
+    """Delete backups the retention policy (BACKUP_KEEP_*, BACKUP_RETENTION_DAYS,
+    BACKUP_PRUNE_MAX_AGE_DAYS) does not keep, locally and in S3, and the WAL that no kept physical
+    backup needs."""
     obj = ctx_obj(ctx)
 
     def work(_progress: Any) -> None:
         from llmobs.backup.jobs import prune_backups
 
-        result = prune_backups(obj.settings, dry_run=dry_run)
+        result = prune_backups(obj.settings, dry_run=dry_run, max_age_days=max_age)
         if json_:
             emit({"event": "pruned", **result.to_dict()})
             return
@@ -262,9 +273,8 @@ def prune(
             obj.console.print(f"{verb} {len(names)} WAL file(s) ({location}) older than {result.wal_kept_from}")
         obj.console.print(f"kept {len(result.kept)} backup(s)")
 
-    run_command(
-        obj, json_, ["backup", "prune", *(["--dry-run"] if dry_run else []), *(["--json"] if json_ else [])], work
-    )
+    argv = ["backup", "prune", *(["--dry-run"] if dry_run else []), *(["--json"] if json_ else [])]
+    run_command(obj, json_, [*argv, *([f"--max-age={max_age}"] if max_age else [])], work)
 
 
 @backup_app.command("ship-wal")

@@ -103,8 +103,9 @@ def maintain(
         ),
     ] = None,
 ) -> None:
-    """Create span partitions ahead, drop those past RETENTION_DAYS, refresh the rollups; record
-    the host facts asked for (volume usage, certificate expiry)."""
+    """Create span partitions ahead, enforce each project's retention (drop expired partitions,
+    delete expired rows in batches), refresh the rollups; record the host facts asked for (volume
+    usage, certificate expiry)."""
     from llmobs.store.host_facts import HostFacts
     from llmobs.store.maintain import maintain_forever, maintain_once
 
@@ -120,6 +121,7 @@ def maintain(
                 "timescale": result.timescale,
                 "partitions_created": result.partitions_created,
                 "partitions_dropped": result.partitions_dropped,
+                "rows_expired": result.retention.rows_deleted if result.retention else {},
                 "rollup_rows": result.rollup_rows,
                 "host_facts": result.host_facts,
             }
@@ -130,6 +132,9 @@ def maintain(
         return
     obj.console.print(f"partitions created: {', '.join(result.partitions_created) or 'none'}")
     obj.console.print(f"partitions dropped: {', '.join(result.partitions_dropped) or 'none'}")
+    if result.retention and result.retention.rows_deleted:
+        deleted = ", ".join(f"{n} from {table}" for table, n in result.retention.rows_deleted.items())
+        obj.console.print(f"expired rows deleted: {deleted} ({result.retention.batches} batches)")
     obj.console.print(f"rollups refreshed: {result.rollup_rows} minute rows")
 
 

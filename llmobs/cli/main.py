@@ -53,9 +53,39 @@ def main(
 
 
 def _register() -> None:
-    from llmobs.cli import audit, backup, db, keys, prices, project, restore, secrets, serve, stack, swarm, ui
+    from llmobs.cli import (
+        audit,
+        backup,
+        db,
+        keys,
+        lifecycle,
+        prices,
+        project,
+        projects,
+        restore,
+        secrets,
+        serve,
+        stack,
+        swarm,
+        ui,
+    )
 
-    for module in (project, stack, db, serve, keys, prices, audit, secrets, backup, restore, swarm, ui):
+    for module in (
+        project,
+        stack,
+        db,
+        serve,
+        keys,
+        projects,
+        lifecycle,
+        prices,
+        audit,
+        secrets,
+        backup,
+        restore,
+        swarm,
+        ui,
+    ):
         module.register(app)
 
 

@@ -161,6 +161,12 @@ def _show_status(obj: CliContext, result: StackStatus, json_: bool) -> None:
             lines.append(f"spans ingested in the last hour: {f['spans_last_hour']:,}")
         if "schema_version" in f:
             lines.append(f"schema version: {f['schema_version']}")
+        for project in f.get("projects") or []:
+            oldest = project["oldest_span"]
+            lines.append(
+                f"project {project['name']}: keeps {project['retention_days']} d, oldest span "
+                + (f"{oldest:%Y-%m-%d %H:%M %Z}" if oldest else "none")
+            )
         archiver = f.get("wal_archiver")
         if archiver:
             from datetime import datetime

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from llmobs.store.db import connect, first_line
+from llmobs.store.projects import has_retention_settings
 
 if TYPE_CHECKING:
     from llmobs.config import Settings
@@ -44,6 +45,8 @@ def database_facts(settings: Settings, facts: Facts) -> None:
                 "SELECT COALESCE(sum(requests), 0) FROM spans_rollup_1m WHERE bucket > now() - interval '1 hour'"
             ).fetchone()
             facts.values["spans_last_hour"] = int(row[0]) if row else 0
+        if has_retention_settings(conn):
+            facts.values["projects"] = _project_facts(conn, settings)
         row = conn.execute(
             "SELECT archived_count, last_archived_time, failed_count, last_failed_time, "
             "current_setting('archive_mode') FROM pg_stat_archiver"
@@ -61,6 +64,16 @@ def database_facts(settings: Settings, facts: Facts) -> None:
         facts.warnings.append("WAL archiving is off: point-in-time recovery is not possible")
     elif last_failed is not None and (last_ok is None or last_failed > last_ok):
         facts.warnings.append(f"WAL archiving is failing (last failure {_ago(last_failed)}, {failed} failures in all)")
+
+
+def _project_facts(conn: Any, settings: Settings) -> list[dict[str, Any]]:
+    """Per project: its span retention and its oldest stored span."""
+    from llmobs.store.projects import RetentionDefaults, list_projects
+
+    return [
+        {"name": p.name, "retention_days": p.retention_days, "oldest_span": p.oldest_span}
+        for p in list_projects(conn, RetentionDefaults.from_settings(settings))
+    ]
 
 
 def _table_exists(conn: Any, name: str) -> bool:

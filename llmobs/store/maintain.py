@@ -1,10 +1,10 @@
 """Periodic database upkeep: `llmobs db maintain`.
 
 Plain PostgreSQL: create daily partitions of spans, log records and metric points ahead of time
-for every day of the accepted span window (the only place partitions are made), drop whole
-partitions older than ``RETENTION_DAYS``, and refresh the minute/hour rollups from the last
-watermark. TimescaleDB does the same with its own policies, which this keeps in step with the
-settings.
+for every day of the accepted span window (the only place partitions are made), enforce each
+project's retention (:mod:`llmobs.store.retention`: whole partitions dropped, expired rows deleted
+in batches), and refresh the minute/hour rollups from the last watermark. TimescaleDB does the same
+with its own policies, which this keeps in step with the settings.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from llmobs.store.host_facts import HostFacts, record_host_facts
-from llmobs.store.signals import PARTITIONED_SIGNALS
+from llmobs.store.retention import RetentionResult, enforce_retention, timescale_retention
+from llmobs.store.signals import PARTITIONED_SIGNALS, SPANS
 from llmobs.store.spans import SpanWindow
 
 if TYPE_CHECKING:
@@ -30,8 +31,6 @@ log = logging.getLogger(__name__)
 
 #: Late spans (start time before the watermark) are folded in if they arrive within this window.
 ROLLUP_LOOKBACK = timedelta(minutes=10)
-#: Tables partitioned by UTC day and kept for RETENTION_DAYS: spans and the OTLP signals.
-PARTITIONED_TABLES = ("spans", *(t.name for t in PARTITIONED_SIGNALS))
 
 
 @dataclass
@@ -42,6 +41,7 @@ class MaintainResult:
     rollup_rows: int = 0
     rollup_from: datetime | None = None
     host_facts: list[str] = field(default_factory=list)
+    retention: RetentionResult | None = None
 
 
 def timescale_enabled(conn: psycopg.Connection) -> bool:
@@ -53,10 +53,7 @@ def ensure_partitions(conn: psycopg.Connection, days: list[date]) -> list[str]:
     """Create the daily partitions of every partitioned table for ``days``; the names made."""
     created = []
     for day in sorted(set(days)):
-        row = conn.execute("SELECT llmobs_ensure_span_partition(%s)", (day,)).fetchone()
-        if row and row[0]:
-            created.append(f"spans_p{day:%Y%m%d}")
-        for table in PARTITIONED_SIGNALS:
+        for table in (SPANS, *PARTITIONED_SIGNALS):
             row = conn.execute(table.partition_sql, (day,)).fetchone()
             if row and row[0]:
                 created.append(f"{table.name}_p{day:%Y%m%d}")
@@ -71,7 +68,7 @@ def prepare_partitions(conn: psycopg.Connection, settings: Settings, now: dateti
 
 
 def span_partitions(conn: psycopg.Connection, table: str = "spans") -> list[tuple[str, date]]:
-    """(name, day) of the daily partitions of ``table`` (one of PARTITIONED_TABLES)."""
+    """(name, day) of the daily partitions of ``table`` (spans or one of PARTITIONED_SIGNALS)."""
     pattern = re.compile(rf"^{table}_p(\d{{8}})$")
     rows = conn.execute(
         """SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
@@ -91,28 +88,21 @@ def maintain(
 ) -> MaintainResult:
     """One maintenance pass. ``conn`` is an autocommit superuser connection; ``host``: volumes and
     certificates to measure and record (see ``host_facts.py``)."""
-    from psycopg import sql
-
     now = now or datetime.now(UTC)
-    retention = settings.get_int("RETENTION_DAYS")
     result = MaintainResult(timescale=timescale_enabled(conn))
     if host is not None and _has_host_fact_tables(conn):
         result.host_facts = record_host_facts(conn, host)
     if result.timescale:
-        for table in PARTITIONED_TABLES:
-            conn.execute("SELECT remove_retention_policy(%s, if_exists => true)", (table,))
-            conn.execute("SELECT add_retention_policy(%s, %s::interval)", (table, f"{retention} days"))
+        timescale_retention(conn, settings, now=now)
+        retention = f"{settings.get_int('RETENTION_DAYS')} days"
+        for table in PARTITIONED_SIGNALS:
+            conn.execute("SELECT remove_retention_policy(%s, if_exists => true)", (table.name,))
+            conn.execute("SELECT add_retention_policy(%s, %s::interval)", (table.name, retention))
         return result
 
-    today = now.date()
     result.partitions_created = prepare_partitions(conn, settings, now)
-    cutoff = today - timedelta(days=retention)
-    for table in PARTITIONED_TABLES:
-        for name, day in span_partitions(conn, table):
-            if day < cutoff:
-                log.info("dropping partition %s (older than %d days)", name, retention)
-                conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
-                result.partitions_dropped.append(name)
+    result.retention = enforce_retention(conn, settings, now=now)
+    result.partitions_dropped = result.retention.partitions_dropped
 
     with conn.transaction():
         row = conn.execute("SELECT refreshed_to FROM llmobs_rollup_state WHERE name = 'rollups' FOR UPDATE").fetchone()

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from llmobs.store.spans import COPY_SQL as SPANS_COPY_SQL
-from llmobs.store.spans import ENSURE_PARTITION_SQL as SPANS_PARTITION_SQL
-from llmobs.store.spans import _text, encode_rows, row_days
+from llmobs.store.spans import _text, encode_rows
 
 if TYPE_CHECKING:
     import psycopg
@@ -109,53 +108,44 @@ def _payload(lines: list[str]) -> bytes:
     return "\n".join(lines).encode()
 
 
-def time_days(rows: Iterable[LogRow | MetricRow]) -> set[date]:
-    return {r.time.date() for r in rows}
-
-
 @dataclass(frozen=True)
 class CopyTable:
-    """How the collector writes rows of one table: COPY statement, encoding, partition days."""
+    """How the collector writes rows of one table: its COPY statement and encoding, and how
+    `llmobs db maintain` makes a day's partition (writers never do)."""
 
     name: str
     copy_sql: str
     #: SQL creating the partition of one day (parameter: the day); a no-op on TimescaleDB
     partition_sql: str
     encode: Callable[[Sequence[Any]], bytes]
-    days: Callable[[Sequence[Any]], set[date]]
 
 
 def _copy_sql(table: str, columns: tuple[str, ...]) -> str:
     return f"COPY {table} ({', '.join(columns)}) FROM STDIN"
 
 
-SPANS = CopyTable("spans", SPANS_COPY_SQL, SPANS_PARTITION_SQL, encode_rows, row_days)
+SPANS = CopyTable("spans", SPANS_COPY_SQL, "SELECT llmobs_ensure_span_partition(%s)", encode_rows)
 LOG_RECORDS = CopyTable(
     "log_records",
     _copy_sql("log_records", LogRow._fields),
     "SELECT llmobs_ensure_signal_partition('log_records', %s)",
     encode_log_rows,
-    time_days,
 )
 METRIC_POINTS = CopyTable(
     "metric_points",
     _copy_sql("metric_points", MetricRow._fields),
     "SELECT llmobs_ensure_signal_partition('metric_points', %s)",
     encode_signal_rows,
-    time_days,
 )
 #: Tables whose daily partitions `llmobs db maintain` makes ahead and drops for retention.
 PARTITIONED_SIGNALS = (LOG_RECORDS, METRIC_POINTS)
 
 
 def copy_signal_rows(conn: psycopg.Connection, table: CopyTable, rows: Sequence[Any]) -> int:
-    """COPY ``rows`` of ``table`` through ``conn`` in the caller's transaction, after creating the
-    daily partitions they need (the collector's writer does the same, asynchronously and cached).
-    Returns the number of rows written; the caller commits."""
+    """COPY ``rows`` of ``table`` through ``conn`` in the caller's transaction, into the daily
+    partitions `llmobs db maintain` made. Returns the number of rows written; the caller commits."""
     if not rows:
         return 0
-    for day in sorted(table.days(rows)):
-        conn.execute(table.partition_sql, (day,))
     with conn.cursor() as cur, cur.copy(table.copy_sql) as copy:
         copy.write(table.encode(rows))
     return len(rows)
