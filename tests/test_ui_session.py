@@ -149,3 +149,26 @@ def test_a_session_survives_secret_rotation_for_the_grace_period_only(pg_server,
         c.cookies.set(SESSION_COOKIE, cookie)
         assert c.get("/ui/", follow_redirects=False).status_code == 303  # back to sign-in
         assert "retired key" in c.get("/api/v1/traces").json()["error"]["message"]
+
+
+def test_scores_through_graphql_need_a_writer(settings: Settings, seeded):
+    a, b = seeded.a, seeded.b
+    mutation = """mutation($id: String!) { addScore(traceId: $id, name: "quality", value: 0.8, source: "eval") {
+        name value source keyId } }"""
+    with api_client(settings) as c:
+        r = c.post("/graphql", json={"query": mutation, "variables": {"id": a.traces[2]}}, headers=a.auth("writer"))
+        assert r.json()["data"]["addScore"] == {
+            "name": "quality",
+            "value": 0.8,
+            "source": "eval",
+            "keyId": apikeys.key_id_of(a.keys["writer"]),
+        }
+        reader = c.post("/graphql", json={"query": mutation, "variables": {"id": a.traces[2]}}, headers=a.auth())
+        assert reader.json()["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+        other = c.post("/graphql", json={"query": mutation, "variables": {"id": b.traces[0]}}, headers=a.auth("writer"))
+        assert other.json()["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+        bad = mutation.replace('source: "eval"', 'source: "nope"')
+        r = c.post("/graphql", json={"query": bad, "variables": {"id": a.traces[2]}}, headers=a.auth("writer"))
+        assert r.status_code == 400 and "source" in r.text
+        listed = c.get(f"/api/v1/traces/{a.traces[2]}/scores", headers=a.auth()).json()["scores"]
+        assert [s["name"] for s in listed] == ["quality"]

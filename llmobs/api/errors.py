@@ -129,6 +129,19 @@ def _validation_response(request: Request, exc: RequestValidationError) -> Respo
     return error_response(request, 422, "validation_error", f"invalid request: {summary}", details=details)
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path (Starlette's 405 names only the
+    first route's, when one path has a route per method, as ``/api/v1/traces/{id}/scores``)."""
+    from starlette.routing import Match
+
+    found: set[str] = set()
+    for route in request.app.router.routes:
+        methods = getattr(route, "methods", None)
+        if methods and route.matches(request.scope)[0] != Match.NONE:
+            found.update(methods)
+    return sorted(found)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     import psycopg
     from psycopg_pool import PoolTimeout
@@ -147,9 +160,11 @@ def install_error_handlers(app: FastAPI) -> None:
         message = str(exc.detail)
         if exc.status_code == 404 and message == "Not Found":
             message = f"no such endpoint: {request.method} {request.url.path}"
-        elif exc.status_code == 405:
+        headers = exc.headers
+        if exc.status_code == 405:
             message = f"method {request.method} is not allowed on {request.url.path}"
-        return error_response(request, exc.status_code, code, message, headers=exc.headers)
+            headers = {**(exc.headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+        return error_response(request, exc.status_code, code, message, headers=headers)
 
     async def query_error(request: Request, exc: Exception) -> Response:
         return error_response(request, 422, "invalid_query", str(exc))
