@@ -130,16 +130,16 @@ def _validation_response(request: Request, exc: RequestValidationError) -> Respo
 
 
 def _allowed_methods(request: Request) -> list[str]:
-    """Every method some route serves at the request's path (Starlette's 405 names only the
-    first route's, when one path has a route per method, as ``/api/v1/traces/{id}/scores``)."""
+    """Every method some route of the app takes on this path: Starlette's own Allow header names
+    only the first route matching the path (GET /traces/{id} hides DELETE /traces/{id})."""
     from starlette.routing import Match
 
-    found: set[str] = set()
-    for route in request.app.router.routes:
-        methods = getattr(route, "methods", None)
-        if methods and route.matches(request.scope)[0] != Match.NONE:
-            found.update(methods)
-    return sorted(found)
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:  # PARTIAL: the path matches, the method does not
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def install_error_handlers(app: FastAPI) -> None:
