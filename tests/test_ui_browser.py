@@ -254,11 +254,14 @@ def test_trace_explorer_in_a_real_browser(ui_api: RunningApi, browser, tmp_path:
         page.goto(f"{base}/ui/users")
         page.wait_for_selector("body[data-ready=groups]")
         assert "b-user" not in page.inner_text("#users") and "ana" in page.inner_text("#users")
+        no_serious_violations()
         page.goto(f"{base}/ui/sessions/conv-1")
         page.wait_for_selector("body[data-ready=session]")
         assert page.locator("#traces tbody tr").count() == 2
         page.goto(f"{base}/ui/overview")
         page.wait_for_selector("body[data-ready=overview]")
+        assert page.locator(".chart canvas").count() == 6
+        no_serious_violations()
         shot("overview")
 
         # Sign out: the session is gone, pages send the browser back to sign in.

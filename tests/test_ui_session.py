@@ -149,3 +149,59 @@ def test_a_session_survives_secret_rotation_for_the_grace_period_only(pg_server,
         c.cookies.set(SESSION_COOKIE, cookie)
         assert c.get("/ui/", follow_redirects=False).status_code == 303  # back to sign-in
         assert "retired key" in c.get("/api/v1/traces").json()["error"]["message"]
+
+
+def test_scores_through_graphql_need_a_writer(settings: Settings, seeded):
+    a, b = seeded.a, seeded.b
+    mutation = """mutation($id: String!) { addScore(traceId: $id, name: "quality", value: 0.8, source: "eval") {
+        name value source keyId } }"""
+    with api_client(settings) as c:
+        r = c.post("/graphql", json={"query": mutation, "variables": {"id": a.traces[2]}}, headers=a.auth("writer"))
+        assert r.json()["data"]["addScore"] == {
+            "name": "quality",
+            "value": 0.8,
+            "source": "eval",
+            "keyId": apikeys.key_id_of(a.keys["writer"]),
+        }
+        reader = c.post("/graphql", json={"query": mutation, "variables": {"id": a.traces[2]}}, headers=a.auth())
+        assert reader.json()["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+        other = c.post("/graphql", json={"query": mutation, "variables": {"id": b.traces[0]}}, headers=a.auth("writer"))
+        assert other.json()["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+        bad = mutation.replace('source: "eval"', 'source: "nope"')
+        r = c.post("/graphql", json={"query": bad, "variables": {"id": a.traces[2]}}, headers=a.auth("writer"))
+        assert r.status_code == 400 and "source" in r.text
+        listed = c.get(f"/api/v1/traces/{a.traces[2]}/scores", headers=a.auth()).json()["scores"]
+        assert [s["name"] for s in listed] == ["quality"]
+
+
+@pytest.mark.parametrize(
+    ("host", "origin", "same"),
+    [
+        ("127.0.0.1:8080", "http://127.0.0.1:8080", True),
+        ("127.0.0.1:8080", "https://127.0.0.1:8080", True),
+        ("127.0.0.1:8080", "http://127.0.0.1:9999", False),
+        ("obs.example.com", "https://obs.example.com:8443", True),  # behind the proxy: Host without port
+        ("obs.example.com", "https://evil.example.com", False),
+        ("obs.example.com", "null", False),
+        ("[::1]:8080", "http://[::1]:8080", True),
+    ],
+)
+def test_origin_check(host: str, origin: str, same: bool):
+    from starlette.requests import Request
+
+    from llmobs.api.session import same_origin
+
+    scope = {"type": "http", "headers": [(b"host", host.encode()), (b"origin", origin.encode())]}
+    assert same_origin(Request(scope)) is same
+
+
+def test_secure_cookie_behind_tls(settings: Settings, seeded):
+    with api_client(settings) as c:
+        r = c.post(
+            "/ui/login",
+            data={"api_key": seeded.a.keys["reader"]},
+            headers={**ORIGIN, "X-Forwarded-Proto": "https"},
+            follow_redirects=False,
+        )
+        assert all("Secure" in h for h in r.headers.get_list("set-cookie"))
+        assert not any("Secure" in h for h in sign_in(c, seeded.a.keys["reader"]).headers.get_list("set-cookie"))

@@ -26,7 +26,7 @@ import strawberry
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from graphql import FieldNode, GraphQLError, GraphQLResolveInfo, ValidationContext, ValidationRule
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from strawberry.extensions import (
     AddValidationRules,
     MaskErrors,
@@ -42,8 +42,10 @@ from llmobs.api.auth import Principal
 from llmobs.api.deps import Reader, State, strict_query
 from llmobs.api.errors import ApiError, ErrorResponse, error_body, error_responses
 from llmobs.api.log_messages import read_trace_spans
+from llmobs.api.models import ScoreIn
 from llmobs.api.params import time_range
 from llmobs.api.respond import json_response, to_json
+from llmobs.api.scoring import record_score
 from llmobs.api.state import ApiState
 from llmobs.api.trace_tree import build_trace
 from llmobs.store import queries
@@ -544,6 +546,35 @@ def _mask(error: GraphQLError) -> bool:
     return error.original_error is not None and not isinstance(error.original_error, GraphQLError)
 
 
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Score a trace (writer keys): a numeric value, a label, or both.")
+    @_guarded
+    async def add_score(
+        self,
+        info: strawberry.Info,
+        trace_id: str,
+        name: str,
+        value: float | None = None,
+        label: str | None = None,
+        comment: str = "",
+        source: str = "api",
+        span_id: str | None = None,
+    ) -> Score:
+        ctx: Context = info.context
+        fields = {"name": name, "value": value, "label": label, "comment": comment, "source": source}
+        try:
+            body = ScoreIn.model_validate(fields | {"span_id": span_id})
+        except ValidationError as exc:
+            raise bad_input("; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from None
+        try:
+            row = await record_score(ctx.state, ctx.principal, _hex(trace_id, 32, "trace_id"), body)
+        except ApiError as exc:
+            code = {403: "FORBIDDEN", 404: "NOT_FOUND"}.get(exc.status, "BAD_USER_INPUT")
+            raise GraphQLError(exc.message, extensions={"code": code}) from None
+        return Score(**row)
+
+
 class _Schema(strawberry.Schema):
     def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
         """Log only unexpected errors (with their traceback): a bad document or argument is the
@@ -555,6 +586,7 @@ class _Schema(strawberry.Schema):
 
 schema = _Schema(
     query=Query,
+    mutation=Mutation,
     extensions=[
         lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),

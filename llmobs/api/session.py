@@ -16,6 +16,7 @@ import hmac
 import secrets
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from llmobs.api.errors import ApiError
 
@@ -67,12 +68,18 @@ def csrf_token(request: Request) -> str:
 
 
 def same_origin(request: Request) -> bool:
-    """False when the browser says the request comes from another origin."""
+    """False when the browser says the request comes from another origin than the host it asked.
+    A ``Host`` without a port (the stack's proxy forwards nginx's ``$host``) is compared by name."""
     origin = request.headers.get("origin")
     if origin is None:
         return True
-    host = request.headers.get("host", "")
-    return origin in (f"http://{host}", f"https://{host}")
+    host = request.headers.get("host", "").lower()
+    parsed = urlsplit(origin.lower())
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return False  # "null" (opaque origins: sandboxed frames, data: URLs) and the like
+    if urlsplit(f"//{host}").port is None:
+        return parsed.hostname == urlsplit(f"//{host}").hostname
+    return parsed.netloc == host
 
 
 def check_csrf(request: Request, submitted: str | None) -> None:

@@ -343,6 +343,7 @@ async function load() {
     t0 = new Date(trace.start_time).getTime();
     total = Math.max(1, trace.duration_ms);
     nodes = flatten(trace.roots);
+    document.getElementById("timeline-scale").textContent = `Timeline: 0 to ${fmtMs(trace.duration_ms)}`;
     summary.replaceChildren(
       `${fmtTime(trace.start_time)} · ${fmtNum(trace.span_count)} spans · ${fmtMs(trace.duration_ms)} · ${fmtNum(trace.total_tokens)} tokens · ${trace.cost_usd == null ? "no cost" : `$${fmtCost(trace.cost_usd)}`} · ${trace.services.join(", ")}`,
       trace.error_count ? el("span", { class: "badge bad", text: ` ${trace.error_count} error${trace.error_count > 1 ? "s" : ""}` }) : "",
