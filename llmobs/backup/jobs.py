@@ -9,16 +9,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from llmobs.backup.grafana_backup import create_grafana
 from llmobs.backup.job_env import in_job
 from llmobs.backup.lock import backup_lock
+from llmobs.backup.logical import create_logical
 from llmobs.backup.manifest import BACKUP_TYPES, new_backup_id
 from llmobs.backup.paths import share_with_group
-from llmobs.backup.physical import finish_backup_dir
+from llmobs.backup.pgclient import admin_connection, binaries_for, scalar
+from llmobs.backup.physical import create_physical, finish_backup_dir
+from llmobs.backup.pitr import WalIndex, merge_windows
 from llmobs.backup.records import record_backups
+from llmobs.backup.redis_backup import create_redis
 from llmobs.backup.repository import BackupEntry, Repository
 from llmobs.backup.retention import PruneResult, RetentionPolicy, prune
-from llmobs.backup.verify import VerifyResult, verify_backup
+from llmobs.backup.verify import VerifyResult, backup_own_segments, verify_backup
 from llmobs.errors import LlmobsError, UsageError
+from llmobs.store import audit
 
 if TYPE_CHECKING:
     from llmobs.backup.pitr import Window
@@ -62,18 +68,11 @@ def create_backup(
 
 def _creator(settings: Settings, backup_type: str) -> Any:
     if backup_type == "physical":
-        from llmobs.backup.physical import create_physical
-
         return lambda work, bid, progress: create_physical(settings, work, bid, progress)
     if backup_type == "logical":
-        from llmobs.backup.logical import create_logical
-
         return lambda work, bid, progress: create_logical(settings, work, bid, progress)
     if backup_type == "redis":
-        from llmobs.backup.redis_backup import create_redis
-
         return lambda work, bid, progress: create_redis(settings, work, bid, progress)
-    from llmobs.backup.grafana_backup import create_grafana
 
     data_dir = settings.get_str("BACKUP_GRAFANA_DATA_DIR")
     if not data_dir:
@@ -104,7 +103,6 @@ def ship_wal(settings: Settings, repo: Repository | None = None) -> list[str]:
 
 def live_timeline(settings: Settings) -> int | None:
     """The running cluster's timeline, or None when it cannot be reached."""
-    from llmobs.backup.pgclient import admin_connection, scalar
 
     try:
         with admin_connection(settings, dbname="postgres") as conn:
@@ -122,8 +120,6 @@ def verify_backups(
     repo: Repository | None = None,
 ) -> list[VerifyResult]:
     """Verify the given backups (all when None; the newest of each type with ``newest_only``)."""
-    from llmobs.backup.pgclient import binaries_for
-    from llmobs.backup.pitr import WalIndex
 
     repo = repo or Repository.from_settings(settings)
     repo.paths.ensure()
@@ -173,9 +169,6 @@ def prune_backups(
 
 
 def audit_action(settings: Settings, action: str, target: str | None, details: dict[str, Any]) -> None:
-    from llmobs.backup.pgclient import admin_connection
-    from llmobs.store import audit
-
     try:
         with admin_connection(settings) as conn:
             audit.record(
@@ -208,8 +201,6 @@ class Listing:
                 "verified_at": (m.verification or {}).get("at"),
             }
             if m.type == "physical":
-                from llmobs.backup.verify import backup_own_segments
-
                 own = backup_own_segments(m)
                 row.update(
                     timeline=m.timeline, start_lsn=m.start_lsn, end_lsn=m.end_lsn, wal_start=own[0], wal_end=own[-1]
@@ -227,9 +218,6 @@ class Listing:
 
 
 def list_backups(settings: Settings, *, remote: bool = True, repo: Repository | None = None) -> Listing:
-    from llmobs.backup.pgclient import binaries_for
-    from llmobs.backup.pitr import WalIndex, merge_windows
-
     repo = repo or Repository.from_settings(settings, use_s3=remote)
     entries = repo.backups(remote=remote)
     listing = Listing(entries)

@@ -42,6 +42,7 @@ import orjson
 from llmobs.collector.normalize import normalize
 from llmobs.collector.pricing import PriceRule, Pricing, aload_rules, load_rules
 from llmobs.collector.redact import DETECTORS, RedactionRules, Redactor, parse_list
+from llmobs.errors import ConfigError
 from llmobs.store.spans import SpanRow
 
 if TYPE_CHECKING:
@@ -109,8 +110,6 @@ class PipelineConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PipelineConfig:
-        from llmobs.errors import ConfigError
-
         detectors = parse_list(settings.get_str("PII_DETECTORS"))
         unknown = [d for d in detectors if d not in DETECTORS]
         if unknown:

@@ -17,6 +17,7 @@ from llmobs.errors import LlmobsError
 from llmobs.stack import facts as facts_mod
 from llmobs.stack.health import ProbeResult, probe
 from llmobs.stack.services import DATA_SERVICES, SERVICES, SERVICES_BY_NAME
+from llmobs.store.bootstrap import bootstrap
 
 if TYPE_CHECKING:
     from llmobs.config import Settings
@@ -165,7 +166,6 @@ def up(
     stack: Stack, settings: Settings, progress: Progress, *, services: Sequence[str] | None = None, timeout: float = 120
 ) -> None:
     """Start the stack (or the named services and what they need): idempotent."""
-    from llmobs.store.bootstrap import bootstrap
 
     available = stack.available_services()
     wanted = list(services) if services else list(available)

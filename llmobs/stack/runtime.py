@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmobs.errors import UsageError
+from llmobs.stack.compose import ComposeStack
+from llmobs.stack.local import LocalStack
 
 if TYPE_CHECKING:
     from llmobs.config import Settings
@@ -101,10 +103,7 @@ def get_stack(
     (``llmobs up`` passes those of a half-done rotation too)."""
     name = resolve_runtime(settings, runtime, for_start=for_start)
     if name == "local":
-        from llmobs.stack.local import LocalStack
-
         return LocalStack(settings, redis_passwords=redis_passwords)
-    from llmobs.stack.compose import ComposeStack
 
     if profiles is None:
         profiles = remembered(settings).get("profiles", [])

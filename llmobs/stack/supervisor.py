@@ -35,6 +35,7 @@ from llmobs.config import Settings
 from llmobs.proc import write_pid_record
 from llmobs.serving import READY_FD_ENV
 from llmobs.stack.layout import LocalLayout
+from llmobs.store.maintain import maintain_forever
 
 log = logging.getLogger("llmobs.supervisor")
 
@@ -329,7 +330,6 @@ class Supervisor:
     # -- maintenance ----------------------------------------------------------------------------
 
     def _maintain_loop(self) -> None:
-        from llmobs.store.maintain import maintain_forever
 
         # Settings re-read at every pass: secrets may have been rotated. Soon after start, then
         # every MAINTAIN_INTERVAL_SECONDS.

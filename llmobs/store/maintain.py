@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from llmobs.store.db import connect, first_line
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -105,7 +107,6 @@ def maintain(conn: psycopg.Connection, settings: Settings, *, now: datetime | No
 
 def maintain_once(settings: Settings) -> MaintainResult:
     """One pass over a fresh superuser connection."""
-    from llmobs.store.db import connect
 
     with connect(settings, "admin", autocommit=True) as conn:
         return maintain(conn, settings)
@@ -123,8 +124,6 @@ def maintain_forever(
     the next one. ``settings_loader`` may be a callable: settings are then re-read at every pass,
     so a rotated password is picked up."""
     import signal
-
-    from llmobs.store.db import first_line
 
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
