@@ -4,6 +4,7 @@ valid-from, then the longest pattern); costs count cached and reasoning tokens a
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 import pytest
 
@@ -54,7 +55,7 @@ def test_the_most_specific_rule_in_force_wins(
         ({}, None),  # no tokens: no cost
     ],
 )
-def test_cost_by_usage_type(usage: dict[str, int], expected_usd: float | None) -> None:
+def test_cost_by_usage_type(usage: dict[str, Any], expected_usd: float | None) -> None:
     rule = PriceRule(
         "gpt-4o", 2.5, 10.0, cached_input_per_mtok=1.25, cache_write_per_mtok=3.125, reasoning_per_mtok=20.0
     )
