@@ -42,6 +42,7 @@ from llmobs.stack.runtime import get_stack, resolve_runtime
 if TYPE_CHECKING:
     from llmobs.backup.sites import Site
     from llmobs.config import Settings
+    from llmobs.stack.local import RedisPasswords
 
 #: exit codes of a restore job that changed nothing (refused, locked out, declined)
 _UNTOUCHED = (EXIT_USAGE, EXIT_ALREADY_RUNNING, EXIT_ABORTED)
@@ -165,13 +166,13 @@ def finish_interrupted_restore(stack: ComposeStack, progress: Progress) -> None:
     marker.unlink(missing_ok=True)
 
 
-def restore_site(settings: Settings) -> Site:
+def restore_site(settings: Settings, *, redis_passwords: RedisPasswords | None = None) -> Site:
     """The site a restore acts on: inside a compose job, the mounted volume and the host's
-    services; else the local runtime's cluster."""
+    services; else the local runtime's cluster, whose Redis accepts ``redis_passwords`` when the
+    restore starts it (see ``LocalStack``)."""
     if in_job():
         return ComposeJobSite(settings, HostChannel())
-
-    stack = get_stack(settings)
+    stack = get_stack(settings, redis_passwords=redis_passwords)
     if not isinstance(stack, LocalStack):
         raise LlmobsError("unexpected runtime object")
     return LocalStackSite(stack)
