@@ -236,3 +236,24 @@ def fake_openai() -> Iterator[FakeOpenAI]:
     """A fake OpenAI-compatible server on a free loopback port (see tests/fake_openai.py)."""
     with serve_fake_openai() as fake:
         yield fake
+
+
+#: Markers a test gets from the fixtures it uses, directly or through other fixtures, so that
+#: tiers select on them (`scripts/test --fast` is ``-m "not docker and not slow"``). Tests that
+#: start their own stack through the CLI carry their module's markers (``pytestmark``) instead.
+FIXTURE_MARKERS: dict[str, tuple[str, ...]] = {
+    "pg_server": ("postgres",),
+    "redis_server": ("redis",),
+    "s3_endpoint": ("s3",),
+    "wheel": ("slow",),
+}
+UNIT_DIR = Path(__file__).parent / "unit"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture in getattr(item, "fixturenames", ()):
+            for marker in FIXTURE_MARKERS.get(fixture, ()):
+                item.add_marker(marker)
+        if UNIT_DIR in item.path.parents:
+            item.add_marker("unit")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from llmobs import __version__
+from llmobs.api import graphql
 from llmobs.api.auth import Authenticator
 from llmobs.api.cache import ResultCache
 from llmobs.api.db import Database
@@ -18,11 +18,12 @@ from llmobs.api.ingest import SpanIngest
 from llmobs.api.middleware import RequestContext
 from llmobs.api.ratelimit import RateLimiter
 from llmobs.api.redis_link import RedisLink
+from llmobs.api.routes import account, analytics, health, ingest, lifecycle, read, scores, signals, stream
 from llmobs.api.state import ApiState
 from llmobs.api.ui import mount_ui
-
-if TYPE_CHECKING:
-    from llmobs.config import Settings
+from llmobs.config import Settings
+from llmobs.serving import setup_logging, tune_gc
+from llmobs.store.key_events import follow_key_changes
 
 DESCRIPTION = """Read (and write) the spans stored by LLM Observatory.
 
@@ -51,9 +52,6 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         import asyncio
 
-        from llmobs.serving import tune_gc
-        from llmobs.store.key_events import follow_key_changes
-
         await db.open()
         tune_gc()
         key_changes = asyncio.create_task(
@@ -77,9 +75,6 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.api = state
     install_error_handlers(app)
-
-    from llmobs.api import graphql
-    from llmobs.api.routes import account, analytics, health, ingest, lifecycle, read, scores, signals, stream
 
     # stream before read: /api/v1/traces/stream must not be taken for a trace id; signals before
     # analytics: /api/v1/metrics/series is not the metrics endpoint.
@@ -109,8 +104,6 @@ def create_app(settings: Settings) -> FastAPI:
 
 def app_from_environment() -> FastAPI:
     """Factory for uvicorn worker processes: settings from the environment (see server.serve)."""
-    from llmobs.config import Settings
-    from llmobs.serving import setup_logging
 
     settings = Settings.load(None)
     setup_logging(settings, "api-worker")

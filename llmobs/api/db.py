@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from psycopg_pool import AsyncConnectionPool
 
-from llmobs.store.db import APP_GROUP_ROLE, connect_kwargs
+from llmobs.store.db import APP_GROUP_ROLE, connect_kwargs, first_line
 
 if TYPE_CHECKING:
     import psycopg
@@ -176,8 +176,6 @@ class Database:
             yield conn
 
     async def ping(self, timeout: float = 2.0) -> tuple[bool, str]:
-        from llmobs.store.db import first_line
-
         try:
             async with self.pool.connection(timeout=timeout) as conn:
                 await conn.execute("SELECT 1")

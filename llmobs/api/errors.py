@@ -18,6 +18,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from llmobs.store.db import first_line
 from llmobs.store.queries import QueryError
 
 if TYPE_CHECKING:
@@ -176,8 +177,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def bad_value(request: Request, exc: Exception) -> Response:
         # Values PostgreSQL cannot take (NUL characters, numbers out of range, ...).
-        from llmobs.store.db import first_line
-
         return error_response(request, 422, "invalid_value", f"a value in the request is not usable: {first_line(exc)}")
 
     async def db_unavailable(request: Request, exc: Exception) -> Response:

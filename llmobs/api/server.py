@@ -10,7 +10,10 @@ import socket
 import tempfile
 from typing import TYPE_CHECKING, Any
 
+from llmobs.api.app import create_app
+from llmobs.api.prom import MULTIPROC_ENV, scrape_registry
 from llmobs.config import SETTINGS
+from llmobs.http_drain import DrainingServer
 from llmobs.serving import listening_socket, notify_ready, serve_replica_metrics, setup_logging
 
 if TYPE_CHECKING:
@@ -43,7 +46,6 @@ def settings_environ(settings: Settings) -> dict[str, str]:
 
 async def _serve_one(app: Any, config: dict[str, Any], sock: socket.socket) -> None:
     """Serve on ``sock`` and tell the supervisor once startup (lifespan: pools) has finished."""
-    from llmobs.http_drain import DrainingServer
 
     server = DrainingServer(app, **config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -57,8 +59,6 @@ async def _serve_one(app: Any, config: dict[str, Any], sock: socket.socket) -> N
 def serve(settings: Settings, host: str | None = None, port: int | None = None, workers: int = 1) -> None:
     """Serve until interrupted. Raises a ConfigError before binding when settings are wrong."""
     import uvicorn
-
-    from llmobs.api.app import create_app
 
     host = _listen_host(settings, host)
     port = port or settings.get_int("API_PORT")
@@ -82,7 +82,6 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
     create_app(settings)  # fail here, once, on bad settings rather than in every worker
     common.update(host=host, port=port)
     os.environ.update(settings_environ(settings))
-    from llmobs.api.prom import MULTIPROC_ENV, scrape_registry
 
     own_dir = None
     if not os.environ.get(MULTIPROC_ENV):

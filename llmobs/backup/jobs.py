@@ -10,16 +10,22 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from llmobs.backup.attempts import FailedAttempt, StepTracker, failed_attempts, forget_before, recording_failure
+from llmobs.backup.grafana_backup import create_grafana
 from llmobs.backup.job_env import in_job
 from llmobs.backup.lock import backup_lock
+from llmobs.backup.logical import create_logical
 from llmobs.backup.manifest import BACKUP_TYPES, Manifest, new_backup_id
 from llmobs.backup.paths import share_with_group
-from llmobs.backup.physical import finish_backup_dir
+from llmobs.backup.pgclient import admin_connection, binaries_for, scalar
+from llmobs.backup.physical import create_physical, finish_backup_dir
+from llmobs.backup.pitr import WalIndex, merge_windows
 from llmobs.backup.records import record_backups, record_failed_attempt
+from llmobs.backup.redis_backup import create_redis
 from llmobs.backup.repository import BackupEntry, DamagedBackup, Repository
 from llmobs.backup.retention import PruneResult, RetentionPolicy, prune
 from llmobs.backup.verify import VerifyResult, backup_own_segments, damaged_result, verify_backup
 from llmobs.errors import LlmobsError, UsageError
+from llmobs.store import audit
 from llmobs.store.db import first_line
 
 if TYPE_CHECKING:
@@ -93,18 +99,11 @@ def _check_wal_archived(repo: Repository, manifest: Manifest, progress: Progress
 
 def _creator(settings: Settings, backup_type: str) -> Any:
     if backup_type == "physical":
-        from llmobs.backup.physical import create_physical
-
         return lambda work, bid, progress: create_physical(settings, work, bid, progress)
     if backup_type == "logical":
-        from llmobs.backup.logical import create_logical
-
         return lambda work, bid, progress: create_logical(settings, work, bid, progress)
     if backup_type == "redis":
-        from llmobs.backup.redis_backup import create_redis
-
         return lambda work, bid, progress: create_redis(settings, work, bid, progress)
-    from llmobs.backup.grafana_backup import create_grafana
 
     data_dir = settings.get_str("BACKUP_GRAFANA_DATA_DIR")
     if not data_dir:
@@ -135,7 +134,6 @@ def ship_wal(settings: Settings, repo: Repository | None = None) -> list[str]:
 
 def live_timeline(settings: Settings) -> int | None:
     """The running cluster's timeline, or None when it cannot be reached."""
-    from llmobs.backup.pgclient import admin_connection, scalar
 
     try:
         with admin_connection(settings, dbname="postgres") as conn:
@@ -153,8 +151,6 @@ def verify_backups(
     repo: Repository | None = None,
 ) -> list[VerifyResult]:
     """Verify the given backups (all when None; the newest of each type with ``newest_only``)."""
-    from llmobs.backup.pgclient import binaries_for
-    from llmobs.backup.pitr import WalIndex
 
     repo = repo or Repository.from_settings(settings)
     repo.paths.ensure()
@@ -218,9 +214,6 @@ def prune_backups(
 
 
 def audit_action(settings: Settings, action: str, target: str | None, details: dict[str, Any]) -> None:
-    from llmobs.backup.pgclient import admin_connection
-    from llmobs.store import audit
-
     try:
         with admin_connection(settings) as conn:
             audit.record(
@@ -255,8 +248,6 @@ class Listing:
                 "verified_at": (m.verification or {}).get("at"),
             }
             if m.type == "physical":
-                from llmobs.backup.verify import backup_own_segments
-
                 own = backup_own_segments(m)
                 row.update(
                     timeline=m.timeline, start_lsn=m.start_lsn, end_lsn=m.end_lsn, wal_start=own[0], wal_end=own[-1]
@@ -276,9 +267,6 @@ class Listing:
 
 
 def list_backups(settings: Settings, *, remote: bool = True, repo: Repository | None = None) -> Listing:
-    from llmobs.backup.pgclient import binaries_for
-    from llmobs.backup.pitr import WalIndex, merge_windows
-
     repo = repo or Repository.from_settings(settings, use_s3=remote)
     entries = repo.backups(remote=remote)
     listing = Listing(

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmobs.backup.pgclient import admin_connection
 from llmobs.errors import LlmobsError, UsageError
 
 if TYPE_CHECKING:
@@ -98,8 +99,6 @@ def find_kept_aside(settings: Settings, paths: BackupPaths, pgdata: Path | None)
 
 
 def _kept_databases(settings: Settings) -> list[KeptAside]:
-    from llmobs.backup.pgclient import admin_connection
-
     try:
         with admin_connection(settings, dbname="postgres") as conn:
             rows = conn.execute(
@@ -117,8 +116,6 @@ def remove_kept_aside(settings: Settings, paths: BackupPaths, pgdata: Path | Non
             continue
         if item.kind == "database":
             from psycopg import sql
-
-            from llmobs.backup.pgclient import admin_connection
 
             with admin_connection(settings, dbname="postgres") as conn:
                 conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))

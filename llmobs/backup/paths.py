@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llmobs.backup.job_env import in_job
 from llmobs.errors import LlmobsError
 from llmobs.proc import OsUser
 from llmobs.stack.layout import LocalLayout
@@ -56,8 +57,6 @@ class BackupPaths:
         return self.backup_dir / "kept-aside"
 
     def ensure(self) -> None:
-        from llmobs.backup.job_env import in_job
-
         if in_job():
             os.umask(0o007)  # what this job creates is the group's to read and write
         self.backup_dir.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ from llmobs.backup.wal import (
     SEGMENT_RE,
     chain_steps,
     follow_chain,
+    history_name,
     last_commit_time,
     parse_lsn,
     parse_segment,
@@ -109,7 +110,6 @@ class WalIndex:
 
     def history_time(self, timeline: int) -> datetime | None:
         """When the history file of ``timeline`` was archived (the local archive's mtime)."""
-        from llmobs.backup.wal import history_name
 
         path = self.repo.wal_archive.path(history_name(timeline))
         return datetime.fromtimestamp(path.stat().st_mtime, UTC) if path.is_file() else None

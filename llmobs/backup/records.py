@@ -10,7 +10,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from llmobs.backup.attempts import FailedAttempt
+from llmobs.backup.pgclient import admin_connection
 from llmobs.errors import LlmobsError
+from llmobs.store.db import first_line
 
 if TYPE_CHECKING:
     import psycopg
@@ -43,7 +45,6 @@ def _has_table(conn: psycopg.Connection) -> bool:
 def record_backups(settings: Settings, entries: Iterable[BackupEntry], *, forget: Iterable[str] = ()) -> None:
     """Upsert a row per database backup (status ``failed`` when its verification failed) and
     delete the rows of ``forget`` (backups that no longer exist anywhere)."""
-    from llmobs.backup.pgclient import admin_connection
 
     rows = [
         (
@@ -73,8 +74,6 @@ def record_backups(settings: Settings, entries: Iterable[BackupEntry], *, forget
     except LlmobsError as exc:
         log.warning("could not record backups in the database: %s", exc.message)
     except Exception as exc:  # psycopg errors: the backups stand, only their rows are missing
-        from llmobs.store.db import first_line
-
         log.warning("could not record backups in the database: %s", first_line(exc))
 
 

@@ -29,8 +29,9 @@ from llmobs.backup.grafana_backup import ARCHIVE as GRAFANA_ARCHIVE
 from llmobs.backup.grafana_backup import install_grafana
 from llmobs.backup.job_env import in_job
 from llmobs.backup.kept_aside import ASIDE_MARK, DB_MARK
+from llmobs.backup.lock import backup_lock
 from llmobs.backup.logical import DUMP_FILE, check_dump, restore_dump
-from llmobs.backup.paths import share_with_group
+from llmobs.backup.paths import BackupPaths, share_with_group
 from llmobs.backup.pgclient import admin_connection, binaries_for
 from llmobs.backup.pitr import (
     RestorePlan,
@@ -44,6 +45,7 @@ from llmobs.backup.pitr import (
     stage_physical,
     wait_promoted,
 )
+from llmobs.backup.records import record_backups
 from llmobs.backup.redis_backup import RDB_FILE, install_rdb
 from llmobs.backup.repository import BackupEntry, Repository
 from llmobs.backup.sites import Site
@@ -51,6 +53,7 @@ from llmobs.backup.verify import check_checksums
 from llmobs.backup.wal import switch_and_wait
 from llmobs.errors import LlmobsError, UsageError
 from llmobs.stack.restore_journal import RestoreJournal, finish_interrupted, roll_back
+from llmobs.store import audit
 
 if TYPE_CHECKING:
     from llmobs.config import Settings
@@ -256,8 +259,6 @@ def check_database(settings: Settings) -> None:
 
 def audit_restore(settings: Settings, result: RestoreResult, repo: Repository | None = None) -> None:
     """The restore's audit record; and the backup rows, which a restore of the database rewinds."""
-    from llmobs.backup.records import record_backups
-    from llmobs.store import audit
 
     if repo is not None:
         record_backups(settings, repo.backups(remote=False))
@@ -426,7 +427,6 @@ def run_restore(
 ) -> RestoreResult:
     """Restore a backup (``backup_id``), or the stack's data as it was at ``target``; under the
     backup lock, so no backup runs meanwhile."""
-    from llmobs.backup.lock import backup_lock
 
     repo = repo or Repository.from_settings(settings)
     repo.paths.ensure()
@@ -450,8 +450,6 @@ def finish_interrupted_job(settings: Settings, site: Site, progress: Progress) -
     """Undo (or complete) a restore that was interrupted, under the backup lock so that a
     restore still running is left alone; what the compose runtime's `up` asks of a job before
     the database starts. Returns what was done, if anything."""
-    from llmobs.backup.lock import backup_lock
-    from llmobs.backup.paths import BackupPaths
 
     paths = BackupPaths.from_settings(settings)
     paths.ensure()

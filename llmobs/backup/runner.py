@@ -21,7 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmobs.backup.control import HostChannel, serve
 from llmobs.backup.job_env import IN_JOB_ENV, in_job
+from llmobs.backup.manifest import backup_type_of
+from llmobs.backup.sites import ComposeJobSite, LocalStackSite
 from llmobs.errors import (
     EXIT_ABORTED,
     EXIT_ALREADY_RUNNING,
@@ -32,11 +35,14 @@ from llmobs.errors import (
     LlmobsError,
 )
 from llmobs.progress import Progress, SilentProgress
+from llmobs.stack.compose import JOB_SERVICE, RESTORE_SERVICE, ComposeStack
+from llmobs.stack.local import LocalStack
+from llmobs.stack.runtime import get_stack, resolve_runtime
 
 if TYPE_CHECKING:
     from llmobs.backup.sites import Site
     from llmobs.config import Settings
-    from llmobs.stack.compose import ComposeStack
+    from llmobs.stack.local import RedisPasswords
 
 #: exit codes of a restore job that changed nothing (refused, locked out, declined)
 _UNTOUCHED = (EXIT_USAGE, EXIT_ALREADY_RUNNING, EXIT_ABORTED)
@@ -46,15 +52,11 @@ def runs_here(settings: Settings) -> bool:
     """True when this process does the work itself."""
     if in_job():
         return True
-    from llmobs.stack.runtime import resolve_runtime
 
     return resolve_runtime(settings) == "local"
 
 
 def _compose_stack(settings: Settings) -> ComposeStack:
-    from llmobs.stack.compose import ComposeStack
-    from llmobs.stack.runtime import get_stack
-
     stack = get_stack(settings)
     if not isinstance(stack, ComposeStack):
         raise LlmobsError("this command delegates to the compose runtime, but the stack runs locally")
@@ -64,8 +66,6 @@ def _compose_stack(settings: Settings) -> ComposeStack:
 def _run_job(stack: ComposeStack, argv: Sequence[str], *, db_owner: str | None = None) -> int:
     """`llmobs ARGV` in a job container, serving its requests; its output is ours. With
     ``db_owner`` ("UID:GID"), a restore job running as that user. Returns its exit code."""
-    from llmobs.backup.control import serve
-    from llmobs.stack.compose import JOB_SERVICE, RESTORE_SERVICE
 
     proc = stack.spawn_job(
         list(argv), service=RESTORE_SERVICE if db_owner else JOB_SERVICE, user=db_owner, env={IN_JOB_ENV: "1"}
@@ -138,8 +138,6 @@ _SERVICE_DATA_SETTINGS = {"redis": "BACKUP_REDIS_DATA_DIR", "grafana": "BACKUP_G
 def _restore_job_owner(stack: ComposeStack, backup_id: str | None) -> str:
     """ "UID:GID" a restore job runs as: the owner of the data it replaces, Redis's or Grafana's
     volume for their backups, PostgreSQL's data directory otherwise."""
-    from llmobs.backup.manifest import backup_type_of
-    from llmobs.stack.compose import RESTORE_SERVICE
 
     kind = backup_type_of(backup_id) if backup_id else None
     setting = _SERVICE_DATA_SETTINGS.get(kind or "")
@@ -168,19 +166,13 @@ def finish_interrupted_restore(stack: ComposeStack, progress: Progress) -> None:
     marker.unlink(missing_ok=True)
 
 
-def restore_site(settings: Settings) -> Site:
+def restore_site(settings: Settings, *, redis_passwords: RedisPasswords | None = None) -> Site:
     """The site a restore acts on: inside a compose job, the mounted volume and the host's
-    services; else the local runtime's cluster."""
+    services; else the local runtime's cluster, whose Redis accepts ``redis_passwords`` when the
+    restore starts it (see ``LocalStack``)."""
     if in_job():
-        from llmobs.backup.control import HostChannel
-        from llmobs.backup.sites import ComposeJobSite
-
         return ComposeJobSite(settings, HostChannel())
-    from llmobs.backup.sites import LocalStackSite
-    from llmobs.stack.local import LocalStack
-    from llmobs.stack.runtime import get_stack
-
-    stack = get_stack(settings)
+    stack = get_stack(settings, redis_passwords=redis_passwords)
     if not isinstance(stack, LocalStack):
         raise LlmobsError("unexpected runtime object")
     return LocalStackSite(stack)

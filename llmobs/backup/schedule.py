@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from llmobs.backup.jobs import create_backup, prune_backups, ship_wal, verify_backups
 from llmobs.errors import AlreadyRunning, ConfigError, LlmobsError
 
 if TYPE_CHECKING:
@@ -29,22 +30,16 @@ class Job:
 
 def _create(kind: str) -> Callable[[Settings, Progress], Any]:
     def run(settings: Settings, progress: Progress) -> Any:
-        from llmobs.backup.jobs import create_backup
-
         return create_backup(settings, kind, progress).id
 
     return run
 
 
 def _ship(settings: Settings, progress: Progress) -> Any:
-    from llmobs.backup.jobs import ship_wal
-
     return len(ship_wal(settings))
 
 
 def _verify(settings: Settings, progress: Progress) -> Any:
-    from llmobs.backup.jobs import verify_backups
-
     results = verify_backups(settings, None, progress, newest_only=True)
     failed = [r.backup_id for r in results if not r.ok]
     if failed:
@@ -53,8 +48,6 @@ def _verify(settings: Settings, progress: Progress) -> Any:
 
 
 def _prune(settings: Settings, progress: Progress) -> Any:
-    from llmobs.backup.jobs import prune_backups
-
     return len(prune_backups(settings, dry_run=False).deleted)
 
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llmobs.backup.pgclient import admin_connection, binaries_for
 from llmobs.errors import LlmobsError
 from llmobs.proc import run
 from llmobs.progress import Progress
@@ -205,8 +206,6 @@ class ComposeJobSite(Site):
         return "see `llmobs logs timescaledb`"
 
     def binaries(self) -> PgBinaries:
-        from llmobs.backup.pgclient import binaries_for
-
         try:
             major = int((self.pgdata / "PG_VERSION").read_text().split(".")[0])
         except (OSError, ValueError):
@@ -233,7 +232,6 @@ class ComposeJobSite(Site):
     def start_db(self, progress: Progress, *, timeout: int) -> None:
         """Started without waiting for its healthcheck (a long recovery would fail it); this
         waits until it accepts connections, as pg_ctl -w does."""
-        from llmobs.backup.pgclient import admin_connection
 
         progress.step("Starting PostgreSQL")
         self.host.request("start", services=[DB_SERVICE], wait=False)

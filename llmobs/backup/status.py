@@ -9,7 +9,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from llmobs.backup.attempts import FailedAttempt, failed_attempts, unresolved
+from llmobs.backup.job_env import in_job
+from llmobs.backup.records import recorded_summary
+from llmobs.backup.repository import Repository
 from llmobs.errors import LlmobsError
+from llmobs.stack.runtime import resolve_runtime
+from llmobs.store.db import connect, first_line
 
 if TYPE_CHECKING:
     from llmobs.config import Settings
@@ -26,8 +31,6 @@ def backup_facts(settings: Settings, *, now: datetime | None = None) -> dict[str
     has never been backed up is not warned about: that is a choice, not a failure).
 
     ``available`` is False when the facts cannot be read from here."""
-    from llmobs.backup.job_env import in_job
-    from llmobs.stack.runtime import resolve_runtime
 
     now = now or datetime.now(UTC)
     if not in_job() and resolve_runtime(settings) == "compose":
@@ -36,8 +39,6 @@ def backup_facts(settings: Settings, *, now: datetime | None = None) -> dict[str
 
 
 def _from_directory(settings: Settings, now: datetime) -> dict[str, Any]:
-    from llmobs.backup.repository import Repository
-
     try:
         repo = Repository.from_settings(settings, use_s3=False)
     except LlmobsError as exc:
@@ -57,9 +58,6 @@ def _from_directory(settings: Settings, now: datetime) -> dict[str, Any]:
 
 
 def _from_database(settings: Settings, now: datetime) -> dict[str, Any]:
-    from llmobs.backup.records import recorded_summary
-    from llmobs.store.db import connect, first_line
-
     try:
         with connect(settings, "admin", connect_timeout=2) as conn:
             conn.execute("SET statement_timeout = '500ms'")

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from llmobs.backup.extract import extract_physical, verify_extracted
 from llmobs.backup.grafana_backup import ARCHIVE, check_archive
 from llmobs.backup.logical import DUMP_FILE, check_dump
 from llmobs.backup.manifest import Manifest, sha256_file
@@ -204,8 +205,6 @@ def _type_checks(
     timeline: int | None,
 ) -> None:
     if m.type == "physical":
-        from llmobs.backup.extract import extract_physical, verify_extracted
-
         assert binaries is not None
         scratch = repo.paths.work_dir / f"verify-{m.id}"
         shutil.rmtree(scratch, ignore_errors=True)

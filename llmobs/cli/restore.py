@@ -70,7 +70,9 @@ def restore(
             with ConsoleProgress(obj.err_console) as host_progress:
                 code = delegate_restore(obj.settings, argv, host_progress, backup_id=backup_id)
             raise typer.Exit(code)
-        site = restore_site(obj.settings)
+        from llmobs.secrets.store import redis_passwords_in_play
+
+        site = restore_site(obj.settings, redis_passwords=redis_passwords_in_play)
         if json_:
             result = run_restore(obj.settings, site, backup_id=backup_id, target=target, progress=JsonProgress())
             emit({"event": "restored", **result.to_dict()})

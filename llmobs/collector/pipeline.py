@@ -50,6 +50,7 @@ from llmobs.collector.messages import (
 from llmobs.collector.normalize import Normalized, OutOfRange, check_cost, normalize
 from llmobs.collector.pricing import PriceRule, Pricing, aload_rules, load_rules
 from llmobs.collector.redact import DETECTORS, RedactionRules, Redactor, parse_list
+from llmobs.errors import ConfigError
 from llmobs.store.spans import SpanRow, SpanWindow
 
 if TYPE_CHECKING:
@@ -125,8 +126,6 @@ class PipelineConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PipelineConfig:
-        from llmobs.errors import ConfigError
-
         detectors = parse_list(settings.get_str("PII_DETECTORS"))
         unknown = [d for d in detectors if d not in DETECTORS]
         if unknown:

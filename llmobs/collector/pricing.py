@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmobs.collector.normalize import Normalized, provider_name
 from llmobs.errors import UsageError
+from llmobs.store import audit
 
 if TYPE_CHECKING:
     import psycopg
@@ -208,8 +209,6 @@ def set_price(conn: psycopg.Connection, rule: PriceRule, *, source: str = "cli",
     assert found is not None
     saved = _rule_from_row(found)
     if actor is not None:
-        from llmobs.store import audit
-
         details = {k: v for k, v in saved.to_dict().items() if k not in ("id", "project")}
         audit.record(
             conn,
@@ -307,8 +306,6 @@ def import_prices(
     ]
     saved = [set_price(conn, r, source=f"import:{path.name}") for r in rules]
     if actor is not None:
-        from llmobs.store import audit
-
         audit.record(
             conn,
             "price.import",

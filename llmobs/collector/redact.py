@@ -69,7 +69,7 @@ DETECTORS: dict[str, tuple[str, str]] = {
 SECRET_DETECTORS = ("bearer_token", "api_key", "aws_access_key")
 
 # Strings shorter than the shortest thing any detector finds are not scanned.
-_MIN_SCAN_LENGTH = 7
+_MIN_SCAN_LENGTH = 6  # "a@b.io"
 
 
 def luhn_valid(digits: str) -> bool:

@@ -19,13 +19,22 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from llmobs import __version__
-from llmobs.serving import notify_ready, tune_gc
+from llmobs.collector.auth import ApiKeyCache
+from llmobs.collector.pipeline import SpanPipeline
+from llmobs.collector.pricing import load_rules
+from llmobs.collector.publish import TracePublisher
+from llmobs.collector.sampling import TailPolicy, TailSampler
+from llmobs.collector.stats import FLUSH_INTERVAL, IngestCounts, write_counts
+from llmobs.collector.writer import Writer
+from llmobs.http_drain import DrainingServer
+from llmobs.serving import listening_socket, notify_ready, tune_gc
+from llmobs.store import apikeys
+from llmobs.store.db import connect_kwargs, make_pool
+from llmobs.store.key_events import follow_key_changes
 
 if TYPE_CHECKING:
     import uvicorn
 
-    from llmobs.collector.pipeline import SpanPipeline
-    from llmobs.collector.stats import IngestCounts
     from llmobs.config import Settings
 
 log = logging.getLogger("llmobs.collector")
@@ -34,7 +43,6 @@ log = logging.getLogger("llmobs.collector")
 def listen_socket(host: str, port: int) -> socket.socket:
     """A listening socket shared with the other workers and replicas (SO_REUSEPORT); an OSError
     naming the address when it cannot be had."""
-    from llmobs.serving import listening_socket
 
     try:
         return listening_socket(host, port)
@@ -45,7 +53,6 @@ def listen_socket(host: str, port: int) -> socket.socket:
 async def start_http_server(app: Any, sock: socket.socket, *, graceful_seconds: int) -> uvicorn.Server:
     """Serve an ASGI app with uvicorn on ``sock`` without uvicorn's own signal handling (which would
     re-raise SIGTERM after its shutdown and end the process before the writer drained)."""
-    from llmobs.http_drain import DrainingServer
 
     server = DrainingServer(
         app,
@@ -83,8 +90,6 @@ class Collector:
     """One collector process."""
 
     def __init__(self, settings: Settings, host: str, *, serve_metrics: bool = True) -> None:
-        from llmobs.collector.pipeline import SpanPipeline
-
         self.settings = settings
         self.host = host
         self.serve_metrics = serve_metrics
@@ -92,23 +97,15 @@ class Collector:
         self._stop = asyncio.Event()
 
     def _lookup_pool(self) -> Any:
-        from llmobs.store.db import make_pool
-
         return make_pool(self.settings, "app", min_size=0, max_size=2, name="collector-control", open=False)
 
     async def run(self) -> None:
-        from llmobs.collector.auth import ApiKeyCache
+        # Not at module top: these import prometheus_client, which a collector supervising
+        # workers (collector/main.py) must import only after it has set PROMETHEUS_MULTIPROC_DIR.
         from llmobs.collector.grpc_receiver import start_grpc
         from llmobs.collector.http_receiver import HealthApp, OtlpHttpApp
         from llmobs.collector.ingest import Ingestor
         from llmobs.collector.metrics import CollectorMetrics
-        from llmobs.collector.publish import TracePublisher
-        from llmobs.collector.sampling import TailPolicy, TailSampler
-        from llmobs.collector.stats import IngestCounts
-        from llmobs.collector.writer import Writer
-        from llmobs.store import apikeys
-        from llmobs.store.db import connect_kwargs
-        from llmobs.store.key_events import follow_key_changes
 
         s = self.settings
         metrics = CollectorMetrics()
@@ -223,15 +220,11 @@ class Collector:
         log.info("stopped%s", "" if drained else " (some spans could not be written)")
 
     async def _flush_counts(self, pool: Any, counts: IngestCounts) -> None:
-        from llmobs.collector.stats import FLUSH_INTERVAL
-
         while True:
             await asyncio.sleep(FLUSH_INTERVAL)
             await self._write_counts(pool, counts)
 
     async def _write_counts(self, pool: Any, counts: IngestCounts) -> None:
-        from llmobs.collector.stats import write_counts
-
         taken = counts.take()
         if not taken:
             return
@@ -247,8 +240,6 @@ class Collector:
             counts.restore(taken)
 
     async def _refresh_prices(self, pool: Any) -> None:
-        from llmobs.collector.pricing import load_rules
-
         interval = self.settings.get_int("COLLECTOR_PRICE_REFRESH_SECONDS")
 
         def load() -> Any:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from llmobs.store import ingest_stats
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -40,7 +42,6 @@ class IngestCounts:
 
 def write_counts(conn: psycopg.Connection, taken: Counts) -> None:
     """Add ``taken`` to the current minute (the caller commits)."""
-    from llmobs.store import ingest_stats
 
     for (source, project_id), (accepted, rejected, refused) in taken.items():
         ingest_stats.count(conn, source, project_id, accepted=accepted, rejected=rejected, refused=refused)

@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmobs.config import Settings
+from llmobs.secrets.store import redis_passwords_in_play
+from llmobs.stack.lifecycle import wait_healthy
+from llmobs.stack.runtime import get_stack
 
 if TYPE_CHECKING:
     from llmobs.progress import Progress
@@ -34,9 +37,6 @@ class RotationContext:
         return Settings.load(self.project_dir, environ=self.store.environ)
 
     def stack(self) -> Stack:
-        from llmobs.secrets.store import redis_passwords_in_play
-        from llmobs.stack.runtime import get_stack
-
         return get_stack(self.settings(), self.journal.runtime, redis_passwords=redis_passwords_in_play)
 
     def running(self, services: Sequence[str]) -> list[str]:
@@ -47,7 +47,6 @@ class RotationContext:
     def rolling_restart(self, services: Sequence[str]) -> None:
         """Replace ``services`` one replica at a time, each new one started with ``.env`` as it is
         now, and wait until they are healthy."""
-        from llmobs.stack.lifecycle import wait_healthy
 
         stack = self.stack()
         stack.restart(services, self.progress)

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from llmobs.config import write_private_file
-from llmobs.errors import AlreadyRunning
+from llmobs.errors import AlreadyRunning, LlmobsError
 
 
 def journal_path(project_dir: Path) -> Path:
@@ -53,8 +53,6 @@ class RotationJournal:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
-            from llmobs.errors import LlmobsError
-
             raise LlmobsError(
                 f"the rotation journal {path} is unreadable: {exc}",
                 hint="it holds no secret: inspect it, then delete it to start over",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+from llmobs.api.tokens import TokenSigner, kid_for
 from llmobs.errors import LlmobsError
 from llmobs.secrets.context import RotationContext, Step
 from llmobs.secrets.http import base_url, request
@@ -49,8 +50,6 @@ def grace_seconds(ctx: RotationContext) -> int:
 
 
 def commit(ctx: RotationContext) -> None:
-    from llmobs.api.tokens import kid_for
-
     new = ctx.store.staged(NAME)
     if new is None:
         return
@@ -82,7 +81,6 @@ def commit(ctx: RotationContext) -> None:
 def accept(ctx: RotationContext) -> None:
     """Phase 1: every api replica restarted with the staged key among the keys it accepts, then
     a token signed with the staged key presented to the API (see :func:`_staged_key_refusals`)."""
-    from llmobs.api.tokens import kid_for
 
     staged = ctx.store.staged(NAME)
     if staged is None:  # already switched: nothing left to accept first
@@ -117,8 +115,6 @@ def _staged_key_refusals(api: str, token: str, staged: str) -> str:
     from datetime import timedelta
 
     import jwt
-
-    from llmobs.api.tokens import TokenSigner
 
     claims = jwt.decode(token, options={"verify_signature": False})
     probe = (
@@ -165,8 +161,6 @@ def verify(ctx: RotationContext) -> None:
     """The API signs new tokens with the new key and accepts them. Needs the API running and the
     default project's admin key (LLMOBS_ADMIN_API_KEY); otherwise says what it could not check."""
     import jwt
-
-    from llmobs.api.tokens import kid_for
 
     if not ctx.running(["api"]):
         ctx.warn("the api is not running: the new JWT key is checked when it starts")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from llmobs.errors import LlmobsError
+from llmobs.errors import ConfigError, LlmobsError
 from llmobs.secrets.context import RotationContext, Step
 from llmobs.store.bootstrap import set_role_password
 from llmobs.store.db import APP_GROUP_ROLE, APP_LOGIN_ROLES, READONLY_ROLE, SUPERUSER, connect_kwargs, first_line
@@ -32,8 +32,6 @@ _APP_SERVICES = ("api", "collector")
 
 def other_app_role(current: str) -> str:
     if current not in APP_LOGIN_ROLES:
-        from llmobs.errors import ConfigError
-
         raise ConfigError("DB_APP_USER", f"{current!r} is not one of: {', '.join(APP_LOGIN_ROLES)}")
     return APP_LOGIN_ROLES[1 - APP_LOGIN_ROLES.index(current)]
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from llmobs.errors import LlmobsError
 from llmobs.secrets.context import RotationContext, Step
+from llmobs.stack.local import LocalStack
 from llmobs.store.db import first_line
 
 if TYPE_CHECKING:
@@ -76,7 +77,6 @@ def _admin(ctx: RotationContext) -> redis.Redis:
 def _persist(ctx: RotationContext, passwords: list[str]) -> None:
     """Keep the local runtime's redis.conf in step with the live ACL (compose: the container
     writes its configuration from the secret at start)."""
-    from llmobs.stack.local import LocalStack
 
     stack = ctx.stack()
     if isinstance(stack, LocalStack):

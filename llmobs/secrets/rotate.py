@@ -31,11 +31,16 @@ from typing import TYPE_CHECKING, Any
 
 from llmobs.config import SETTINGS_BY_NAME, Settings, generate_secret
 from llmobs.errors import ConfigError, LlmobsError
+from llmobs.progress import SilentProgress
 from llmobs.secrets import grafana_admin, history, jwt_key, postgres_roles, redis_acl
 from llmobs.secrets.catalog import expand_targets, secrets_of
 from llmobs.secrets.context import RotationContext, Step
 from llmobs.secrets.journal import RotationJournal, rotation_lock
 from llmobs.secrets.store import SecretStore
+from llmobs.stack.lifecycle import wait_healthy
+from llmobs.stack.local import LocalStack
+from llmobs.stack.runtime import get_stack, resolve_runtime
+from llmobs.store import audit
 
 if TYPE_CHECKING:
     from llmobs.progress import Progress
@@ -102,8 +107,6 @@ def rotate(
 def _plan(
     project_dir: Path, store: SecretStore, targets: list[str], progress: Progress, result: RotationResult
 ) -> RotationJournal | None:
-    from llmobs.stack.runtime import get_stack, resolve_runtime
-
     settings = Settings.load(project_dir, environ=store.environ)
     runtime = resolve_runtime(settings)
     stack = get_stack(settings, runtime)
@@ -160,8 +163,6 @@ def _rewritten_keys(targets: list[str], names: list[str]) -> list[str]:
 def _preflight(stack: Stack, settings: Settings, targets: list[str], progress: Progress) -> None:
     """The stack must be up (the servers change credentials online), and services must not hold
     rotated secrets in their environment (they would never see the new values)."""
-    from llmobs.progress import SilentProgress
-    from llmobs.stack.lifecycle import wait_healthy
 
     needed = ["timescaledb", *(["redis"] if "redis" in targets else [])]
     if "grafana" in targets:
@@ -182,8 +183,6 @@ def _preflight(stack: Stack, settings: Settings, targets: list[str], progress: P
 
 
 def _check_service_environment(stack: Stack, targets: list[str]) -> None:
-    from llmobs.stack.local import LocalStack
-
     if not isinstance(stack, LocalStack):
         return
     pid = stack.supervisor_pid()
@@ -284,9 +283,6 @@ def _restart(ctx: RotationContext) -> None:
 
 
 def _verify(ctx: RotationContext) -> None:
-    from llmobs.progress import SilentProgress
-    from llmobs.stack.lifecycle import wait_healthy
-
     stack = ctx.stack()
     services = ctx.running(stack.available_services())
     wait_healthy(stack, ctx.settings(), services, SilentProgress(), timeout=120)
@@ -303,8 +299,6 @@ def _verify(ctx: RotationContext) -> None:
 
 
 def _finish(ctx: RotationContext) -> None:
-    from llmobs.store import audit
-
     journal = ctx.journal
     now = datetime.now(UTC).isoformat()
     actor = audit.cli_actor()

@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from llmobs.errors import LlmobsError
+from llmobs.stack.ports import port_in_use
+from llmobs.stack.postgres import PgBinaries
+from llmobs.stack.runtime import docker_engine_answers
 
 if TYPE_CHECKING:
     from llmobs.config import Settings
@@ -38,8 +41,6 @@ def _python() -> Check:
 
 
 def _local_checks(settings: Settings | None) -> list[Check]:
-    from llmobs.stack.postgres import PgBinaries
-
     checks = []
     try:
         binaries = PgBinaries.find(settings.get_str("PG_BIN_DIR") if settings else "")
@@ -98,8 +99,6 @@ def _untraversable(path: Path) -> Path | None:
 def _compose_checks() -> list[Check]:
     import subprocess
 
-    from llmobs.stack.runtime import docker_engine_answers
-
     checks = []
     docker = shutil.which("docker")
     checks.append(
@@ -137,8 +136,6 @@ def _compose_checks() -> list[Check]:
 
 
 def _port_checks(settings: Settings, running: bool) -> list[Check]:
-    from llmobs.stack.ports import port_in_use
-
     checks = []
     bind = settings.get_str("BIND_ADDRESS")
     for key, port in settings.ports().items():

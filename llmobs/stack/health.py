@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from llmobs.stack.services import Service
+from llmobs.store.db import connect_kwargs, first_line
 
 if TYPE_CHECKING:
     from llmobs.config import Settings
@@ -50,8 +51,6 @@ def _ms(started: float) -> float:
 
 
 def _describe(exc: BaseException) -> str:
-    from llmobs.store.db import first_line
-
     if isinstance(exc, urllib.error.HTTPError):
         return f"HTTP {exc.code}"
     if isinstance(exc, urllib.error.URLError):
@@ -61,8 +60,6 @@ def _describe(exc: BaseException) -> str:
 
 def _probe_postgres(settings: Settings, timeout: float) -> str:
     import psycopg
-
-    from llmobs.store.db import connect_kwargs
 
     kwargs = connect_kwargs(settings, "admin", dbname="postgres", connect_timeout=max(1, int(timeout)))
     with psycopg.connect(**kwargs) as conn:

@@ -18,6 +18,7 @@ from llmobs.stack import facts as facts_mod
 from llmobs.stack.health import ProbeResult, probe, ui_url
 from llmobs.stack.ports import check_distinct_ports
 from llmobs.stack.services import DATA_SERVICES, SERVICES, SERVICES_BY_NAME
+from llmobs.store.bootstrap import bootstrap
 
 if TYPE_CHECKING:
     from llmobs.config import Settings
@@ -173,7 +174,6 @@ def up(
     stack: Stack, settings: Settings, progress: Progress, *, services: Sequence[str] | None = None, timeout: float = 120
 ) -> None:
     """Start the stack (or the named services and what they need): idempotent."""
-    from llmobs.store.bootstrap import bootstrap
 
     check_distinct_ports(settings)
     available = stack.available_services()

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmobs.errors import UsageError
+from llmobs.stack.compose import ComposeStack
+from llmobs.stack.local import LocalStack
 
 if TYPE_CHECKING:
     from llmobs.config import Settings
@@ -103,9 +105,6 @@ def get_stack(
     if profiles is None:
         profiles = remembered(settings).get("profiles", [])
     if name == "local":
-        from llmobs.stack.local import LocalStack
-
         return LocalStack(settings, profiles=tuple(profiles), redis_passwords=redis_passwords)
-    from llmobs.stack.compose import ComposeStack
 
     return ComposeStack(settings, profiles=tuple(profiles), before_database_start=before_database_start)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from llmobs.errors import UsageError
+
 Probe = Literal["postgres", "redis", "http"]
 
 
@@ -104,8 +106,6 @@ APP_SERVICES = ("collector", "api")
 
 
 def service(name: str) -> Service:
-    from llmobs.errors import UsageError
-
     try:
         return SERVICES_BY_NAME[name]
     except KeyError:

@@ -44,6 +44,8 @@ from llmobs.serving import READY_FD_ENV, REPLICA_METRICS_PORT_ENV, SUPERVISOR_PI
 from llmobs.stack import monitoring
 from llmobs.stack.layout import LocalLayout
 from llmobs.stack.ports import free_port
+from llmobs.store.host_facts import HostFacts
+from llmobs.store.maintain import maintain_forever
 
 log = logging.getLogger("llmobs.supervisor")
 
@@ -388,8 +390,6 @@ class Supervisor:
     # -- maintenance ----------------------------------------------------------------------------
 
     def _maintain_loop(self) -> None:
-        from llmobs.store.host_facts import HostFacts
-        from llmobs.store.maintain import maintain_forever
 
         # Settings re-read at every pass: secrets may have been rotated. Soon after start, then
         # every MAINTAIN_INTERVAL_SECONDS.

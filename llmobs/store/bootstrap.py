@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from llmobs.errors import ConfigError
 from llmobs.store import apikeys, migrations
 from llmobs.store.db import APP_GROUP_ROLE, APP_LOGIN_ROLES, READONLY_ROLE, connect
 from llmobs.store.maintain import prepare_partitions
@@ -72,8 +73,6 @@ def ensure_roles(conn: psycopg.Connection, settings: Settings) -> None:
     """
     app_user = settings.get_str("DB_APP_USER")
     if app_user not in APP_LOGIN_ROLES:
-        from llmobs.errors import ConfigError
-
         raise ConfigError("DB_APP_USER", f"{app_user!r} is not one of: {', '.join(APP_LOGIN_ROLES)}")
     set_role_password(conn, app_user, settings.secret("DB_APP_PASSWORD"), member_of=APP_GROUP_ROLE)
     set_role_password(conn, READONLY_ROLE, settings.secret("DB_READONLY_PASSWORD"))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from llmobs.store.db import connect, first_line
 from llmobs.store.host_facts import HostFacts, record_host_facts
 from llmobs.store.retention import RetentionResult, enforce_retention, timescale_retention
 from llmobs.store.signals import PARTITIONED_SIGNALS, SPANS
@@ -129,7 +130,6 @@ def _has_host_fact_tables(conn: psycopg.Connection) -> bool:
 
 def maintain_once(settings: Settings, host: HostFacts | None = None) -> MaintainResult:
     """One pass over a fresh superuser connection."""
-    from llmobs.store.db import connect
 
     with connect(settings, "admin", autocommit=True) as conn:
         return maintain(conn, settings, host=host)
@@ -148,8 +148,6 @@ def maintain_forever(
     the next one. ``settings_loader`` may be a callable: settings are then re-read at every pass,
     so a rotated password is picked up."""
     import signal
-
-    from llmobs.store.db import first_line
 
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
