@@ -164,7 +164,8 @@ def _openai_tool_calls(calls: Any) -> list[Part]:
     parts = []
     for call in calls:
         if isinstance(call, dict):
-            function = call.get("function") if isinstance(call.get("function"), dict) else call
+            nested = call.get("function")
+            function = nested if isinstance(nested, dict) else call
             parts.append(_tool_call(call.get("id"), function.get("name"), function.get("arguments")))
     return parts
 
@@ -300,7 +301,8 @@ def _choices(choices: Iterable[Any]) -> list[Message]:
     out = []
     for choice in choices:
         if isinstance(choice, dict):
-            body = choice.get("message") if isinstance(choice.get("message"), dict) else {"content": choice.get("text")}
+            nested = choice.get("message")
+            body = nested if isinstance(nested, dict) else {"content": choice.get("text")}
             out.append(_openai_message(body, "assistant", choice.get("finish_reason")))
     return out
 

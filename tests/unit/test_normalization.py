@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from llmobs.collector.normalize import normalize
+from llmobs.collector.normalize import OutOfRange, normalize
 
 
 @pytest.mark.parametrize(
@@ -114,12 +114,10 @@ def test_the_best_ranked_key_wins(attributes: dict[str, Any], column: str, expec
 @pytest.mark.parametrize(
     ("key", "value", "column", "expected"),
     [
-        ("gen_ai.usage.input_tokens", -1, "input_tokens", None),
         ("gen_ai.usage.input_tokens", True, "input_tokens", None),
         ("gen_ai.usage.input_tokens", "many", "input_tokens", None),
         ("gen_ai.usage.input_tokens", "12.0", "input_tokens", 12),
         ("gen_ai.usage.cost", float("nan"), "client_cost", None),
-        ("gen_ai.usage.cost", -0.5, "client_cost", None),
         ("gen_ai.usage.cost", "0.01", "client_cost", 0.01),
         ("gen_ai.request.model", ["a", "list"], "request_model", None),
         ("gen_ai.request.model", "", "request_model", None),
@@ -133,3 +131,17 @@ def test_the_best_ranked_key_wins(attributes: dict[str, Any], column: str, expec
 )
 def test_values_are_checked_per_column(key: str, value: Any, column: str, expected: Any) -> None:
     assert getattr(normalize({key: value}), column) == expected
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("gen_ai.usage.input_tokens", -1),
+        ("gen_ai.usage.output_tokens", 10**13),
+        ("gen_ai.usage.cost", -0.5),
+        ("gen_ai.usage.cost", 1.7e308),
+    ],
+)
+def test_numbers_out_of_range_reject_the_span(key: str, value: Any) -> None:
+    with pytest.raises(OutOfRange, match=key):
+        normalize({key: value})
