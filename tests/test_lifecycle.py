@@ -471,3 +471,14 @@ def test_export_to_s3_and_import_from_it(
         assert dump(settings, "froms3") == dump(settings, "tos3")
         missing = llmobs(tmp_path, "import", "s3://exports/nothing.jsonl", "--project", "froms3")
         assert missing.returncode in (1, 2) and "Traceback" not in missing.stderr and missing.stderr
+
+
+def test_maintenance_newer_than_its_schema_keeps_the_global_retention(admin_conn, settings: Settings):
+    """Before migration 0090 (an upgraded maintenance service, `db migrate` not yet run), retention
+    falls back to RETENTION_DAYS by whole partitions instead of failing every pass."""
+    admin_conn.execute("ALTER TABLE projects DROP COLUMN retention_days, DROP COLUMN rollup_retention_days")
+    now = datetime.now(UTC)
+    old_day = (now - timedelta(days=settings.get_int("RETENTION_DAYS") + 3)).date()
+    admin_conn.execute("SELECT llmobs_ensure_span_partition(%s)", (old_day,))
+    result = maintain(admin_conn, settings, now=now)
+    assert f"spans_p{old_day:%Y%m%d}" in result.partitions_dropped and result.rollup_from is not None
