@@ -182,6 +182,42 @@ def test_retention_per_project_drops_whole_partitions_and_deletes_the_rest_in_ba
         assert entries[0]["details"]["retention_days"] == [2, 3] and entries[0]["actor"].startswith("key:")
 
 
+# Where the scores and log_records tables do not exist (a branch without them), stand-ins with the
+# columns erasure relies on; where they exist, these statements change nothing.
+STAND_INS = """
+CREATE TABLE IF NOT EXISTS scores (project_id integer NOT NULL, trace_id text NOT NULL, name text NOT NULL,
+                                   value double precision, created_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS log_records (project_id integer NOT NULL, time timestamptz NOT NULL, trace_id text,
+                                        body jsonb, ingested_at timestamptz NOT NULL DEFAULT now());
+GRANT SELECT, DELETE ON scores, log_records TO llmobs_app;
+"""
+
+
+def attach_scores_and_logs(settings: Settings, project_id: int, trace_ids: list[str]) -> None:
+    """A score and a log record on each trace."""
+    with connect(settings, "admin", autocommit=True) as conn:
+        conn.execute(STAND_INS)
+        for trace_id in trace_ids:
+            conn.execute(
+                "INSERT INTO scores (project_id, trace_id, name, value) VALUES (%s, %s, 'helpful', 1)",
+                (project_id, trace_id),
+            )
+            conn.execute(
+                "INSERT INTO log_records (project_id, time, trace_id, body) VALUES (%s, now(), %s, %s)",
+                (project_id, trace_id, '"the user said something personal"'),
+            )
+
+
+def attached(settings: Settings, project_id: int) -> set[tuple[str, str]]:
+    with connect(settings, "admin", autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT 'scores', trace_id FROM scores WHERE project_id = %s "
+            "UNION ALL SELECT 'log_records', trace_id FROM log_records WHERE project_id = %s",
+            (project_id, project_id),
+        ).fetchall()
+    return {(r[0], r[1]) for r in rows}
+
+
 class TimedIngest(Ingest):
     """:class:`Ingest` that also notes when each trace was acknowledged."""
 
@@ -213,6 +249,7 @@ def test_erasure_of_a_user_while_the_users_spans_keep_arriving(settings: Setting
         store_spans(settings, gdpr.id, trace)
     store_spans(settings, other.id, llm_trace(now, user="alice"))  # another project's alice stays
     alice_ids = [t[0].trace_id for t in alice]
+    attach_scores_and_logs(settings, gdpr.id, [alice_ids[0], bob[0][0].trace_id])
 
     dry = json.loads(
         ok(llmobs(project_dir, "erase", "--project", "gdpr", "--user", "alice", "--dry-run", "--json")).stdout
@@ -240,6 +277,8 @@ def test_erasure_of_a_user_while_the_users_spans_keep_arriving(settings: Setting
     assert "backups taken before now still hold this data" in erased_proc.stderr or erased["backups"]
 
     assert traces_present(settings, gdpr.id, alice_ids) == set()
+    assert erased["rows"]["scores"] == 1 and erased["rows"]["log_records"] == 1
+    assert attached(settings, gdpr.id) == {("scores", bob[0][0].trace_id), ("log_records", bob[0][0].trace_id)}
     after = [t for t, at in ingest.acked_at.items() if at > erased_at]
     assert after and traces_present(settings, gdpr.id, after) == set(after)  # acknowledged after: kept
     assert len(traces_present(settings, gdpr.id, [t[0].trace_id for t in bob])) == 5
@@ -259,10 +298,12 @@ def test_erasure_of_a_user_while_the_users_spans_keep_arriving(settings: Setting
         ok(llmobs(project_dir, "erase", "--project", "gdpr", "--session", "s-bob", "--yes", "--json")).stdout
     )
     assert first["traces"] == 5 and again["traces"] == 0 and again["rows"]["spans"] == 0
+    assert first["rows"]["scores"] == 1 and attached(settings, gdpr.id) == set()
 
     # The API: admin keys only, scoped to the key's project.
     keep = llm_trace(now, user="carol")
     store_spans(settings, gdpr.id, keep)
+    attach_scores_and_logs(settings, gdpr.id, [keep[0].trace_id])
     store_spans(settings, other.id, llm_trace(now, user="carol"))
     with api_client(settings) as c:
         admin = {"Authorization": f"Bearer {gdpr.keys['admin']}"}
@@ -271,7 +312,7 @@ def test_erasure_of_a_user_while_the_users_spans_keep_arriving(settings: Setting
         counted = c.delete("/api/v1/users/carol?dry_run=true", headers=admin).json()
         assert counted["dry_run"] and counted["traces"] == 1
         gone = c.delete(f"/api/v1/traces/{keep[0].trace_id.upper()}", headers=admin).json()
-        assert gone["traces"] == 1 and gone["rows"]["spans"] == len(keep)
+        assert gone["traces"] == 1 and gone["rows"] == {"spans": len(keep), "log_records": 1, "scores": 1}
         assert c.delete(f"/api/v1/traces/{keep[0].trace_id}", headers=admin).json()["traces"] == 0
         assert c.get(f"/api/v1/traces/{keep[0].trace_id}", headers=admin).status_code == 404
         assert c.delete("/api/v1/sessions/live-session", headers=admin).json()["traces"] >= 1
