@@ -31,7 +31,7 @@ BULK_SQL = """INSERT INTO spans (project_id, trace_id, span_id, name, start_time
 def project_dir(settings: Settings, pg_server, redis_server, db_name, tmp_path: Path) -> Path:
     from conftest import settings_env
 
-    env = settings_env(pg_server, redis_server, db_name, RETENTION_BATCH_ROWS="100")
+    env = settings_env(pg_server, redis_server, db_name, RETENTION_BATCH_ROWS="100", RETENTION_DAYS="8")
     (tmp_path / ".env").write_text(render_env_file(env))
     (tmp_path / ".env").chmod(0o600)
     return tmp_path
@@ -97,7 +97,9 @@ def traces_present(settings: Settings, project_id: int, trace_ids: list[str]) ->
 def test_retention_per_project_drops_whole_partitions_and_deletes_the_rest_in_batches(
     settings: Settings, project_dir: Path
 ):
-    settings = Settings({**settings._raw, "RETENTION_BATCH_ROWS": "100"}, None)
+    first = settings  # RETENTION_DAYS 30: nothing expires at the first pass
+    # RETENTION_DAYS at the longest project retention: older partitions can go whole.
+    settings = Settings({**settings._raw, "RETENTION_BATCH_ROWS": "100", "RETENTION_DAYS": "8"}, None)
     now = datetime.now(UTC)
     short, long_ = make_project(settings, "short"), make_project(settings, "long")
     with connect(settings, "admin", autocommit=True) as conn:
@@ -106,7 +108,7 @@ def test_retention_per_project_drops_whole_partitions_and_deletes_the_rest_in_ba
         default_id = conn.execute("SELECT id FROM projects WHERE name = 'default'").fetchone()[0]
         for project_id in (default_id, short.id, long_.id):
             conn.execute(BULK_SQL, {"project": project_id, "now": now})
-        maintain(conn, settings, now=now)  # rollups of all 12 days, nothing expired yet (30 d)
+        maintain(conn, first, now=now)  # rollups of all 12 days, nothing expired yet (30 d)
 
     ok(llmobs(project_dir, "projects", "set", "default", "--retention-days", "5"))
     ok(llmobs(project_dir, "projects", "set", "short", "--retention-days", "2", "--rollup-retention-days", "4"))
