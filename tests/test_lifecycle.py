@@ -151,11 +151,7 @@ def test_retention_per_project_drops_whole_partitions_and_deletes_the_rest_in_ba
     assert acked and traces_present(settings, short.id, acked) == set(acked)
 
     again = json.loads(ok(llmobs(project_dir, "db", "maintain", "--json")).stdout)
-    assert again["partitions_dropped"] == [] and set(again["rows_expired"]) <= {
-        "spans",
-        "spans_rollup_1m",
-        "spans_rollup_1h",
-    }
+    assert again["partitions_dropped"] == [] and all(isinstance(n, int) for n in again["rows_expired"].values())
     listed = {p["name"]: p for p in json.loads(ok(llmobs(project_dir, "projects", "list", "--json")).stdout)}
     assert datetime.fromisoformat(listed["short"]["oldest_span"]) >= now - timedelta(days=2)
     assert datetime.fromisoformat(listed["long"]["oldest_span"]) >= now - timedelta(days=8)
