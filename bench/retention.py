@@ -4,7 +4,7 @@ partitions: time, WAL written (pg_current_wal_lsn difference) and the ingest rat
     .venv/bin/python bench/retention.py [--spans 1000000]
 
 Two projects share the 30 days of spans evenly: one keeps 10 days, the other 20, and both
-cut-offs fall in the middle of a day's partition. Enforcement (``llmobs.store.retention``) drops
+cut-offs fall in the middle of a day's partition; RETENTION_DAYS is 20. Enforcement (``llmobs.store.retention``) drops
 the 9-10 partitions past 20 days and deletes the short project's rows of days 10 to 20 in batches
 of RETENTION_BATCH_ROWS. The baseline is what the global setting did before: DROP TABLE of every
 partition past 10 days (losing the long project's data, which per-project retention keeps).
@@ -203,6 +203,8 @@ def main() -> None:
     project = root / "proj"
     try:
         init_project(root)
+        with (project / ".env").open("a") as fh:
+            fh.write("RETENTION_DAYS=20\n")  # the longest project retention: older partitions can go whole
         llmobs(project, "up", "--runtime", "local", "timescaledb")
         settings = Settings.load(project)
         now = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)

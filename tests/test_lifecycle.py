@@ -31,7 +31,7 @@ BULK_SQL = """INSERT INTO spans (project_id, trace_id, span_id, name, start_time
 def project_dir(settings: Settings, pg_server, redis_server, db_name, tmp_path: Path) -> Path:
     from conftest import settings_env
 
-    env = settings_env(pg_server, redis_server, db_name, RETENTION_BATCH_ROWS="100")
+    env = settings_env(pg_server, redis_server, db_name, RETENTION_BATCH_ROWS="100", RETENTION_DAYS="8")
     (tmp_path / ".env").write_text(render_env_file(env))
     (tmp_path / ".env").chmod(0o600)
     return tmp_path
@@ -97,7 +97,9 @@ def traces_present(settings: Settings, project_id: int, trace_ids: list[str]) ->
 def test_retention_per_project_drops_whole_partitions_and_deletes_the_rest_in_batches(
     settings: Settings, project_dir: Path
 ):
-    settings = Settings({**settings._raw, "RETENTION_BATCH_ROWS": "100"}, None)
+    first = settings  # RETENTION_DAYS 30: nothing expires at the first pass
+    # RETENTION_DAYS at the longest project retention: older partitions can go whole.
+    settings = Settings({**settings._raw, "RETENTION_BATCH_ROWS": "100", "RETENTION_DAYS": "8"}, None)
     now = datetime.now(UTC)
     short, long_ = make_project(settings, "short"), make_project(settings, "long")
     with connect(settings, "admin", autocommit=True) as conn:
@@ -106,7 +108,7 @@ def test_retention_per_project_drops_whole_partitions_and_deletes_the_rest_in_ba
         default_id = conn.execute("SELECT id FROM projects WHERE name = 'default'").fetchone()[0]
         for project_id in (default_id, short.id, long_.id):
             conn.execute(BULK_SQL, {"project": project_id, "now": now})
-        maintain(conn, settings, now=now)  # rollups of all 12 days, nothing expired yet (30 d)
+        maintain(conn, first, now=now)  # rollups of all 12 days, nothing expired yet (30 d)
 
     ok(llmobs(project_dir, "projects", "set", "default", "--retention-days", "5"))
     ok(llmobs(project_dir, "projects", "set", "short", "--retention-days", "2", "--rollup-retention-days", "4"))
@@ -149,11 +151,7 @@ def test_retention_per_project_drops_whole_partitions_and_deletes_the_rest_in_ba
     assert acked and traces_present(settings, short.id, acked) == set(acked)
 
     again = json.loads(ok(llmobs(project_dir, "db", "maintain", "--json")).stdout)
-    assert again["partitions_dropped"] == [] and set(again["rows_expired"]) <= {
-        "spans",
-        "spans_rollup_1m",
-        "spans_rollup_1h",
-    }
+    assert again["partitions_dropped"] == [] and all(isinstance(n, int) for n in again["rows_expired"].values())
     listed = {p["name"]: p for p in json.loads(ok(llmobs(project_dir, "projects", "list", "--json")).stdout)}
     assert datetime.fromisoformat(listed["short"]["oldest_span"]) >= now - timedelta(days=2)
     assert datetime.fromisoformat(listed["long"]["oldest_span"]) >= now - timedelta(days=8)
@@ -180,6 +178,42 @@ def test_retention_per_project_drops_whole_partitions_and_deletes_the_rest_in_ba
         assert c.patch("/api/v1/project", headers=auth, json={"retention": 3}).status_code == 422
         entries = c.get("/api/v1/audit?action=project.retention", headers=auth).json()["entries"]
         assert entries[0]["details"]["retention_days"] == [2, 3] and entries[0]["actor"].startswith("key:")
+
+
+# Where the scores and log_records tables do not exist (a branch without them), stand-ins with the
+# columns erasure relies on; where they exist, these statements change nothing.
+STAND_INS = """
+CREATE TABLE IF NOT EXISTS scores (project_id integer NOT NULL, trace_id text NOT NULL, name text NOT NULL,
+                                   value double precision, created_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS log_records (project_id integer NOT NULL, time timestamptz NOT NULL, trace_id text,
+                                        body jsonb, ingested_at timestamptz NOT NULL DEFAULT now());
+GRANT SELECT, DELETE ON scores, log_records TO llmobs_app;
+"""
+
+
+def attach_scores_and_logs(settings: Settings, project_id: int, trace_ids: list[str]) -> None:
+    """A score and a log record on each trace."""
+    with connect(settings, "admin", autocommit=True) as conn:
+        conn.execute(STAND_INS)
+        for trace_id in trace_ids:
+            conn.execute(
+                "INSERT INTO scores (project_id, trace_id, name, value) VALUES (%s, %s, 'helpful', 1)",
+                (project_id, trace_id),
+            )
+            conn.execute(
+                "INSERT INTO log_records (project_id, time, trace_id, body) VALUES (%s, now(), %s, %s)",
+                (project_id, trace_id, '"the user said something personal"'),
+            )
+
+
+def attached(settings: Settings, project_id: int) -> set[tuple[str, str]]:
+    with connect(settings, "admin", autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT 'scores', trace_id FROM scores WHERE project_id = %s "
+            "UNION ALL SELECT 'log_records', trace_id FROM log_records WHERE project_id = %s",
+            (project_id, project_id),
+        ).fetchall()
+    return {(r[0], r[1]) for r in rows}
 
 
 class TimedIngest(Ingest):
@@ -213,6 +247,7 @@ def test_erasure_of_a_user_while_the_users_spans_keep_arriving(settings: Setting
         store_spans(settings, gdpr.id, trace)
     store_spans(settings, other.id, llm_trace(now, user="alice"))  # another project's alice stays
     alice_ids = [t[0].trace_id for t in alice]
+    attach_scores_and_logs(settings, gdpr.id, [alice_ids[0], bob[0][0].trace_id])
 
     dry = json.loads(
         ok(llmobs(project_dir, "erase", "--project", "gdpr", "--user", "alice", "--dry-run", "--json")).stdout
@@ -240,6 +275,8 @@ def test_erasure_of_a_user_while_the_users_spans_keep_arriving(settings: Setting
     assert "backups taken before now still hold this data" in erased_proc.stderr or erased["backups"]
 
     assert traces_present(settings, gdpr.id, alice_ids) == set()
+    assert erased["rows"]["scores"] == 1 and erased["rows"]["log_records"] == 1
+    assert attached(settings, gdpr.id) == {("scores", bob[0][0].trace_id), ("log_records", bob[0][0].trace_id)}
     after = [t for t, at in ingest.acked_at.items() if at > erased_at]
     assert after and traces_present(settings, gdpr.id, after) == set(after)  # acknowledged after: kept
     assert len(traces_present(settings, gdpr.id, [t[0].trace_id for t in bob])) == 5
@@ -259,10 +296,12 @@ def test_erasure_of_a_user_while_the_users_spans_keep_arriving(settings: Setting
         ok(llmobs(project_dir, "erase", "--project", "gdpr", "--session", "s-bob", "--yes", "--json")).stdout
     )
     assert first["traces"] == 5 and again["traces"] == 0 and again["rows"]["spans"] == 0
+    assert first["rows"]["scores"] == 1 and attached(settings, gdpr.id) == set()
 
     # The API: admin keys only, scoped to the key's project.
     keep = llm_trace(now, user="carol")
     store_spans(settings, gdpr.id, keep)
+    attach_scores_and_logs(settings, gdpr.id, [keep[0].trace_id])
     store_spans(settings, other.id, llm_trace(now, user="carol"))
     with api_client(settings) as c:
         admin = {"Authorization": f"Bearer {gdpr.keys['admin']}"}
@@ -271,7 +310,7 @@ def test_erasure_of_a_user_while_the_users_spans_keep_arriving(settings: Setting
         counted = c.delete("/api/v1/users/carol?dry_run=true", headers=admin).json()
         assert counted["dry_run"] and counted["traces"] == 1
         gone = c.delete(f"/api/v1/traces/{keep[0].trace_id.upper()}", headers=admin).json()
-        assert gone["traces"] == 1 and gone["rows"]["spans"] == len(keep)
+        assert gone["traces"] == 1 and gone["rows"] == {"spans": len(keep), "log_records": 1, "scores": 1}
         assert c.delete(f"/api/v1/traces/{keep[0].trace_id}", headers=admin).json()["traces"] == 0
         assert c.get(f"/api/v1/traces/{keep[0].trace_id}", headers=admin).status_code == 404
         assert c.delete("/api/v1/sessions/live-session", headers=admin).json()["traces"] >= 1
@@ -471,3 +510,14 @@ def test_export_to_s3_and_import_from_it(
         assert dump(settings, "froms3") == dump(settings, "tos3")
         missing = llmobs(tmp_path, "import", "s3://exports/nothing.jsonl", "--project", "froms3")
         assert missing.returncode in (1, 2) and "Traceback" not in missing.stderr and missing.stderr
+
+
+def test_maintenance_newer_than_its_schema_keeps_the_global_retention(admin_conn, settings: Settings):
+    """Before migration 0090 (an upgraded maintenance service, `db migrate` not yet run), retention
+    falls back to RETENTION_DAYS by whole partitions instead of failing every pass."""
+    admin_conn.execute("ALTER TABLE projects DROP COLUMN retention_days, DROP COLUMN rollup_retention_days")
+    now = datetime.now(UTC)
+    old_day = (now - timedelta(days=settings.get_int("RETENTION_DAYS") + 3)).date()
+    admin_conn.execute("SELECT llmobs_ensure_span_partition(%s)", (old_day,))
+    result = maintain(admin_conn, settings, now=now)
+    assert f"spans_p{old_day:%Y%m%d}" in result.partitions_dropped and result.rollup_from is not None

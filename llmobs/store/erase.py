@@ -2,8 +2,8 @@
 
 A subject's data is every trace in which some span carries that user (session, trace) id, whole:
 the other spans of such a trace hold the same conversation. Everything stored against those
-traces goes with them, table by table (:data:`TRACE_TABLES`: spans, and with them their
-messages, which are columns of spans).
+traces goes with them, table by table (:data:`TRACE_TABLES`: spans with their messages, which are
+columns of spans; log records; scores).
 
 An erasure removes what was stored when it started (``as_of``): rows stored later, such as spans
 of the same user acknowledged after the erasure, stay. It deletes BATCH_TRACES traces per
@@ -48,9 +48,19 @@ class TraceTable:
     stored_at: str
 
 
-#: Every table erased with a trace. Log records join as ``TraceTable("log_records", "ingested_at")``,
-#: scores as ``TraceTable("scores", "created_at")``.
-TRACE_TABLES: tuple[TraceTable, ...] = (TraceTable("spans", "ingested_at"),)
+#: Every table erased with a trace; one that does not exist (yet) in a database is skipped there.
+TRACE_TABLES: tuple[TraceTable, ...] = (
+    TraceTable("spans", "ingested_at"),
+    TraceTable("log_records", "ingested_at"),
+    TraceTable("scores", "created_at"),
+)
+
+
+def _present(conn: psycopg.Connection) -> list[TraceTable]:
+    names = [t.name for t in TRACE_TABLES]
+    rows = conn.execute("SELECT n FROM unnest(%s::text[]) n WHERE to_regclass(n) IS NOT NULL", (names,)).fetchall()
+    found = {r[0] for r in rows}
+    return [t for t in TRACE_TABLES if t.name in found]
 
 
 @dataclass(frozen=True)
@@ -106,13 +116,15 @@ def _subject_traces(subject: Subject) -> sql.Composed:
     ).format(sql.Identifier(subject.column))
 
 
-def _count(conn: psycopg.Connection, project_id: int, subject: Subject, as_of: datetime) -> ErasureResult:
+def _count(
+    conn: psycopg.Connection, tables: list[TraceTable], project_id: int, subject: Subject, as_of: datetime
+) -> ErasureResult:
     result = ErasureResult(subject, True, as_of)
     params = {"project": project_id, "subject": subject.id, "as_of": as_of}
     traces = _subject_traces(subject)
     row = conn.execute(sql.SQL("SELECT count(*) FROM ({}) t").format(traces), params).fetchone()
     result.traces = int(row[0]) if row else 0
-    for table in TRACE_TABLES:
+    for table in tables:
         row = conn.execute(
             sql.SQL(
                 "SELECT count(*) FROM {t} WHERE project_id = %(project)s AND trace_id IN ({traces}) "
@@ -124,10 +136,12 @@ def _count(conn: psycopg.Connection, project_id: int, subject: Subject, as_of: d
     return result
 
 
-def _delete_batch(conn: psycopg.Connection, project_id: int, trace_ids: list[str], as_of: datetime) -> dict[str, int]:
+def _delete_batch(
+    conn: psycopg.Connection, tables: list[TraceTable], project_id: int, trace_ids: list[str], as_of: datetime
+) -> dict[str, int]:
     deleted = {}
     with conn.transaction():
-        for table in TRACE_TABLES:
+        for table in tables:
             cur = conn.execute(
                 sql.SQL("DELETE FROM {} WHERE project_id = %s AND trace_id = ANY(%s) AND {} <= %s").format(
                     sql.Identifier(table.name), sql.Identifier(table.stored_at)
@@ -153,16 +167,17 @@ def erase(
     row = conn.execute("SELECT now()").fetchone()
     assert row is not None
     as_of: datetime = row[0]
+    tables = _present(conn)
     if dry_run:
-        return _count(conn, project_id, subject, as_of)
-    result = ErasureResult(subject, False, as_of, rows={t.name: 0 for t in TRACE_TABLES})
+        return _count(conn, tables, project_id, subject, as_of)
+    result = ErasureResult(subject, False, as_of, rows={t.name: 0 for t in tables})
     batch = sql.SQL("{} LIMIT %(limit)s").format(_subject_traces(subject))
     params = {"project": project_id, "subject": subject.id, "as_of": as_of, "limit": BATCH_TRACES}
     while True:
         trace_ids = [r[0] for r in conn.execute(batch, params).fetchall()]
         if not trace_ids:
             break
-        for table, count in _delete_batch(conn, project_id, trace_ids, as_of).items():
+        for table, count in _delete_batch(conn, tables, project_id, trace_ids, as_of).items():
             result.rows[table] += count
         result.traces += len(trace_ids)
     with conn.transaction():

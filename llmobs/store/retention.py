@@ -4,7 +4,10 @@ Each project keeps its rows for its own number of days (:mod:`llmobs.store.proje
 to remove what expired, cheapest first:
 
 * a whole daily partition is dropped when every row in it has expired for every project: its end
-  lies before the cut-off of the project that keeps data longest. It is first detached
+  lies before the cut-off of the project that keeps data longest, and before ``RETENTION_DAYS``
+  (maintenance keeps a partition ready for every day of the accepted span window, which
+  RETENTION_DAYS bounds: a partition inside it would be made again at the next pass). It is
+  first detached
   CONCURRENTLY (a SHARE UPDATE EXCLUSIVE lock on the parent, which writers and readers do not
   wait for), then dropped (a lock on the detached table only);
 * otherwise the expired rows of a project are deleted in batches of RETENTION_BATCH_ROWS, each its
@@ -65,8 +68,8 @@ class RetentionResult:
     #: table -> rows deleted in batches
     rows_deleted: dict[str, int] = field(default_factory=dict)
     batches: int = 0
-    #: days beyond which whole partitions may go (the longest retention of any project)
-    longest_retention_days: int | None = None
+    #: days beyond which whole partitions may go (the longest retention, at least RETENTION_DAYS)
+    longest_retention_days: int = 0
 
     def count(self, table: str, rows: int) -> None:
         self.rows_deleted[table] = self.rows_deleted.get(table, 0) + rows
@@ -165,7 +168,10 @@ def _projects(conn: psycopg.Connection, defaults: RetentionDefaults) -> list[Pro
 
 
 def _longest(projects: list[Project], defaults: RetentionDefaults) -> int:
-    return max((p.retention_days for p in projects), default=defaults.retention_days)
+    """Days beyond which nothing is kept: the longest retention of any project, and at least
+    RETENTION_DAYS (the partitions of the accepted span window stay; their expired rows go by
+    batches)."""
+    return max([defaults.retention_days, *(p.retention_days for p in projects)])
 
 
 def enforce_retention(conn: psycopg.Connection, settings: Settings, *, now: datetime | None = None) -> RetentionResult:
@@ -177,7 +183,7 @@ def enforce_retention(conn: psycopg.Connection, settings: Settings, *, now: date
     batch_rows = settings.get_int("RETENTION_BATCH_ROWS")
     projects = _projects(conn, defaults)
     result = RetentionResult(longest_retention_days=_longest(projects, defaults))
-    drop_before = now - timedelta(days=result.longest_retention_days or defaults.retention_days)
+    drop_before = now - timedelta(days=result.longest_retention_days)
     for table in RETAINED_TABLES:
         _finish_interrupted_detaches(conn, table.name, result)
         kept = []
