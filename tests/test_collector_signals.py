@@ -267,6 +267,9 @@ def test_logs_and_metrics_over_http_and_grpc(start_collector, settings: Settings
         assert got["output_messages"][0]["finish_reason"] == "stop"
         trace = client.get(f"/api/v1/traces/{TRACE}", headers=auth).json()
         assert trace["roots"][0]["output_messages"] == got["output_messages"]
+        query = f'{{ span(spanId: "{LLM_SPAN}") {{ inputMessages outputMessages }} }}'
+        graphql = client.post("/graphql", json={"query": query}, headers=auth).json()["data"]["span"]
+        assert graphql == {"inputMessages": got["input_messages"], "outputMessages": got["output_messages"]}
 
         logs = client.get(f"/api/v1/traces/{TRACE}/logs", headers=auth).json()
         assert [r["event_name"] for r in logs["log_records"]] == ["gen_ai.user.message", "gen_ai.choice", None]
