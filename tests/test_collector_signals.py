@@ -346,6 +346,11 @@ def test_openai_v2_default_mode_sends_messages_as_logs_and_usage_as_metrics(
                 ["Stream please"],
             ]
             assert len(answers) == 3 and all(a.startswith("Hello from fake") for a in answers), answers
+            # q= finds the messages the log records carried
+            found = client.get(
+                "/api/v1/traces", params={"service": f"openai-v2-{protocol}", "q": "GenAI events"}, headers=auth
+            ).json()["traces"]
+            assert len(found) == 1, found
 
             def series(name: str, protocol: str = protocol, **params: str) -> dict[str, Any]:
                 query = {"name": name, "service": f"openai-v2-{protocol}", "from": "2000-01-01T00:00:00Z", **params}

@@ -183,11 +183,22 @@ MESSAGE_MATCH = (
     "(m.input_messages IS NOT NULL OR m.output_messages IS NOT NULL) AND "
     "llmobs_messages_tsv(m.input_messages, m.output_messages) @@ websearch_to_tsquery('simple', %(q)s)"
 )
-#: Traces (``{alias}.trace_id``) with a span in the listed range whose messages match ``%(q)s``.
+#: A GenAI log record (OTLP logs) whose messages match ``%(q)s``: the expression and predicate of
+#: the partial GIN index ``log_records_messages_tsv_idx`` (0050_otlp_signals.sql).
+LOG_MESSAGE_MATCH = (
+    "l.event_name IS NOT NULL AND l.trace_id IS NOT NULL AND "
+    "llmobs_log_messages_tsv(l.body, l.attributes) @@ websearch_to_tsquery('simple', %(q)s)"
+)
+#: Traces (``{alias}.trace_id``) with a span, or a GenAI log record, in the listed range whose
+#: messages match ``%(q)s``.
 _TRACES_MATCHING = f"""{{alias}}.trace_id IN (
     SELECT m.trace_id FROM spans m
     WHERE m.project_id = %(project)s AND m.start_time >= %(start)s - interval '1 hour'
-      AND m.start_time < %(end)s + %(window)s AND {MESSAGE_MATCH})"""
+      AND m.start_time < %(end)s + %(window)s AND {MESSAGE_MATCH}
+    UNION ALL
+    SELECT l.trace_id FROM log_records l
+    WHERE l.project_id = %(project)s AND l.time >= %(start)s - interval '1 hour'
+      AND l.time < %(end)s + %(window)s AND {LOG_MESSAGE_MATCH})"""
 
 #: Roots (at least, and four per row asked for) the root-index strategy examines before a filtered
 #: page falls back to the aggregate one.
