@@ -23,7 +23,7 @@ def _handler(ingestor: Ingestor):
             if key == "authorization":
                 authorization = value if isinstance(value, str) else value.decode()
         try:
-            result = await ingestor.export("grpc", authorization, lambda: ProtobufRequest(request))
+            result = await ingestor.export("grpc", authorization, lambda: ProtobufRequest(request), context.peer())
         except IngestError as exc:
             if exc.retry_after:
                 context.set_trailing_metadata((("google.rpc.retryinfo-bin", retry_info(exc.retry_after)),))

@@ -9,12 +9,15 @@ when retryable (429, 503), a ``Retry-After`` header.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from llmobs.collector.auth import bearer_token
 from llmobs.collector.ingest import INVALID_ARGUMENT, RESOURCE_EXHAUSTED, IngestError, Ingestor
 from llmobs.collector.otlp import JsonRequest, ProtobufRequest, export_response, status_body
+from llmobs.collector.refusals import key_id_in
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -81,6 +84,12 @@ def gunzip(body: bytes, limit: int) -> bytes:
     return data
 
 
+def _remote(scope: Scope) -> str | None:
+    """``host:port`` of the client of an ASGI request."""
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else None
+
+
 class OtlpHttpApp:
     def __init__(self, ingestor: Ingestor, *, max_body: int, max_decompressed: int) -> None:
         self.ingestor = ingestor
@@ -93,28 +102,28 @@ class OtlpHttpApp:
             return
         if scope["type"] != "http":
             return
+        headers = _headers(scope)
+        refused = functools.partial(self._refused, scope, headers)
         if scope["path"] != TRACES_PATH:
+            refused(404, "not_found", f"no route {scope['path'][:200]}")
             await respond(send, 404, b"not found: OTLP traces are accepted on POST /v1/traces", "text/plain")
             return
         if scope["method"] != "POST":
+            refused(405, "method_not_allowed", f"method {scope['method']}")
             await respond(send, 405, b"method not allowed: use POST", "text/plain", [(b"allow", b"POST")])
             return
-        headers = _headers(scope)
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type not in (PROTOBUF, JSON):
-            await respond(
-                send,
-                415,
-                f"unsupported content type {content_type or '(none)'}: send {PROTOBUF} or {JSON}".encode(),
-                "text/plain",
-            )
+            message = f"unsupported content type {content_type[:100] or '(none)'}: send {PROTOBUF} or {JSON}"
+            refused(415, "unsupported_media_type", message)
+            await respond(send, 415, message.encode(), "text/plain")
             return
         as_json = content_type == JSON
         encoding = headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("gzip", "identity", ""):
-            await self._error(
-                send, 415, INVALID_ARGUMENT, f"unsupported content encoding {encoding!r}: use gzip", as_json
-            )
+            message = f"unsupported content encoding {encoding[:100]!r}: use gzip"
+            refused(415, "unsupported_media_type", message)
+            await self._error(send, 415, INVALID_ARGUMENT, message, as_json)
             return
         try:
             declared = int(headers.get("content-length", "0") or 0)
@@ -129,15 +138,12 @@ class OtlpHttpApp:
             elif len(body) > self.max_decompressed:
                 raise BodyTooLarge
         except BodyTooLarge:
-            await self._error(
-                send,
-                413,
-                RESOURCE_EXHAUSTED,
-                f"request too large (limits: {self.max_body} bytes as sent, {self.max_decompressed} decompressed)",
-                as_json,
-            )
+            message = f"request too large (limits: {self.max_body} bytes as sent, {self.max_decompressed} decompressed)"
+            refused(413, "too_large", message)
+            await self._error(send, 413, RESOURCE_EXHAUSTED, message, as_json)
             return
         except ValueError as exc:
+            refused(400, "invalid", str(exc))
             await self._error(send, 400, INVALID_ARGUMENT, str(exc), as_json)
             return
         except ConnectionError:
@@ -147,13 +153,24 @@ class OtlpHttpApp:
             return JsonRequest(body) if as_json else ProtobufRequest(body)
 
         try:
-            result = await self.ingestor.export("http", headers.get("authorization"), parse)
+            result = await self.ingestor.export("http", headers.get("authorization"), parse, _remote(scope))
         except IngestError as exc:
             extra = [(b"retry-after", str(exc.retry_after).encode())] if exc.retry_after else None
             await self._error(send, exc.http_status, exc.grpc_code, exc.message, as_json, extra)
             return
         await respond(
             send, 200, export_response(result.rejected, result.message, json=as_json), JSON if as_json else PROTOBUF
+        )
+
+    def _refused(self, scope: Scope, headers: dict[str, str], status: int, reason: str, message: str) -> None:
+        """Log a request refused before it reached the ingestor (which logs the rest)."""
+        self.ingestor.refusals.refused(
+            reason=reason,
+            status=status,
+            transport="http",
+            remote=_remote(scope),
+            key_id=key_id_in(bearer_token(headers.get("authorization"))),
+            message=message,
         )
 
     async def _error(

@@ -16,6 +16,7 @@ from llmobs.collector.auth import ApiKeyCache, KeyLookupFailed, bearer_token
 from llmobs.collector.metrics import CollectorMetrics
 from llmobs.collector.otlp import InvalidRequest
 from llmobs.collector.pipeline import RawSpan, SpanPipeline
+from llmobs.collector.refusals import RefusalLog, key_id_in
 from llmobs.collector.sampling import TailSampler, head_sample
 from llmobs.collector.stats import IngestCounts
 from llmobs.collector.writer import DatabaseUnavailable, QueueFull, RowsRefused, Writer
@@ -77,8 +78,10 @@ class Ingestor:
         *,
         head_rate: float = 1.0,
         tail: TailSampler | None = None,
+        refusals: RefusalLog | None = None,
     ) -> None:
         self.counts = counts
+        self.refusals = refusals or RefusalLog()
         self.pipeline = pipeline
         self.writer = writer
         self.keys = keys
@@ -86,11 +89,27 @@ class Ingestor:
         self.head_rate = head_rate
         self.tail = tail
 
-    async def export(self, transport: str, authorization: str | None, parse: Callable[[], OtlpRequest]) -> ExportResult:
+    async def export(
+        self,
+        transport: str,
+        authorization: str | None,
+        parse: Callable[[], OtlpRequest],
+        remote: str | None = None,
+    ) -> ExportResult:
+        """Authenticate, decode, process and queue one OTLP request from ``remote`` (the client's
+        address, for the log); IngestError (counted and logged, rate-limited) when refused."""
         try:
             result = await self._export(transport, authorization, parse)
         except IngestError as exc:
             self.metrics.requests.labels(transport=transport, outcome=exc.reason or "error").inc()
+            self.refusals.refused(
+                reason=exc.reason or "error",
+                status=exc.http_status,
+                transport=transport,
+                remote=remote,
+                key_id=key_id_in(bearer_token(authorization)),
+                message=exc.message,
+            )
             raise
         self.metrics.requests.labels(transport=transport, outcome="partial" if result.rejected else "ok").inc()
         return result
