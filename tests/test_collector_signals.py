@@ -192,6 +192,9 @@ def test_logs_and_metrics_over_http_and_grpc(start_collector, settings: Settings
     assert code == grpc.StatusCode.UNAUTHENTICATED
     huge = logs_request([{"body": "x" * 70_000}])
     assert http_export(collector.http_url, huge, token, path="/v1/metrics").status_code == 413
+    logged = collector.logs()  # each refusal logged as the span receivers' are
+    assert "refused http request: unauthenticated (401)" in logged and "refused grpc request: unauth" in logged
+    assert "refused http request: permission_denied (403)" in logged and reader not in logged
 
     # Metrics: cumulative token usage (two exports), a histogram whose buckets do not fit its
     # bounds (rejected), a metric that is not GenAI (accepted, counted, not stored).

@@ -37,6 +37,8 @@ class MaintainResult:
     partitions_dropped: list[str] = field(default_factory=list)
     rollup_rows: int = 0
     rollup_from: datetime | None = None
+    #: spans whose messages were added to the search index (span_search) by this pass
+    messages_indexed: int = 0
 
 
 def timescale_enabled(conn: psycopg.Connection) -> bool:
@@ -85,6 +87,7 @@ def maintain(conn: psycopg.Connection, settings: Settings, *, now: datetime | No
         for table in PARTITIONED_TABLES:
             conn.execute("SELECT remove_retention_policy(%s, if_exists => true)", (table,))
             conn.execute("SELECT add_retention_policy(%s, %s::interval)", (table, f"{retention} days"))
+        _index_messages(conn, now, retention, result)
         return result
 
     today = now.date()
@@ -113,7 +116,27 @@ def maintain(conn: psycopg.Connection, settings: Settings, *, now: datetime | No
                ON CONFLICT (name) DO UPDATE SET refreshed_to = EXCLUDED.refreshed_to, refreshed_at = now()""",
             (now,),
         )
+    _index_messages(conn, now, retention, result)
     return result
+
+
+def _index_messages(conn: psycopg.Connection, now: datetime, retention: int, result: MaintainResult) -> None:
+    """Add the messages of spans written since the last pass to the search index (``q=`` of the
+    trace list), and drop what retention dropped from spans. Spans start within
+    :data:`ROLLUP_LOOKBACK` (or the last pass) of the watermark; each is indexed once."""
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT refreshed_to FROM llmobs_rollup_state WHERE name = 'message_search' FOR UPDATE"
+        ).fetchone()
+        since = row[0] - ROLLUP_LOOKBACK if row else datetime.min.replace(tzinfo=UTC)
+        written = conn.execute("SELECT llmobs_index_messages(%s)", (since,)).fetchone()
+        result.messages_indexed = int(written[0]) if written else 0
+        conn.execute("DELETE FROM span_search WHERE start_time < %s", (now - timedelta(days=retention + 1),))
+        conn.execute(
+            """INSERT INTO llmobs_rollup_state (name, refreshed_to, refreshed_at) VALUES ('message_search', %s, now())
+               ON CONFLICT (name) DO UPDATE SET refreshed_to = EXCLUDED.refreshed_to, refreshed_at = now()""",
+            (now,),
+        )
 
 
 def maintain_once(settings: Settings) -> MaintainResult:
@@ -154,8 +177,9 @@ def maintain_forever(
             log.warning("maintain failed: %s", first_line(exc))
             continue
         log.info(
-            "maintain: partitions created %s, dropped %s; %d rollup rows",
+            "maintain: partitions created %s, dropped %s; %d rollup rows; %d spans' messages indexed",
             result.partitions_created or "none",
             result.partitions_dropped or "none",
             result.rollup_rows,
+            result.messages_indexed,
         )
