@@ -181,7 +181,7 @@ _SUMMARY_COLUMNS = """r.trace_id, r.span_id AS root_span_id, r.name AS root_name
 #: (websearch syntax), through the index's GIN index.
 MESSAGE_MATCH = "m.words @@ websearch_to_tsquery('simple', %(q)s)"
 #: A GenAI log record (OTLP logs) whose messages match ``%(q)s``: the expression and predicate of
-#: the partial GIN index ``log_records_messages_tsv_idx`` (0050_otlp_signals.sql).
+#: the partial GIN index ``log_records_messages_tsv_idx`` (0051_log_record_search.sql).
 LOG_MESSAGE_MATCH = (
     "l.event_name IS NOT NULL AND l.trace_id IS NOT NULL AND "
     "llmobs_log_messages_tsv(l.body, l.attributes) @@ websearch_to_tsquery('simple', %(q)s)"
