@@ -25,8 +25,14 @@ def test_secrets_are_masked_by_default_everywhere_but_pii_is_kept(settings, admi
     store(settings, pipeline, [s])
     row = stored(admin_conn, s.span_id)
     attrs = row["attributes"]
-    assert json.loads(attrs["gen_ai.input.messages"]) == [
-        {"role": "user", "content": "use my key [REDACTED:api_key] please"}
+    # the content is stored once, as messages, and redacted there
+    assert "gen_ai.input.messages" not in attrs
+    assert row["input_messages"] == [
+        {
+            "role": "user",
+            "parts": [{"type": "text", "content": "use my key [REDACTED:api_key] please"}],
+            "finish_reason": None,
+        }
     ]
     assert attrs["http.request.header.authorization"] == ["[REDACTED:bearer_token]"]
     assert attrs["note"] == "mail me at jane.doe@example.com"
@@ -98,7 +104,9 @@ def test_key_rules_drop_and_hash_attributes_events_and_columns(settings, admin_c
     other = span({"user.id": "alice@example.com"})
     store(settings, pipeline, [s, other])
     row = stored(admin_conn, s.span_id)
-    assert set(row["attributes"]) == {"gen_ai.completion.0.content", "user.id"}
+    assert set(row["attributes"]) == {"user.id"}  # the completion is stored as a message
+    assert row["input_messages"] is None
+    assert row["output_messages"][0]["parts"] == [{"type": "text", "content": "kept"}]
     assert row["events"][0]["attributes"] == {"ok": 1}
     assert row["user_id"].startswith("[HASH:") and "alice" not in row["user_id"]
     assert row["attributes"]["user.id"] == row["user_id"] == stored(admin_conn, other.span_id)["user_id"]

@@ -192,6 +192,9 @@ def test_logs_and_metrics_over_http_and_grpc(start_collector, settings: Settings
     assert code == grpc.StatusCode.UNAUTHENTICATED
     huge = logs_request([{"body": "x" * 70_000}])
     assert http_export(collector.http_url, huge, token, path="/v1/metrics").status_code == 413
+    logged = collector.logs()  # each refusal logged as the span receivers' are
+    assert "refused http request: unauthenticated (401)" in logged and "refused grpc request: unauth" in logged
+    assert "refused http request: permission_denied (403)" in logged and reader not in logged
 
     # Metrics: cumulative token usage (two exports), a histogram whose buckets do not fit its
     # bounds (rejected), a metric that is not GenAI (accepted, counted, not stored).
@@ -267,6 +270,9 @@ def test_logs_and_metrics_over_http_and_grpc(start_collector, settings: Settings
         assert got["output_messages"][0]["finish_reason"] == "stop"
         trace = client.get(f"/api/v1/traces/{TRACE}", headers=auth).json()
         assert trace["roots"][0]["output_messages"] == got["output_messages"]
+        query = f'{{ span(spanId: "{LLM_SPAN}") {{ inputMessages outputMessages }} }}'
+        graphql = client.post("/graphql", json={"query": query}, headers=auth).json()["data"]["span"]
+        assert graphql == {"inputMessages": got["input_messages"], "outputMessages": got["output_messages"]}
 
         logs = client.get(f"/api/v1/traces/{TRACE}/logs", headers=auth).json()
         assert [r["event_name"] for r in logs["log_records"]] == ["gen_ai.user.message", "gen_ai.choice", None]
@@ -343,6 +349,11 @@ def test_openai_v2_default_mode_sends_messages_as_logs_and_usage_as_metrics(
                 ["Stream please"],
             ]
             assert len(answers) == 3 and all(a.startswith("Hello from fake") for a in answers), answers
+            # q= finds the messages the log records carried
+            found = client.get(
+                "/api/v1/traces", params={"service": f"openai-v2-{protocol}", "q": "GenAI events"}, headers=auth
+            ).json()["traces"]
+            assert len(found) == 1, found
 
             def series(name: str, protocol: str = protocol, **params: str) -> dict[str, Any]:
                 query = {"name": name, "service": f"openai-v2-{protocol}", "from": "2000-01-01T00:00:00Z", **params}

@@ -22,12 +22,13 @@ SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 METRICS_SERVICE = "opentelemetry.proto.collector.metrics.v1.MetricsService"
 
-Export = Callable[[bytes, "str | None"], Awaitable[ExportResult]]
+#: (request bytes, authorization header, client address) -> result
+Export = Callable[[bytes, "str | None", str], Awaitable[ExportResult]]
 Handler = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]
 
 
 def _handler(export_one: Export, respond: Callable[[ExportResult], bytes]) -> Handler:
-    """A unary Export handler: the request's bearer token and bytes to ``export_one``; an
+    """A unary Export handler: the request's bytes, bearer token and peer to ``export_one``; an
     IngestError becomes its gRPC status (with RetryInfo when retryable)."""
 
     async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -36,7 +37,7 @@ def _handler(export_one: Export, respond: Callable[[ExportResult], bytes]) -> Ha
             if key == "authorization":
                 authorization = value if isinstance(value, str) else value.decode()
         try:
-            result = await export_one(request, authorization)
+            result = await export_one(request, authorization, context.peer())
         except IngestError as exc:
             if exc.retry_after:
                 context.set_trailing_metadata((("google.rpc.retryinfo-bin", retry_info(exc.retry_after)),))
@@ -50,15 +51,19 @@ def _services(ingestor: Ingestor) -> dict[str, grpc.RpcMethodHandler]:
     """The Export method of each OTLP service."""
     handlers = {
         SERVICE: _handler(
-            lambda body, auth: ingestor.export("grpc", auth, lambda: ProtobufRequest(body)),
+            lambda body, auth, peer: ingestor.export("grpc", auth, lambda: ProtobufRequest(body), peer),
             lambda r: export_response(r.rejected, r.message, json=False),
         ),
         LOGS_SERVICE: _handler(
-            lambda body, auth: ingestor.export_signal("grpc", "logs", auth, lambda: LogsProtobufRequest(body)),
+            lambda body, auth, peer: ingestor.export_signal(
+                "grpc", "logs", auth, lambda: LogsProtobufRequest(body), peer
+            ),
             lambda r: signal_response("logs", r.rejected, r.message, json=False),
         ),
         METRICS_SERVICE: _handler(
-            lambda body, auth: ingestor.export_signal("grpc", "metrics", auth, lambda: MetricsProtobufRequest(body)),
+            lambda body, auth, peer: ingestor.export_signal(
+                "grpc", "metrics", auth, lambda: MetricsProtobufRequest(body), peer
+            ),
             lambda r: signal_response("metrics", r.rejected, r.message, json=False),
         ),
     }

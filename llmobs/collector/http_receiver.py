@@ -10,10 +10,12 @@ when retryable (429, 503), a ``Retry-After`` header.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from llmobs.collector.auth import bearer_token
 from llmobs.collector.ingest import INVALID_ARGUMENT, RESOURCE_EXHAUSTED, IngestError, Ingestor
 from llmobs.collector.otlp import JsonRequest, ProtobufRequest, export_response, status_body
 from llmobs.collector.otlp_signals import (
@@ -23,6 +25,7 @@ from llmobs.collector.otlp_signals import (
     MetricsProtobufRequest,
 )
 from llmobs.collector.otlp_signals import export_response as signal_response
+from llmobs.collector.refusals import key_id_in
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -92,6 +95,12 @@ def gunzip(body: bytes, limit: int) -> bytes:
     return data
 
 
+def _remote(scope: Scope) -> str | None:
+    """``host:port`` of the client of an ASGI request."""
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else None
+
+
 class OtlpHttpApp:
     def __init__(self, ingestor: Ingestor, *, max_body: int, max_decompressed: int) -> None:
         self.ingestor = ingestor
@@ -104,31 +113,31 @@ class OtlpHttpApp:
             return
         if scope["type"] != "http":
             return
+        headers = _headers(scope)
+        refused = functools.partial(self._refused, scope, headers)
         path = scope["path"]
         if path not in PATHS:
+            refused(404, "not_found", f"no route {path[:200]}")
             await respond(
                 send, 404, b"not found: OTLP is accepted on POST /v1/traces, /v1/logs and /v1/metrics", "text/plain"
             )
             return
         if scope["method"] != "POST":
+            refused(405, "method_not_allowed", f"method {scope['method']}")
             await respond(send, 405, b"method not allowed: use POST", "text/plain", [(b"allow", b"POST")])
             return
-        headers = _headers(scope)
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type not in (PROTOBUF, JSON):
-            await respond(
-                send,
-                415,
-                f"unsupported content type {content_type or '(none)'}: send {PROTOBUF} or {JSON}".encode(),
-                "text/plain",
-            )
+            message = f"unsupported content type {content_type[:100] or '(none)'}: send {PROTOBUF} or {JSON}"
+            refused(415, "unsupported_media_type", message)
+            await respond(send, 415, message.encode(), "text/plain")
             return
         as_json = content_type == JSON
         encoding = headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("gzip", "identity", ""):
-            await self._error(
-                send, 415, INVALID_ARGUMENT, f"unsupported content encoding {encoding!r}: use gzip", as_json
-            )
+            message = f"unsupported content encoding {encoding[:100]!r}: use gzip"
+            refused(415, "unsupported_media_type", message)
+            await self._error(send, 415, INVALID_ARGUMENT, message, as_json)
             return
         try:
             declared = int(headers.get("content-length", "0") or 0)
@@ -143,38 +152,41 @@ class OtlpHttpApp:
             elif len(body) > self.max_decompressed:
                 raise BodyTooLarge
         except BodyTooLarge:
-            await self._error(
-                send,
-                413,
-                RESOURCE_EXHAUSTED,
-                f"request too large (limits: {self.max_body} bytes as sent, {self.max_decompressed} decompressed)",
-                as_json,
-            )
+            message = f"request too large (limits: {self.max_body} bytes as sent, {self.max_decompressed} decompressed)"
+            refused(413, "too_large", message)
+            await self._error(send, 413, RESOURCE_EXHAUSTED, message, as_json)
             return
         except ValueError as exc:
+            refused(400, "invalid", str(exc))
             await self._error(send, 400, INVALID_ARGUMENT, str(exc), as_json)
             return
         except ConnectionError:
             return
 
         try:
-            answer = await self._export(path, body, as_json, headers.get("authorization"))
+            answer = await self._export(path, body, as_json, headers.get("authorization"), _remote(scope))
         except IngestError as exc:
             extra = [(b"retry-after", str(exc.retry_after).encode())] if exc.retry_after else None
             await self._error(send, exc.http_status, exc.grpc_code, exc.message, as_json, extra)
             return
         await respond(send, 200, answer, JSON if as_json else PROTOBUF)
 
-    async def _export(self, path: str, body: bytes, as_json: bool, authorization: str | None) -> bytes:
-        """Export one request of the signal ``path`` names; the response body."""
+    async def _export(
+        self, path: str, body: bytes, as_json: bool, authorization: str | None, remote: str | None
+    ) -> bytes:
+        """Export one request of the signal ``path`` names from ``remote``; the response body."""
         if path == TRACES_PATH:
             result = await self.ingestor.export(
-                "http", authorization, lambda: JsonRequest(body) if as_json else ProtobufRequest(body)
+                "http", authorization, lambda: JsonRequest(body) if as_json else ProtobufRequest(body), remote
             )
             return export_response(result.rejected, result.message, json=as_json)
         if path == LOGS_PATH:
             result = await self.ingestor.export_signal(
-                "http", "logs", authorization, lambda: LogsJsonRequest(body) if as_json else LogsProtobufRequest(body)
+                "http",
+                "logs",
+                authorization,
+                lambda: LogsJsonRequest(body) if as_json else LogsProtobufRequest(body),
+                remote,
             )
             return signal_response("logs", result.rejected, result.message, json=as_json)
         result = await self.ingestor.export_signal(
@@ -182,8 +194,20 @@ class OtlpHttpApp:
             "metrics",
             authorization,
             lambda: MetricsJsonRequest(body) if as_json else MetricsProtobufRequest(body),
+            remote,
         )
         return signal_response("metrics", result.rejected, result.message, json=as_json)
+
+    def _refused(self, scope: Scope, headers: dict[str, str], status: int, reason: str, message: str) -> None:
+        """Log a request refused before it reached the ingestor (which logs the rest)."""
+        self.ingestor.refusals.refused(
+            reason=reason,
+            status=status,
+            transport="http",
+            remote=_remote(scope),
+            key_id=key_id_in(bearer_token(headers.get("authorization"))),
+            message=message,
+        )
 
     async def _error(
         self,

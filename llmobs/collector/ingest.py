@@ -9,7 +9,7 @@ gRPC code, the HTTP status and, for retryable ones, a Retry-After.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -17,6 +17,7 @@ from llmobs.collector.auth import ApiKeyCache, KeyLookupFailed, bearer_token
 from llmobs.collector.metrics import CollectorMetrics
 from llmobs.collector.otlp import InvalidRequest
 from llmobs.collector.pipeline import RawSpan, SpanPipeline
+from llmobs.collector.refusals import RefusalLog, key_id_in
 from llmobs.collector.sampling import TailSampler, head_sample
 from llmobs.collector.stats import IngestCounts
 from llmobs.collector.writer import DatabaseUnavailable, QueueFull, RowsRefused, Writer
@@ -96,8 +97,10 @@ class Ingestor:
         *,
         head_rate: float = 1.0,
         tail: TailSampler | None = None,
+        refusals: RefusalLog | None = None,
     ) -> None:
         self.counts = counts
+        self.refusals = refusals or RefusalLog()
         self.pipeline = pipeline
         self.writer = writer
         self.keys = keys
@@ -105,24 +108,47 @@ class Ingestor:
         self.head_rate = head_rate
         self.tail = tail
 
-    async def export(self, transport: str, authorization: str | None, parse: Callable[[], OtlpRequest]) -> ExportResult:
-        try:
-            result = await self._export(transport, authorization, parse)
-        except IngestError as exc:
-            self.metrics.requests.labels(transport=transport, outcome=exc.reason or "error").inc()
-            raise
-        self.metrics.requests.labels(transport=transport, outcome="partial" if result.rejected else "ok").inc()
-        return result
+    async def export(
+        self,
+        transport: str,
+        authorization: str | None,
+        parse: Callable[[], OtlpRequest],
+        remote: str | None = None,
+    ) -> ExportResult:
+        """Authenticate, decode, process and queue one OTLP trace request from ``remote`` (the
+        client's address, for the log); IngestError (counted and logged, rate-limited) when refused."""
+        return await self._outcome(transport, authorization, remote, self._export(transport, authorization, parse))
 
     async def export_signal(
-        self, transport: str, signal: Signal, authorization: str | None, parse: Callable[[], SignalRequest]
+        self,
+        transport: str,
+        signal: Signal,
+        authorization: str | None,
+        parse: Callable[[], SignalRequest],
+        remote: str | None = None,
     ) -> ExportResult:
         """One OTLP logs or metrics export: the same key check, admission, group commit and
         refusals as spans; rows go to ``log_records`` or ``metric_points``."""
+        return await self._outcome(
+            transport, authorization, remote, self._export_signal(transport, signal, authorization, parse)
+        )
+
+    async def _outcome(
+        self, transport: str, authorization: str | None, remote: str | None, work: Awaitable[ExportResult]
+    ) -> ExportResult:
+        """Run one export, count its outcome, and log it (rate-limited) when refused."""
         try:
-            result = await self._export_signal(transport, signal, authorization, parse)
+            result = await work
         except IngestError as exc:
             self.metrics.requests.labels(transport=transport, outcome=exc.reason or "error").inc()
+            self.refusals.refused(
+                reason=exc.reason or "error",
+                status=exc.http_status,
+                transport=transport,
+                remote=remote,
+                key_id=key_id_in(bearer_token(authorization)),
+                message=exc.message,
+            )
             raise
         self.metrics.requests.labels(transport=transport, outcome="partial" if result.rejected else "ok").inc()
         return result

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -164,8 +165,8 @@ def _openai_tool_calls(calls: Any) -> list[Part]:
     parts = []
     for call in calls:
         if isinstance(call, dict):
-            nested = call.get("function")
-            function = nested if isinstance(nested, dict) else call
+            inner = call.get("function")
+            function: dict[str, Any] = inner if isinstance(inner, dict) else call
             parts.append(_tool_call(call.get("id"), function.get("name"), function.get("arguments")))
     return parts
 
@@ -301,8 +302,8 @@ def _choices(choices: Iterable[Any]) -> list[Message]:
     out = []
     for choice in choices:
         if isinstance(choice, dict):
-            nested = choice.get("message")
-            body = nested if isinstance(nested, dict) else {"content": choice.get("text")}
+            inner = choice.get("message")
+            body: dict[str, Any] = inner if isinstance(inner, dict) else {"content": choice.get("text")}
             out.append(_openai_message(body, "assistant", choice.get("finish_reason")))
     return out
 
@@ -312,32 +313,87 @@ def _system_instructions(value: Any) -> list[Message]:
     return [message("system", parts)] if parts else []
 
 
-def _input_from_attributes(attributes: Mapping[str, Any]) -> list[Message]:
+def _input_source(attributes: Mapping[str, Any]) -> str | None:
+    """The convention a span's input messages are read from (the first present), or None."""
     if "gen_ai.input.messages" in attributes or "gen_ai.system_instructions" in attributes:
-        return _system_instructions(attributes.get("gen_ai.system_instructions")) + _semconv_messages(
-            attributes.get("gen_ai.input.messages"), "user"
-        )
+        return "semconv"
     if "gen_ai.prompt.0.role" in attributes or "gen_ai.prompt.0.content" in attributes:
-        return _openllmetry(attributes, "gen_ai.prompt.", "user")
+        return "openllmetry"
     if "llm.input_messages.0.message.role" in attributes or "llm.input_messages.0.message.content" in attributes:
-        return _openinference(attributes, "llm.input_messages.", "user")
-    for key in ("input.value", "traceloop.entity.input", "gen_ai.prompt"):
-        if key in attributes:
-            return _io_value(attributes[key], "input")
+        return "openinference"
+    return next((k for k in ("input.value", "traceloop.entity.input", "gen_ai.prompt") if k in attributes), None)
+
+
+def _output_source(attributes: Mapping[str, Any]) -> str | None:
+    if "gen_ai.output.messages" in attributes:
+        return "semconv"
+    if any(k.startswith("gen_ai.completion.0.") for k in attributes):
+        return "openllmetry"
+    if any(k.startswith("llm.output_messages.0.") for k in attributes):
+        return "openinference"
+    return next((k for k in ("output.value", "traceloop.entity.output", "gen_ai.completion") if k in attributes), None)
+
+
+_PREFIXES = {
+    ("openllmetry", "input"): "gen_ai.prompt.",
+    ("openllmetry", "output"): "gen_ai.completion.",
+    ("openinference", "input"): "llm.input_messages.",
+    ("openinference", "output"): "llm.output_messages.",
+}
+#: The indexed keys (after the prefix) each indexed convention's messages are read from in full.
+_MESSAGE_FIELDS = {
+    "openllmetry": re.compile(
+        r"\d+\.(?:role|content|tool_call_id|finish_reason|function_call\.(?:name|arguments)"
+        r"|tool_calls\.\d+\.(?:id|name|arguments))"
+    ),
+    "openinference": re.compile(
+        r"\d+\.message\.(?:role|content|tool_call_id|finish_reason|contents\.\d+\.message_content\.[a-z_.]+"
+        r"|tool_calls\.\d+\.tool_call\.(?:id|function\.name|function\.arguments))"
+    ),
+}
+
+
+def _read(attributes: Mapping[str, Any], source: str | None, side: str) -> list[Message]:
+    role = "user" if side == "input" else "assistant"
+    if source is None:
+        return []
+    if source == "semconv":
+        if side == "input":
+            return _system_instructions(attributes.get("gen_ai.system_instructions")) + _semconv_messages(
+                attributes.get("gen_ai.input.messages"), role
+            )
+        return _semconv_messages(attributes.get("gen_ai.output.messages"), role)
+    if source == "openllmetry":
+        return _openllmetry(attributes, _PREFIXES[source, side], role)
+    if source == "openinference":
+        return _openinference(attributes, _PREFIXES[source, side], role)
+    return _io_value(attributes[source], side)
+
+
+def _source_keys(attributes: Mapping[str, Any], source: str | None, side: str) -> list[str]:
+    """The attribute keys whose whole content the side's messages hold (what a caller may store
+    only as messages): not ``input.value``/``output.value``/``traceloop.entity.*`` (a whole request
+    or function call, of which messages are a part) nor JSON text of OpenLIT's keys."""
+    if source == "semconv":
+        keys = (
+            ("gen_ai.input.messages", "gen_ai.system_instructions") if side == "input" else ("gen_ai.output.messages",)
+        )
+        return [k for k in keys if k in attributes]
+    if source in _MESSAGE_FIELDS:
+        prefix, pattern = _PREFIXES[source, side], _MESSAGE_FIELDS[source]
+        return [k for k in attributes if k.startswith(prefix) and pattern.fullmatch(k, len(prefix))]
+    if source in ("gen_ai.prompt", "gen_ai.completion"):
+        value = attributes[source]
+        return [source] if isinstance(value, str) and value[:1] not in ("[", "{") else []
     return []
+
+
+def _input_from_attributes(attributes: Mapping[str, Any]) -> list[Message]:
+    return _read(attributes, _input_source(attributes), "input")
 
 
 def _output_from_attributes(attributes: Mapping[str, Any]) -> list[Message]:
-    if "gen_ai.output.messages" in attributes:
-        return _semconv_messages(attributes["gen_ai.output.messages"], "assistant")
-    if any(k.startswith("gen_ai.completion.0.") for k in attributes):
-        return _openllmetry(attributes, "gen_ai.completion.", "assistant")
-    if any(k.startswith("llm.output_messages.0.") for k in attributes):
-        return _openinference(attributes, "llm.output_messages.", "assistant")
-    for key in ("output.value", "traceloop.entity.output", "gen_ai.completion"):
-        if key in attributes:
-            return _io_value(attributes[key], "output")
-    return []
+    return _read(attributes, _output_source(attributes), "output")
 
 
 def has_messages(attributes: Mapping[str, Any]) -> bool:
@@ -345,12 +401,34 @@ def has_messages(attributes: Mapping[str, Any]) -> bool:
     return not MESSAGE_MARKER_KEYS.isdisjoint(attributes)
 
 
+@dataclass(slots=True)
+class AttributeMessages:
+    """The messages of a span's attributes, and for each side the attribute keys they hold whole."""
+
+    inputs: list[Message] = field(default_factory=list)
+    outputs: list[Message] = field(default_factory=list)
+    input_keys: list[str] = field(default_factory=list)
+    output_keys: list[str] = field(default_factory=list)
+
+
+def read_attributes(attributes: Mapping[str, Any]) -> AttributeMessages:
+    """:func:`messages_from_attributes` with the keys each side was read from in full."""
+    if not has_messages(attributes):
+        return AttributeMessages()
+    in_source, out_source = _input_source(attributes), _output_source(attributes)
+    return AttributeMessages(
+        _read(attributes, in_source, "input"),
+        _read(attributes, out_source, "output"),
+        _source_keys(attributes, in_source, "input"),
+        _source_keys(attributes, out_source, "output"),
+    )
+
+
 def messages_from_attributes(attributes: Mapping[str, Any]) -> tuple[list[Message], list[Message]]:
     """The (input, output) messages a span's attributes carry, from the first convention present
     on each side (order in the module docstring); ``([], [])`` when none is."""
-    if not has_messages(attributes):
-        return [], []
-    return _input_from_attributes(attributes), _output_from_attributes(attributes)
+    found = read_attributes(attributes)
+    return found.inputs, found.outputs
 
 
 # -- GenAI events ------------------------------------------------------------------------------

@@ -44,8 +44,8 @@ from llmobs.collector.messages import (
     Message,
     cap_messages,
     has_messages,
-    messages_from_attributes,
     messages_from_events,
+    read_attributes,
 )
 from llmobs.collector.normalize import Normalized, OutOfRange, check_cost, normalize
 from llmobs.collector.pricing import PriceRule, Pricing, aload_rules, load_rules
@@ -223,7 +223,7 @@ class SpanPipeline:
         earliest, latest = self.config.window.bounds(datetime.now(UTC))
         resources: dict[int, _Resource] = {}
         rows = result.rows
-        kept: list[tuple[RawSpan, dict[str, Any]]] = []
+        kept: list[tuple[RawSpan, dict[str, Any], _SpanMessages]] = []
         for span in spans:
             problem = _check_ids(span)
             if problem is None:
@@ -231,20 +231,25 @@ class SpanPipeline:
                 if res is None:
                     res = resources[id(span.resource)] = _Resource(span.resource, self.redactor)
                 try:
-                    row, attrs = self._row(span, project_id, res, result, earliest, latest)
+                    row, attrs, messages = self._row(span, project_id, res, result, earliest, latest)
                 except (_Invalid, OutOfRange) as exc:
                     problem = str(exc)
                 else:
                     rows.append(row)
-                    kept.append((span, attrs))
+                    kept.append((span, attrs, messages))
                     continue
             result.rejected += 1
             result._note(result.errors, f"span {span.span_id!r} rejected: {problem}")
         if self.redactor.scans and rows:
             texts = [
                 r.attributes
-                if r.events == "[]" and r.links == "[]" and r.status_message is None
-                else f"{r.attributes}\n{r.events}\n{r.links}\n{r.status_message or ''}"
+                if r.events == "[]"
+                and r.links == "[]"
+                and r.status_message is None
+                and r.input_messages is None
+                and r.output_messages is None
+                else f"{r.attributes}\n{r.events}\n{r.links}\n{r.status_message or ''}\n"
+                f"{r.input_messages or ''}\n{r.output_messages or ''}"
                 for r in rows
             ]
             for i in self.redactor.triggered(texts):
@@ -259,7 +264,7 @@ class SpanPipeline:
         result: ProcessResult,
         earliest: datetime,
         latest: datetime,
-    ) -> tuple[SpanRow, dict[str, Any]]:
+    ) -> tuple[SpanRow, dict[str, Any], _SpanMessages]:
         start, end, duration_ms = _times(span.start_time, span.end_time)
         if not earliest <= start <= latest:
             raise _Invalid(
@@ -300,7 +305,7 @@ class SpanPipeline:
             user_id = redactor.column_keys(user_id, n.user_key)
             session_id = redactor.column_keys(session_id, n.session_key)
         # after the key rules: a dropped content key yields no message, a hashed one its hash
-        input_messages, output_messages = self._messages(attrs, events)
+        messages = self._messages(attrs, events)
         ttft_ms = n.time_to_first_token_ms
         if ttft_ms is None and events:
             ttft_ms = _first_token_ms(events, span.start_time, start)
@@ -340,11 +345,11 @@ class SpanPipeline:
             to_json([_event(e) for e in events]) if events else "[]",
             res.json,
             to_json(span.links) if span.links else "[]",
-            input_messages,
-            output_messages,
+            messages.input_json,
+            messages.output_json,
             ttft_ms,
         )
-        return row, attrs
+        return row, attrs, messages
 
     def _cost(
         self, n: Normalized, project_id: int, day: date, result: ProcessResult
@@ -369,24 +374,29 @@ class SpanPipeline:
         result.unknown_price += 1
         return None, None
 
-    def _messages(self, attrs: dict[str, Any], events: list[dict[str, Any]]) -> tuple[str | None, str | None]:
-        """The span's input and output messages as JSON text (None when it has none), from its
-        attributes, else (per side) its GenAI events, each side capped in size."""
-        inputs: list[Message] = []
-        outputs: list[Message] = []
-        if has_messages(attrs):
-            inputs, outputs = messages_from_attributes(attrs)
+    def _messages(self, attrs: dict[str, Any], events: list[dict[str, Any]]) -> _SpanMessages:
+        """The span's input and output messages, from its attributes, else (per side) its GenAI
+        events, each side capped in size. Content is stored once: the attributes a side was read
+        from in full are removed from ``attrs`` (unless the cap cut that side)."""
+        found = read_attributes(attrs) if has_messages(attrs) else None
+        inputs, outputs = (found.inputs, found.outputs) if found else ([], [])
         if (not inputs or not outputs) and events and any(e.get("name") in MESSAGE_EVENTS for e in events):
             event_inputs, event_outputs = messages_from_events(events)
             inputs = inputs or event_inputs
             outputs = outputs or event_outputs
         cap = self.config.max_message_chars
-        return (
-            to_json(cap_messages(inputs, cap)) if inputs else None,
-            to_json(cap_messages(outputs, cap)) if outputs else None,
-        )
+        capped_inputs, capped_outputs = cap_messages(inputs, cap), cap_messages(outputs, cap)
+        if found is not None:
+            for side, capped, keys in (
+                (inputs, capped_inputs, found.input_keys),
+                (outputs, capped_outputs, found.output_keys),
+            ):
+                if capped is side:
+                    for key in keys:
+                        del attrs[key]
+        return _SpanMessages(capped_inputs, capped_outputs)
 
-    def _scrub(self, row: SpanRow, span: RawSpan, attrs: dict[str, Any]) -> SpanRow:
+    def _scrub(self, row: SpanRow, span: RawSpan, attrs: dict[str, Any], messages: _SpanMessages) -> SpanRow:
         """Run the value detectors on a span their trigger flagged."""
         redactor = self.redactor
         redactor.scrub_values(attrs)
@@ -395,8 +405,9 @@ class SpanPipeline:
                 redactor.scrub_values(item["attributes"])
         scrub = redactor.scrub
         if row.input_messages is not None or row.output_messages is not None:
-            input_messages, output_messages = self._messages(attrs, span.events)
-            row = row._replace(input_messages=input_messages, output_messages=output_messages)
+            scrubbed = redactor.scrub_values({"in": messages.inputs, "out": messages.outputs})
+            messages = _SpanMessages(scrubbed["in"], scrubbed["out"])
+            row = row._replace(input_messages=messages.input_json, output_messages=messages.output_json)
         return row._replace(
             attributes=to_json(attrs),
             events=to_json([_event(e) for e in span.events]) if span.events else "[]",
@@ -409,6 +420,22 @@ class SpanPipeline:
 
 class _Invalid(ValueError):
     pass
+
+
+@dataclass(slots=True)
+class _SpanMessages:
+    """A span's messages (capped) and their JSON text for the row (None: no messages)."""
+
+    inputs: list[Message]
+    outputs: list[Message]
+
+    @property
+    def input_json(self) -> str | None:
+        return to_json(self.inputs) if self.inputs else None
+
+    @property
+    def output_json(self) -> str | None:
+        return to_json(self.outputs) if self.outputs else None
 
 
 def _check_ids(span: RawSpan) -> str | None:

@@ -43,6 +43,8 @@ class MaintainResult:
     rollup_from: datetime | None = None
     host_facts: list[str] = field(default_factory=list)
     retention: RetentionResult | None = None
+    #: spans whose messages were added to the search index (span_search) by this pass
+    messages_indexed: int = 0
 
 
 def timescale_enabled(conn: psycopg.Connection) -> bool:
@@ -90,15 +92,16 @@ def maintain(
     """One maintenance pass. ``conn`` is an autocommit superuser connection; ``host``: volumes and
     certificates to measure and record (see ``host_facts.py``)."""
     now = now or datetime.now(UTC)
+    retention = settings.get_int("RETENTION_DAYS")
     result = MaintainResult(timescale=timescale_enabled(conn))
     if host is not None and _has_host_fact_tables(conn):
         result.host_facts = record_host_facts(conn, host)
     if result.timescale:
         timescale_retention(conn, settings, now=now)
-        retention = f"{settings.get_int('RETENTION_DAYS')} days"
         for table in PARTITIONED_SIGNALS:
             conn.execute("SELECT remove_retention_policy(%s, if_exists => true)", (table.name,))
-            conn.execute("SELECT add_retention_policy(%s, %s::interval)", (table.name, retention))
+            conn.execute("SELECT add_retention_policy(%s, %s::interval)", (table.name, f"{retention} days"))
+        _index_messages(conn, now, retention, result)
         return result
 
     result.partitions_created = prepare_partitions(conn, settings, now)
@@ -120,12 +123,32 @@ def maintain(
                ON CONFLICT (name) DO UPDATE SET refreshed_to = EXCLUDED.refreshed_to, refreshed_at = now()""",
             (now,),
         )
+    _index_messages(conn, now, retention, result)
     return result
 
 
 def _has_host_fact_tables(conn: psycopg.Connection) -> bool:
     row = conn.execute("SELECT to_regclass('llmobs_volume_usage') IS NOT NULL").fetchone()
     return bool(row and row[0])
+
+
+def _index_messages(conn: psycopg.Connection, now: datetime, retention: int, result: MaintainResult) -> None:
+    """Add the messages of spans written since the last pass to the search index (``q=`` of the
+    trace list), and drop what retention dropped from spans. Spans start within
+    :data:`ROLLUP_LOOKBACK` (or the last pass) of the watermark; each is indexed once."""
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT refreshed_to FROM llmobs_rollup_state WHERE name = 'message_search' FOR UPDATE"
+        ).fetchone()
+        since = row[0] - ROLLUP_LOOKBACK if row else datetime.min.replace(tzinfo=UTC)
+        written = conn.execute("SELECT llmobs_index_messages(%s)", (since,)).fetchone()
+        result.messages_indexed = int(written[0]) if written else 0
+        conn.execute("DELETE FROM span_search WHERE start_time < %s", (now - timedelta(days=retention + 1),))
+        conn.execute(
+            """INSERT INTO llmobs_rollup_state (name, refreshed_to, refreshed_at) VALUES ('message_search', %s, now())
+               ON CONFLICT (name) DO UPDATE SET refreshed_to = EXCLUDED.refreshed_to, refreshed_at = now()""",
+            (now,),
+        )
 
 
 def maintain_once(settings: Settings, host: HostFacts | None = None) -> MaintainResult:
@@ -164,8 +187,9 @@ def maintain_forever(
             log.warning("maintain failed: %s", first_line(exc))
             continue
         log.info(
-            "maintain: partitions created %s, dropped %s; %d rollup rows",
+            "maintain: partitions created %s, dropped %s; %d rollup rows; %d spans' messages indexed",
             result.partitions_created or "none",
             result.partitions_dropped or "none",
             result.rollup_rows,
+            result.messages_indexed,
         )

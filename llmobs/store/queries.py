@@ -105,7 +105,7 @@ class TraceFilter:
     min_duration_ms: float | None = None
     min_cost_usd: float | None = None
     #: full-text search over the messages of the trace's spans (websearch syntax: words, "a phrase",
-    #: -word, or)
+    #: -word, or); spans are searchable from the maintenance pass after they were written
     q: str | None = None
     #: Some score of the trace has this name (and, when given, this label and a value in range).
     score_name: str | None = None
@@ -186,17 +186,25 @@ _SUMMARY_COLUMNS = """r.trace_id, r.span_id AS root_span_id, r.name AS root_name
     r.start_time, r.end_time, r.duration_ms, r.status_code AS root_status_code, a.span_count, a.error_count,
     a.input_tokens, a.output_tokens, a.total_tokens, a.cost_usd, a.models, a.services"""
 
-#: A span whose messages match ``%(q)s``: the expression and predicate of the partial GIN index
-#: ``spans_messages_tsv_idx`` (0030_span_messages.sql), repeated exactly so the planner uses it.
-MESSAGE_MATCH = (
-    "(m.input_messages IS NOT NULL OR m.output_messages IS NOT NULL) AND "
-    "llmobs_messages_tsv(m.input_messages, m.output_messages) @@ websearch_to_tsquery('simple', %(q)s)"
+#: Search-index rows (``span_search``, filled by ``llmobs db maintain``) whose words match ``%(q)s``
+#: (websearch syntax), through the index's GIN index.
+MESSAGE_MATCH = "m.words @@ websearch_to_tsquery('simple', %(q)s)"
+#: A GenAI log record (OTLP logs) whose messages match ``%(q)s``: the expression and predicate of
+#: the partial GIN index ``log_records_messages_tsv_idx`` (0051_log_record_search.sql).
+LOG_MESSAGE_MATCH = (
+    "l.event_name IS NOT NULL AND l.trace_id IS NOT NULL AND "
+    "llmobs_log_messages_tsv(l.body, l.attributes) @@ websearch_to_tsquery('simple', %(q)s)"
 )
-#: Traces (``{alias}.trace_id``) with a span in the listed range whose messages match ``%(q)s``.
+#: Traces (``{alias}.trace_id``) with a span, or a GenAI log record, in the listed range whose
+#: messages match ``%(q)s``.
 _TRACES_MATCHING = f"""{{alias}}.trace_id IN (
-    SELECT m.trace_id FROM spans m
+    SELECT m.trace_id FROM span_search m
     WHERE m.project_id = %(project)s AND m.start_time >= %(start)s - interval '1 hour'
-      AND m.start_time < %(end)s + %(window)s AND {MESSAGE_MATCH})"""
+      AND m.start_time < %(end)s + %(window)s AND {MESSAGE_MATCH}
+    UNION ALL
+    SELECT l.trace_id FROM log_records l
+    WHERE l.project_id = %(project)s AND l.time >= %(start)s - interval '1 hour'
+      AND l.time < %(end)s + %(window)s AND {LOG_MESSAGE_MATCH})"""
 
 #: Roots (at least, and four per row asked for) the root-index strategy examines before a filtered
 #: page falls back to the aggregate one.

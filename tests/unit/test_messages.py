@@ -14,6 +14,7 @@ from llmobs.collector.messages import (
     messages_from_attributes,
     messages_from_event,
     messages_from_events,
+    read_attributes,
 )
 
 
@@ -289,3 +290,22 @@ def test_cap_messages_marks_truncation() -> None:
     short = [text("user", "hi")]
     assert cap_messages(short, 1000) is short
     assert list(message_text([*short, {"role": "assistant", "parts": [CALL]}])) == ["hi"]
+
+
+def test_read_attributes_names_the_keys_held_whole() -> None:
+    attributes = {
+        "gen_ai.prompt.0.role": "user",
+        "gen_ai.prompt.0.content": "Hi",
+        "gen_ai.prompt.0.unknown_field": "kept",
+        "gen_ai.completion.0.content": "Yo",
+        "gen_ai.completion.0.tool_calls.0.name": "f",
+        "gen_ai.request.model": "gpt-4o",
+        "input.value": "Hi",
+    }
+    found = read_attributes(attributes)
+    assert sorted(found.input_keys) == ["gen_ai.prompt.0.content", "gen_ai.prompt.0.role"]
+    assert sorted(found.output_keys) == ["gen_ai.completion.0.content", "gen_ai.completion.0.tool_calls.0.name"]
+    semconv = read_attributes({"gen_ai.input.messages": "[]", "output.value": '{"choices": []}'})
+    assert (semconv.input_keys, semconv.output_keys) == (["gen_ai.input.messages"], [])
+    openlit = read_attributes({"gen_ai.prompt": "user: Hi", "gen_ai.completion": '{"a": 1}'})
+    assert (openlit.input_keys, openlit.output_keys) == (["gen_ai.prompt"], [])
