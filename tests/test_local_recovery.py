@@ -258,6 +258,10 @@ def test_restore_exits_0_only_once_every_service_serves_again(project: Path) -> 
     assert stored_spans(env) == (10, 10)
     export_spans(env, 5, 10)  # the collector serves at once, on the restored database
     assert stored_spans(env) == (20, 20)
+    # item 9: the new timeline's WAL is not archived yet, but the restorable window already
+    # reaches now (what the live server has not archived yet, a point-in-time restore archives)
+    listing = json.loads(run_cli("backup", "list", "--json", project_dir=project).stdout)
+    assert listing["timeline"] == 2 and listing["restorable"]["latest"], listing
 
 
 def _timed_export(env: dict[str, str], key: str, prefix: int) -> tuple[int, float, httpx.Response]:

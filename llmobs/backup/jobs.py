@@ -135,13 +135,44 @@ def ship_wal(settings: Settings, repo: Repository | None = None) -> list[str]:
 
 def live_timeline(settings: Settings) -> int | None:
     """The running cluster's timeline, or None when it cannot be reached."""
+    live = live_wal(settings)
+    return live.timeline if live else None
+
+
+@dataclass(frozen=True)
+class LiveWal:
+    """The running cluster's WAL beyond the archive: its timeline, that timeline's history (from
+    its pg_wal: right after a restore the archive may not have it yet) and whether archiving
+    works, so that what it has not archived yet will be (a point-in-time restore first switches
+    WAL and waits for the archive)."""
+
+    timeline: int
+    history: list[tuple[int, int]] | None
+    archiving: bool
+
+
+def live_wal(settings: Settings) -> LiveWal | None:
+    """None when the cluster cannot be reached."""
     from llmobs.backup.pgclient import admin_connection
+    from llmobs.backup.wal import history_name, parse_history
 
     try:
         with admin_connection(settings, dbname="postgres") as conn:
-            return int(conn.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()[0])
+            row = conn.execute(
+                "SELECT (SELECT timeline_id FROM pg_control_checkpoint()), current_setting('archive_mode') <> 'off' "
+                "AND (last_failed_time IS NULL OR last_failed_time < last_archived_time) FROM pg_stat_archiver"
+            ).fetchone()
+            assert row is not None
+            timeline, archiving = int(row[0]), bool(row[1])
+            history = None
+            if timeline > 1:
+                text = conn.execute(
+                    "SELECT pg_read_file(%s::text, 0, 1048576, true)", (f"pg_wal/{history_name(timeline)}",)
+                ).fetchone()
+                history = parse_history(text[0]) if text and text[0] else None
     except LlmobsError:
         return None
+    return LiveWal(timeline, history, archiving)
 
 
 def verify_backups(
@@ -280,6 +311,14 @@ def list_backups(settings: Settings, *, remote: bool = True, repo: Repository | 
     physical = [e for e in entries if e.type == "physical"]
     if physical:
         index = WalIndex(repo, binaries_for(settings, physical[-1].manifest.pg_major), remote=remote)
-        listing.timeline = live_timeline(settings) or index.newest_timeline()
-        listing.windows = merge_windows([w for e in physical if (w := index.window(e, listing.timeline)) is not None])
+        live = live_wal(settings)
+        listing.timeline = live.timeline if live else index.newest_timeline()
+        pending_until = None
+        if live is not None:
+            if live.history is not None:
+                index.histories.setdefault(live.timeline, live.history)
+            pending_until = datetime.now(UTC) if live.archiving else None
+        listing.windows = merge_windows(
+            [w for e in physical if (w := index.window(e, listing.timeline, pending_until=pending_until)) is not None]
+        )
     return listing

@@ -121,7 +121,10 @@ class WalIndex:
             )
         return self._commit_times[name]
 
-    def window(self, entry: BackupEntry, timeline: int) -> Window | None:
+    def window(self, entry: BackupEntry, timeline: int, *, pending_until: datetime | None = None) -> Window | None:
+        """The window of ``entry`` on ``timeline``. ``pending_until``: the live server archives
+        what it has written up to then (archiving works, and a restore switches WAL first), so
+        a chain without a gap to the end of the archive reaches that time."""
         m = entry.manifest
         if m.type != "physical" or not (m.start_lsn and m.timeline and m.wal_segment_size):
             return None
@@ -137,6 +140,8 @@ class WalIndex:
             if commit is not None:
                 latest = max(latest, commit)
                 break
+        if pending_until is not None and chain.gap is None:
+            latest = max(latest, pending_until)
         if latest <= m.finished_at:  # nothing committed after the backup yet: no point to restore to
             return None
         return Window(m.id, m.finished_at, latest, chain.last_segment, chain.gap)
