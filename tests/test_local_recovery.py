@@ -311,3 +311,22 @@ def test_ingest_refuses_fast_while_the_database_is_down_and_resumes_at_once(proj
         time.sleep(0.1)
     assert status == 200
     assert stored_spans(env) == (10 + accepted, 10 + accepted)
+
+
+def test_kill_9_of_the_postmaster_then_up_serves_again_without_loss(project: Path) -> None:
+    """A postmaster killed with -9 may stay a zombie (an init that does not reap): its socket lock
+    file must not stop the next `up`; every acknowledged span survives crash recovery."""
+    from llmobs.config import Settings
+    from llmobs.stack.local import LocalStack
+
+    up = run_cli("up", "--runtime", "local", project_dir=project)
+    assert up.returncode == 0, up.stdout + up.stderr
+    env = read_env_file(project / ".env")
+    export_spans(env, 9, 10)
+    postmaster = LocalStack(Settings.load(project, environ={})).cluster.running_pid()
+    assert postmaster is not None
+    os.kill(postmaster, signal.SIGKILL)
+    again = run_cli("up", project_dir=project)
+    assert again.returncode == 0, again.stdout + again.stderr
+    export_spans(env, 10, 10)
+    assert stored_spans(env) == (20, 20)

@@ -6,6 +6,7 @@ cannot leak through a logged DSN or an exception message.
 
 from __future__ import annotations
 
+import select
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
@@ -133,9 +134,15 @@ def raise_if_closed(conn: psycopg.Connection | psycopg.AsyncConnection) -> None:
     from psycopg import OperationalError
     from psycopg.pq import ConnStatus
 
-    conn.pgconn.consume_input()
-    if conn.pgconn.status != ConnStatus.OK:
-        raise OperationalError("the connection to PostgreSQL is closed")
+    # An idle connection is sent nothing unless the server ends it: "terminating connection ..."
+    # comes first, then the end of the stream, which a further read sees.
+    for _ in range(3):
+        conn.pgconn.consume_input()
+        if conn.pgconn.status != ConnStatus.OK:
+            raise OperationalError("the connection to PostgreSQL is closed")
+        if not select.select([conn.pgconn.socket], [], [], 0)[0]:
+            return
+    raise OperationalError("PostgreSQL keeps sending on an idle connection")
 
 
 def first_line(exc: BaseException) -> str:
