@@ -21,19 +21,16 @@ import argparse
 import json
 import os
 import secrets
-import shutil
 import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import psycopg
-from benchlib import free_ports_lines, llmobs
+from benchlib import llmobs, throwaway_project
 
 from llmobs.config import Settings, read_env_file
 from llmobs.stack.local import LocalStack
@@ -133,13 +130,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="llmobs-bench-"))
-    root.chmod(0o755)
-    project = root / "proj"
-    try:
-        subprocess.run([sys.executable, "-m", "llmobs", "init", str(project)], check=True, capture_output=True)
-        with (project / ".env").open("a") as fh:
-            fh.writelines(free_ports_lines())
+    with throwaway_project() as project:
         llmobs(project, "up", "--runtime", "local")
         probe = Probe(project)
         cluster = LocalStack(Settings.load(project, environ={})).cluster
@@ -183,9 +174,6 @@ def main() -> None:
         print(f"\nacknowledged {len(probe.acked)} spans: {count} stored ({count - distinct} twice)")
         ingest = max(results["database restart: accepting -> ingest"])
         print(f"target: ingest within 2 s of PostgreSQL accepting: {'OK' if ingest < 2 else 'TOO SLOW'} ({ingest:.2f})")
-    finally:
-        subprocess.run([sys.executable, "-m", "llmobs", "--project-dir", str(project), "down"], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

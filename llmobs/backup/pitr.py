@@ -160,6 +160,15 @@ def plan_point_in_time(index: WalIndex, entries: list[BackupEntry], target: date
     """The newest base backup that ends before ``target`` and whose WAL chain reaches past it;
     UsageError naming the restorable window otherwise."""
     bases = [e for e in entries if e.type == "physical"]
+    oldest = min(bases, key=lambda e: e.manifest.finished_at, default=None)
+    if oldest is not None and target <= oldest.manifest.finished_at:
+        # say so first: the windows of other timelines or a missing WAL chain are beside the point
+        raise UsageError(
+            f"{target.isoformat()} is before the earliest restorable point: the oldest physical backup kept, "
+            f"{oldest.id}, ended at {oldest.manifest.finished_at.isoformat()}",
+            hint="older backups and the WAL they needed were pruned (BACKUP_KEEP_*, BACKUP_RETENTION_DAYS) "
+            "or never taken; `llmobs backup list` shows what can be restored",
+        )
     windows = [w for e in bases if (w := index.window(e, timeline)) is not None]
     if not windows:
         raise UsageError(
