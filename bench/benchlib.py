@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +48,19 @@ def init_project(root: Path) -> Path:
     with (project / ".env").open("a") as fh:
         fh.writelines(free_ports_lines())
     return project
+
+
+@contextmanager
+def throwaway_project() -> Iterator[Path]:
+    """A new project on free ports under /tmp; stopped (`llmobs down`) and removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix="llmobs-bench-"))
+    root.chmod(0o755)
+    project = init_project(root)
+    try:
+        yield project
+    finally:
+        subprocess.run([sys.executable, "-m", "llmobs", "--project-dir", str(project), "down"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def llmobs(project: Path, *args: str) -> str:

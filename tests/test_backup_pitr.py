@@ -64,7 +64,7 @@ def test_target_outside_the_window_is_refused_and_nothing_changes(archived: Arch
     create_backup(a.settings, "physical", SilentProgress())
     a.sql("CREATE TABLE kept (id int)")
     dump = a.dump()
-    with pytest.raises(UsageError, match="before the earliest restorable point"):
+    with pytest.raises(UsageError, match="before the earliest restorable point: the oldest physical backup kept"):
         _restore_to(a, before_backup)
     from datetime import timedelta
 

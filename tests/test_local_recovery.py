@@ -258,3 +258,75 @@ def test_restore_exits_0_only_once_every_service_serves_again(project: Path) -> 
     assert stored_spans(env) == (10, 10)
     export_spans(env, 5, 10)  # the collector serves at once, on the restored database
     assert stored_spans(env) == (20, 20)
+    # item 9: the new timeline's WAL is not archived yet, but the restorable window already
+    # reaches now (what the live server has not archived yet, a point-in-time restore archives)
+    listing = json.loads(run_cli("backup", "list", "--json", project_dir=project).stdout)
+    assert listing["timeline"] == 2 and listing["restorable"]["latest"], listing
+
+
+def _timed_export(env: dict[str, str], key: str, prefix: int) -> tuple[int, float, httpx.Response]:
+    base = f"http://127.0.0.1:{env['COLLECTOR_HTTP_PORT']}"
+    trace_id, span_id = ids(1, prefix)[0]
+    started = time.monotonic()
+    response = http_export(base, otlp_request([{"trace_id": trace_id, "span_id": span_id}]), key, timeout=30)
+    return response.status_code, time.monotonic() - started, response
+
+
+def test_ingest_refuses_fast_while_the_database_is_down_and_resumes_at_once(project: Path) -> None:
+    """Issue 18 item 4: UNAVAILABLE at once while PostgreSQL is down (also for a key the
+    collector has not looked up yet), accepted again within seconds of PostgreSQL accepting
+    connections, and the api serves on new connections; 0 acknowledged spans lost."""
+    from llmobs.config import Settings
+    from llmobs.stack.local import LocalStack
+
+    up = run_cli("up", "--runtime", "local", project_dir=project)
+    assert up.returncode == 0, up.stdout + up.stderr
+    env = read_env_file(project / ".env")
+    export_spans(env, 6, 10)
+    api = f"http://127.0.0.1:{env['API_PORT']}/api/v1/traces"
+    admin = {"Authorization": f"Bearer {env['LLMOBS_ADMIN_API_KEY']}"}
+    assert httpx.get(api, headers=admin, timeout=10).status_code == 200
+    cluster = LocalStack(Settings.load(project, environ={})).cluster
+
+    cluster.stop(mode="fast")
+    for prefix, key in ((7, env["LLMOBS_INGEST_API_KEY"]), (8, env["LLMOBS_ADMIN_API_KEY"])):  # cached, not cached
+        code, elapsed, response = _timed_export(env, key, prefix)
+        assert code == 503 and response.headers.get("retry-after"), response.text
+        assert elapsed < 1.0, f"refused after {elapsed:.2f} s"  # about 5 s before
+
+    cluster.start()
+    back = time.monotonic()
+    accepted = 0
+    while True:
+        code, _, response = _timed_export(env, env["LLMOBS_ADMIN_API_KEY"], 100 + accepted)
+        if code == 200:
+            accepted += 1
+            break
+        assert code == 503 and time.monotonic() - back < 10, response.text
+        time.sleep(0.1)
+    resumed = time.monotonic() - back
+    assert resumed < 5, f"ingest accepted again {resumed:.1f} s after PostgreSQL"  # 2-14 s before
+    deadline = time.monotonic() + 5
+    while (status := httpx.get(api, headers=admin, timeout=10).status_code) != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert status == 200
+    assert stored_spans(env) == (10 + accepted, 10 + accepted)
+
+
+def test_kill_9_of_the_postmaster_then_up_serves_again_without_loss(project: Path) -> None:
+    """A postmaster killed with -9 may stay a zombie (an init that does not reap): its socket lock
+    file must not stop the next `up`; every acknowledged span survives crash recovery."""
+    from llmobs.config import Settings
+    from llmobs.stack.local import LocalStack
+
+    up = run_cli("up", "--runtime", "local", project_dir=project)
+    assert up.returncode == 0, up.stdout + up.stderr
+    env = read_env_file(project / ".env")
+    export_spans(env, 9, 10)
+    postmaster = LocalStack(Settings.load(project, environ={})).cluster.running_pid()
+    assert postmaster is not None
+    os.kill(postmaster, signal.SIGKILL)
+    again = run_cli("up", project_dir=project)
+    assert again.returncode == 0, again.stdout + again.stderr
+    export_spans(env, 10, 10)
+    assert stored_spans(env) == (20, 20)

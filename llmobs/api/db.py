@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from psycopg_pool import AsyncConnectionPool
 
-from llmobs.store.db import APP_GROUP_ROLE, connect_kwargs, first_line
+from llmobs.store.db import APP_GROUP_ROLE, connect_kwargs, first_line, raise_if_closed
 
 if TYPE_CHECKING:
     import psycopg
@@ -40,6 +40,10 @@ T = TypeVar("T")
 
 #: Seconds a request waits for a pooled connection before it is answered with 503.
 POOL_TIMEOUT = 5.0
+#: Seconds the pool keeps retrying a failed connection attempt (with its growing back-off: 1 s,
+#: 2 s, 4 s, ...) before giving up; the next request then tries again at once. Retrying for ever
+#: left requests waiting up to the back-off's next attempt (8 s, 16 s) after PostgreSQL was back.
+RECONNECT_TIMEOUT = 1.0
 
 _SCOPE_SQL = "SELECT set_config('llmobs.project_id', %s, false)"
 _READ_WRITE_SQL = "SET TRANSACTION READ WRITE"
@@ -49,16 +53,9 @@ _SESSION_ENDED = frozenset({"57P01", "57P02"})
 
 
 async def check_alive(conn: psycopg.AsyncConnection) -> None:
-    """The pool's check before it hands out a connection, without a round trip: read whatever
-    the server sent meanwhile. A server that restarted or ended the session (for example
-    ``pg_terminate_backend`` during a password rotation) has closed the socket, and this raises,
-    so the pool replaces the connection before a request gets it."""
-    from psycopg import OperationalError
-    from psycopg.pq import ConnStatus
-
-    conn.pgconn.consume_input()
-    if conn.pgconn.status != ConnStatus.OK:
-        raise OperationalError("the connection to PostgreSQL is closed")
+    """The pool's check before it hands out a connection, without a round trip
+    (``raise_if_closed``): a connection the server closed is replaced before a request gets it."""
+    raise_if_closed(conn)
 
 
 class SessionEnded(Exception):
@@ -111,7 +108,7 @@ class Database:
             configure=self._configure,
             check=check_alive,
             timeout=POOL_TIMEOUT,
-            reconnect_timeout=float("inf"),
+            reconnect_timeout=RECONNECT_TIMEOUT,
             name="llmobs-api",
         )
         await self._pool.open(wait=False)

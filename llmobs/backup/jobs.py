@@ -16,7 +16,7 @@ from llmobs.backup.lock import backup_lock
 from llmobs.backup.logical import create_logical
 from llmobs.backup.manifest import BACKUP_TYPES, Manifest, new_backup_id
 from llmobs.backup.paths import share_with_group
-from llmobs.backup.pgclient import admin_connection, binaries_for, scalar
+from llmobs.backup.pgclient import admin_connection, binaries_for
 from llmobs.backup.physical import create_physical, finish_backup_dir
 from llmobs.backup.pitr import WalIndex, merge_windows
 from llmobs.backup.records import record_backups, record_failed_attempt
@@ -24,6 +24,7 @@ from llmobs.backup.redis_backup import create_redis
 from llmobs.backup.repository import BackupEntry, DamagedBackup, Repository
 from llmobs.backup.retention import PruneResult, RetentionPolicy, prune
 from llmobs.backup.verify import VerifyResult, backup_own_segments, damaged_result, verify_backup
+from llmobs.backup.wal import history_name, parse_history
 from llmobs.errors import LlmobsError, UsageError
 from llmobs.store import audit
 from llmobs.store.db import first_line
@@ -134,12 +135,41 @@ def ship_wal(settings: Settings, repo: Repository | None = None) -> list[str]:
 
 def live_timeline(settings: Settings) -> int | None:
     """The running cluster's timeline, or None when it cannot be reached."""
+    live = live_wal(settings)
+    return live.timeline if live else None
 
+
+@dataclass(frozen=True)
+class LiveWal:
+    """The running cluster's WAL beyond the archive: its timeline, that timeline's history (from
+    its pg_wal: right after a restore the archive may not have it yet) and whether archiving
+    works, so that what it has not archived yet will be (a point-in-time restore first switches
+    WAL and waits for the archive)."""
+
+    timeline: int
+    history: list[tuple[int, int]] | None
+    archiving: bool
+
+
+def live_wal(settings: Settings) -> LiveWal | None:
+    """None when the cluster cannot be reached."""
     try:
         with admin_connection(settings, dbname="postgres") as conn:
-            return int(scalar(conn, "SELECT timeline_id FROM pg_control_checkpoint()"))
+            row = conn.execute(
+                "SELECT (SELECT timeline_id FROM pg_control_checkpoint()), current_setting('archive_mode') <> 'off' "
+                "AND (last_failed_time IS NULL OR last_failed_time < last_archived_time) FROM pg_stat_archiver"
+            ).fetchone()
+            assert row is not None
+            timeline, archiving = int(row[0]), bool(row[1])
+            history = None
+            if timeline > 1:
+                text = conn.execute(
+                    "SELECT pg_read_file(%s::text, 0, 1048576, true)", (f"pg_wal/{history_name(timeline)}",)
+                ).fetchone()
+                history = parse_history(text[0]) if text and text[0] else None
     except LlmobsError:
         return None
+    return LiveWal(timeline, history, archiving)
 
 
 def verify_backups(
@@ -275,6 +305,14 @@ def list_backups(settings: Settings, *, remote: bool = True, repo: Repository | 
     physical = [e for e in entries if e.type == "physical"]
     if physical:
         index = WalIndex(repo, binaries_for(settings, physical[-1].manifest.pg_major), remote=remote)
-        listing.timeline = live_timeline(settings) or index.newest_timeline()
-        listing.windows = merge_windows([w for e in physical if (w := index.window(e, listing.timeline)) is not None])
+        live = live_wal(settings)
+        listing.timeline = live.timeline if live else index.newest_timeline()
+        pending_until = None
+        if live is not None:
+            if live.history is not None:
+                index.histories.setdefault(live.timeline, live.history)
+            pending_until = datetime.now(UTC) if live.archiving else None
+        listing.windows = merge_windows(
+            [w for e in physical if (w := index.window(e, listing.timeline, pending_until=pending_until)) is not None]
+        )
     return listing

@@ -122,7 +122,10 @@ class WalIndex:
             )
         return self._commit_times[name]
 
-    def window(self, entry: BackupEntry, timeline: int) -> Window | None:
+    def window(self, entry: BackupEntry, timeline: int, *, pending_until: datetime | None = None) -> Window | None:
+        """The window of ``entry`` on ``timeline``. ``pending_until``: the live server archives
+        what it has written up to then (archiving works, and a restore switches WAL first), so
+        a chain without a gap to the end of the archive reaches that time."""
         m = entry.manifest
         if m.type != "physical" or not (m.start_lsn and m.timeline and m.wal_segment_size):
             return None
@@ -138,6 +141,8 @@ class WalIndex:
             if commit is not None:
                 latest = max(latest, commit)
                 break
+        if pending_until is not None and chain.gap is None:
+            latest = max(latest, pending_until)
         if latest <= m.finished_at:  # nothing committed after the backup yet: no point to restore to
             return None
         return Window(m.id, m.finished_at, latest, chain.last_segment, chain.gap)
@@ -156,6 +161,15 @@ def plan_point_in_time(index: WalIndex, entries: list[BackupEntry], target: date
     """The newest base backup that ends before ``target`` and whose WAL chain reaches past it;
     UsageError naming the restorable window otherwise."""
     bases = [e for e in entries if e.type == "physical"]
+    oldest = min(bases, key=lambda e: e.manifest.finished_at, default=None)
+    if oldest is not None and target <= oldest.manifest.finished_at:
+        # say so first: the windows of other timelines or a missing WAL chain are beside the point
+        raise UsageError(
+            f"{target.isoformat()} is before the earliest restorable point: the oldest physical backup kept, "
+            f"{oldest.id}, ended at {oldest.manifest.finished_at.isoformat()}",
+            hint="older backups and the WAL they needed were pruned (BACKUP_KEEP_*, BACKUP_RETENTION_DAYS) "
+            "or never taken; `llmobs backup list` shows what can be restored",
+        )
     windows = [w for e in bases if (w := index.window(e, timeline)) is not None]
     if not windows:
         raise UsageError(

@@ -29,7 +29,7 @@ from llmobs.collector.writer import Writer
 from llmobs.http_drain import DrainingServer
 from llmobs.serving import listening_socket, notify_ready, tune_gc
 from llmobs.store import apikeys
-from llmobs.store.db import connect_kwargs, make_pool
+from llmobs.store.db import ConnectionSource, connect_kwargs
 from llmobs.store.key_events import follow_key_changes
 
 if TYPE_CHECKING:
@@ -86,6 +86,10 @@ def metrics_text(registry: Any = None) -> tuple[bytes, str]:
     return generate_latest(registry or REGISTRY), CONTENT_TYPE_LATEST
 
 
+#: seconds to connect for a key lookup: a refused connection fails at once, this bounds a hung one
+CONTROL_CONNECT_TIMEOUT = 2
+
+
 class Collector:
     """One collector process."""
 
@@ -96,8 +100,15 @@ class Collector:
         self.pipeline: SpanPipeline = SpanPipeline.from_settings(settings)  # ConfigError before binding
         self._stop = asyncio.Event()
 
-    def _lookup_pool(self) -> Any:
-        return make_pool(self.settings, "app", min_size=0, max_size=2, name="collector-control", open=False)
+    def _control_connections(self) -> ConnectionSource:
+        """For key lookups, prices and counters: no background reconnection with a back-off, so
+        a lookup fails at once while PostgreSQL is down and succeeds at once when it is back."""
+        return ConnectionSource(
+            {
+                **connect_kwargs(self.settings, "app", connect_timeout=CONTROL_CONNECT_TIMEOUT),
+                "application_name": "llmobs-collector",
+            }
+        )
 
     async def run(self) -> None:
         # Not at module top: these import prometheus_client, which a collector supervising
@@ -126,10 +137,10 @@ class Collector:
             if s.get_bool("SAMPLING_TAIL_ENABLED")
             else None
         )
-        pool = self._lookup_pool()
+        control = self._control_connections()
 
         def lookup(token: str) -> Any:
-            with pool.connection(timeout=5) as conn:
+            with control.connection() as conn:
                 return apikeys.authenticate(conn, token)
 
         keys = ApiKeyCache(lookup, ttl=s.get_int("COLLECTOR_AUTH_CACHE_SECONDS"))
@@ -142,13 +153,12 @@ class Collector:
         grpc_port, http_port = s.get_int("COLLECTOR_GRPC_PORT"), s.get_int("COLLECTOR_HTTP_PORT")
         http_sock = listen_socket(self.host, http_port)
         metrics_sock = listen_socket(self.host, s.get_int("COLLECTOR_METRICS_PORT")) if self.serve_metrics else None
-        pool.open(wait=False)
         await writer.start()
         if publisher:
             publisher.start()
         background = [
-            asyncio.create_task(self._refresh_prices(pool), name="prices"),
-            asyncio.create_task(self._flush_counts(pool, counts), name="ingest-stats"),
+            asyncio.create_task(self._refresh_prices(control), name="prices"),
+            asyncio.create_task(self._flush_counts(control, counts), name="ingest-stats"),
             asyncio.create_task(
                 follow_key_changes(connect_kwargs(s, "app"), keys.forget, keys.forget_all), name="key-changes"
             ),
@@ -191,13 +201,13 @@ class Collector:
         await self._drain(grpc_server, http_server, http_sock, tail, writer)
         for task in background:
             task.cancel()
-        await self._write_counts(pool, counts)
+        await self._write_counts(control, counts)
         if metrics_server is not None and metrics_sock is not None:
             metrics_server.should_exit = True
             await metrics_server.shutdown(sockets=[metrics_sock])
         if publisher:
             await publisher.close()
-        pool.close()
+        control.close()
 
     @staticmethod
     async def _ready_when_writable(writer: Any) -> None:
@@ -219,18 +229,18 @@ class Collector:
         drained = await writer.drain(max(1.0, drain_seconds - (time.monotonic() - started)))
         log.info("stopped%s", "" if drained else " (some spans could not be written)")
 
-    async def _flush_counts(self, pool: Any, counts: IngestCounts) -> None:
+    async def _flush_counts(self, control: ConnectionSource, counts: IngestCounts) -> None:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL)
-            await self._write_counts(pool, counts)
+            await self._write_counts(control, counts)
 
-    async def _write_counts(self, pool: Any, counts: IngestCounts) -> None:
+    async def _write_counts(self, control: ConnectionSource, counts: IngestCounts) -> None:
         taken = counts.take()
         if not taken:
             return
 
         def write() -> None:
-            with pool.connection(timeout=5) as conn:
+            with control.connection(timeout=5) as conn:
                 write_counts(conn, taken)
 
         try:
@@ -239,11 +249,11 @@ class Collector:
             log.debug("ingest counts not written yet (%s)", exc)
             counts.restore(taken)
 
-    async def _refresh_prices(self, pool: Any) -> None:
+    async def _refresh_prices(self, control: ConnectionSource) -> None:
         interval = self.settings.get_int("COLLECTOR_PRICE_REFRESH_SECONDS")
 
         def load() -> Any:
-            with pool.connection(timeout=10) as conn:
+            with control.connection(timeout=10) as conn:
                 return load_rules(conn)
 
         loaded = False

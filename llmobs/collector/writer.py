@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from llmobs.collector.stats import IngestCounts
-from llmobs.store.db import first_line
+from llmobs.store.db import first_line, raise_if_closed
 from llmobs.store.signals import SPANS, CopyTable
 from llmobs.store.spans import MISSING_PARTITION_MESSAGE, SpanRow, is_missing_partition
 
@@ -210,8 +210,7 @@ class Writer:
                 break
             self._in_flight += 1
             try:
-                if conn is None or conn.closed:
-                    conn = await psycopg.AsyncConnection.connect(**self._connect_kwargs)
+                conn = await self._usable(conn)
                 await self._write(conn, batch)
             except (psycopg.OperationalError, OSError) as exc:
                 if conn is not None:
@@ -231,6 +230,19 @@ class Writer:
                 self._in_flight -= 1
         if conn is not None:
             await conn.close()
+
+    async def _usable(self, conn: psycopg.AsyncConnection | None) -> psycopg.AsyncConnection:
+        """``conn`` if the server has not closed it (a restart), else a new connection: a
+        connection that died while idle must not cost a batch its write."""
+        import psycopg
+
+        if conn is not None and not conn.closed:
+            try:
+                raise_if_closed(conn)
+                return conn
+            except psycopg.OperationalError:
+                await conn.close()
+        return await psycopg.AsyncConnection.connect(**self._connect_kwargs)
 
     async def _write(self, conn: psycopg.AsyncConnection, batch: list[Pending]) -> None:
         started = time.perf_counter()

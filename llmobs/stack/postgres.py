@@ -342,4 +342,24 @@ class PgCluster:
             # pg_ctl refuses to start while a pid file names a live process, whatever it is; ours
             # was checked above to not be a postmaster of this directory.
             log.info("removing stale %s", pidfile)
+            self._remove_stale_socket_lock(pidfile)
             pidfile.unlink(missing_ok=True)
+
+    @staticmethod
+    def _remove_stale_socket_lock(pidfile: Path) -> None:
+        """The unix socket's lock file of the same dead postmaster. PostgreSQL takes a pid that
+        still exists as a live postmaster, and a postmaster killed with -9 stays a zombie until
+        its new parent reaps it (never, under an init that does not reap): start would fail on
+        "lock file ... already exists" although nothing runs."""
+        try:
+            lines = pidfile.read_text().splitlines()
+            pid, port, socket_dir = lines[0].strip(), lines[3].strip(), lines[4].strip()
+        except (OSError, IndexError):
+            return
+        lock = Path(socket_dir) / f".s.PGSQL.{port}.lock"
+        try:
+            if lock.read_text().splitlines()[0].strip() == pid:
+                log.info("removing stale %s", lock)
+                lock.unlink(missing_ok=True)
+        except (OSError, IndexError):
+            return

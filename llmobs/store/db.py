@@ -6,13 +6,15 @@ cannot leak through a logged DSN or an exception message.
 
 from __future__ import annotations
 
+import select
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
 from llmobs.errors import LlmobsError
 
 if TYPE_CHECKING:
     import psycopg
-    from psycopg_pool import ConnectionPool
 
     from llmobs.config import Settings
 
@@ -65,28 +67,82 @@ def connect(
         ) from None
 
 
-def make_pool(
-    settings: Settings,
-    role: DbRole = "app",
-    *,
-    min_size: int = 1,
-    max_size: int | None = None,
-    name: str = "llmobs",
-    open: bool = True,
-) -> ConnectionPool:
-    """A psycopg pool as ``role`` that reconnects by itself after PostgreSQL restarts."""
-    from psycopg_pool import ConnectionPool
+class ConnectionSource:
+    """Connections as one role, made when asked and kept for reuse (up to ``keep`` idle ones),
+    for a server's occasional blocking queries (the collector's key lookups, prices, counters).
 
-    kwargs = connect_kwargs(settings, role)
-    return ConnectionPool(
-        kwargs=kwargs,
-        min_size=min_size,
-        max_size=max_size or settings.get_int("DB_POOL_SIZE"),
-        name=name,
-        open=open,
-        check=ConnectionPool.check_connection,
-        reconnect_timeout=float("inf"),
-    )
+    Unlike a pool, nothing reconnects in the background with a growing back-off: while
+    PostgreSQL is down a query fails at once (connection refused) and the first one after it is
+    back connects at once. An idle connection the server closed meanwhile (a restart) is
+    noticed without a round trip (``raise_if_closed``) and replaced before use. Thread-safe."""
+
+    def __init__(self, kwargs: dict[str, Any], *, keep: int = 2) -> None:
+        import threading
+
+        self._kwargs = kwargs
+        self._keep = keep
+        self._idle: list[psycopg.Connection] = []
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def connection(self, timeout: float | None = None) -> Iterator[psycopg.Connection]:
+        """A connection whose transaction is committed on success and rolled back on error (as
+        a pool's); ``timeout``: seconds to connect, when a new connection is needed."""
+        import psycopg
+
+        conn = self._reuse()
+        if conn is None:
+            timeout_kwargs = {"connect_timeout": max(1, round(timeout))} if timeout else {}
+            conn = psycopg.connect(**{**self._kwargs, **timeout_kwargs})
+        try:
+            yield conn
+            conn.commit()
+        except BaseException:
+            conn.close()  # whatever state it is in, it is not handed out again
+            raise
+        with self._lock:
+            if len(self._idle) < self._keep:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def _reuse(self) -> psycopg.Connection | None:
+        import psycopg
+
+        while True:
+            with self._lock:
+                if not self._idle:
+                    return None
+                conn = self._idle.pop()
+            try:
+                raise_if_closed(conn)
+                return conn
+            except psycopg.OperationalError:
+                conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+def raise_if_closed(conn: psycopg.Connection | psycopg.AsyncConnection) -> None:
+    """Without a round trip, read whatever the server sent meanwhile: a server that restarted
+    or ended the session (``pg_terminate_backend``) has closed the socket, and this raises
+    OperationalError, so the connection is replaced before a query fails on it."""
+    from psycopg import OperationalError
+    from psycopg.pq import ConnStatus
+
+    # An idle connection is sent nothing unless the server ends it: "terminating connection ..."
+    # comes first, then the end of the stream, which a further read sees.
+    for _ in range(3):
+        conn.pgconn.consume_input()
+        if conn.pgconn.status != ConnStatus.OK:
+            raise OperationalError("the connection to PostgreSQL is closed")
+        if not select.select([conn.pgconn.socket], [], [], 0)[0]:
+            return
+    raise OperationalError("PostgreSQL keeps sending on an idle connection")
 
 
 def first_line(exc: BaseException) -> str:
