@@ -1,7 +1,8 @@
 """The `monitoring` profile in the local runtime, end to end on the real binaries: `llmobs up
 --profile monitoring` runs Prometheus, Alertmanager and both exporters under the supervisor;
 stopping Redis makes RedisDown reach a webhook receiver; an unwritable WAL archive makes
-WalArchivingFailing fire, and it resolves once archiving works again."""
+WalArchivingFailing fire, and it resolves once archiving works again. The servers log JSON
+(LLMOBS_LOG_FORMAT=json) and `llmobs logs` renders it."""
 
 from __future__ import annotations
 
@@ -82,6 +83,7 @@ def project(workdir: Path, webhook: Webhook) -> Iterator[Path]:
         **free_ports_env(),
         "MONITORING_SCRAPE_INTERVAL_SECONDS": str(SCRAPE_SECONDS),
         "ALERT_WEBHOOK_URL": webhook.url,
+        "LLMOBS_LOG_FORMAT": "json",
     }
     env_file = proj / ".env"
     env_file.write_text(env_file.read_text() + "".join(f"{k}={v}\n" for k, v in env.items()))
@@ -136,6 +138,20 @@ def _check_dashboard_queries(prometheus: str) -> None:
             results += answer["data"]["result"]
         if panel["title"] in PANELS_WITH_DATA:
             assert results, f"panel {panel['title']!r} shows no data"
+
+
+def _check_json_logs(project: Path) -> None:
+    """LLMOBS_LOG_FORMAT=json: the collector's log file holds one JSON object per line, and
+    `llmobs logs` shows them as readable lines."""
+    raw = [line for line in (project / "logs" / "collector.log").read_text().splitlines() if line.startswith("{")]
+    assert raw, "no JSON log lines from the collector"
+    entries = [json.loads(line) for line in raw]
+    assert all({"time", "level", "service", "pid", "logger", "message"} <= e.keys() for e in entries)
+    started = next(e for e in entries if "OTLP/gRPC" in e["message"])
+    assert started["service"] == "collector" and started["level"] == "info"
+    shown = run_cli("logs", "collector", "-n", "200", project_dir=project).stdout.splitlines()
+    assert not [line for line in shown if line.startswith("{")]
+    assert any(f"collector[{started['pid']}] INFO" in line and "OTLP/gRPC" in line for line in shown)
 
 
 @pytest.mark.slow
@@ -205,6 +221,7 @@ def test_monitoring_profile_alerts_reach_the_webhook(project: Path, webhook: Web
         conn.execute("SELECT pg_switch_wal()")
     _wait("WalArchivingFailing resolved", lambda: "WalArchivingFailing" not in _prometheus_alerts(prometheus), 120, 1)
 
+    _check_json_logs(project)
     assert run_cli("down", project_dir=project, timeout=120).returncode == 0
     left = [p for p in our_processes(project) if any(b in " ".join(p.cmdline()) for b in BINARIES.values())]
     assert left == [], left

@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from llmobs import __version__
-from llmobs.serving import notify_ready, serve_replica_metrics, setup_logging, tune_gc
+from llmobs.serving import notify_ready, serve_replica_metrics, setup_logging, tune_gc, uvicorn_log_config
 
 if TYPE_CHECKING:
     import uvicorn
@@ -51,6 +51,7 @@ async def start_http_server(app: Any, sock: socket.socket, *, graceful_seconds: 
         app,
         lifespan="off",
         log_level="warning",
+        log_config=uvicorn_log_config(),
         access_log=False,
         server_header=False,
         date_header=False,
