@@ -221,6 +221,24 @@ def test_monitoring_profile_alerts_reach_the_webhook(project: Path, webhook: Web
         conn.execute("SELECT pg_switch_wal()")
     _wait("WalArchivingFailing resolved", lambda: "WalArchivingFailing" not in _prometheus_alerts(prometheus), 120, 1)
 
+    # Rotating the database and Redis passwords restarts the exporters with the new ones.
+    assert run_cli("up", "--profile", "monitoring", project_dir=project, timeout=300).returncode == 0
+    exporters = ("postgres-exporter", "redis-exporter")
+    pids_before = {s["name"]: s["pids"] for s in status_json(project)[1]["services"] if s["name"] in exporters}
+    for target in ("db", "redis"):
+        rotated = run_cli("secrets", "rotate", target, "--yes", project_dir=project, timeout=300)
+        assert rotated.returncode == 0, rotated.stdout + rotated.stderr
+    rotated_at = time.time()
+    pids_after = {s["name"]: s["pids"] for s in status_json(project)[1]["services"] if s["name"] in exporters}
+    assert all(pids_after[e] and pids_after[e] != pids_before[e] for e in exporters), (pids_before, pids_after)
+
+    def exporters_connected() -> bool:
+        if time.time() < rotated_at + 3:  # a few scrapes of the new processes
+            return False
+        values = [_get(f"{prometheus}/api/v1/query?query={m}")["data"]["result"] for m in ("pg_up", "redis_up")]
+        return all(v and v[0]["value"][1] == "1" for v in values)
+
+    _wait("both exporters connected with the rotated passwords", exporters_connected, 60)
     _check_json_logs(project)
     assert run_cli("down", project_dir=project, timeout=120).returncode == 0
     left = [p for p in our_processes(project) if any(b in " ".join(p.cmdline()) for b in BINARIES.values())]

@@ -298,15 +298,19 @@ class Supervisor:
             for key in sorted(k for k in self.children if k[0] == service):
                 old = self.children[key]
                 new = Child(service, key[1], restarts=old.restarts)
+                if service in monitoring.MONITORING_SERVICES:
+                    # Their ports are not shared: the old process goes first (a short gap).
+                    self._terminate([old])
                 self._spawn(new)
                 deadline = time.monotonic() + READY_TIMEOUT
                 while not self._poll_ready(new):
-                    if new.process.poll() is not None or time.monotonic() > deadline or self._stop.is_set():
+                    exited = new.process is None or new.process.poll() is not None
+                    if exited or time.monotonic() > deadline or self._stop.is_set():
                         break
                     time.sleep(0.05)
                 if not new.ready:
                     ok, error = False, f"the new {service} replica {key[1]} did not become ready; old one kept"
-                    log.error("%s (exit %s)", error, new.process.poll())
+                    log.error("%s (exit %s)", error, new.process.poll() if new.process else None)
                     self._terminate([new])
                     break
                 self.children[key] = new
