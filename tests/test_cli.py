@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -71,3 +72,15 @@ def test_doctor_names_a_missing_binary_with_a_fix(workdir):
     checks = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
     assert checks["postgresql"]["verdict"] == "fail"
     assert "PG_BIN_DIR" in checks["postgresql"]["hint"]
+
+
+def test_doctor_warns_when_the_monitoring_binaries_are_missing(workdir):
+    run_cli("init", str(workdir))
+    bin_dir = workdir / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "redis-server").symlink_to(shutil.which("redis-server"))  # everything else off PATH
+    proc = run_cli("doctor", "--json", project_dir=workdir, env={"PATH": str(bin_dir)})
+    data = json.loads(proc.stdout)
+    check = {c["name"]: c for c in data["checks"]}["monitoring profile"]
+    assert check["verdict"] == "warn" and "apt-get install prometheus " in check["hint"]
+    assert data["ready"]["local"] is True  # optional: the stack runs without it
