@@ -83,6 +83,15 @@ SETTINGS: tuple[Setting, ...] = (
         "choice",
         choices=("debug", "info", "warning", "error"),
     ),
+    _s(
+        "LLMOBS_LOG_FORMAT",
+        "text",
+        "Log format of the api and collector: `text` (one readable line per event) or `json` (one JSON "
+        "object per line: time, level, service, pid, logger, message, exception; for log shippers). "
+        "`llmobs logs` shows both readably.",
+        "choice",
+        choices=("text", "json"),
+    ),
     # --- ports ---
     _s("DB_PORT", "5432", "PostgreSQL port.", "port", group="Ports"),
     _s("REDIS_PORT", "6379", "Redis port.", "port", group="Ports"),

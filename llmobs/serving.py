@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import json
 import logging
 import os
 import signal
 import socket
 import sys
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -94,14 +96,71 @@ def die_with_supervisor() -> None:
         raise SystemExit(f"the supervisor (pid {value}) that started this server is gone")
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (LLMOBS_LOG_FORMAT=json): time (UTC, ISO 8601), level, service,
+    pid, logger, message and, with a traceback, exception. ``llmobs logs`` renders it readably
+    (``render_log_line``)."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "service": self.service,
+            "pid": record.process,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def render_log_line(line: str) -> str:
+    """A JSON log line (JsonFormatter), alone or after a ``name | `` prefix (`docker compose
+    logs`), as the text format shows it; any other line unchanged."""
+    if not line.startswith("{"):
+        head, sep, rest = line.partition("| ")
+        return head + sep + render_log_line(rest) if sep and rest.startswith("{") else line
+    try:
+        entry = json.loads(line)
+        text = (
+            f"{entry['time']} {entry['service']}[{entry['pid']}] {entry['level'].upper()} "
+            f"{entry['logger']}: {entry['message']}"
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return line
+    return text + (f"\n{entry['exception']}" if entry.get("exception") else "")
+
+
+_json_logs = False
+
+
+def uvicorn_log_config() -> dict[str, Any] | None:
+    """uvicorn's ``log_config``: its own (text) handlers, or none with JSON logs, so that its
+    records reach the root logger's JSON handler."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    return None if _json_logs else LOGGING_CONFIG
+
+
 def setup_logging(settings: Settings, role: str) -> None:
-    """Log lines on stderr that name the server and its process, at ``LLMOBS_LOG_LEVEL``. The
-    connection pool and uvicorn say something at INFO on every request: kept to warnings."""
+    """Log lines on stderr that name the server and its process, at ``LLMOBS_LOG_LEVEL``, as
+    text or JSON (``LLMOBS_LOG_FORMAT``). The connection pool and uvicorn say something at INFO
+    on every request: kept to warnings."""
+    global _json_logs
     level = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}[
         settings.get_str("LLMOBS_LOG_LEVEL")
     ]
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"%(asctime)s {role}[%(process)d] %(levelname)s %(name)s: %(message)s"))
+    _json_logs = settings.get_str("LLMOBS_LOG_FORMAT") == "json"
+    if _json_logs:
+        handler.setFormatter(JsonFormatter(role))
+    else:
+        handler.setFormatter(logging.Formatter(f"%(asctime)s {role}[%(process)d] %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

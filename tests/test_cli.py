@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -110,3 +111,15 @@ def test_cli_edges_for_scripts_exit_codes_json_errors_and_settings(workdir):
     assert f"API_PORT: port {ports['DB_PORT']} is also DB_PORT's" in proc.stderr
     assert time.monotonic() - started < 30
     assert not (project / "data" / "postgres").exists()  # nothing was started
+
+
+def test_doctor_warns_when_the_monitoring_binaries_are_missing(workdir):
+    run_cli("init", str(workdir))
+    bin_dir = workdir / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "redis-server").symlink_to(shutil.which("redis-server"))  # everything else off PATH
+    proc = run_cli("doctor", "--json", project_dir=workdir, env={"PATH": str(bin_dir)})
+    data = json.loads(proc.stdout)
+    check = {c["name"]: c for c in data["checks"]}["monitoring profile"]
+    assert check["verdict"] == "warn" and "apt-get install prometheus " in check["hint"]
+    assert data["ready"]["local"] is True  # optional: the stack runs without it

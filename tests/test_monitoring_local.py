@@ -1,20 +1,25 @@
 """The `monitoring` profile in the local runtime, end to end on the real binaries: `llmobs up
 --profile monitoring` runs Prometheus, Alertmanager and both exporters under the supervisor;
 stopping Redis makes RedisDown reach a webhook receiver; an unwritable WAL archive makes
-WalArchivingFailing fire, and it resolves once archiving works again."""
+WalArchivingFailing fire, and it resolves once archiving works again; flooding the collector
+past its queue makes CollectorRefusingSpans pending. The servers log JSON
+(LLMOBS_LOG_FORMAT=json) and `llmobs logs` renders it."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -82,6 +87,9 @@ def project(workdir: Path, webhook: Webhook) -> Iterator[Path]:
         **free_ports_env(),
         "MONITORING_SCRAPE_INTERVAL_SECONDS": str(SCRAPE_SECONDS),
         "ALERT_WEBHOOK_URL": webhook.url,
+        "LLMOBS_LOG_FORMAT": "json",
+        # A queue of one span: concurrent exports overflow it at once (the flood below).
+        "COLLECTOR_QUEUE_MAX_SPANS": "1",
     }
     env_file = proj / ".env"
     env_file.write_text(env_file.read_text() + "".join(f"{k}={v}\n" for k, v in env.items()))
@@ -121,21 +129,65 @@ PANELS_WITH_DATA = {
 }
 
 
-def _check_dashboard_queries(prometheus: str) -> None:
-    """Every query of the Service health dashboard is valid PromQL for the real Prometheus, and
-    the panels that must show something on a running stack do."""
+def _panels_without_data(prometheus: str) -> list[str]:
+    """Asserts every query of the Service health dashboard is valid PromQL for the real
+    Prometheus; returns the panels that must show something on a running stack but do not yet."""
     panels = json.loads(SERVICE_HEALTH.read_text())["panels"]
     assert {p["title"] for p in panels} >= PANELS_WITH_DATA
+    empty = []
     for panel in panels:
         results = []
         for target in panel["targets"]:
             expr = target["expr"].replace("$__rate_interval", "1m")
-            url = f"{prometheus}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
-            answer = _get(url)
+            answer = _get(f"{prometheus}/api/v1/query?{urllib.parse.urlencode({'query': expr})}")
             assert answer["status"] == "success", (panel["title"], expr, answer)
             results += answer["data"]["result"]
-        if panel["title"] in PANELS_WITH_DATA:
-            assert results, f"panel {panel['title']!r} shows no data"
+        if panel["title"] in PANELS_WITH_DATA and not results:
+            empty.append(panel["title"])
+    return empty
+
+
+def _flood_collector(project: Path, env: dict[str, str], seconds: float = 4) -> Counter:
+    """Concurrent OTLP/HTTP exports for ``seconds``; the HTTP statuses they got."""
+    url = f"http://127.0.0.1:{env['COLLECTOR_HTTP_PORT']}/v1/traces"
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {env['LLMOBS_INGEST_API_KEY']}"}
+    deadline = time.monotonic() + seconds
+
+    def export(_: int) -> list[int]:
+        statuses = []
+        while time.monotonic() < deadline:
+            now = time.time_ns()
+            span = {
+                "traceId": secrets.token_hex(16),
+                "spanId": secrets.token_hex(8),
+                "name": "flood",
+                "startTimeUnixNano": str(now - 1_000_000),
+                "endTimeUnixNano": str(now),
+            }
+            body = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}).encode()
+            try:
+                with urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=10) as resp:
+                    statuses.append(resp.status)
+            except urllib.error.HTTPError as exc:
+                statuses.append(exc.code)
+        return statuses
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return Counter(code for codes in pool.map(export, range(16)) for code in codes)
+
+
+def _check_json_logs(project: Path) -> None:
+    """LLMOBS_LOG_FORMAT=json: the collector's log file holds one JSON object per line, and
+    `llmobs logs` shows them as readable lines."""
+    raw = [line for line in (project / "logs" / "collector.log").read_text().splitlines() if line.startswith("{")]
+    assert raw, "no JSON log lines from the collector"
+    entries = [json.loads(line) for line in raw]
+    assert all({"time", "level", "service", "pid", "logger", "message"} <= e.keys() for e in entries)
+    started = next(e for e in entries if "OTLP/gRPC" in e["message"])
+    assert started["service"] == "collector" and started["level"] == "info"
+    shown = run_cli("logs", "collector", "-n", "200", project_dir=project).stdout.splitlines()
+    assert not [line for line in shown if line.startswith("{")]
+    assert any(f"collector[{started['pid']}] INFO" in line and "OTLP/gRPC" in line for line in shown)
 
 
 @pytest.mark.slow
@@ -167,7 +219,16 @@ def test_monitoring_profile_alerts_reach_the_webhook(project: Path, webhook: Web
         lambda: _get(f"{prometheus}/api/v1/query?query=llmobs_volume_size_bytes")["data"]["result"],
         60,
     )
-    _check_dashboard_queries(prometheus)
+    _wait("data in the Service health panels that always have some", lambda: not _panels_without_data(prometheus), 30)
+
+    # Flood the collector past its queue: some exports are refused (429), and the rule sees it.
+    statuses = _flood_collector(project, env)
+    assert statuses[200] and statuses[429], statuses
+    _wait(
+        "CollectorRefusingSpans pending or firing",
+        lambda: "CollectorRefusingSpans" in _prometheus_alerts(prometheus),
+        30,
+    )
 
     # Break two things at once: stop Redis (by the pid it recorded) and make the WAL archive
     # unwritable, then make PostgreSQL archive a segment.
@@ -205,6 +266,25 @@ def test_monitoring_profile_alerts_reach_the_webhook(project: Path, webhook: Web
         conn.execute("SELECT pg_switch_wal()")
     _wait("WalArchivingFailing resolved", lambda: "WalArchivingFailing" not in _prometheus_alerts(prometheus), 120, 1)
 
+    # Rotating the database and Redis passwords restarts the exporters with the new ones.
+    assert run_cli("up", "--profile", "monitoring", project_dir=project, timeout=300).returncode == 0
+    exporters = ("postgres-exporter", "redis-exporter")
+    pids_before = {s["name"]: s["pids"] for s in status_json(project)[1]["services"] if s["name"] in exporters}
+    for target in ("db", "redis"):
+        rotated = run_cli("secrets", "rotate", target, "--yes", project_dir=project, timeout=300)
+        assert rotated.returncode == 0, rotated.stdout + rotated.stderr
+    rotated_at = time.time()
+    pids_after = {s["name"]: s["pids"] for s in status_json(project)[1]["services"] if s["name"] in exporters}
+    assert all(pids_after[e] and pids_after[e] != pids_before[e] for e in exporters), (pids_before, pids_after)
+
+    def exporters_connected() -> bool:
+        if time.time() < rotated_at + 3:  # a few scrapes of the new processes
+            return False
+        values = [_get(f"{prometheus}/api/v1/query?query={m}")["data"]["result"] for m in ("pg_up", "redis_up")]
+        return all(v and v[0]["value"][1] == "1" for v in values)
+
+    _wait("both exporters connected with the rotated passwords", exporters_connected, 60)
+    _check_json_logs(project)
     assert run_cli("down", project_dir=project, timeout=120).returncode == 0
     left = [p for p in our_processes(project) if any(b in " ".join(p.cmdline()) for b in BINARIES.values())]
     assert left == [], left

@@ -46,12 +46,23 @@ def _settings(project: Path, **env: str) -> Settings:
     return Settings({"BACKUP_MAX_AGE_HOURS": "24", **env}, project)
 
 
+def _write_config(service: str, settings: Settings, layout: LocalLayout, **env: str) -> Path:
+    """Run ``service``'s real entrypoint as the local runtime starts it, with its binary replaced
+    by `true`: the configuration it writes (run/monitoring/SERVICE.yml)."""
+    spec = monitoring.process_spec(service, settings, layout)
+    child_env = {**spec.env, "PROMETHEUS_BIN": "true", "ALERTMANAGER_BIN": "true", **env}
+    done = subprocess.run(spec.argv, env=child_env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return monitoring.monitoring_dir(layout) / f"{service}.yml"
+
+
 def test_every_alert_rule_passes_promtool_and_its_unit_test(tmp_path: Path):
     promtool = _tool("promtool")
+    _tool("prometheus")
+    _write_config("prometheus", _settings(tmp_path), LocalLayout(tmp_path))
+    shutil.copy(monitoring.monitoring_dir(LocalLayout(tmp_path)) / "thresholds.yml", tmp_path / "thresholds.yml")
     shutil.copy(RULES, tmp_path / "alerts.yml")
     shutil.copy(UNIT_TESTS, tmp_path / "alerts_test.yml")
-    thresholds = monitoring.thresholds_rules(_settings(tmp_path))
-    (tmp_path / "thresholds.yml").write_text(yaml.safe_dump(thresholds))
 
     _run([promtool, "check", "rules", tmp_path / "alerts.yml", tmp_path / "thresholds.yml"])
     assert "SUCCESS" in _run([promtool, "test", "rules", "alerts_test.yml"], cwd=tmp_path)
@@ -80,26 +91,49 @@ def test_every_alert_links_its_runbook_section():
 @pytest.mark.parametrize("scrape_seconds", ["15", "2"])
 def test_local_prometheus_config_passes_promtool(tmp_path: Path, scrape_seconds: str):
     promtool = _tool("promtool")
+    _tool("prometheus")
     settings = _settings(tmp_path, MONITORING_SCRAPE_INTERVAL_SECONDS=scrape_seconds)
     layout = LocalLayout(tmp_path)
-    run_dir = monitoring.monitoring_dir(layout)
-    run_dir.mkdir(parents=True)
-    (run_dir / "thresholds.yml").write_text(yaml.safe_dump(monitoring.thresholds_rules(settings)))
     replicas = {"api": [{"replica": 1, "metrics_port": 40001}, {"replica": 2, "metrics_port": 40002}]}
     monitoring.write_app_targets(layout, settings, replicas)
-    config = run_dir / "prometheus.yml"
-    config.write_text(yaml.safe_dump(monitoring.prometheus_config(settings, layout)))
+    config = _write_config("prometheus", settings, layout)
 
     out = _run([promtool, "check", "config", config])
+    assert "SUCCESS: 2 rule files found" in out
     api_targets = json.loads(monitoring.targets_path(layout, "api").read_text())
     assert [g["targets"] for g in api_targets] == [["127.0.0.1:40001"], ["127.0.0.1:40002"]]
+    loaded = yaml.safe_load(config.read_text())
+    assert loaded["global"]["scrape_interval"] == f"{scrape_seconds}s"
+    jobs = {c["job_name"]: c for c in loaded["scrape_configs"]}
+    assert set(jobs) == {"api", "collector", "postgres-exporter", "redis-exporter", "alertmanager", "prometheus"}
+    assert jobs["api"]["file_sd_configs"][0]["files"] == [str(monitoring.targets_path(layout, "api"))]
+    assert jobs["redis-exporter"]["static_configs"][0]["targets"] == [
+        f"127.0.0.1:{settings.get_int('REDIS_EXPORTER_PORT')}"
+    ]
+
+
+def test_compose_prometheus_config_passes_promtool(tmp_path: Path):
+    """The compose service's entrypoint with compose's environment: replicas found by Docker DNS."""
+    promtool = _tool("promtool")
+    entrypoint = resource_dir("monitoring") / "entrypoints" / "prometheus-entrypoint.sh"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "LLMOBS_MONITORING_DIR": str(resource_dir("monitoring")),
+        "LLMOBS_MONITORING_RUN_DIR": str(tmp_path),
+        "PROMETHEUS_BIN": "true",
+    }
+    subprocess.run(["/bin/sh", str(entrypoint)], env=env, check=True, timeout=30)
+    out = _run([promtool, "check", "config", tmp_path / "prometheus.yml"])
     assert "SUCCESS: 2 rule files found" in out
-    jobs = {c["job_name"] for c in yaml.safe_load(config.read_text())["scrape_configs"]}
-    assert jobs == {"api", "collector", "postgres-exporter", "redis-exporter", "alertmanager", "prometheus"}
+    jobs = {c["job_name"]: c for c in yaml.safe_load((tmp_path / "prometheus.yml").read_text())["scrape_configs"]}
+    assert jobs["api"]["dns_sd_configs"][0]["names"] == ["api"]
+    assert jobs["collector"]["dns_sd_configs"][0]["port"] == 9464
+    assert "vector(93600)" in (tmp_path / "thresholds.yml").read_text()  # BACKUP_MAX_AGE_HOURS default: 26
 
 
 def test_alertmanager_config_passes_amtool_with_webhook_and_email(tmp_path: Path):
     amtool = _tool("amtool")
+    _tool("prometheus-alertmanager")
     for env in (
         {},
         {"ALERT_WEBHOOK_URL": "http://127.0.0.1:9/hook"},
@@ -109,10 +143,10 @@ def test_alertmanager_config_passes_amtool_with_webhook_and_email(tmp_path: Path
             "ALERT_SMTP_SMARTHOST": "smtp.example.org:25",
         },
     ):
-        path = tmp_path / "alertmanager.yml"
-        path.write_text(yaml.safe_dump(monitoring.alertmanager_config(_settings(tmp_path, **env))))
+        path = _write_config("alertmanager", _settings(tmp_path, **env), LocalLayout(tmp_path))
         out = _run([amtool, "check-config", path])
         assert "SUCCESS" in out
+        assert path.stat().st_mode & 0o077 == 0  # the webhook URL may hold a token
         receiver = yaml.safe_load(path.read_text())["receivers"][0]
         assert bool(receiver.get("webhook_configs")) == bool(env.get("ALERT_WEBHOOK_URL"))
         assert bool(receiver.get("email_configs")) == bool(env.get("ALERT_EMAIL_TO"))

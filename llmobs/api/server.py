@@ -14,7 +14,13 @@ from llmobs.api.app import create_app
 from llmobs.api.prom import MULTIPROC_ENV, scrape_registry
 from llmobs.config import SETTINGS
 from llmobs.http_drain import DrainingServer
-from llmobs.serving import listening_socket, notify_ready, serve_replica_metrics, setup_logging
+from llmobs.serving import (
+    listening_socket,
+    notify_ready,
+    serve_replica_metrics,
+    setup_logging,
+    uvicorn_log_config,
+)
 
 if TYPE_CHECKING:
     from llmobs.config import Settings
@@ -66,6 +72,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
     setup_logging(settings, "api")
     common: dict[str, Any] = {
         "log_level": level,
+        "log_config": uvicorn_log_config(),
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN,
         "server_header": False,
     }

@@ -27,7 +27,7 @@ from llmobs.collector.sampling import TailPolicy, TailSampler
 from llmobs.collector.stats import FLUSH_INTERVAL, IngestCounts, write_counts
 from llmobs.collector.writer import Writer
 from llmobs.http_drain import DrainingServer
-from llmobs.serving import listening_socket, notify_ready, tune_gc
+from llmobs.serving import listening_socket, notify_ready, tune_gc, uvicorn_log_config
 from llmobs.store import apikeys
 from llmobs.store.db import ConnectionSource, connect_kwargs
 from llmobs.store.key_events import follow_key_changes
@@ -58,6 +58,7 @@ async def start_http_server(app: Any, sock: socket.socket, *, graceful_seconds: 
         app,
         lifespan="off",
         log_level="warning",
+        log_config=uvicorn_log_config(),
         access_log=False,
         server_header=False,
         date_header=False,

@@ -52,9 +52,11 @@ log = logging.getLogger(__name__)
 #: that step's change and before the journal records it (the worst moment to die).
 FAILPOINT_ENV = "LLMOBS_FAILPOINT"
 _APP_SERVICES = ("collector", "api")
-#: services that read database passwords only when they start (compose runtime): Grafana's
-#: datasource (readonly role) and the backup scheduler (superuser). The stack recreates them.
-_DB_READERS_AT_START = ("grafana", "backup")
+#: services that read database passwords only when they start: Grafana's datasource (readonly
+#: role), the backup scheduler and the PostgreSQL exporter (superuser). The stack recreates them.
+_DB_READERS_AT_START = ("grafana", "backup", "postgres-exporter")
+#: services that read the Redis password only when they start
+_REDIS_READERS_AT_START = ("redis-exporter",)
 
 
 @dataclass
@@ -266,6 +268,7 @@ def _stage(ctx: RotationContext) -> None:
 
 def _restart_targets(targets: Sequence[str]) -> list[str]:
     services = list(_DB_READERS_AT_START) if "db" in targets else []
+    services += list(_REDIS_READERS_AT_START) if "redis" in targets else []
     if "db" in targets or "redis" in targets:
         return [*_APP_SERVICES, *services]
     return ["api"] if "jwt" in targets else []

@@ -29,6 +29,7 @@ from llmobs.config import SETTINGS, SETTINGS_BY_NAME, ConfigError, Settings, wri
 from llmobs.errors import CommandError, LlmobsError, UsageError
 from llmobs.progress import Progress, SilentProgress
 from llmobs.resources import resource_dir
+from llmobs.serving import render_log_line
 from llmobs.stack.base import Mount, RuntimeState, Stack, State
 from llmobs.stack.ports import ensure_ports_free
 from llmobs.stack.services import DATA_SERVICES, SERVICES, SERVICES_BY_NAME
@@ -576,7 +577,7 @@ class ComposeStack(Stack):
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
-                yield line.decode(errors="replace").rstrip("\n")
+                yield render_log_line(line.decode(errors="replace").rstrip("\n"))
             if proc.wait() != 0 and not follow:
                 raise LlmobsError(f"docker compose logs exited with code {proc.returncode}", hint=_HINT)
         finally:

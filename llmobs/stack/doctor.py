@@ -57,6 +57,7 @@ def _local_checks(settings: Settings | None) -> list[Check]:
             "" if redis else "apt-get install redis-server",
         )
     )
+    checks.append(_monitoring_check())
     if os.geteuid() == 0:
         user = settings.get_str("PG_OS_USER") if settings else "postgres"
         import pwd
@@ -87,6 +88,22 @@ def _local_checks(settings: Settings | None) -> list[Check]:
                     )
                 )
     return checks
+
+
+def _monitoring_check() -> Check:
+    """The `monitoring` profile's binaries: optional, so a gap is a warning."""
+    from llmobs.stack.monitoring import missing_binaries
+
+    missing = missing_binaries()
+    if not missing:
+        return Check("local", "monitoring profile", "ok", "Prometheus, Alertmanager and both exporters installed")
+    return Check(
+        "local",
+        "monitoring profile",
+        "warn",
+        f"not installed: {', '.join(missing)} (only `--profile monitoring` needs them)",
+        f"apt-get install {' '.join(missing)}",
+    )
 
 
 def _untraversable(path: Path) -> Path | None:

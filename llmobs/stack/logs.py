@@ -1,4 +1,5 @@
-"""Reading service log files: the last lines, then (optionally) following them."""
+"""Reading service log files: the last lines, then (optionally) following them. JSON lines
+(LLMOBS_LOG_FORMAT=json) are shown as the text format shows them."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+
+from llmobs.serving import render_log_line
 
 
 def tail_lines(path: Path, count: int | None) -> tuple[list[str], int]:
@@ -36,6 +39,7 @@ def read_logs(files: Mapping[str, Path], *, follow: bool, tail: int | None, pref
     width = max((len(n) for n in files), default=0)
 
     def fmt(name: str, line: str) -> str:
+        line = render_log_line(line)
         return f"{name.ljust(width)} | {line}" if prefix else line
 
     for name, path in files.items():

@@ -2,11 +2,13 @@
 Redis exporters as processes of the project's supervisor, from Debian's packages.
 
 Their configuration is written under ``run/monitoring/`` from the settings each time one starts
-(so a restart picks up new ports or passwords): ``prometheus.yml`` (scrapes the api and
-collector through file_sd target files the supervisor keeps current, the exporters, Alertmanager
-and itself), ``thresholds.yml`` (recording rules carrying settings the alert rules compare with),
-``alertmanager.yml`` (0600: the webhook URL may hold a token) and the PostgreSQL password file.
-The alert rules and the exporter's queries ship in the wheel (``monitoring/``).
+(so a restart picks up new ports or passwords). Prometheus and Alertmanager start through the
+same entrypoints as the compose services (``monitoring/entrypoints/``), which write
+``prometheus.yml`` (from ``prometheus.local.yml``: the api and collector through file_sd target
+files the supervisor keeps current, the exporters, Alertmanager and itself), ``thresholds.yml``
+(recording rules carrying settings the alert rules compare with) and ``alertmanager.yml`` (0600:
+the webhook URL may hold a token); this module writes the PostgreSQL password file. The alert
+rules and the exporter's queries ship in the wheel (``monitoring/``).
 """
 
 from __future__ import annotations
@@ -19,8 +21,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import yaml
 
 from llmobs.config import write_private_file
 from llmobs.errors import LlmobsError
@@ -52,6 +52,15 @@ PROCESS_MARKERS = {
     "postgres-exporter": "prometheus-postgres-exporter",
     "redis-exporter": "prometheus-redis-exporter",
 }
+#: Settings the Prometheus and Alertmanager entrypoints read from their environment.
+_ENTRYPOINT_SETTINGS = (
+    "MONITORING_SCRAPE_INTERVAL_SECONDS",
+    "BACKUP_MAX_AGE_HOURS",
+    "ALERT_WEBHOOK_URL",
+    "ALERT_EMAIL_TO",
+    "ALERT_EMAIL_FROM",
+    "ALERT_SMTP_SMARTHOST",
+)
 #: Jobs whose targets (one per replica) the supervisor writes for file_sd.
 APP_TARGETS = ("api", "collector")
 
@@ -100,90 +109,6 @@ def _host_port(settings: Settings, key: str) -> str:
 def _listen(settings: Settings, key: str) -> str:
     bind = settings.get_str("BIND_ADDRESS")
     return f"[{bind}]:{settings.get_int(key)}" if ":" in bind else f"{bind}:{settings.get_int(key)}"
-
-
-def scrape_interval(settings: Settings) -> str:
-    return f"{settings.get_int('MONITORING_SCRAPE_INTERVAL_SECONDS')}s"
-
-
-def thresholds_rules(settings: Settings) -> dict[str, Any]:
-    """Recording rules that carry settings into PromQL (the alert rules compare with them)."""
-    max_age = settings.get_int("BACKUP_MAX_AGE_HOURS") * 3600
-    return {
-        "groups": [
-            {
-                "name": "llmobs-settings",
-                "rules": [{"record": "llmobs:backup_max_age_seconds", "expr": f"vector({max_age})"}],
-            }
-        ]
-    }
-
-
-def prometheus_config(settings: Settings, layout: LocalLayout) -> dict[str, Any]:
-    """Prometheus configuration of the local runtime."""
-    interval = settings.get_int("MONITORING_SCRAPE_INTERVAL_SECONDS")
-    rules = resource_dir("monitoring") / "prometheus"
-
-    def static(job: str, key: str) -> dict[str, Any]:
-        return {"job_name": job, "static_configs": [{"targets": [_host_port(settings, key)]}]}
-
-    return {
-        "global": {
-            "scrape_interval": f"{interval}s",
-            "evaluation_interval": f"{interval}s",
-            "scrape_timeout": f"{min(interval, 10)}s",
-            "external_labels": {"project": settings.get_str("COMPOSE_PROJECT_NAME")},
-        },
-        "rule_files": [str(rules / "alerts.yml"), str(monitoring_dir(layout) / "thresholds.yml")],
-        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [_host_port(settings, "ALERTMANAGER_PORT")]}]}]},
-        "scrape_configs": [
-            *(
-                {
-                    "job_name": job,
-                    "file_sd_configs": [
-                        {"files": [str(targets_path(layout, job))], "refresh_interval": f"{interval}s"}
-                    ],
-                }
-                for job in APP_TARGETS
-            ),
-            static("postgres-exporter", "POSTGRES_EXPORTER_PORT"),
-            static("redis-exporter", "REDIS_EXPORTER_PORT"),
-            static("alertmanager", "ALERTMANAGER_PORT"),
-            static("prometheus", "PROMETHEUS_PORT"),
-        ],
-    }
-
-
-def alertmanager_config(settings: Settings) -> dict[str, Any]:
-    """One receiver: the webhook (ALERT_WEBHOOK_URL) and, when set, e-mail; with neither, alerts
-    are only listed (Alertmanager's API, `llmobs status`). Alerts wait one scrape interval to be
-    grouped, and resolved ones are sent too."""
-    receiver: dict[str, Any] = {"name": "llmobs"}
-    webhook = settings.get_str("ALERT_WEBHOOK_URL")
-    if webhook:
-        receiver["webhook_configs"] = [{"url": webhook, "send_resolved": True}]
-    to, smarthost = settings.get_str("ALERT_EMAIL_TO"), settings.get_str("ALERT_SMTP_SMARTHOST")
-    if to and smarthost:
-        receiver["email_configs"] = [
-            {
-                "to": to,
-                "from": settings.get_str("ALERT_EMAIL_FROM"),
-                "smarthost": smarthost,
-                "send_resolved": True,
-                "require_tls": False,
-            }
-        ]
-    interval = scrape_interval(settings)
-    return {
-        "route": {
-            "receiver": "llmobs",
-            "group_by": ["alertname", "job"],
-            "group_wait": interval,
-            "group_interval": "1m",
-            "repeat_interval": "4h",
-        },
-        "receivers": [receiver],
-    }
 
 
 def local_volumes(layout: LocalLayout, settings: Settings) -> dict[str, Path]:
@@ -235,25 +160,34 @@ def process_spec(service: str, settings: Settings, layout: LocalLayout) -> Proce
     run_dir = monitoring_dir(layout)
     run_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
+    entrypoints = resource_dir("monitoring") / "entrypoints"
+    if service in ("prometheus", "alertmanager"):
+        # The compose services' entrypoints write the configuration in both runtimes.
+        env.update(
+            LLMOBS_MONITORING_DIR=str(resource_dir("monitoring")),
+            LLMOBS_MONITORING_RUN_DIR=str(run_dir),
+            COMPOSE_PROJECT_NAME=settings.get_str("COMPOSE_PROJECT_NAME"),
+            **{key: settings.raw(key) for key in _ENTRYPOINT_SETTINGS},
+        )
     if service == "prometheus":
-        _write_if_changed(run_dir / "thresholds.yml", yaml.safe_dump(thresholds_rules(settings)))
-        _write_if_changed(run_dir / "prometheus.yml", yaml.safe_dump(prometheus_config(settings, layout)))
-        argv = [
-            binary,
-            f"--config.file={run_dir / 'prometheus.yml'}",
-            f"--storage.tsdb.path={layout.data / 'prometheus'}",
-            f"--web.listen-address={_listen(settings, 'PROMETHEUS_PORT')}",
-            "--storage.tsdb.retention.time=15d",
-        ]
+        env.update(
+            LLMOBS_PROMETHEUS_TEMPLATE="prometheus.local.yml",
+            LLMOBS_TARGET_ALERTMANAGER=_host_port(settings, "ALERTMANAGER_PORT"),
+            LLMOBS_TARGET_POSTGRES_EXPORTER=_host_port(settings, "POSTGRES_EXPORTER_PORT"),
+            LLMOBS_TARGET_REDIS_EXPORTER=_host_port(settings, "REDIS_EXPORTER_PORT"),
+            LLMOBS_TARGET_PROMETHEUS=_host_port(settings, "PROMETHEUS_PORT"),
+            PROMETHEUS_BIN=binary,
+            PROMETHEUS_STORAGE=str(layout.data / "prometheus"),
+            PROMETHEUS_LISTEN=_listen(settings, "PROMETHEUS_PORT"),
+        )
+        argv = ["/bin/sh", str(entrypoints / "prometheus-entrypoint.sh")]
     elif service == "alertmanager":
-        write_private_file(run_dir / "alertmanager.yml", yaml.safe_dump(alertmanager_config(settings)))
-        argv = [
-            binary,
-            f"--config.file={run_dir / 'alertmanager.yml'}",
-            f"--storage.path={layout.data / 'alertmanager'}",
-            f"--web.listen-address={_listen(settings, 'ALERTMANAGER_PORT')}",
-            "--cluster.listen-address=",  # a single instance: no gossip port
-        ]
+        env.update(
+            ALERTMANAGER_BIN=binary,
+            ALERTMANAGER_STORAGE=str(layout.data / "alertmanager"),
+            ALERTMANAGER_LISTEN=_listen(settings, "ALERTMANAGER_PORT"),
+        )
+        argv = ["/bin/sh", str(entrypoints / "alertmanager-entrypoint.sh")]
     elif service == "postgres-exporter":
         password_file = run_dir / "postgres-password"
         write_private_file(password_file, settings.secret("DB_PASSWORD"))

@@ -208,17 +208,21 @@ class Supervisor:
             for replica in range(1, want + 1):
                 child = self.children.setdefault((service, replica), Child(service, replica))
                 if child.process is None and now >= child.next_start:
-                    if child.service in monitoring.MONITORING_SERVICES:
-                        self._spawn_monitoring(child)
-                    else:
-                        self._spawn(child)
+                    self._start(child)
             for (name, replica), child in list(self.children.items()):
                 if name == service and replica > want:
                     self._terminate([child])
                     del self.children[(name, replica)]
 
-    def _spawn(self, child: Child) -> subprocess.Popen[bytes]:
-        """Start the child's process (also stored in ``child.process``) and return it."""
+    def _start(self, child: Child) -> None:
+        """Start ``child``: one of our servers, or a monitoring service's Debian binary."""
+        if child.service in monitoring.MONITORING_SERVICES:
+            self._spawn_monitoring(child)
+        else:
+            self._spawn(child)
+
+    def _spawn(self, child: Child) -> None:
+        """Start the child's process (stored in ``child.process``)."""
         log_file = self.layout.log_file(child.service)
         log_file.parent.mkdir(parents=True, exist_ok=True)
         read_fd, write_fd = os.pipe()
@@ -255,7 +259,6 @@ class Supervisor:
             child.restarts += 1
         child.started_at = time.monotonic()
         log.info("started %s replica %d (pid %d)", child.service, child.replica, process.pid)
-        return process
 
     def _spawn_monitoring(self, child: Child) -> None:
         """A Debian binary with the configuration ``monitoring.py`` writes; it counts as ready once
@@ -312,21 +315,25 @@ class Supervisor:
             for key in sorted(k for k in self.children if k[0] == service):
                 old = self.children[key]
                 new = Child(service, key[1], restarts=old.restarts)
-                process = self._spawn(new)
+                if service in monitoring.MONITORING_SERVICES:
+                    # Their ports are not shared: the old process goes first (a short gap).
+                    self._terminate([old])
+                self._start(new)
                 deadline = time.monotonic() + READY_TIMEOUT
                 while not self._poll_ready(new):
-                    if process.poll() is not None or time.monotonic() > deadline or self._stop.is_set():
+                    exited = new.process is None or new.process.poll() is not None
+                    if exited or time.monotonic() > deadline or self._stop.is_set():
                         break
                     time.sleep(0.05)
                 if not new.ready:
                     ok, error = False, f"the new {service} replica {key[1]} did not become ready; old one kept"
-                    log.error("%s (exit %s)", error, process.poll())
+                    log.error("%s (exit %s)", error, new.process.poll() if new.process else None)
                     self._terminate([new])
                     break
                 self.children[key] = new
                 self._terminate([old])
                 self._write_children()
-                log.info("%s replica %d replaced (pid %d)", service, key[1], process.pid)
+                log.info("%s replica %d replaced (pid %s)", service, key[1], new.process.pid if new.process else None)
             if not ok:
                 break
         done = {"id": request.get("id"), "ok": ok, "error": error}

@@ -1,8 +1,9 @@
 #!/bin/sh
-# Entrypoint of the compose `alertmanager` service: writes its configuration from the settings
-# (one receiver: ALERT_WEBHOOK_URL and, with ALERT_EMAIL_TO and ALERT_SMTP_SMARTHOST, e-mail;
-# alerts wait one scrape interval to be grouped), then runs Alertmanager as a single instance.
-# The local runtime writes the same from llmobs/stack/monitoring.py.
+# Starts Alertmanager in either runtime (the compose `alertmanager` service's entrypoint; the
+# local runtime's supervisor runs it too, with the variables below set). Writes its configuration
+# (0600: the webhook URL may hold a token) from the settings: one receiver, ALERT_WEBHOOK_URL
+# and, with ALERT_EMAIL_TO and ALERT_SMTP_SMARTHOST, e-mail; alerts wait one scrape interval to
+# be grouped, resolutions are sent too. Then runs Alertmanager as a single instance.
 set -eu
 
 run="${LLMOBS_MONITORING_RUN_DIR:-/tmp/llmobs}"
@@ -31,5 +32,6 @@ umask 077
         echo "        require_tls: false"
     fi
 } > "$run/alertmanager.yml"
-exec "${ALERTMANAGER_BIN:-alertmanager}" --config.file="$run/alertmanager.yml" --storage.path=/alertmanager \
-    --web.listen-address=:9093 --cluster.listen-address= "$@"
+exec "${ALERTMANAGER_BIN:-alertmanager}" --config.file="$run/alertmanager.yml" \
+    --storage.path="${ALERTMANAGER_STORAGE:-/alertmanager}" --web.listen-address="${ALERTMANAGER_LISTEN:-:9093}" \
+    --cluster.listen-address= "$@"
