@@ -25,6 +25,7 @@ Nothing here raises on odd input: what cannot be read as messages yields no mess
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -185,8 +186,8 @@ def _openai_tool_calls(calls: Any) -> list[Part]:
     parts = []
     for call in calls:
         if isinstance(call, dict):
-            inner = call.get("function")
-            function: dict[str, Any] = inner if isinstance(inner, dict) else call
+            nested = call.get("function")
+            function = nested if isinstance(nested, dict) else call
             parts.append(_tool_call(call.get("id"), function.get("name"), function.get("arguments")))
     return parts
 
@@ -212,7 +213,7 @@ def _semconv_messages(value: Any, default_role: str) -> list[Message]:
         value = [value]
     if not isinstance(value, list):
         return [message(default_role, _content_parts(value))] if value not in (None, "") else []
-    out = []
+    out: list[Message] = []
     for item in value:
         if not isinstance(item, dict):
             parts = _content_parts(item)
@@ -249,47 +250,67 @@ class _Probe:
         return key in self.attributes
 
 
+@functools.lru_cache(maxsize=512)
+def _openllmetry_keys(prefix: str, i: int) -> tuple[str, str, str, str, str, str, str]:
+    """The keys of message ``i``: role, content, tool_call_id, finish_reason, the first tool
+    call's name, function_call.name, and the message's own prefix (built once, not per span)."""
+    at = f"{prefix}{i}."
+    return (
+        at + "role",
+        at + "content",
+        at + "tool_call_id",
+        at + "finish_reason",
+        at + "tool_calls.0.name",
+        at + "function_call.name",
+        at,
+    )
+
+
 def _openllmetry(probe: _Probe, prefix: str, default_role: str) -> list[Message]:
     """``gen_ai.prompt.N.role/content/tool_call_id/tool_calls.M.*`` and ``gen_ai.completion.N.*``
     (with ``finish_reason`` and the older ``function_call.*``), N from 0 to the first gap. Runs for
     every such span: plain dict lookups, the tool fields only where they can be."""
     attributes, found = probe.attributes, probe.found
-    out = []
+    completion = default_role == "assistant"
+    out: list[Message] = []
     i = 0
     while True:
-        at = f"{prefix}{i}."
-        role_key, content_key = at + "role", at + "content"
+        role_key, content_key, call_id_key, finish_key, first_call_key, function_key, at = _openllmetry_keys(prefix, i)
         role_value, content = attributes.get(role_key), attributes.get(content_key)
         if role_value is None and content is None:
             return out
-        found += [k for k, v in ((role_key, role_value), (content_key, content)) if v is not None]
-        role = _str(role_value) or default_role
-        call_id = probe.get(at + "tool_call_id") if role in ("tool", "function") or role_value is None else None
+        if role_value is not None:
+            found.append(role_key)
+        if content is not None:
+            found.append(content_key)
+        role = role_value if type(role_value) is str and role_value else (_str(role_value) or default_role)
+        call_id = probe.get(call_id_key) if role == "tool" or role == "function" or role_value is None else None
         if role == "tool" or call_id is not None:
             parts: list[Part] = [{"type": "tool_call_response", "id": _str(call_id), "response": content}]
+        elif type(content) is str and content and content[0] not in "[{":
+            parts = [{"type": "text", "content": content}]
         else:
             parts = _content_parts(content)
-        if role != "user" and role != "system":
-            j = 0
-            while (at + f"tool_calls.{j}.name") in attributes:
-                call = f"{at}tool_calls.{j}."
-                parts.append(
-                    _tool_call(probe.get(call + "id"), probe.get(call + "name"), probe.get(call + "arguments"))
-                )
-                j += 1
-            if (at + "function_call.name") in attributes:
-                parts.append(
-                    _tool_call(None, probe.get(at + "function_call.name"), probe.get(at + "function_call.arguments"))
-                )
-        finish_reason = probe.get(at + "finish_reason") if default_role == "assistant" else None
-        out.append(message(role, parts, _str(finish_reason)))
+        if completion or role == "assistant":
+            if first_call_key in attributes:
+                j = 0
+                while f"{at}tool_calls.{j}.name" in attributes:
+                    call = f"{at}tool_calls.{j}."
+                    parts.append(
+                        _tool_call(probe.get(call + "id"), probe.get(call + "name"), probe.get(call + "arguments"))
+                    )
+                    j += 1
+            if function_key in attributes:
+                parts.append(_tool_call(None, probe.get(function_key), probe.get(at + "function_call.arguments")))
+        finish_reason = probe.get(finish_key) if completion else None
+        out.append({"role": role, "parts": parts, "finish_reason": _str(finish_reason)})
         i += 1
 
 
 def _openinference(probe: _Probe, prefix: str, default_role: str) -> list[Message]:
     """``llm.input_messages.N.message.role/content/contents.M.message_content.*/tool_calls.M.tool_call.*``,
     N from 0 to the first gap."""
-    out = []
+    out: list[Message] = []
     i = 0
     while (
         probe.has(f"{prefix}{i}.message.role")
@@ -349,11 +370,11 @@ def _io_value(value: Any, side: str) -> list[Message]:
 
 
 def _choices(choices: Iterable[Any]) -> list[Message]:
-    out = []
+    out: list[Message] = []
     for choice in choices:
         if isinstance(choice, dict):
-            inner = choice.get("message")
-            body: dict[str, Any] = inner if isinstance(inner, dict) else {"content": choice.get("text")}
+            nested = choice.get("message")
+            body = nested if isinstance(nested, dict) else {"content": choice.get("text")}
             out.append(_openai_message(body, "assistant", choice.get("finish_reason")))
     return out
 
