@@ -1,4 +1,5 @@
--- 0030 LLM messages and time to first token on spans, searchable; time to first token in rollups.
+-- 0030 LLM messages and time to first token on spans, a search index over the messages, time to
+-- first token in the rollups.
 --
 -- input_messages / output_messages: [{"role", "parts": [...], "finish_reason", "truncated"?}] as
 -- the collector maps them from every convention (llmobs/collector/messages.py); NULL when a span
@@ -18,13 +19,42 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
                           jsonb_path_query_array(output, '$[*].parts[*] ? (@.type == "text").content')),
         '["string"]')
 $$;
-GRANT EXECUTE ON FUNCTION llmobs_messages_tsv(jsonb, jsonb) TO llmobs_app, llmobs_readonly;
 
--- Partial: spans without messages (most of them) cost the index nothing. A query uses it when it
--- repeats both the expression and the predicate (llmobs/store/queries.py MESSAGE_MATCH).
-CREATE INDEX IF NOT EXISTS spans_messages_tsv_idx ON spans
-    USING gin (llmobs_messages_tsv(input_messages, output_messages))
-    WHERE input_messages IS NOT NULL OR output_messages IS NOT NULL;
+-- The search index, beside spans rather than on them: building a tsvector and its GIN entries for
+-- every LLM span as it is written would cost the collector most of its throughput (bench/ingest.py),
+-- so `llmobs db maintain` (every MAINTAIN_INTERVAL_SECONDS) indexes the spans written since its last
+-- pass, as it refreshes the rollups. Retention deletes what it drops from spans.
+CREATE TABLE span_search (
+    project_id  integer NOT NULL,
+    trace_id    text NOT NULL,
+    span_id     text NOT NULL,
+    start_time  timestamptz NOT NULL,
+    words       tsvector NOT NULL,
+    PRIMARY KEY (project_id, span_id, start_time)
+);
+CREATE INDEX span_search_words_idx ON span_search USING gin (words);
+CREATE INDEX span_search_time_idx ON span_search (start_time);
+
+ALTER TABLE span_search ENABLE ROW LEVEL SECURITY;
+CREATE POLICY span_search_app_select ON span_search FOR SELECT TO llmobs_app
+    USING (project_id = llmobs_current_project());
+CREATE POLICY span_search_readonly_select ON span_search FOR SELECT TO llmobs_readonly USING (true);
+GRANT SELECT ON span_search TO llmobs_app, llmobs_readonly;
+
+-- Index the messages of spans starting from `since` that are not indexed yet; the number indexed.
+CREATE FUNCTION llmobs_index_messages(since timestamptz) RETURNS bigint LANGUAGE sql AS $$
+    WITH added AS (
+        INSERT INTO span_search (project_id, trace_id, span_id, start_time, words)
+        SELECT s.project_id, s.trace_id, s.span_id, s.start_time,
+               llmobs_messages_tsv(s.input_messages, s.output_messages)
+        FROM spans s
+        WHERE s.start_time >= since AND (s.input_messages IS NOT NULL OR s.output_messages IS NOT NULL)
+          AND NOT EXISTS (SELECT 1 FROM span_search x WHERE x.project_id = s.project_id
+                          AND x.span_id = s.span_id AND x.start_time = s.start_time)
+        ON CONFLICT DO NOTHING
+        RETURNING 1)
+    SELECT count(*) FROM added
+$$;
 
 -- Rollups: spans with a time to first token, its sum and its histogram (same buckets as latency).
 DO $$

@@ -1,11 +1,13 @@
--- 0031 the search index over span messages is filled after the fact, not as spans are written.
+-- 0031 the search words of span messages move into the span's own row.
 --
--- 0030 indexed the messages with an expression GIN index on spans: building a tsvector and its GIN
--- entries for every LLM span as it is written cost the collector most of its throughput
--- (bench/ingest.py: the COPY rate fell to about a fifth). Now spans are written with
--- message_words NULL (outside the partial index: no index work), and `llmobs db maintain` (every
--- MAINTAIN_INTERVAL_SECONDS, as it refreshes the rollups) fills it for the spans written since.
--- The words live in the span's own row, so retention and erasure remove them with the span.
+-- 0030 kept them in a table beside spans (span_search), which retention and erasure by user or
+-- session would each have had to clean as well. Now spans are written with message_words NULL
+-- (outside the partial GIN index: no index work while writing; an index built as spans are
+-- written cost the collector most of its throughput in bench/ingest.py), and `llmobs db
+-- maintain` (every MAINTAIN_INTERVAL_SECONDS, as it refreshes the rollups) fills it for the spans
+-- written since. Retention and erasure remove the words with the span.
+DROP TABLE IF EXISTS span_search;
+DROP FUNCTION IF EXISTS llmobs_index_messages(timestamptz);
 DROP INDEX IF EXISTS spans_messages_tsv_idx;
 
 ALTER TABLE spans ADD COLUMN message_words tsvector;
