@@ -25,7 +25,7 @@ Nothing here raises on odd input: what cannot be read as messages yields no mess
 
 from __future__ import annotations
 
-import re
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,24 +57,43 @@ _EVENT_ROLES = {
     "gen_ai.tool.message": "tool",
 }
 
-#: Attribute keys whose presence means a span may carry messages: one set lookup decides
-#: whether the (slower) extraction runs at all. Indexed families are found by their index 0.
-MESSAGE_MARKER_KEYS: frozenset[str] = frozenset(
+_OPENLLMETRY_INPUT = frozenset({"gen_ai.prompt.0.role", "gen_ai.prompt.0.content"})
+_OPENLLMETRY_OUTPUT = frozenset(
     {
-        "gen_ai.input.messages",
-        "gen_ai.output.messages",
-        "gen_ai.system_instructions",
-        "gen_ai.prompt.0.role",
-        "gen_ai.prompt.0.content",
         "gen_ai.completion.0.role",
         "gen_ai.completion.0.content",
         "gen_ai.completion.0.finish_reason",
         "gen_ai.completion.0.tool_calls.0.name",
+        "gen_ai.completion.0.function_call.name",
+    }
+)
+_OPENINFERENCE_INPUT = frozenset(
+    {
         "llm.input_messages.0.message.role",
         "llm.input_messages.0.message.content",
+        "llm.input_messages.0.message.contents.0.message_content.text",
+    }
+)
+_OPENINFERENCE_OUTPUT = frozenset(
+    {
         "llm.output_messages.0.message.role",
         "llm.output_messages.0.message.content",
+        "llm.output_messages.0.message.contents.0.message_content.text",
         "llm.output_messages.0.message.tool_calls.0.tool_call.function.name",
+    }
+)
+
+#: Attribute keys whose presence means a span may carry messages: one set lookup decides
+#: whether the (slower) extraction runs at all. Indexed families are found by their index 0.
+MESSAGE_MARKER_KEYS: frozenset[str] = (
+    _OPENLLMETRY_INPUT
+    | _OPENLLMETRY_OUTPUT
+    | _OPENINFERENCE_INPUT
+    | _OPENINFERENCE_OUTPUT
+    | {
+        "gen_ai.input.messages",
+        "gen_ai.output.messages",
+        "gen_ai.system_instructions",
         "input.value",
         "output.value",
         "traceloop.entity.input",
@@ -121,6 +140,8 @@ def _str(value: Any) -> str | None:
 def _content_parts(content: Any) -> list[Part]:
     """OpenAI-style content (a string, or a list of ``{"type": "text", "text": ...}`` items, or
     semconv parts) as parts."""
+    if type(content) is str and content[:1] not in ("[", "{"):  # the common case, first
+        return [{"type": "text", "content": content}] if content else []
     content = _decode(content)
     if content is None or content == "":
         return []
@@ -165,8 +186,8 @@ def _openai_tool_calls(calls: Any) -> list[Part]:
     parts = []
     for call in calls:
         if isinstance(call, dict):
-            inner = call.get("function")
-            function: dict[str, Any] = inner if isinstance(inner, dict) else call
+            nested = call.get("function")
+            function = nested if isinstance(nested, dict) else call
             parts.append(_tool_call(call.get("id"), function.get("name"), function.get("arguments")))
     return parts
 
@@ -192,7 +213,7 @@ def _semconv_messages(value: Any, default_role: str) -> list[Message]:
         value = [value]
     if not isinstance(value, list):
         return [message(default_role, _content_parts(value))] if value not in (None, "") else []
-    out = []
+    out: list[Message] = []
     for item in value:
         if not isinstance(item, dict):
             parts = _content_parts(item)
@@ -208,75 +229,125 @@ def _semconv_messages(value: Any, default_role: str) -> list[Message]:
 
 # -- span attributes ---------------------------------------------------------------------------
 
-_INDEXED = re.compile(r"(\d+)\.(.+)")
+
+class _Probe:
+    """Reads ``prefix.N.field`` attributes by looking each key up (indexes are dense from 0), and
+    remembers every key it found: the keys the messages hold in full."""
+
+    __slots__ = ("attributes", "found")
+
+    def __init__(self, attributes: Mapping[str, Any]) -> None:
+        self.attributes = attributes
+        self.found: list[str] = []
+
+    def get(self, key: str) -> Any:
+        value = self.attributes.get(key)
+        if value is not None:
+            self.found.append(key)
+        return value
+
+    def has(self, key: str) -> bool:
+        return key in self.attributes
 
 
-def _indexed(attributes: Mapping[str, Any], prefix: str) -> list[dict[str, Any]]:
-    """``prefix.N.rest = v`` attributes grouped into one dict per N (``{rest: v}``), by N."""
-    groups: dict[int, dict[str, Any]] = {}
-    cut = len(prefix)
-    for key, value in attributes.items():
-        if key.startswith(prefix):
-            m = _INDEXED.fullmatch(key, cut)
-            if m is not None:
-                groups.setdefault(int(m.group(1)), {})[m.group(2)] = value
-    return [groups[i] for i in sorted(groups)]
+@functools.lru_cache(maxsize=512)
+def _openllmetry_keys(prefix: str, i: int) -> tuple[str, str, str, str, str, str, str]:
+    """The keys of message ``i``: role, content, tool_call_id, finish_reason, the first tool
+    call's name, function_call.name, and the message's own prefix (built once, not per span)."""
+    at = f"{prefix}{i}."
+    return (
+        at + "role",
+        at + "content",
+        at + "tool_call_id",
+        at + "finish_reason",
+        at + "tool_calls.0.name",
+        at + "function_call.name",
+        at,
+    )
 
 
-def _openllmetry(attributes: Mapping[str, Any], prefix: str, default_role: str) -> list[Message]:
+def _openllmetry(probe: _Probe, prefix: str, default_role: str) -> list[Message]:
     """``gen_ai.prompt.N.role/content/tool_call_id/tool_calls.M.*`` and ``gen_ai.completion.N.*``
-    (with ``finish_reason`` and the older ``function_call.*``)."""
-    out = []
-    for fields in _indexed(attributes, prefix):
-        role = _str(fields.get("role")) or default_role
-        if role == "tool" or "tool_call_id" in fields:
-            parts: list[Part] = [
-                {
-                    "type": "tool_call_response",
-                    "id": _str(fields.get("tool_call_id")),
-                    "response": fields.get("content"),
-                }
-            ]
+    (with ``finish_reason`` and the older ``function_call.*``), N from 0 to the first gap. Runs for
+    every such span: plain dict lookups, the tool fields only where they can be."""
+    attributes, found = probe.attributes, probe.found
+    completion = default_role == "assistant"
+    out: list[Message] = []
+    i = 0
+    while True:
+        role_key, content_key, call_id_key, finish_key, first_call_key, function_key, at = _openllmetry_keys(prefix, i)
+        role_value, content = attributes.get(role_key), attributes.get(content_key)
+        if role_value is None and content is None:
+            return out
+        if role_value is not None:
+            found.append(role_key)
+        if content is not None:
+            found.append(content_key)
+        role = role_value if type(role_value) is str and role_value else (_str(role_value) or default_role)
+        call_id = probe.get(call_id_key) if role == "tool" or role == "function" or role_value is None else None
+        if role == "tool" or call_id is not None:
+            parts: list[Part] = [{"type": "tool_call_response", "id": _str(call_id), "response": content}]
+        elif type(content) is str and content and content[0] not in "[{":
+            parts = [{"type": "text", "content": content}]
         else:
-            parts = _content_parts(fields.get("content"))
-        for call in _indexed(fields, "tool_calls."):
-            parts.append(_tool_call(call.get("id"), call.get("name"), call.get("arguments")))
-        if "function_call.name" in fields:
-            parts.append(_tool_call(None, fields["function_call.name"], fields.get("function_call.arguments")))
-        out.append(message(role, parts, _str(fields.get("finish_reason"))))
-    return out
+            parts = _content_parts(content)
+        if completion or role == "assistant":
+            if first_call_key in attributes:
+                j = 0
+                while f"{at}tool_calls.{j}.name" in attributes:
+                    call = f"{at}tool_calls.{j}."
+                    parts.append(
+                        _tool_call(probe.get(call + "id"), probe.get(call + "name"), probe.get(call + "arguments"))
+                    )
+                    j += 1
+            if function_key in attributes:
+                parts.append(_tool_call(None, probe.get(function_key), probe.get(at + "function_call.arguments")))
+        finish_reason = probe.get(finish_key) if completion else None
+        out.append({"role": role, "parts": parts, "finish_reason": _str(finish_reason)})
+        i += 1
 
 
-def _openinference(attributes: Mapping[str, Any], prefix: str, default_role: str) -> list[Message]:
-    """``llm.input_messages.N.message.role/content/contents.M.message_content.*/tool_calls.M.tool_call.*``."""
-    out = []
-    for fields in _indexed(attributes, prefix):
-        role = _str(fields.get("message.role")) or default_role
-        if role == "tool" or "message.tool_call_id" in fields:
-            parts: list[Part] = [
-                {
-                    "type": "tool_call_response",
-                    "id": _str(fields.get("message.tool_call_id")),
-                    "response": fields.get("message.content"),
-                }
-            ]
+def _openinference(probe: _Probe, prefix: str, default_role: str) -> list[Message]:
+    """``llm.input_messages.N.message.role/content/contents.M.message_content.*/tool_calls.M.tool_call.*``,
+    N from 0 to the first gap."""
+    out: list[Message] = []
+    i = 0
+    while (
+        probe.has(f"{prefix}{i}.message.role")
+        or probe.has(f"{prefix}{i}.message.content")
+        or probe.has(f"{prefix}{i}.message.contents.0.message_content.type")
+    ):
+        at = f"{prefix}{i}.message."
+        role = _str(probe.get(at + "role")) or default_role
+        content = probe.get(at + "content")
+        call_id = probe.get(at + "tool_call_id")
+        if role == "tool" or call_id is not None:
+            parts: list[Part] = [{"type": "tool_call_response", "id": _str(call_id), "response": content}]
         else:
-            parts = _content_parts(fields.get("message.content"))
-        for block in _indexed(fields, "message.contents."):
-            kind = _str(block.get("message_content.type")) or "text"
+            parts = _content_parts(content)
+        j = 0
+        while probe.has(f"{at}contents.{j}.message_content.type") or probe.has(
+            f"{at}contents.{j}.message_content.text"
+        ):
+            block = f"{at}contents.{j}.message_content."
+            kind = _str(probe.get(block + "type")) or "text"
             if kind == "text":
-                parts.append(text_part(_str(block.get("message_content.text")) or ""))
+                parts.append(text_part(_str(probe.get(block + "text")) or ""))
             else:
-                parts.append({"type": kind, **{k.rsplit(".", 1)[-1]: v for k, v in block.items()}})
-        for call in _indexed(fields, "message.tool_calls."):
+                fields = [k for k in probe.attributes if k.startswith(block)]
+                parts.append({"type": kind, **{k[len(block) :]: probe.get(k) for k in fields if k != block + "type"}})
+            j += 1
+        j = 0
+        while probe.has(f"{at}tool_calls.{j}.tool_call.function.name"):
+            call = f"{at}tool_calls.{j}.tool_call."
             parts.append(
                 _tool_call(
-                    call.get("tool_call.id"),
-                    call.get("tool_call.function.name"),
-                    call.get("tool_call.function.arguments"),
+                    probe.get(call + "id"), probe.get(call + "function.name"), probe.get(call + "function.arguments")
                 )
             )
-        out.append(message(role, parts, _str(fields.get("message.finish_reason"))))
+            j += 1
+        out.append(message(role, parts, _str(probe.get(at + "finish_reason"))))
+        i += 1
     return out
 
 
@@ -299,11 +370,11 @@ def _io_value(value: Any, side: str) -> list[Message]:
 
 
 def _choices(choices: Iterable[Any]) -> list[Message]:
-    out = []
+    out: list[Message] = []
     for choice in choices:
         if isinstance(choice, dict):
-            inner = choice.get("message")
-            body: dict[str, Any] = inner if isinstance(inner, dict) else {"content": choice.get("text")}
+            nested = choice.get("message")
+            body = nested if isinstance(nested, dict) else {"content": choice.get("text")}
             out.append(_openai_message(body, "assistant", choice.get("finish_reason")))
     return out
 
@@ -317,9 +388,9 @@ def _input_source(attributes: Mapping[str, Any]) -> str | None:
     """The convention a span's input messages are read from (the first present), or None."""
     if "gen_ai.input.messages" in attributes or "gen_ai.system_instructions" in attributes:
         return "semconv"
-    if "gen_ai.prompt.0.role" in attributes or "gen_ai.prompt.0.content" in attributes:
+    if not _OPENLLMETRY_INPUT.isdisjoint(attributes):
         return "openllmetry"
-    if "llm.input_messages.0.message.role" in attributes or "llm.input_messages.0.message.content" in attributes:
+    if not _OPENINFERENCE_INPUT.isdisjoint(attributes):
         return "openinference"
     return next((k for k in ("input.value", "traceloop.entity.input", "gen_ai.prompt") if k in attributes), None)
 
@@ -327,9 +398,9 @@ def _input_source(attributes: Mapping[str, Any]) -> str | None:
 def _output_source(attributes: Mapping[str, Any]) -> str | None:
     if "gen_ai.output.messages" in attributes:
         return "semconv"
-    if any(k.startswith("gen_ai.completion.0.") for k in attributes):
+    if not _OPENLLMETRY_OUTPUT.isdisjoint(attributes):
         return "openllmetry"
-    if any(k.startswith("llm.output_messages.0.") for k in attributes):
+    if not _OPENINFERENCE_OUTPUT.isdisjoint(attributes):
         return "openinference"
     return next((k for k in ("output.value", "traceloop.entity.output", "gen_ai.completion") if k in attributes), None)
 
@@ -340,60 +411,40 @@ _PREFIXES = {
     ("openinference", "input"): "llm.input_messages.",
     ("openinference", "output"): "llm.output_messages.",
 }
-#: The indexed keys (after the prefix) each indexed convention's messages are read from in full.
-_MESSAGE_FIELDS = {
-    "openllmetry": re.compile(
-        r"\d+\.(?:role|content|tool_call_id|finish_reason|function_call\.(?:name|arguments)"
-        r"|tool_calls\.\d+\.(?:id|name|arguments))"
-    ),
-    "openinference": re.compile(
-        r"\d+\.message\.(?:role|content|tool_call_id|finish_reason|contents\.\d+\.message_content\.[a-z_.]+"
-        r"|tool_calls\.\d+\.tool_call\.(?:id|function\.name|function\.arguments))"
-    ),
-}
+_READERS = {"openllmetry": _openllmetry, "openinference": _openinference}
 
 
-def _read(attributes: Mapping[str, Any], source: str | None, side: str) -> list[Message]:
+def _read_side(attributes: Mapping[str, Any], source: str | None, side: str) -> tuple[list[Message], list[str]]:
+    """One side's messages from ``source``, and the attribute keys they hold in full (what a caller
+    may store only as messages): not ``input.value``/``output.value``/``traceloop.entity.*`` (a
+    whole request or function call, of which messages are a part) nor JSON text in OpenLIT's keys."""
     role = "user" if side == "input" else "assistant"
     if source is None:
-        return []
+        return [], []
     if source == "semconv":
         if side == "input":
-            return _system_instructions(attributes.get("gen_ai.system_instructions")) + _semconv_messages(
+            keys = [k for k in ("gen_ai.input.messages", "gen_ai.system_instructions") if k in attributes]
+            messages = _system_instructions(attributes.get("gen_ai.system_instructions")) + _semconv_messages(
                 attributes.get("gen_ai.input.messages"), role
             )
-        return _semconv_messages(attributes.get("gen_ai.output.messages"), role)
-    if source == "openllmetry":
-        return _openllmetry(attributes, _PREFIXES[source, side], role)
-    if source == "openinference":
-        return _openinference(attributes, _PREFIXES[source, side], role)
-    return _io_value(attributes[source], side)
-
-
-def _source_keys(attributes: Mapping[str, Any], source: str | None, side: str) -> list[str]:
-    """The attribute keys whose whole content the side's messages hold (what a caller may store
-    only as messages): not ``input.value``/``output.value``/``traceloop.entity.*`` (a whole request
-    or function call, of which messages are a part) nor JSON text of OpenLIT's keys."""
-    if source == "semconv":
-        keys = (
-            ("gen_ai.input.messages", "gen_ai.system_instructions") if side == "input" else ("gen_ai.output.messages",)
-        )
-        return [k for k in keys if k in attributes]
-    if source in _MESSAGE_FIELDS:
-        prefix, pattern = _PREFIXES[source, side], _MESSAGE_FIELDS[source]
-        return [k for k in attributes if k.startswith(prefix) and pattern.fullmatch(k, len(prefix))]
-    if source in ("gen_ai.prompt", "gen_ai.completion"):
-        value = attributes[source]
-        return [source] if isinstance(value, str) and value[:1] not in ("[", "{") else []
-    return []
+            return messages, keys
+        return _semconv_messages(attributes.get("gen_ai.output.messages"), role), ["gen_ai.output.messages"]
+    if source in _READERS:
+        probe = _Probe(attributes)
+        return _READERS[source](probe, _PREFIXES[source, side], role), probe.found
+    value = attributes[source]
+    plain_openlit = (
+        source in ("gen_ai.prompt", "gen_ai.completion") and isinstance(value, str) and value[:1] not in "[{"
+    )
+    return _io_value(value, side), [source] if plain_openlit else []
 
 
 def _input_from_attributes(attributes: Mapping[str, Any]) -> list[Message]:
-    return _read(attributes, _input_source(attributes), "input")
+    return _read_side(attributes, _input_source(attributes), "input")[0]
 
 
 def _output_from_attributes(attributes: Mapping[str, Any]) -> list[Message]:
-    return _read(attributes, _output_source(attributes), "output")
+    return _read_side(attributes, _output_source(attributes), "output")[0]
 
 
 def has_messages(attributes: Mapping[str, Any]) -> bool:
@@ -415,13 +466,9 @@ def read_attributes(attributes: Mapping[str, Any]) -> AttributeMessages:
     """:func:`messages_from_attributes` with the keys each side was read from in full."""
     if not has_messages(attributes):
         return AttributeMessages()
-    in_source, out_source = _input_source(attributes), _output_source(attributes)
-    return AttributeMessages(
-        _read(attributes, in_source, "input"),
-        _read(attributes, out_source, "output"),
-        _source_keys(attributes, in_source, "input"),
-        _source_keys(attributes, out_source, "output"),
-    )
+    inputs, input_keys = _read_side(attributes, _input_source(attributes), "input")
+    outputs, output_keys = _read_side(attributes, _output_source(attributes), "output")
+    return AttributeMessages(inputs, outputs, input_keys, output_keys)
 
 
 def messages_from_attributes(attributes: Mapping[str, Any]) -> tuple[list[Message], list[Message]]:

@@ -43,7 +43,6 @@ from llmobs.collector.messages import (
     MESSAGE_EVENTS,
     Message,
     cap_messages,
-    has_messages,
     messages_from_events,
     read_attributes,
 )
@@ -378,23 +377,21 @@ class SpanPipeline:
         """The span's input and output messages, from its attributes, else (per side) its GenAI
         events, each side capped in size. Content is stored once: the attributes a side was read
         from in full are removed from ``attrs`` (unless the cap cut that side)."""
-        found = read_attributes(attrs) if has_messages(attrs) else None
-        inputs, outputs = (found.inputs, found.outputs) if found else ([], [])
+        found = read_attributes(attrs)
+        inputs, outputs = found.inputs, found.outputs
         if (not inputs or not outputs) and events and any(e.get("name") in MESSAGE_EVENTS for e in events):
             event_inputs, event_outputs = messages_from_events(events)
             inputs = inputs or event_inputs
             outputs = outputs or event_outputs
-        cap = self.config.max_message_chars
-        capped_inputs, capped_outputs = cap_messages(inputs, cap), cap_messages(outputs, cap)
-        if found is not None:
-            for side, capped, keys in (
-                (inputs, capped_inputs, found.input_keys),
-                (outputs, capped_outputs, found.output_keys),
-            ):
-                if capped is side:
-                    for key in keys:
-                        del attrs[key]
-        return _SpanMessages(capped_inputs, capped_outputs)
+        messages = _SpanMessages.of(inputs, outputs, self.config.max_message_chars)
+        for keys, cut in (
+            (found.input_keys, messages.inputs is not inputs),
+            (found.output_keys, messages.outputs is not outputs),
+        ):
+            if not cut:
+                for key in keys:
+                    attrs.pop(key, None)
+        return messages
 
     def _scrub(self, row: SpanRow, span: RawSpan, attrs: dict[str, Any], messages: _SpanMessages) -> SpanRow:
         """Run the value detectors on a span their trigger flagged."""
@@ -406,7 +403,7 @@ class SpanPipeline:
         scrub = redactor.scrub
         if row.input_messages is not None or row.output_messages is not None:
             scrubbed = redactor.scrub_values({"in": messages.inputs, "out": messages.outputs})
-            messages = _SpanMessages(scrubbed["in"], scrubbed["out"])
+            messages = _SpanMessages.of(scrubbed["in"], scrubbed["out"], 0)
             row = row._replace(input_messages=messages.input_json, output_messages=messages.output_json)
         return row._replace(
             attributes=to_json(attrs),
@@ -428,14 +425,21 @@ class _SpanMessages:
 
     inputs: list[Message]
     outputs: list[Message]
+    input_json: str | None
+    output_json: str | None
 
-    @property
-    def input_json(self) -> str | None:
-        return to_json(self.inputs) if self.inputs else None
-
-    @property
-    def output_json(self) -> str | None:
-        return to_json(self.outputs) if self.outputs else None
+    @classmethod
+    def of(cls, inputs: list[Message], outputs: list[Message], cap: int) -> _SpanMessages:
+        """Encoded once; a side longer than ``cap`` characters is cut (a new list) and encoded again."""
+        sides = []
+        for messages in (inputs, outputs):
+            text = to_json(messages) if messages else None
+            if text is not None and 0 < cap < len(text):
+                messages = cap_messages(messages, cap)
+                text = to_json(messages)
+            sides.append((messages, text))
+        (inputs, input_json), (outputs, output_json) = sides
+        return cls(inputs, outputs, input_json, output_json)
 
 
 def _check_ids(span: RawSpan) -> str | None:

@@ -43,7 +43,7 @@ class MaintainResult:
     rollup_from: datetime | None = None
     host_facts: list[str] = field(default_factory=list)
     retention: RetentionResult | None = None
-    #: spans whose messages were added to the search index (span_search) by this pass
+    #: spans whose messages were added to the search index (message_words) by this pass
     messages_indexed: int = 0
 
 
@@ -101,7 +101,7 @@ def maintain(
         for table in PARTITIONED_SIGNALS:
             conn.execute("SELECT remove_retention_policy(%s, if_exists => true)", (table.name,))
             conn.execute("SELECT add_retention_policy(%s, %s::interval)", (table.name, f"{retention} days"))
-        _index_messages(conn, now, retention, result)
+        _index_messages(conn, now, result)
         return result
 
     result.partitions_created = prepare_partitions(conn, settings, now)
@@ -123,7 +123,7 @@ def maintain(
                ON CONFLICT (name) DO UPDATE SET refreshed_to = EXCLUDED.refreshed_to, refreshed_at = now()""",
             (now,),
         )
-    _index_messages(conn, now, retention, result)
+    _index_messages(conn, now, result)
     return result
 
 
@@ -132,10 +132,9 @@ def _has_host_fact_tables(conn: psycopg.Connection) -> bool:
     return bool(row and row[0])
 
 
-def _index_messages(conn: psycopg.Connection, now: datetime, retention: int, result: MaintainResult) -> None:
-    """Add the messages of spans written since the last pass to the search index (``q=`` of the
-    trace list), and drop what retention dropped from spans. Spans start within
-    :data:`ROLLUP_LOOKBACK` (or the last pass) of the watermark; each is indexed once."""
+def _index_messages(conn: psycopg.Connection, now: datetime, result: MaintainResult) -> None:
+    """Fill the search words (``q=`` of the trace list) of the spans written since the last pass.
+    Spans start within :data:`ROLLUP_LOOKBACK` of the last pass (or later); each is indexed once."""
     with conn.transaction():
         row = conn.execute(
             "SELECT refreshed_to FROM llmobs_rollup_state WHERE name = 'message_search' FOR UPDATE"
@@ -143,7 +142,6 @@ def _index_messages(conn: psycopg.Connection, now: datetime, retention: int, res
         since = row[0] - ROLLUP_LOOKBACK if row else datetime.min.replace(tzinfo=UTC)
         written = conn.execute("SELECT llmobs_index_messages(%s)", (since,)).fetchone()
         result.messages_indexed = int(written[0]) if written else 0
-        conn.execute("DELETE FROM span_search WHERE start_time < %s", (now - timedelta(days=retention + 1),))
         conn.execute(
             """INSERT INTO llmobs_rollup_state (name, refreshed_to, refreshed_at) VALUES ('message_search', %s, now())
                ON CONFLICT (name) DO UPDATE SET refreshed_to = EXCLUDED.refreshed_to, refreshed_at = now()""",

@@ -186,9 +186,9 @@ _SUMMARY_COLUMNS = """r.trace_id, r.span_id AS root_span_id, r.name AS root_name
     r.start_time, r.end_time, r.duration_ms, r.status_code AS root_status_code, a.span_count, a.error_count,
     a.input_tokens, a.output_tokens, a.total_tokens, a.cost_usd, a.models, a.services"""
 
-#: Search-index rows (``span_search``, filled by ``llmobs db maintain``) whose words match ``%(q)s``
-#: (websearch syntax), through the index's GIN index.
-MESSAGE_MATCH = "m.words @@ websearch_to_tsquery('simple', %(q)s)"
+#: A span ``m`` whose messages match ``%(q)s`` (websearch syntax), through the partial GIN index
+#: on ``message_words`` (0031), which ``llmobs db maintain`` fills.
+MESSAGE_MATCH = "m.message_words IS NOT NULL AND m.message_words @@ websearch_to_tsquery('simple', %(q)s)"
 #: A GenAI log record (OTLP logs) whose messages match ``%(q)s``: the expression and predicate of
 #: the partial GIN index ``log_records_messages_tsv_idx`` (0051_log_record_search.sql).
 LOG_MESSAGE_MATCH = (
@@ -198,7 +198,7 @@ LOG_MESSAGE_MATCH = (
 #: Traces (``{alias}.trace_id``) with a span, or a GenAI log record, in the listed range whose
 #: messages match ``%(q)s``.
 _TRACES_MATCHING = f"""{{alias}}.trace_id IN (
-    SELECT m.trace_id FROM span_search m
+    SELECT m.trace_id FROM spans m
     WHERE m.project_id = %(project)s AND m.start_time >= %(start)s - interval '1 hour'
       AND m.start_time < %(end)s + %(window)s AND {MESSAGE_MATCH}
     UNION ALL

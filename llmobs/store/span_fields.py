@@ -71,6 +71,14 @@ SPAN_FIELDS: tuple[SpanField, ...] = (
     SpanField("output_messages"),
     SpanField("time_to_first_token_ms"),
     SpanField("ingested_at", {"row": _DB_DEFAULT}),
+    SpanField(
+        "message_words",
+        {
+            "row": "filled after the write by `llmobs db maintain` (the search index of q=), not by the writer",
+            "rest": "the search index's words; the messages themselves are served",
+            "graphql": "the search index's words; the messages themselves are served",
+        },
+    ),
 )
 
 
