@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +39,22 @@ def free_port() -> int:
 def free_ports_lines() -> list[str]:
     """``KEY=port`` lines putting every port setting of a project on a free loopback port."""
     return [f"{key}={free_port()}\n" for key in PORT_KEYS]
+
+
+@contextmanager
+def throwaway_project() -> Iterator[Path]:
+    """`llmobs init` of a project on free ports under /tmp, removed afterwards (stop its stack
+    first)."""
+    root = Path(tempfile.mkdtemp(prefix="llmobs-bench-"))
+    root.chmod(0o755)
+    project = root / "proj"
+    try:
+        subprocess.run([sys.executable, "-m", "llmobs", "init", str(project)], check=True, capture_output=True)
+        with (project / ".env").open("a") as fh:
+            fh.writelines(free_ports_lines())
+        yield project
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def llmobs(project: Path, *args: str) -> str:

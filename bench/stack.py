@@ -9,15 +9,11 @@ same run: `llmobs --version` (interpreter + CLI start-up). Target: status under 
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-from benchlib import free_ports_lines, llmobs
+from benchlib import llmobs, throwaway_project
 
 
 def cli(project: Path, *args: str) -> float:
@@ -31,13 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="llmobs-bench-"))
-    root.chmod(0o755)
-    project = root / "proj"
-    try:
-        subprocess.run([sys.executable, "-m", "llmobs", "init", str(project)], check=True, capture_output=True)
-        with (project / ".env").open("a") as fh:
-            fh.writelines(free_ports_lines())
+    with throwaway_project() as project:
         rows = [("up (cold: initdb, migrations)", cli(project, "up", "--runtime", "local"))]
         status = [cli(project, "status") for _ in range(args.runs)]
         version = [cli(project, "--version") for _ in range(args.runs)]
@@ -52,8 +42,6 @@ def main() -> None:
         med = statistics.median(status)
         print(f"{'llmobs status':34} {med:8.2f} median, {max(status):.2f} max of {args.runs}")
         print(f"\nstatus target 1.0 s: {'OK' if med < 1.0 else 'TOO SLOW'}")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
