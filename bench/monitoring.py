@@ -13,15 +13,11 @@ a share of one core, and the difference. Target: monitoring adds under 5 % of on
 from __future__ import annotations
 
 import argparse
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import psutil
-from benchlib import free_ports_lines, llmobs
+from benchlib import llmobs, throwaway_project
 
 
 def project_processes(project: Path) -> list[psutil.Process]:
@@ -68,26 +64,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=120)
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="llmobs-bench-"))
-    root.chmod(0o755)
-    project = root / "proj"
-    try:
-        subprocess.run([sys.executable, "-m", "llmobs", "init", str(project)], check=True, capture_output=True)
-        with (project / ".env").open("a") as fh:
-            fh.writelines(free_ports_lines())
-        llmobs(project, "up", "--runtime", "local")
-        time.sleep(10)  # start-up work (first maintenance pass) out of the window
-        baseline = idle_cpu_share(project, args.seconds)
-        llmobs(project, "up", "--runtime", "local", "--profile", "monitoring")
-        time.sleep(30)  # Prometheus's first scrapes, rule evaluations and WAL replay
-        with_monitoring = idle_cpu_share(project, args.seconds)
-        print(f"idle stack, {args.seconds:.0f} s window (share of one core)")
-        print(f"  baseline (no monitoring):      {baseline * 100:6.2f} %")
-        print(f"  with the monitoring profile:   {with_monitoring * 100:6.2f} %")
-        print(f"  added by monitoring:           {(with_monitoring - baseline) * 100:6.2f} %  (target < 5 %)")
-    finally:
-        llmobs(project, "down")
-        shutil.rmtree(root, ignore_errors=True)
+    with throwaway_project() as project:
+        try:
+            measure(project, args.seconds)
+        finally:
+            llmobs(project, "down")
+
+
+def measure(project: Path, seconds: float) -> None:
+    """Start the stack, measure it idle, start the monitoring profile, measure again, print."""
+    llmobs(project, "up", "--runtime", "local")
+    time.sleep(10)  # start-up work (first maintenance pass) out of the window
+    baseline = idle_cpu_share(project, seconds)
+    llmobs(project, "up", "--runtime", "local", "--profile", "monitoring")
+    time.sleep(30)  # Prometheus's first scrapes, rule evaluations and WAL replay
+    with_monitoring = idle_cpu_share(project, seconds)
+    print(f"idle stack, {seconds:.0f} s window (share of one core)")
+    print(f"  baseline (no monitoring):      {baseline * 100:6.2f} %")
+    print(f"  with the monitoring profile:   {with_monitoring * 100:6.2f} %")
+    print(f"  added by monitoring:           {(with_monitoring - baseline) * 100:6.2f} %  (target < 5 %)")
 
 
 if __name__ == "__main__":
