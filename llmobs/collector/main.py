@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from llmobs.collector.server import Collector
 from llmobs.collector.workers import supervise
 from llmobs.errors import LlmobsError
-from llmobs.serving import setup_logging
+from llmobs.serving import serve_replica_metrics, setup_logging
 
 if TYPE_CHECKING:
     from llmobs.config import Settings
@@ -28,6 +28,7 @@ def serve(settings: Settings, host: str | None = None, workers: int | None = Non
         supervise(settings, host, workers)
         return
     collector = Collector(settings, host)
+    serve_replica_metrics(host)
     try:
         asyncio.run(collector.run())
     except OSError as exc:
