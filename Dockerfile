@@ -23,6 +23,7 @@ COPY llmobs /src/llmobs
 COPY compose /src/compose
 COPY init-sql /src/init-sql
 COPY grafana-provisioning /src/grafana-provisioning
+COPY monitoring /src/monitoring
 RUN set -eux; \
     python3 -m venv /tmp/pip; \
     /tmp/pip/bin/pip wheel --no-cache-dir --wheel-dir /wheels/deps /src; \
