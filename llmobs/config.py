@@ -82,6 +82,33 @@ SETTINGS: tuple[Setting, ...] = (
         "choice",
         choices=("debug", "info", "warning", "error"),
     ),
+    _s(
+        "HTTP_MAX_HEADER_BYTES",
+        "65536",
+        "Largest request head (request line and headers) the api and the collector's OTLP/HTTP "
+        "receiver read; a larger one is answered 431 and the connection closed.",
+        "int",
+        group="General",
+        minimum=4096,
+    ),
+    _s(
+        "HTTP_READ_TIMEOUT_SECONDS",
+        "30",
+        "Time a client has to send a whole request (headers and body) to the api or the OTLP/HTTP "
+        "receiver once it started; a slower one is answered 408 and the connection closed.",
+        "int",
+        group="General",
+        minimum=1,
+    ),
+    _s(
+        "AUTH_FAILURES_PER_MINUTE",
+        "30",
+        "Failed authentications one client address may make per minute, per server process (api, "
+        "collector); past it its requests are refused with 429 before their credentials are looked at.",
+        "int",
+        group="General",
+        minimum=1,
+    ),
     # --- ports ---
     _s("DB_PORT", "5432", "PostgreSQL port.", "port", group="Ports"),
     _s("REDIS_PORT", "6379", "Redis port.", "port", group="Ports"),
@@ -687,6 +714,16 @@ SETTINGS: tuple[Setting, ...] = (
         "int",
         group="Collector",
         minimum=1,
+    ),
+    _s(
+        "COLLECTOR_MAX_INFLIGHT_BYTES",
+        "268435456",
+        "Memory all requests in progress may hold together, per process: bodies being read or "
+        "decoded, plus a cost per span (so empty spans are not free). A request that does not fit "
+        "is refused with 429 / RESOURCE_EXHAUSTED and Retry-After.",
+        "int",
+        group="Collector",
+        minimum=1048576,
     ),
     _s(
         "COLLECTOR_MAX_SPAN_AGE_DAYS",

@@ -6,11 +6,13 @@ measured in the same test, generous factors: the machine is noisy) and that heal
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
 
 import grpc
+import httpx
 import pytest
 from api_support import api_client, llm_trace, make_project, store_spans
 from collector_support import RunningCollector, grpc_export, http_export, otlp_request, start_collector_fixture  # noqa: F401
@@ -201,3 +203,164 @@ def test_graphql_cost_is_bounded(settings, neighbour):
             api, attacker.auth(), "query($id: String!) { trace(traceId: $id) { spans { attributes } } }", variables
         )
         assert response.status_code == 400 and response.json()["error"]["code"] == "response_too_large"
+
+
+# ---------------------------------------------------------------------------------------------
+# unauthenticated and oversized traffic: refused before it costs memory or time
+
+
+def raw_request(port: int, head: bytes, body: bytes = b"", *, timeout: float = 10.0) -> tuple[bytes, float]:
+    """Send ``head`` and ``body`` on a new connection and read until the server closes it or a
+    response has arrived; the response bytes and the seconds it took."""
+    import socket
+
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        with contextlib.suppress(OSError):  # the server may close while we still send: its answer counts
+            sock.sendall(head + body)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError:
+            pass
+    return data, time.monotonic() - started
+
+
+def post_head(path: str, length: int, token: str | None = None, extra: bytes = b"") -> bytes:
+    auth = f"authorization: Bearer {token}\r\n".encode() if token else b""
+    return (
+        f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\n".encode()
+        + f"content-length: {length}\r\n".encode()
+        + auth
+        + extra
+        + b"\r\n"
+    )
+
+
+def export_latency(collector: RunningCollector, rounds: int = 5) -> float:
+    """Median seconds of a small export by the default project (each one stored)."""
+    timings = []
+    for i in range(rounds):
+        body = otlp_request([{"trace_id": f"{0xE0 + i:032x}", "span_id": f"{0xE0 + i:016x}", "name": "probe"}])
+        started = time.perf_counter()
+        assert http_export(collector.http_url, body, collector.token).status_code == 200
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings)
+
+
+def test_collector_refuses_unauthenticated_slow_huge_and_oversized_requests(start_collector, admin_conn):
+    import socket
+
+    collector: RunningCollector = start_collector(
+        HTTP_READ_TIMEOUT_SECONDS="2",
+        COLLECTOR_MAX_INFLIGHT_BYTES=str(4 * 1024 * 1024),
+        COLLECTOR_QUEUE_MAX_SPANS="1000",
+        AUTH_FAILURES_PER_MINUTE="1000",
+    )
+    port = int(collector.env["COLLECTOR_HTTP_PORT"])
+    baseline = export_latency(collector)
+
+    # no key: 401 at once, before the 8 MiB body is sent
+    answer, took = raw_request(port, post_head("/v1/traces", 8 * 1024 * 1024), b"x" * 1024)
+    assert answer.startswith(b"HTTP/1.1 401") and took < 5
+
+    # a header of 1 MiB: 431, connection closed
+    answer, took = raw_request(port, post_head("/v1/traces", 0, extra=b"x-junk: " + b"a" * (1 << 20) + b"\r\n"))
+    assert answer.startswith(b"HTTP/1.1 431") and took < 10
+
+    # slow bodies with a valid key: each holds 3 MiB of a declared 6 MiB; the memory budget (4 MiB)
+    # refuses the second at once, the read deadline ends the first
+    slow = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+    try:
+        slow[0].sendall(post_head("/v1/traces", 6 << 20, collector.token) + b"\x00" * (3 << 20))
+        time.sleep(0.5)
+        slow[1].sendall(post_head("/v1/traces", 6 << 20, collector.token))
+        with contextlib.suppress(OSError):
+            slow[1].sendall(b"\x00" * (3 << 20))
+        second = slow[1].recv(65536)
+        assert second.startswith(b"HTTP/1.1 429") and b"COLLECTOR_MAX_INFLIGHT_BYTES" in second, second[:300]
+        # others still get their spans in, about as fast as before, while the first is held
+        assert_latency_kept(baseline, export_latency(collector))
+        first = slow[0].recv(65536)  # the deadline: 408 within HTTP_READ_TIMEOUT_SECONDS
+        assert first.startswith(b"HTTP/1.1 408"), first[:300]
+    finally:
+        for sock in slow:
+            sock.close()
+
+    # one request over COLLECTOR_QUEUE_MAX_SPANS: 429 however idle the queue is
+    spans = [{"trace_id": f"{i + 1:032x}", "span_id": f"{i + 1:016x}"} for i in range(1500)]
+    response = http_export(collector.http_url, otlp_request(spans), collector.token)
+    assert response.status_code == 429 and "COLLECTOR_QUEUE_MAX_SPANS" in response.text
+
+    # 4 million empty spans in one 8 MB gRPC message: refused quickly
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    for _ in range(4_000_000):
+        scope.spans.add()
+    body = request.SerializeToString()
+    del request, scope
+    started = time.monotonic()
+    code, details, _ = grpc_export(collector.grpc_target, body, collector.token)
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "COLLECTOR_MAX_INFLIGHT_BYTES" in details
+    assert time.monotonic() - started < 10
+
+    assert collector.proc.poll() is None
+    assert collector.health() == (200, collector.health()[1]) and collector.health()[1]["database"] == "up"
+    assert_latency_kept(baseline, export_latency(collector))
+    assert admin_conn.execute("SELECT count(*) FROM spans WHERE name = 'probe'").fetchone()[0] > 0
+
+
+def test_failed_authentications_are_rate_limited(start_collector):
+    collector: RunningCollector = start_collector(AUTH_FAILURES_PER_MINUTE="5")
+    body = otlp_request([{"trace_id": "ab" * 16, "span_id": "ab" * 8}])
+    statuses = [http_export(collector.http_url, body, f"llmobs_bad_{i}").status_code for i in range(5)]
+    assert statuses == [401] * 5
+    refused = http_export(collector.http_url, body, "llmobs_bad_again")
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+    code, _, _ = grpc_export(collector.grpc_target, body, "llmobs_bad_grpc")
+    assert code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+def test_api_checks_credentials_before_the_body_and_bounds_heads_and_slow_bodies(
+    pg_server, redis_server, db_name, neighbour
+):
+    from test_api_server import _start, _stop
+
+    from conftest import settings_env
+
+    env = settings_env(pg_server, redis_server, db_name, HTTP_READ_TIMEOUT_SECONDS="2", LLMOBS_LOG_LEVEL="warning")
+    api = _start(env, 1)
+    port = int(api.base.rsplit(":", 1)[1])
+    try:
+
+        def reads() -> float:
+            timings = []
+            for _ in range(5):
+                started = time.perf_counter()
+                response = httpx.get(f"{api.base}/api/v1/traces?limit=20", headers=neighbour.auth(), timeout=30)
+                timings.append(time.perf_counter() - started)
+                assert response.status_code == 200
+            return statistics.median(timings)
+
+        baseline = reads()
+        # no key: 401 at once, the 15 MiB body never read
+        for path in ("/api/v1/spans", "/api/v1/query", "/graphql"):
+            answer, took = raw_request(port, post_head(path, 15 << 20), b"{" * 4096)
+            assert answer.startswith(b"HTTP/1.1 401") and took < 5, answer[:200]
+        # a 1 MiB header: 431
+        answer, _ = raw_request(port, post_head("/graphql", 0, extra=b"x-junk: " + b"a" * (1 << 20) + b"\r\n"))
+        assert answer.startswith(b"HTTP/1.1 431")
+        # a body that never ends, with a valid key: 408 after HTTP_READ_TIMEOUT_SECONDS
+        token = neighbour.keys["reader"]
+        answer, took = raw_request(port, post_head("/graphql", 1000, token), b'{"query": "')
+        assert answer.startswith(b"HTTP/1.1 408") and took < 15, answer[:200]
+        assert_latency_kept(baseline, reads())
+        assert httpx.get(f"{api.base}/health/ready", timeout=10).status_code == 200
+    finally:
+        _stop(api.proc)

@@ -15,10 +15,11 @@ from llmobs.api.cache import ResultCache
 from llmobs.api.db import Database
 from llmobs.api.errors import install_error_handlers
 from llmobs.api.ingest import SpanIngest
-from llmobs.api.middleware import RequestContext
+from llmobs.api.middleware import AuthBeforeBody, RequestContext
 from llmobs.api.ratelimit import RateLimiter
 from llmobs.api.redis_link import RedisLink
 from llmobs.api.state import ApiState
+from llmobs.auth_failures import FailedAuthLimiter
 
 if TYPE_CHECKING:
     from llmobs.config import Settings
@@ -44,6 +45,7 @@ def create_app(settings: Settings) -> FastAPI:
         limiter=RateLimiter(redis, settings),
         cache=ResultCache(redis, settings.get_int("API_CACHE_TTL_SECONDS"), namespace=settings.get_str("DB_NAME")),
         ingest=SpanIngest(settings, db, redis),
+        auth_failures=FailedAuthLimiter(settings.get_int("AUTH_FAILURES_PER_MINUTE")),
     )
 
     @asynccontextmanager
@@ -100,15 +102,18 @@ def create_app(settings: Settings) -> FastAPI:
                 "X-Cache",
             ],
         )
+    app.add_middleware(AuthBeforeBody)
     app.add_middleware(RequestContext)
     return app
 
 
 def app_from_environment() -> FastAPI:
     """Factory for uvicorn worker processes: settings from the environment (see server.serve)."""
+    from llmobs import http_guard
     from llmobs.config import Settings
     from llmobs.serving import setup_logging
 
     settings = Settings.load(None)
     setup_logging(settings, "api-worker")
+    http_guard.configure(settings)  # the limits live on the protocol class: set them in each worker
     return create_app(settings)

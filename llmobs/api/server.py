@@ -58,6 +58,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
     """Serve until interrupted. Raises a ConfigError before binding when settings are wrong."""
     import uvicorn
 
+    from llmobs import http_guard
     from llmobs.api.app import create_app
 
     host = _listen_host(settings, host)
@@ -68,6 +69,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
         "log_level": level,
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN,
         "server_header": False,
+        **http_guard.configure(settings),
     }
     if workers <= 1:
         # Our own listening socket with SO_REUSEPORT: replicas of the local runtime share the

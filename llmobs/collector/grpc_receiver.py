@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import grpc
 
-from llmobs.collector.ingest import IngestError, Ingestor
+from llmobs.collector.ingest import IngestError, Ingestor, MemoryExhausted, busy
 from llmobs.collector.otlp import ProtobufRequest, export_response, retry_info
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
@@ -23,7 +23,15 @@ def _handler(ingestor: Ingestor):
             if key == "authorization":
                 authorization = value if isinstance(value, str) else value.decode()
         try:
-            result = await ingestor.export("grpc", authorization, lambda: ProtobufRequest(request))
+            key = await ingestor.authenticate("grpc", authorization, _peer_address(context.peer()))
+            try:
+                ingestor.memory.take(len(request))
+            except MemoryExhausted as exc:
+                raise busy(str(exc)) from None
+            try:
+                result = await ingestor.export("grpc", key, lambda: ProtobufRequest(request))
+            finally:
+                ingestor.memory.give(len(request))
         except IngestError as exc:
             if exc.retry_after:
                 context.set_trailing_metadata((("google.rpc.retryinfo-bin", retry_info(exc.retry_after)),))
@@ -34,6 +42,14 @@ def _handler(ingestor: Ingestor):
 
 
 _STATUS = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _peer_address(peer: str | None) -> str | None:
+    """The address of a gRPC peer (``ipv4:127.0.0.1:5555``, ``ipv6:[::1]:5555``), without its port."""
+    if not peer or ":" not in peer:
+        return None
+    address = peer.split(":", 1)[1].rsplit(":", 1)[0]
+    return address.strip("[]") or None
 
 
 async def start_grpc(ingestor: Ingestor, host: str, port: int, *, max_message_bytes: int) -> grpc.aio.Server:

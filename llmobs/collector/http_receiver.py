@@ -1,10 +1,12 @@
 """OTLP/HTTP receiver (``POST /v1/traces``) and the metrics/health app, as small ASGI apps.
 
-Bodies: ``application/x-protobuf`` or ``application/json``, optionally ``Content-Encoding:
-gzip``. The body is read up to COLLECTOR_MAX_REQUEST_BYTES and decompressed up to
-COLLECTOR_MAX_DECOMPRESSED_BYTES (413 beyond either: a gzip bomb is stopped after that many
-bytes). Responses use the request's content type; errors carry a ``google.rpc.Status`` body and,
-when retryable (429, 503), a ``Retry-After`` header.
+The API key is checked before the body is read. Bodies: ``application/x-protobuf`` or
+``application/json``, optionally ``Content-Encoding: gzip``; they are charged to the collector's
+memory budget (COLLECTOR_MAX_INFLIGHT_BYTES, 429 when full) as they arrive. The body is read up
+to COLLECTOR_MAX_REQUEST_BYTES and decompressed up to COLLECTOR_MAX_DECOMPRESSED_BYTES (413
+beyond either: a gzip bomb is stopped after that many bytes). Responses use the request's content
+type; errors carry a ``google.rpc.Status`` body and, when retryable (429, 503), a ``Retry-After``
+header.
 """
 
 from __future__ import annotations
@@ -13,7 +15,15 @@ import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from llmobs.collector.ingest import INVALID_ARGUMENT, RESOURCE_EXHAUSTED, IngestError, Ingestor
+from llmobs.collector.ingest import (
+    INVALID_ARGUMENT,
+    RESOURCE_EXHAUSTED,
+    IngestError,
+    Ingestor,
+    MemoryBudget,
+    MemoryExhausted,
+    busy,
+)
 from llmobs.collector.otlp import JsonRequest, ProtobufRequest, export_response, status_body
 
 Scope = dict[str, Any]
@@ -51,7 +61,31 @@ def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
 
-async def read_body(receive: Receive, limit: int) -> bytes:
+class Held:
+    """The bytes one request holds of the collector's memory budget, given back at the end."""
+
+    def __init__(self, budget: MemoryBudget) -> None:
+        self.budget = budget
+        self.size = 0
+
+    def take(self, size: int) -> None:
+        """MemoryExhausted when the budget has no ``size`` bytes left."""
+        self.budget.take(size)
+        self.size += size
+
+    def release(self) -> None:
+        self.budget.give(self.size)
+        self.size = 0
+
+
+def _client(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return client[0] if client else None
+
+
+async def read_body(receive: Receive, limit: int, held: Held) -> bytes:
+    """The body, up to ``limit`` bytes (BodyTooLarge past it), each chunk charged to ``held``
+    as it arrives (MemoryExhausted when the collector holds too much already)."""
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -62,6 +96,7 @@ async def read_body(receive: Receive, limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge
+        held.take(len(chunk))
         chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)
@@ -120,14 +155,27 @@ class OtlpHttpApp:
             declared = int(headers.get("content-length", "0") or 0)
         except ValueError:
             declared = 0
+        ingestor = self.ingestor
+        try:
+            key = await ingestor.authenticate("http", headers.get("authorization"), _client(scope))
+        except IngestError as exc:  # refused before a byte of the body is read
+            await self._refuse(send, exc, as_json)
+            return
+        held = Held(ingestor.memory)
         try:
             if declared > self.max_body:
                 raise BodyTooLarge
-            body = await read_body(receive, self.max_body)
+            body = await read_body(receive, self.max_body, held)
             if encoding == "gzip":
                 body = gunzip(body, self.max_decompressed)
+                held.take(len(body))
             elif len(body) > self.max_decompressed:
                 raise BodyTooLarge
+
+            def parse() -> JsonRequest | ProtobufRequest:
+                return JsonRequest(body) if as_json else ProtobufRequest(body)
+
+            result = await ingestor.export("http", key, parse)
         except BodyTooLarge:
             await self._error(
                 send,
@@ -137,24 +185,26 @@ class OtlpHttpApp:
                 as_json,
             )
             return
+        except MemoryExhausted as exc:
+            await self._refuse(send, busy(str(exc)), as_json)
+            return
         except ValueError as exc:
             await self._error(send, 400, INVALID_ARGUMENT, str(exc), as_json)
             return
         except ConnectionError:
             return
-
-        def parse() -> JsonRequest | ProtobufRequest:
-            return JsonRequest(body) if as_json else ProtobufRequest(body)
-
-        try:
-            result = await self.ingestor.export("http", headers.get("authorization"), parse)
         except IngestError as exc:
-            extra = [(b"retry-after", str(exc.retry_after).encode())] if exc.retry_after else None
-            await self._error(send, exc.http_status, exc.grpc_code, exc.message, as_json, extra)
+            await self._refuse(send, exc, as_json)
             return
+        finally:
+            held.release()
         await respond(
             send, 200, export_response(result.rejected, result.message, json=as_json), JSON if as_json else PROTOBUF
         )
+
+    async def _refuse(self, send: Send, exc: IngestError, as_json: bool) -> None:
+        extra = [(b"retry-after", str(exc.retry_after).encode())] if exc.retry_after else None
+        await self._error(send, exc.http_status, exc.grpc_code, exc.message, as_json, extra)
 
     async def _error(
         self,

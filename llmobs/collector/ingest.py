@@ -1,8 +1,8 @@
 """One export request through the pipeline, whichever receiver it came from.
 
-Order: authenticate -> parse -> admit (queue limit) -> convert, normalize, price, redact ->
-sample -> write and wait for the commit. Every refusal is an :class:`IngestError` carrying the
-gRPC code, the HTTP status and, for retryable ones, a Retry-After.
+Order: authenticate (before the body is read) -> parse -> admit (queue limit, memory budget) ->
+convert, normalize, price, redact -> sample -> write and wait for the commit. Every refusal is an
+:class:`IngestError` carrying the gRPC code, the HTTP status and, for retryable ones, a Retry-After.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from llmobs.auth_failures import FailedAuthLimiter
 from llmobs.collector.auth import ApiKeyCache, KeyLookupFailed, bearer_token
 from llmobs.collector.metrics import CollectorMetrics
 from llmobs.collector.otlp import InvalidRequest
@@ -19,6 +20,7 @@ from llmobs.collector.pipeline import RawSpan, SpanPipeline
 from llmobs.collector.sampling import TailSampler, head_sample
 from llmobs.collector.stats import IngestCounts
 from llmobs.collector.writer import DatabaseUnavailable, QueueFull, RowsRefused, Writer
+from llmobs.store.apikeys import ApiKey
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,8 @@ UNAUTHENTICATED = 16
 
 QUEUE_FULL_RETRY_AFTER = 1
 DB_DOWN_RETRY_AFTER = 2
+#: What one decoded span is charged against the memory budget, however empty it is.
+SPAN_MEMORY_BYTES = 2048
 
 
 class OtlpRequest(Protocol):
@@ -38,6 +42,43 @@ class OtlpRequest(Protocol):
     def span_count(self) -> int: ...
 
     def raw_spans(self) -> Iterable[RawSpan]: ...
+
+
+class MemoryExhausted(Exception):
+    """The requests in progress hold COLLECTOR_MAX_INFLIGHT_BYTES already."""
+
+
+class MemoryBudget:
+    """Memory all requests in progress may hold together (COLLECTOR_MAX_INFLIGHT_BYTES): bodies
+    as they are read or decompressed, and SPAN_MEMORY_BYTES per decoded span."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, size: int) -> None:
+        """Hold ``size`` more bytes, or raise MemoryExhausted (nothing held then)."""
+        if size > self.limit:
+            raise MemoryExhausted(
+                f"the request needs {size} bytes, more than the collector may hold: send less at once"
+            )
+        if self.used + size > self.limit:
+            raise MemoryExhausted(f"{self.used} of {self.limit} bytes held by requests in progress")
+        self.used += size
+
+    def give(self, size: int) -> None:
+        self.used -= size
+
+
+def busy(reason: str) -> IngestError:
+    """429 / RESOURCE_EXHAUSTED for a request the collector has no memory for right now."""
+    return IngestError(
+        RESOURCE_EXHAUSTED,
+        429,
+        f"collector busy ({reason}; COLLECTOR_MAX_INFLIGHT_BYTES); retry later",
+        QUEUE_FULL_RETRY_AFTER,
+        "memory_full",
+    )
 
 
 class IngestError(Exception):
@@ -77,7 +118,11 @@ class Ingestor:
         *,
         head_rate: float = 1.0,
         tail: TailSampler | None = None,
+        memory: MemoryBudget | None = None,
+        auth_failures: FailedAuthLimiter | None = None,
     ) -> None:
+        self.memory = memory or MemoryBudget(256 * 1024 * 1024)
+        self.auth_failures = auth_failures or FailedAuthLimiter(30)
         self.counts = counts
         self.pipeline = pipeline
         self.writer = writer
@@ -86,20 +131,31 @@ class Ingestor:
         self.head_rate = head_rate
         self.tail = tail
 
-    async def export(self, transport: str, authorization: str | None, parse: Callable[[], OtlpRequest]) -> ExportResult:
+    async def authenticate(self, transport: str, authorization: str | None, client: str | None) -> ApiKey:
+        """The writer key of ``authorization``, checked before the request's body is read or decoded.
+
+        Raises IngestError: 429 when ``client`` failed too often this minute
+        (AUTH_FAILURES_PER_MINUTE), 401 unknown key, 403 not a writer key, 503 database down.
+        """
         try:
-            result = await self._export(transport, authorization, parse)
+            return await self._authenticate(authorization, client)
         except IngestError as exc:
             self.metrics.requests.labels(transport=transport, outcome=exc.reason or "error").inc()
             raise
-        self.metrics.requests.labels(transport=transport, outcome="partial" if result.rejected else "ok").inc()
-        return result
 
-    async def _export(
-        self, transport: str, authorization: str | None, parse: Callable[[], OtlpRequest]
-    ) -> ExportResult:
+    async def _authenticate(self, authorization: str | None, client: str | None) -> ApiKey:
+        wait = self.auth_failures.retry_after(client)
+        if wait:
+            raise IngestError(
+                RESOURCE_EXHAUSTED,
+                429,
+                "too many failed authentications from this address (AUTH_FAILURES_PER_MINUTE); retry later",
+                wait,
+                "auth_rate_limited",
+            )
         token = bearer_token(authorization)
         if token is None:
+            self.auth_failures.failed(client)
             raise unauthenticated("missing API key: send `Authorization: Bearer <api key>`")
         try:
             key = await self.keys.authenticate(token)
@@ -112,6 +168,7 @@ class Ingestor:
                 "db_unavailable",
             ) from None
         if key is None:
+            self.auth_failures.failed(client)
             raise unauthenticated("invalid, expired or revoked API key")
         if not key.allows("writer"):
             raise IngestError(
@@ -120,7 +177,19 @@ class Ingestor:
                 f"a {key.role} key cannot ingest spans (writer or admin needed)",
                 reason="permission_denied",
             )
+        return key
 
+    async def export(self, transport: str, key: ApiKey, parse: Callable[[], OtlpRequest]) -> ExportResult:
+        """Decode, admit, process and write one authenticated request; IngestError when refused."""
+        try:
+            result = await self._export(transport, key, parse)
+        except IngestError as exc:
+            self.metrics.requests.labels(transport=transport, outcome=exc.reason or "error").inc()
+            raise
+        self.metrics.requests.labels(transport=transport, outcome="partial" if result.rejected else "ok").inc()
+        return result
+
+    async def _export(self, transport: str, key: ApiKey, parse: Callable[[], OtlpRequest]) -> ExportResult:
         try:
             request = parse()
             count = request.span_count
@@ -129,12 +198,25 @@ class Ingestor:
         self.metrics.spans_received.labels(transport=transport).inc(count)
         if count == 0:
             return ExportResult()
-
         source = f"collector-{transport}"
-        project_id = key.project_id
-        writer = self.writer
+        self._reserve(source, key.project_id, count)
+        # Decoded spans cost memory even when empty: charged before they are made.
+        charge = count * SPAN_MEMORY_BYTES
         try:
-            writer.reserve(count)
+            self.memory.take(charge)
+        except MemoryExhausted as exc:
+            self.writer.release(count)
+            self.metrics.spans_refused.labels(reason="memory_full").inc(count)
+            raise busy(str(exc)) from None
+        try:
+            return await self._process(transport, key.project_id, request, count)
+        finally:
+            self.memory.give(charge)
+
+    def _reserve(self, source: str, project_id: int, count: int) -> None:
+        """Admit ``count`` spans to the writer's queue, or raise the refusal (429, 503)."""
+        try:
+            self.writer.reserve(count)
         except QueueFull as exc:
             raise self._refused(
                 source,
@@ -158,6 +240,10 @@ class Ingestor:
                 DB_DOWN_RETRY_AFTER,
             ) from None
 
+    async def _process(self, transport: str, project_id: int, request: OtlpRequest, count: int) -> ExportResult:
+        """Convert, process and write ``count`` reserved spans."""
+        source = f"collector-{transport}"
+        writer = self.writer
         reserved = count
         try:
             try:

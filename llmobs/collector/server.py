@@ -42,9 +42,13 @@ def listen_socket(host: str, port: int) -> socket.socket:
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
-async def start_http_server(app: Any, sock: socket.socket, *, graceful_seconds: int) -> uvicorn.Server:
+async def start_http_server(
+    app: Any, sock: socket.socket, settings: Settings, *, graceful_seconds: int
+) -> uvicorn.Server:
     """Serve an ASGI app with uvicorn on ``sock`` without uvicorn's own signal handling (which would
-    re-raise SIGTERM after its shutdown and end the process before the writer drained)."""
+    re-raise SIGTERM after its shutdown and end the process before the writer drained), with the
+    header size limit and read deadline of :mod:`llmobs.http_guard`."""
+    from llmobs import http_guard
     from llmobs.http_drain import DrainingServer
 
     server = DrainingServer(
@@ -56,6 +60,7 @@ async def start_http_server(app: Any, sock: socket.socket, *, graceful_seconds: 
         date_header=False,
         timeout_keep_alive=30,
         timeout_graceful_shutdown=graceful_seconds,
+        **http_guard.configure(settings),
     )
     config = server.config
     config.load()
@@ -97,10 +102,11 @@ class Collector:
         return make_pool(self.settings, "app", min_size=0, max_size=2, name="collector-control", open=False)
 
     async def run(self) -> None:
+        from llmobs.auth_failures import FailedAuthLimiter
         from llmobs.collector.auth import ApiKeyCache
         from llmobs.collector.grpc_receiver import start_grpc
         from llmobs.collector.http_receiver import HealthApp, OtlpHttpApp
-        from llmobs.collector.ingest import Ingestor
+        from llmobs.collector.ingest import Ingestor, MemoryBudget
         from llmobs.collector.metrics import CollectorMetrics
         from llmobs.collector.publish import TracePublisher
         from llmobs.collector.sampling import TailPolicy, TailSampler
@@ -137,7 +143,15 @@ class Collector:
 
         keys = ApiKeyCache(lookup, ttl=s.get_int("COLLECTOR_AUTH_CACHE_SECONDS"))
         ingestor = Ingestor(
-            self.pipeline, writer, keys, metrics, counts, head_rate=min(s.get_float("SAMPLING_HEAD_RATE"), 1), tail=tail
+            self.pipeline,
+            writer,
+            keys,
+            metrics,
+            counts,
+            head_rate=min(s.get_float("SAMPLING_HEAD_RATE"), 1),
+            tail=tail,
+            memory=MemoryBudget(s.get_int("COLLECTOR_MAX_INFLIGHT_BYTES")),
+            auth_failures=FailedAuthLimiter(s.get_int("AUTH_FAILURES_PER_MINUTE")),
         )
         max_decompressed = s.get_int("COLLECTOR_MAX_DECOMPRESSED_BYTES")
         drain_seconds = s.get_int("COLLECTOR_DRAIN_SECONDS")
@@ -162,6 +176,7 @@ class Collector:
         http_server = await start_http_server(
             OtlpHttpApp(ingestor, max_body=s.get_int("COLLECTOR_MAX_REQUEST_BYTES"), max_decompressed=max_decompressed),
             http_sock,
+            s,
             graceful_seconds=drain_seconds,
         )
         metrics_server = None
@@ -174,6 +189,7 @@ class Collector:
                     metrics_text,
                 ),
                 metrics_sock,
+                s,
                 graceful_seconds=1,
             )
         loop = asyncio.get_running_loop()

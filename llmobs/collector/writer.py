@@ -132,7 +132,12 @@ class Writer:
             raise DatabaseUnavailable("the database is unavailable")
         if self._closing:
             raise DatabaseUnavailable("the collector is shutting down")
-        if self._reserved and self._reserved + spans > self._queue_max:
+        if spans > self._queue_max:
+            raise QueueFull(
+                f"the request carries {spans} spans, more than COLLECTOR_QUEUE_MAX_SPANS ({self._queue_max}): "
+                "send smaller batches"
+            )
+        if self._reserved + spans > self._queue_max:
             raise QueueFull(f"{self._reserved} spans are waiting to be written")
         self._reserved += spans
         self._metrics.queue_spans.set(self._reserved)
