@@ -364,3 +364,29 @@ def test_api_checks_credentials_before_the_body_and_bounds_heads_and_slow_bodies
         assert httpx.get(f"{api.base}/health/ready", timeout=10).status_code == 200
     finally:
         _stop(api.proc)
+
+
+def test_lone_surrogates_get_a_clean_400(settings, neighbour, caplog):
+    import logging
+
+    writer = make_project(settings, "surrogates")
+    bodies = {
+        "/api/v1/query": b'{"from": "2026-01-01T00:00:00Z", '
+        b'"filters": [{"field": "model", "op": "eq", "value": "\\ud800"}]}',
+        "/api/v1/spans": b'[{"trace_id": "'
+        + b"ab" * 16
+        + b'", "span_id": "'
+        + b"ab" * 8
+        + b'", "name": "\\ud800x", "start_time": "2026-01-01T00:00:00Z"}]',
+        "/graphql": b'{"query": "query($m: String) { traces(filter: {model: $m}) { nextCursor } }", '
+        b'"variables": {"m": "\\udfff"}}',
+    }
+    with caplog.at_level(logging.ERROR), api_client(settings) as api:
+        for path, body in bodies.items():
+            response = api.post(
+                path, content=body, headers={**writer.auth("writer"), "content-type": "application/json"}
+            )
+            assert response.status_code == 400, (path, response.text)
+            assert response.json()["error"]["code"] == "invalid_json" and "surrogate" in response.text
+        assert read_latency(api, neighbour.auth()) < 5
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

@@ -43,6 +43,7 @@ from llmobs.api.deps import Reader, State, strict_query
 from llmobs.api.errors import ApiError, ErrorResponse, error_body, error_responses
 from llmobs.api.params import time_range
 from llmobs.api.respond import json_response, to_json
+from llmobs.api.routing import StrictJsonRoute
 from llmobs.api.state import ApiState
 from llmobs.api.trace_tree import build_trace
 from llmobs.store import queries
@@ -534,7 +535,7 @@ class GraphQLResult(BaseModel):
     errors: list[dict[str, Any]] | None = None
 
 
-router = APIRouter(tags=["graphql"], dependencies=[Depends(strict_query)])
+router = APIRouter(tags=["graphql"], dependencies=[Depends(strict_query)], route_class=StrictJsonRoute)
 
 
 @router.post(
