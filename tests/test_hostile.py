@@ -390,3 +390,49 @@ def test_lone_surrogates_get_a_clean_400(settings, neighbour, caplog):
             assert response.json()["error"]["code"] == "invalid_json" and "surrogate" in response.text
         assert read_latency(api, neighbour.auth()) < 5
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+SECRET = "sk-proj-" + "Z9" * 16
+
+
+def test_redaction_covers_every_column_and_keeps_json_valid(start_collector, settings, admin_conn):
+    import json
+
+    collector: RunningCollector = start_collector(PII_DETECTORS="bearer_token,api_key,email")
+    now_ns = time.time_ns()
+    messages = json.dumps([{"role": "user", "content": "hi\njose@example.com and jos\u00e9@example.org"}])
+    spans = [
+        {
+            "trace_id": "c1" * 16,
+            "span_id": "c1" * 8,
+            "name": f"chat {SECRET}",
+            "start": now_ns,
+            "attributes": {
+                "gen_ai.request.model": SECRET,
+                "gen_ai.system": f"openai {SECRET}",
+                "gen_ai.response.finish_reasons": f"stop {SECRET}",
+                "http.request.header.authorization": "x\tBearer\tabcdefghijklmnopqrstuvwxyz",
+                "note": "Bearer\nabcdefghijklmnopqrstuvwxyz",
+                "gen_ai.input.messages": messages,
+                "user.email": "josé@example.com",
+            },
+        }
+    ]
+    response = http_export(collector.http_url, otlp_request(spans), collector.token)
+    assert response.status_code == 200
+    row = admin_conn.execute("SELECT * FROM spans WHERE span_id = %s", ("c1" * 8,)).fetchone()
+    stored = json.dumps([str(v) for v in row], ensure_ascii=False)
+    for leaked in (SECRET, "abcdefghijklmnopqrstuvwxyz", "jose@example.com", "josé@example.com", "\\u00e9@example"):
+        assert leaked not in stored, leaked
+    attributes = admin_conn.execute("SELECT attributes FROM spans WHERE span_id = %s", ("c1" * 8,)).fetchone()[0]
+    # the message array is still valid JSON, the escape before the address kept
+    assert json.loads(attributes["gen_ai.input.messages"])[0]["content"].startswith("hi\n[REDACTED:email]")
+    with api_client(settings) as api:  # the trace list of the default project
+        from llmobs.store import apikeys
+        from llmobs.store.db import connect
+
+        with connect(settings, "admin", autocommit=True) as conn:
+            token = apikeys.create_key(conn, project="default", role="reader", name="r", actor="test").token
+        listing = api.get("/api/v1/traces?limit=5", headers={"Authorization": f"Bearer {token}"})
+        assert listing.status_code == 200 and SECRET not in listing.text
+        assert any("[REDACTED:api_key]" in m for t in listing.json()["traces"] for m in t["models"])

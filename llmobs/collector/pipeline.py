@@ -175,6 +175,7 @@ class _Resource:
         if redactor.active:
             redactor.attributes(resource)
             self.service = redactor.scrub(self.service)
+            self.environment = redactor.scrub(self.environment) if self.environment else None
         self.json = to_json(resource)
 
 
@@ -229,10 +230,12 @@ class SpanPipeline:
             result.rejected += 1
             result._note(result.errors, f"span {span.span_id!r} rejected: {problem}")
         if self.redactor.scans and rows:
+            # Every column comes from these texts: the columns built from attributes (model,
+            # provider, finish reasons, ...) are scrubbed with them.
             texts = [
-                r.attributes
-                if r.events == "[]" and r.links == "[]" and r.status_message is None
-                else f"{r.attributes}\n{r.events}\n{r.links}\n{r.status_message or ''}"
+                f"{r.name}\n{r.attributes}"
+                if r.events == "[]" and r.links == "[]" and r.status_message is None and r.scope_name is None
+                else f"{r.name}\n{r.attributes}\n{r.events}\n{r.links}\n{r.status_message or ''}\n{r.scope_name or ''}"
                 for r in rows
             ]
             for i in self.redactor.triggered(texts):
@@ -342,15 +345,33 @@ class SpanPipeline:
         for item in (*span.events, *span.links):
             if item.get("attributes"):
                 redactor.scrub_values(item["attributes"])
-        scrub = redactor.scrub
         return row._replace(
             attributes=to_json(attrs),
             events=to_json([_event(e) for e in span.events]) if span.events else "[]",
             links=to_json(span.links) if span.links else "[]",
-            status_message=scrub(row.status_message) if row.status_message else None,
-            user_id=(scrub(row.user_id) or None) if row.user_id else None,
-            session_id=(scrub(row.session_id) or None) if row.session_id else None,
+            name=redactor.scrub(row.name),
+            finish_reasons=[redactor.scrub(r) for r in row.finish_reasons] if row.finish_reasons else None,
+            **{column: self._scrub_column(getattr(row, column)) for column in _SCRUBBED_COLUMNS},
         )
+
+    def _scrub_column(self, value: str | None) -> str | None:
+        """A text column built from client data, scrubbed (None when nothing is left)."""
+        return (self.redactor.scrub(value) or None) if value else value
+
+
+#: Text columns taken from client data that the value detectors scrub (besides the span name and
+#: finish_reasons, a list).
+_SCRUBBED_COLUMNS = (
+    "scope_name",
+    "environment",
+    "status_message",
+    "provider",
+    "request_model",
+    "response_model",
+    "operation",
+    "session_id",
+    "user_id",
+)
 
 
 class _Invalid(ValueError):
