@@ -254,6 +254,16 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=100,
     ),
     _s(
+        "API_MAX_READS_PER_PROJECT",
+        "4",
+        "Database reads one project may have in progress at once, per api process (at most "
+        "DB_POOL_SIZE - 1, so one project never holds every connection). Further reads of that "
+        "project wait their turn; after 5 s they are answered `429 project_busy`. Other projects are not affected.",
+        "int",
+        group="API",
+        minimum=1,
+    ),
+    _s(
         "API_GRAPHQL_MAX_OBJECTS",
         "50000",
         "Values (fields and list items) one GraphQL request may produce; past it the request is "

@@ -436,3 +436,80 @@ def test_redaction_covers_every_column_and_keeps_json_valid(start_collector, set
         listing = api.get("/api/v1/traces?limit=5", headers={"Authorization": f"Bearer {token}"})
         assert listing.status_code == 200 and SECRET not in listing.text
         assert any("[REDACTED:api_key]" in m for t in listing.json()["traces"] for m in t["models"])
+
+
+def bulk_spans(settings, project_id: int, count: int) -> None:
+    """``count`` root spans of ``project_id`` over the last days, COPYed straight in (fast)."""
+    from llmobs.store.db import connect
+    from llmobs.store.spans import SpanRow, copy_spans
+
+    now = datetime.now(UTC)
+    rows = []
+    for i in range(count):
+        start = now - timedelta(seconds=5 + i * 2)
+        rows.append(
+            SpanRow(
+                project_id, f"{i + 1:032x}", f"{i + 1:016x}", None, f"svc-{i % 50}", None, None, f"op {i}",
+                "server", start, start + timedelta(milliseconds=i % 997), float(i % 997), "ok", None,
+                "openai", "gpt-4o", "gpt-4o", "chat", 10, 5, 15, None, None, 0.001, "client", None,
+                f"user-{i % 300}", None, "{}", "[]", "{}",
+            )
+        )  # fmt: skip
+    with connect(settings, "admin", autocommit=True) as conn, conn.transaction():
+        copy_spans(conn, rows)
+        conn.execute("ANALYZE spans")
+
+
+def test_one_projects_slow_reads_do_not_starve_another(pg_server, redis_server, db_name, settings, neighbour):
+    import threading
+
+    from test_api_server import _start, _stop
+
+    from conftest import settings_env
+
+    noisy = make_project(settings, "noisy")
+    bulk_spans(settings, noisy.id, 200_000)
+    env = settings_env(pg_server, redis_server, db_name, DB_POOL_SIZE="4", API_MAX_READS_PER_PROJECT="2")
+    api = _start(env, 1)
+    since = (datetime.now(UTC) - timedelta(days=6)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    slow_query = f"{api.base}/api/v1/traces?limit=200&sort=duration_ms&from={since}"
+    stop = threading.Event()
+    noisy_statuses: list[int] = []
+
+    def hammer() -> None:
+        with httpx.Client(timeout=60, headers=noisy.auth()) as client:
+            while not stop.is_set():
+                noisy_statuses.append(client.get(slow_query).status_code)
+
+    try:
+        one = time.perf_counter()
+        assert httpx.get(slow_query, headers=noisy.auth(), timeout=60).status_code == 200
+        slow_seconds = time.perf_counter() - one
+
+        def reads() -> float:
+            timings = []
+            for _ in range(5):
+                started = time.perf_counter()
+                response = httpx.get(f"{api.base}/api/v1/traces?limit=20", headers=neighbour.auth(), timeout=60)
+                timings.append(time.perf_counter() - started)
+                assert response.status_code == 200, response.text
+            return statistics.median(timings)
+
+        baseline = reads()
+        threads = [threading.Thread(target=hammer) for _ in range(30)]
+        for t in threads:
+            t.start()
+        time.sleep(max(1.0, 2 * slow_seconds))
+        during = reads()
+        stop.set()
+        for t in threads:
+            t.join(timeout=120)
+        print(
+            f"neighbour reads: {baseline:.3f}s alone, {during:.3f}s during 30 slow readers ({slow_seconds:.3f}s each)"
+        )
+        # the neighbour waits at most for one slow read (a connection the noisy project cannot take)
+        assert during < max(5 * baseline, baseline + 1.0, slow_seconds), (baseline, during, slow_seconds)
+        assert set(noisy_statuses) <= {200, 429} and 200 in noisy_statuses
+    finally:
+        stop.set()
+        _stop(api.proc)

@@ -180,6 +180,8 @@ def _guarded(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
             raise bad_input("the query took longer than the API allows: narrow its time range") from None
         except psycopg.DataError as exc:
             raise bad_input(f"a value in the request is not usable: {str(exc).splitlines()[0]}") from None
+        except ApiError as exc:  # a project's read slots all taken (project_busy)
+            raise GraphQLError(exc.message, extensions={"code": "UNAVAILABLE"}) from None
         except (psycopg.OperationalError, PoolTimeout):
             raise GraphQLError(
                 "the database is not reachable right now; retry shortly", extensions={"code": "UNAVAILABLE"}
