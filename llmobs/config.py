@@ -20,7 +20,7 @@ import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from llmobs import __version__
 from llmobs.errors import ConfigError, LlmobsError
@@ -965,6 +965,28 @@ def _quote(value: str) -> str:
     if value == "" or re.fullmatch(r"[A-Za-z0-9_./:@,+=*-]+", value):
         return value
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def private_dir(path: Path, *, traversable: bool = False) -> Path:
+    """Create ``path`` (and its parents) if needed and make it 0700: only the owner reads what
+    it holds (data, logs). ``traversable`` makes it 0711 instead, for a directory another OS user
+    must write a file of its own in (PostgreSQL's log when it runs as PG_OS_USER): still not
+    listable. Files already in it become 0600 (left by an earlier version)."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o711 if traversable else 0o700)
+    for child in path.iterdir():
+        if child.is_file() and not child.is_symlink() and child.stat().st_mode & 0o077:
+            child.chmod(0o600)
+    return path
+
+
+def open_private_log(path: Path) -> BinaryIO:
+    """``path`` opened for appending, unbuffered, created (or made) 0600: logs hold request
+    details another local user must not read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab", buffering=0)
 
 
 def write_private_file(path: Path, text: str) -> None:

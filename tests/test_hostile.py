@@ -16,6 +16,7 @@ import httpx
 import pytest
 from api_support import api_client, llm_trace, make_project, store_spans
 from collector_support import RunningCollector, grpc_export, http_export, otlp_request, start_collector_fixture  # noqa: F401
+from test_local_runtime import project  # noqa: F401  (a fixture)
 
 from llmobs.store.maintain import span_partitions
 
@@ -513,3 +514,33 @@ def test_one_projects_slow_reads_do_not_starve_another(pg_server, redis_server, 
     finally:
         stop.set()
         _stop(api.proc)
+
+
+def test_local_runtime_keeps_data_and_logs_private(project):  # noqa: F811
+    """Redis's AOF/RDB (every project's cached results) and the logs (request details): 0600
+    files in 0700 directories (the log directory 0711 when PostgreSQL runs as its own OS user)."""
+    import os
+    import stat
+
+    from conftest import run_cli
+
+    up = run_cli("up", "--runtime", "local", project_dir=project)
+    assert up.returncode == 0, up.stdout + up.stderr
+    run_cli("status", project_dir=project)  # writes to llmobs.log too
+    # the AOF rewrite / RDB save create new files: they must be private as well
+    assert run_cli("down", project_dir=project, timeout=120).returncode == 0
+    checked = []
+    for top in (project / "data" / "redis", project / "logs"):
+        assert top.is_dir(), top
+        mode = stat.S_IMODE(top.stat().st_mode)
+        assert mode in (0o700, 0o711), (top, oct(mode))
+        for root, dirs, files in os.walk(top):
+            for name in files:
+                path = os.path.join(root, name)
+                assert stat.S_IMODE(os.stat(path).st_mode) & 0o077 == 0, (path, oct(os.stat(path).st_mode))
+                checked.append(name)
+            for name in dirs:
+                path = os.path.join(root, name)
+                assert stat.S_IMODE(os.stat(path).st_mode) & 0o077 == 0, (path, oct(os.stat(path).st_mode))
+    assert any(n.endswith((".aof", ".rdb")) or "appendonly" in n for n in checked), checked
+    assert any(n.endswith(".log") for n in checked), checked

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmobs.config import Settings
+from llmobs.config import Settings, open_private_log
 from llmobs.proc import write_pid_record
 from llmobs.serving import READY_FD_ENV
 from llmobs.stack.layout import LocalLayout
@@ -195,7 +195,7 @@ class Supervisor:
 
     def _spawn(self, child: Child) -> None:
         log_file = self.layout.log_file(child.service)
-        log_file.parent.mkdir(parents=True, exist_ok=True)
+        log_file.parent.mkdir(parents=True, exist_ok=True)  # made private by `llmobs up`
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
         env = dict(
@@ -205,7 +205,7 @@ class Supervisor:
             **{READY_FD_ENV: str(write_fd)},
         )
         try:
-            with open(log_file, "ab", buffering=0) as out:
+            with open_private_log(log_file) as out:
                 child.process = subprocess.Popen(
                     child_argv(self.layout, child.service),
                     stdin=subprocess.DEVNULL,
