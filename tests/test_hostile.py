@@ -544,3 +544,64 @@ def test_local_runtime_keeps_data_and_logs_private(project):  # noqa: F811
                 assert stat.S_IMODE(os.stat(path).st_mode) & 0o077 == 0, (path, oct(os.stat(path).st_mode))
     assert any(n.endswith((".aof", ".rdb")) or "appendonly" in n for n in checked), checked
     assert any(n.endswith(".log") for n in checked), checked
+
+
+def test_health_and_status_tell_the_truth(project):  # noqa: F811
+    import json
+
+    import psycopg
+
+    from llmobs.config import Settings, read_env_file
+    from llmobs.stack.local import LocalStack
+
+    from conftest import run_cli
+
+    env_file = project / ".env"
+    env_file.write_text(env_file.read_text() + "MAINTAIN_INTERVAL_SECONDS=5\n")
+    up = run_cli("up", "--runtime", "local", project_dir=project)
+    assert up.returncode == 0, up.stdout + up.stderr
+    env = read_env_file(env_file)
+
+    def status() -> tuple[int, dict]:
+        proc = run_cli("status", "--json", project_dir=project)
+        return proc.returncode, json.loads(proc.stdout)
+
+    assert status()[0] == 0
+    # maintenance starts failing for everyone: status says so within a few passes
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=int(env["DB_PORT"]),
+        user="postgres",
+        password=env["DB_PASSWORD"],
+        dbname=env["DB_NAME"],
+        autocommit=True,
+    ) as conn:
+        conn.execute("ALTER FUNCTION llmobs_refresh_rollups(timestamptz) RENAME TO llmobs_refresh_rollups_gone")
+    deadline = time.monotonic() + 90
+    warnings: list[str] = []
+    while time.monotonic() < deadline:
+        code, body = status()
+        warnings = body.get("warnings") or body.get("facts", {}).get("warnings") or []
+        if code != 0 and any("database maintenance" in w for w in warnings):
+            break
+        time.sleep(3)
+    assert code != 0 and any("database maintenance" in w for w in warnings), (code, body)
+    assert body["overall"] == "degraded"
+    maintain = run_cli("db", "maintain", project_dir=project)
+    assert maintain.returncode != 0 and "database maintenance failed" in maintain.stderr + maintain.stdout
+    assert "Traceback" not in maintain.stderr + maintain.stdout
+
+    # PostgreSQL stops: the collector's health says so within seconds, without any span sent
+    health = f"http://127.0.0.1:{env['COLLECTOR_METRICS_PORT']}/health"
+    assert httpx.get(health, timeout=5).json()["database"] == "up"
+    LocalStack(Settings.load(project)).cluster.stop(mode="immediate")
+    stopped = time.monotonic()
+    answer = None
+    while time.monotonic() - stopped < 15:
+        answer = httpx.get(health, timeout=5)
+        if answer.status_code == 503:
+            break
+        time.sleep(0.25)
+    assert answer is not None and answer.status_code == 503 and answer.json()["database"] == "down"
+    assert time.monotonic() - stopped < 10
+    assert status()[0] != 0

@@ -86,13 +86,23 @@ def maintain(
     ] = None,
 ) -> None:
     """Create span partitions ahead, drop those past RETENTION_DAYS, refresh the rollups."""
+    import psycopg
+
+    from llmobs.errors import LlmobsError
+    from llmobs.store.db import first_line
     from llmobs.store.maintain import maintain_forever, maintain_once
 
     obj = ctx_obj(ctx)
     if every is not None:
         maintain_forever(obj.settings, every)
         return
-    result = maintain_once(obj.settings)
+    try:
+        result = maintain_once(obj.settings)
+    except psycopg.Error as exc:
+        raise LlmobsError(
+            f"database maintenance failed: {first_line(exc)}",
+            hint="check that PostgreSQL is up (`llmobs status`) and see its log; a pass is safe to run again",
+        ) from None
     if json_:
         print_json(
             {
