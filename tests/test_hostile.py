@@ -7,6 +7,7 @@ measured in the same test, generous factors: the machine is noisy) and that heal
 from __future__ import annotations
 
 import contextlib
+import socket
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
@@ -213,8 +214,6 @@ def test_graphql_cost_is_bounded(settings, neighbour):
 def raw_request(port: int, head: bytes, body: bytes = b"", *, timeout: float = 10.0) -> tuple[bytes, float]:
     """Send ``head`` and ``body`` on a new connection and read until the server closes it or a
     response has arrived; the response bytes and the seconds it took."""
-    import socket
-
     started = time.monotonic()
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         with contextlib.suppress(OSError):  # the server may close while we still send: its answer counts
@@ -229,6 +228,27 @@ def raw_request(port: int, head: bytes, body: bytes = b"", *, timeout: float = 1
         except OSError:
             pass
     return data, time.monotonic() - started
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """One whole response from ``sock``: its head and its ``Content-Length`` bytes of body (a server
+    may send the two in separate segments)."""
+    data = b""
+    while b"\r\n\r\n" not in data or len(data) < _answer_length(data):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _answer_length(data: bytes) -> int:
+    head, _, _ = data.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(head) + 4 + int(value)
+    return len(head) + 4
 
 
 def post_head(path: str, length: int, token: str | None = None, extra: bytes = b"") -> bytes:
@@ -254,8 +274,6 @@ def export_latency(collector: RunningCollector, rounds: int = 5) -> float:
 
 
 def test_collector_refuses_unauthenticated_slow_huge_and_oversized_requests(start_collector, admin_conn):
-    import socket
-
     collector: RunningCollector = start_collector(
         HTTP_READ_TIMEOUT_SECONDS="2",
         COLLECTOR_MAX_INFLIGHT_BYTES=str(4 * 1024 * 1024),
@@ -265,24 +283,25 @@ def test_collector_refuses_unauthenticated_slow_huge_and_oversized_requests(star
     port = int(collector.env["COLLECTOR_HTTP_PORT"])
     baseline = export_latency(collector)
 
-    # no key: 401 at once, before the 8 MiB body is sent
-    answer, took = raw_request(port, post_head("/v1/traces", 8 * 1024 * 1024), b"x" * 1024)
-    assert answer.startswith(b"HTTP/1.1 401") and took < 5
+    # no key: 401 at once, before the 8 MiB body is sent, for every signal
+    for path in ("/v1/traces", "/v1/logs", "/v1/metrics"):
+        answer, took = raw_request(port, post_head(path, 8 * 1024 * 1024), b"x" * 1024)
+        assert answer.startswith(b"HTTP/1.1 401") and took < 5, (path, answer[:200])
 
     # a header of 1 MiB: 431, connection closed
     answer, took = raw_request(port, post_head("/v1/traces", 0, extra=b"x-junk: " + b"a" * (1 << 20) + b"\r\n"))
     assert answer.startswith(b"HTTP/1.1 431") and took < 10
 
     # slow bodies with a valid key: each holds 3 MiB of a declared 6 MiB; the memory budget (4 MiB)
-    # refuses the second at once, the read deadline ends the first
+    # (shared by traces and logs) refuses the second at once, the read deadline ends the first
     slow = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
     try:
         slow[0].sendall(post_head("/v1/traces", 6 << 20, collector.token) + b"\x00" * (3 << 20))
         time.sleep(0.5)
-        slow[1].sendall(post_head("/v1/traces", 6 << 20, collector.token))
+        slow[1].sendall(post_head("/v1/logs", 6 << 20, collector.token))
         with contextlib.suppress(OSError):
             slow[1].sendall(b"\x00" * (3 << 20))
-        second = slow[1].recv(65536)
+        second = read_answer(slow[1])
         assert second.startswith(b"HTTP/1.1 429") and b"COLLECTOR_MAX_INFLIGHT_BYTES" in second, second[:300]
         # others still get their spans in, about as fast as before, while the first is held
         assert_latency_kept(baseline, export_latency(collector))
@@ -425,9 +444,10 @@ def test_redaction_covers_every_column_and_keeps_json_valid(start_collector, set
     stored = json.dumps([str(v) for v in row], ensure_ascii=False)
     for leaked in (SECRET, "abcdefghijklmnopqrstuvwxyz", "jose@example.com", "josé@example.com", "\\u00e9@example"):
         assert leaked not in stored, leaked
-    attributes = admin_conn.execute("SELECT attributes FROM spans WHERE span_id = %s", ("c1" * 8,)).fetchone()[0]
-    # the message array is still valid JSON, the escape before the address kept
-    assert json.loads(attributes["gen_ai.input.messages"])[0]["content"].startswith("hi\n[REDACTED:email]")
+    inputs = admin_conn.execute("SELECT input_messages FROM spans WHERE span_id = %s", ("c1" * 8,)).fetchone()[0]
+    # the message array (moved from the attributes to input_messages) is still valid JSON, the
+    # escape before the address kept
+    assert inputs[0]["parts"][0]["content"].startswith("hi\n[REDACTED:email]")
     with api_client(settings) as api:  # the trace list of the default project
         from llmobs.store import apikeys
         from llmobs.store.db import connect
