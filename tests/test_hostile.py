@@ -458,6 +458,33 @@ def test_redaction_covers_every_column_and_keeps_json_valid(start_collector, set
         assert listing.status_code == 200 and SECRET not in listing.text
         assert any("[REDACTED:api_key]" in m for t in listing.json()["traces"] for m in t["models"])
 
+    # log records take the same care: every column taken from the record is scrubbed
+    text = {"stringValue": f"x {SECRET}"}
+    record = {
+        "timeUnixNano": str(now_ns),
+        "severityText": f"INFO {SECRET}",
+        "eventName": f"gen_ai.choice {SECRET}",
+        "attributes": [{"key": "note", "value": {"stringValue": "Bearer\tabcdefghijklmnopqrstuvwxyz"}}],
+        "body": text,
+    }
+    logs = {
+        "resourceLogs": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": f"svc {SECRET}"}}]},
+                "scopeLogs": [{"scope": {"name": f"scope {SECRET}"}, "logRecords": [record]}],
+            }
+        ]
+    }
+    response = http_export(
+        collector.http_url, json.dumps(logs).encode(), collector.token, path="/v1/logs", content_type="application/json"
+    )
+    assert response.status_code == 200, response.text
+    row = admin_conn.execute("SELECT * FROM log_records ORDER BY ingested_at DESC LIMIT 1").fetchone()
+    stored = json.dumps([str(v) for v in row], ensure_ascii=False)
+    assert "[REDACTED:api_key]" in stored
+    for leaked in (SECRET, "abcdefghijklmnopqrstuvwxyz"):
+        assert leaked not in stored, leaked
+
 
 def bulk_spans(settings, project_id: int, count: int) -> None:
     """``count`` root spans of ``project_id`` over the last days, COPYed straight in (fast)."""

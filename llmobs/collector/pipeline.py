@@ -414,18 +414,8 @@ class SpanPipeline:
             links=to_json(span.links) if span.links else "[]",
             name=redactor.scrub(row.name),
             finish_reasons=[redactor.scrub(r) for r in row.finish_reasons] if row.finish_reasons else None,
-            **self._scrubbed_columns(row),
+            **redactor.scrub_columns(row, _SCRUBBED_COLUMNS),
         )
-
-    def _scrubbed_columns(self, row: SpanRow) -> dict[str, Any]:
-        """The text columns of ``row`` built from client data (:data:`_SCRUBBED_COLUMNS`), scrubbed
-        (None when nothing is left)."""
-        scrub = self.redactor.scrub
-        return {
-            column: (scrub(value) or None) if value else value
-            for column in _SCRUBBED_COLUMNS
-            for value in (getattr(row, column),)
-        }
 
 
 #: Text columns taken from client data that the value detectors scrub (besides the span name and

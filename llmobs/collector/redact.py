@@ -197,6 +197,11 @@ class Redactor:
             return text
         return self._regex.sub(self._replace, text)
 
+    def scrub_columns(self, row: Any, columns: Iterable[str]) -> dict[str, Any]:
+        """The text fields ``columns`` of ``row`` (a row NamedTuple) scrubbed, for
+        ``row._replace(**...)``: a field the scrub leaves empty becomes None."""
+        return {column: (self.scrub(value) or None) if (value := getattr(row, column)) else value for column in columns}
+
     def _scrub_any(self, value: Any) -> Any:
         if type(value) is str:
             return self.scrub(value)
