@@ -339,7 +339,8 @@ class SpanPipeline:
         return row, attrs
 
     def _scrub(self, row: SpanRow, span: RawSpan, attrs: dict[str, Any]) -> SpanRow:
-        """Run the value detectors on a span their trigger flagged."""
+        """Run the value detectors on a span their trigger flagged: its attributes, events and links,
+        and every text column built from client data (name, models, provider, finish reasons, ...)."""
         redactor = self.redactor
         redactor.scrub_values(attrs)
         for item in (*span.events, *span.links):
@@ -351,27 +352,20 @@ class SpanPipeline:
             links=to_json(span.links) if span.links else "[]",
             name=redactor.scrub(row.name),
             finish_reasons=[redactor.scrub(r) for r in row.finish_reasons] if row.finish_reasons else None,
-            **{column: self._scrub_column(getattr(row, column)) for column in _SCRUBBED_COLUMNS},
+            scope_name=self._scrub_column(row.scope_name),
+            environment=self._scrub_column(row.environment),
+            status_message=self._scrub_column(row.status_message),
+            provider=self._scrub_column(row.provider),
+            request_model=self._scrub_column(row.request_model),
+            response_model=self._scrub_column(row.response_model),
+            operation=self._scrub_column(row.operation),
+            session_id=self._scrub_column(row.session_id),
+            user_id=self._scrub_column(row.user_id),
         )
 
     def _scrub_column(self, value: str | None) -> str | None:
         """A text column built from client data, scrubbed (None when nothing is left)."""
         return (self.redactor.scrub(value) or None) if value else value
-
-
-#: Text columns taken from client data that the value detectors scrub (besides the span name and
-#: finish_reasons, a list).
-_SCRUBBED_COLUMNS = (
-    "scope_name",
-    "environment",
-    "status_message",
-    "provider",
-    "request_model",
-    "response_model",
-    "operation",
-    "session_id",
-    "user_id",
-)
 
 
 class _Invalid(ValueError):
