@@ -21,8 +21,10 @@ if TYPE_CHECKING:
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    HAVE_HTTPTOOLS = True
 except ImportError:  # httptools is not installed: h11, which bounds headers itself
-    HttpToolsProtocol = None  # type: ignore[misc,assignment]
+    HAVE_HTTPTOOLS = False
 
 
 def _plain_response(status: int, reason: str, message: str) -> bytes:
@@ -33,7 +35,7 @@ def _plain_response(status: int, reason: str, message: str) -> bytes:
     ).encode() + body
 
 
-if HttpToolsProtocol is not None:
+if HAVE_HTTPTOOLS:
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """uvicorn's httptools protocol with a header size limit and a request read deadline."""
@@ -103,7 +105,7 @@ def configure(settings: Settings) -> dict[str, Any]:
     """uvicorn options applying HTTP_MAX_HEADER_BYTES and HTTP_READ_TIMEOUT_SECONDS. Call in each
     serving process (workers too): the limits live on the protocol class."""
     max_header = settings.get_int("HTTP_MAX_HEADER_BYTES")
-    if HttpToolsProtocol is None:
+    if not HAVE_HTTPTOOLS:
         return {"http": "h11", "h11_max_incomplete_event_size": max_header}
     GuardedHttpToolsProtocol.max_header_bytes = max_header
     GuardedHttpToolsProtocol.read_timeout = float(settings.get_int("HTTP_READ_TIMEOUT_SECONDS"))

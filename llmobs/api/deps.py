@@ -55,9 +55,9 @@ async def strict_query(request: Request) -> None:
 
 async def identify(state: ApiState, token: str | None, client: str | None) -> Principal:
     """The principal of ``token``. ApiError 429 when ``client`` failed to authenticate too often
-    this minute (AUTH_FAILURES_PER_MINUTE; its credentials are not even looked at), 401 (counted
-    against ``client``) when the credentials are missing or bad."""
-    wait = state.auth_failures.retry_after(client)
+    this minute (AUTH_FAILURES_PER_MINUTE; its credentials are not even looked at), 401 when the
+    credentials are missing or bad (bad ones are counted against ``client``)."""
+    wait = state.auth_failures.retry_after(client) if token else 0
     if wait:
         raise ApiError(
             429,
@@ -68,7 +68,7 @@ async def identify(state: ApiState, token: str | None, client: str | None) -> Pr
     try:
         return await state.auth.principal(token)
     except ApiError as exc:
-        if exc.status == 401:
+        if exc.status == 401 and token:  # a wrong guess; no credentials at all cost nothing to refuse
             state.auth_failures.failed(client)
         raise
 

@@ -259,6 +259,9 @@ class Ingestor:
 
     async def _authenticate(self, authorization: str | None, client: str | None, what: str) -> ApiKey:
         """The writer or admin key of ``authorization``, or the IngestError refusing it."""
+        token = bearer_token(authorization)
+        if token is None:  # not a guess: refused without a lookup, not counted
+            raise unauthenticated("missing API key: send `Authorization: Bearer <api key>`")
         wait = self.auth_failures.retry_after(client)
         if wait:
             raise IngestError(
@@ -268,10 +271,6 @@ class Ingestor:
                 wait,
                 "auth_rate_limited",
             )
-        token = bearer_token(authorization)
-        if token is None:
-            self.auth_failures.failed(client)
-            raise unauthenticated("missing API key: send `Authorization: Bearer <api key>`")
         try:
             key = await self.keys.authenticate(token)
         except KeyLookupFailed:

@@ -398,7 +398,9 @@ class SpanPipeline:
         return messages
 
     def _scrub(self, row: SpanRow, span: RawSpan, attrs: dict[str, Any], messages: _SpanMessages) -> SpanRow:
-        """Run the value detectors on a span their trigger flagged."""
+        """Run the value detectors on a span their trigger flagged: its attributes, events, links
+        and messages, and every text column built from client data (name, models, provider, finish
+        reasons, ...)."""
         redactor = self.redactor
         redactor.scrub_values(attrs)
         for item in (*span.events, *span.links):
