@@ -20,7 +20,7 @@ import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from llmobs import __version__
 from llmobs.errors import ConfigError, LlmobsError, UsageError
@@ -91,6 +91,33 @@ SETTINGS: tuple[Setting, ...] = (
         "`llmobs logs` shows both readably.",
         "choice",
         choices=("text", "json"),
+    ),
+    _s(
+        "HTTP_MAX_HEADER_BYTES",
+        "65536",
+        "Largest request head (request line and headers) the api and the collector's OTLP/HTTP "
+        "receiver read; a larger one is answered 431 and the connection closed.",
+        "int",
+        group="General",
+        minimum=4096,
+    ),
+    _s(
+        "HTTP_READ_TIMEOUT_SECONDS",
+        "30",
+        "Time a client has to send a whole request (headers and body) to the api or the OTLP/HTTP "
+        "receiver once it started; a slower one is answered 408 and the connection closed.",
+        "int",
+        group="General",
+        minimum=1,
+    ),
+    _s(
+        "AUTH_FAILURES_PER_MINUTE",
+        "30",
+        "Failed authentications one client address may make per minute, per server process (api, "
+        "collector); past it its requests are refused with 429 before their credentials are looked at.",
+        "int",
+        group="General",
+        minimum=1,
     ),
     # --- ports ---
     _s("DB_PORT", "5432", "PostgreSQL port.", "port", group="Ports"),
@@ -270,6 +297,16 @@ SETTINGS: tuple[Setting, ...] = (
         "int",
         group="API",
         minimum=100,
+    ),
+    _s(
+        "API_MAX_READS_PER_PROJECT",
+        "4",
+        "Database reads one project may have in progress at once, per api process (at most "
+        "DB_POOL_SIZE - 1, so one project never holds every connection). Further reads of that "
+        "project wait their turn; after 5 s they are answered `429 project_busy`. Other projects are not affected.",
+        "int",
+        group="API",
+        minimum=1,
     ),
     _s(
         "API_GRAPHQL_MAX_OBJECTS",
@@ -813,6 +850,16 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1,
     ),
     _s(
+        "COLLECTOR_MAX_INFLIGHT_BYTES",
+        "268435456",
+        "Memory all requests in progress may hold together, per process: bodies being read or "
+        "decoded, plus a cost per span, log record or metric point (so empty ones are not free). "
+        "A request that does not fit is refused with 429 / RESOURCE_EXHAUSTED and Retry-After.",
+        "int",
+        group="Collector",
+        minimum=1048576,
+    ),
+    _s(
         "COLLECTOR_MAX_SPAN_AGE_DAYS",
         "30",
         "Oldest span start accepted, in days before now (capped at RETENTION_DAYS). Older spans are "
@@ -1066,6 +1113,28 @@ def _quote(value: str) -> str:
     if value == "" or re.fullmatch(r"[A-Za-z0-9_./:@,+=*-]+", value):
         return value
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def private_dir(path: Path, *, traversable: bool = False) -> Path:
+    """Create ``path`` (and its parents) if needed and make it 0700: only the owner reads what
+    it holds (data, logs). ``traversable`` makes it 0711 instead, for a directory another OS user
+    must write a file of its own in (PostgreSQL's log when it runs as PG_OS_USER): still not
+    listable. Files already in it become 0600 (left by an earlier version)."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o711 if traversable else 0o700)
+    for child in path.iterdir():
+        if child.is_file() and not child.is_symlink() and child.stat().st_mode & 0o077:
+            child.chmod(0o600)
+    return path
+
+
+def open_private_log(path: Path) -> BinaryIO:
+    """``path`` opened for appending, unbuffered, created (or made) 0600: logs hold request
+    details another local user must not read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab", buffering=0)
 
 
 def write_private_file(path: Path, text: str) -> None:

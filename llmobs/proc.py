@@ -56,15 +56,17 @@ def run(
     check: bool = True,
     hint: str | None = None,
     stdout_path: Path | None = None,
+    umask: int = -1,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run a command to completion, logging it; raise CommandError when it fails and ``check``.
 
     ``user`` runs it as that OS user (we must be root). ``stdout_path`` sends stdout to a file
-    instead of capturing it (large outputs such as dumps).
+    instead of capturing it (large outputs such as dumps). ``umask`` (when not -1) is the
+    command's umask: 0o077 makes every file it creates private to its owner.
     """
     args = [os.fspath(a) for a in argv]
     child_env = dict(os.environ if env is None else env)
-    kwargs: dict = {}
+    kwargs: dict = {"umask": umask}
     if user is not None:
         kwargs.update(user=user.uid, group=user.gid, extra_groups=[])
         child_env["HOME"] = user.home

@@ -6,14 +6,18 @@ measured in the same test, generous factors: the machine is noisy) and that heal
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
 
 import grpc
+import httpx
 import pytest
 from api_support import api_client, llm_trace, make_project, store_spans
 from collector_support import RunningCollector, grpc_export, http_export, otlp_request, start_collector_fixture  # noqa: F401
+from test_local_runtime import project  # noqa: F401  (a fixture)
 
 from llmobs.store.maintain import span_partitions
 
@@ -201,3 +205,453 @@ def test_graphql_cost_is_bounded(settings, neighbour):
             api, attacker.auth(), "query($id: String!) { trace(traceId: $id) { spans { attributes } } }", variables
         )
         assert response.status_code == 400 and response.json()["error"]["code"] == "response_too_large"
+
+
+# ---------------------------------------------------------------------------------------------
+# unauthenticated and oversized traffic: refused before it costs memory or time
+
+
+def raw_request(port: int, head: bytes, body: bytes = b"", *, timeout: float = 10.0) -> tuple[bytes, float]:
+    """Send ``head`` and ``body`` on a new connection and read until the server closes it or a
+    response has arrived; the response bytes and the seconds it took."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        with contextlib.suppress(OSError):  # the server may close while we still send: its answer counts
+            sock.sendall(head + body)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError:
+            pass
+    return data, time.monotonic() - started
+
+
+def read_response(sock) -> bytes:
+    """A whole response: its head and as much body as its content-length says (or until closed)."""
+    data = b""
+    while True:
+        head, sep, body = data.partition(b"\r\n\r\n")
+        if sep:
+            length = next(
+                (
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                ),
+                0,
+            )
+            if len(body) >= length:
+                return data
+        try:
+            chunk = sock.recv(65536)
+        except OSError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+def post_head(path: str, length: int, token: str | None = None, extra: bytes = b"") -> bytes:
+    auth = f"authorization: Bearer {token}\r\n".encode() if token else b""
+    return (
+        f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\n".encode()
+        + f"content-length: {length}\r\n".encode()
+        + auth
+        + extra
+        + b"\r\n"
+    )
+
+
+def export_latency(collector: RunningCollector, rounds: int = 5) -> float:
+    """Median seconds of a small export by the default project (each one stored)."""
+    timings = []
+    for i in range(rounds):
+        body = otlp_request([{"trace_id": f"{0xE0 + i:032x}", "span_id": f"{0xE0 + i:016x}", "name": "probe"}])
+        started = time.perf_counter()
+        assert http_export(collector.http_url, body, collector.token).status_code == 200
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings)
+
+
+def test_collector_refuses_unauthenticated_slow_huge_and_oversized_requests(start_collector, admin_conn):
+    collector: RunningCollector = start_collector(
+        HTTP_READ_TIMEOUT_SECONDS="2",
+        COLLECTOR_MAX_INFLIGHT_BYTES=str(4 * 1024 * 1024),
+        COLLECTOR_QUEUE_MAX_SPANS="1000",
+        AUTH_FAILURES_PER_MINUTE="1000",
+    )
+    port = int(collector.env["COLLECTOR_HTTP_PORT"])
+    baseline = export_latency(collector)
+
+    # no key: 401 at once, before the 8 MiB body is sent, for every signal
+    for path in ("/v1/traces", "/v1/logs", "/v1/metrics"):
+        answer, took = raw_request(port, post_head(path, 8 * 1024 * 1024), b"x" * 1024)
+        assert answer.startswith(b"HTTP/1.1 401") and took < 5, (path, answer[:200])
+
+    # a header of 1 MiB: 431, connection closed
+    answer, took = raw_request(port, post_head("/v1/traces", 0, extra=b"x-junk: " + b"a" * (1 << 20) + b"\r\n"))
+    assert answer.startswith(b"HTTP/1.1 431") and took < 10
+
+    # slow bodies with a valid key: each holds 3 MiB of a declared 6 MiB; the memory budget (4 MiB)
+    # (shared by traces and logs) refuses the second at once, the read deadline ends the first
+    slow = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+    try:
+        slow[0].sendall(post_head("/v1/traces", 6 << 20, collector.token) + b"\x00" * (3 << 20))
+        time.sleep(0.5)
+        slow[1].sendall(post_head("/v1/logs", 6 << 20, collector.token))
+        with contextlib.suppress(OSError):
+            slow[1].sendall(b"\x00" * (3 << 20))
+        second = read_response(slow[1])
+        assert second.startswith(b"HTTP/1.1 429") and b"COLLECTOR_MAX_INFLIGHT_BYTES" in second, second[:300]
+        # others still get their spans in, about as fast as before, while the first is held
+        assert_latency_kept(baseline, export_latency(collector))
+        first = read_response(slow[0])  # the deadline: 408 within HTTP_READ_TIMEOUT_SECONDS
+        assert first.startswith(b"HTTP/1.1 408"), first[:300]
+    finally:
+        for sock in slow:
+            sock.close()
+
+    # one request over COLLECTOR_QUEUE_MAX_SPANS: 429 however idle the queue is
+    spans = [{"trace_id": f"{i + 1:032x}", "span_id": f"{i + 1:016x}"} for i in range(1500)]
+    response = http_export(collector.http_url, otlp_request(spans), collector.token)
+    assert response.status_code == 429 and "COLLECTOR_QUEUE_MAX_SPANS" in response.text
+
+    # 4 million empty spans in one 8 MB gRPC message: refused quickly
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    for _ in range(4_000_000):
+        scope.spans.add()
+    body = request.SerializeToString()
+    del request, scope
+    started = time.monotonic()
+    code, details, _ = grpc_export(collector.grpc_target, body, collector.token)
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "COLLECTOR_MAX_INFLIGHT_BYTES" in details
+    assert time.monotonic() - started < 10
+
+    assert collector.proc.poll() is None
+    assert collector.health() == (200, collector.health()[1]) and collector.health()[1]["database"] == "up"
+    assert_latency_kept(baseline, export_latency(collector))
+    assert admin_conn.execute("SELECT count(*) FROM spans WHERE name = 'probe'").fetchone()[0] > 0
+
+
+def test_failed_authentications_are_rate_limited(start_collector):
+    collector: RunningCollector = start_collector(AUTH_FAILURES_PER_MINUTE="5")
+    body = otlp_request([{"trace_id": "ab" * 16, "span_id": "ab" * 8}])
+    statuses = [http_export(collector.http_url, body, f"llmobs_bad_{i}").status_code for i in range(5)]
+    assert statuses == [401] * 5
+    refused = http_export(collector.http_url, body, "llmobs_bad_again")
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+    code, _, _ = grpc_export(collector.grpc_target, body, "llmobs_bad_grpc")
+    assert code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+def test_api_checks_credentials_before_the_body_and_bounds_heads_and_slow_bodies(
+    pg_server, redis_server, db_name, neighbour
+):
+    from test_api_server import _start, _stop
+
+    from conftest import settings_env
+
+    env = settings_env(pg_server, redis_server, db_name, HTTP_READ_TIMEOUT_SECONDS="2", LLMOBS_LOG_LEVEL="warning")
+    api = _start(env, 1)
+    port = int(api.base.rsplit(":", 1)[1])
+    client = httpx.Client(base_url=api.base, timeout=60)
+    try:
+
+        def reads() -> float:
+            return read_latency(client, neighbour.auth())
+
+        baseline = reads()
+        # no key: 401 at once, the 15 MiB body never read
+        for path in ("/api/v1/spans", "/api/v1/query", "/graphql"):
+            answer, took = raw_request(port, post_head(path, 15 << 20), b"{" * 4096)
+            assert answer.startswith(b"HTTP/1.1 401") and took < 5, answer[:200]
+        # a 1 MiB header: 431
+        answer, _ = raw_request(port, post_head("/graphql", 0, extra=b"x-junk: " + b"a" * (1 << 20) + b"\r\n"))
+        assert answer.startswith(b"HTTP/1.1 431")
+        # a body that never ends, with a valid key: 408 after HTTP_READ_TIMEOUT_SECONDS
+        token = neighbour.keys["reader"]
+        answer, took = raw_request(port, post_head("/graphql", 1000, token), b'{"query": "')
+        assert answer.startswith(b"HTTP/1.1 408") and took < 15, answer[:200]
+        assert_latency_kept(baseline, reads())
+        assert httpx.get(f"{api.base}/health/ready", timeout=10).status_code == 200
+    finally:
+        client.close()
+        _stop(api.proc)
+
+
+def test_lone_surrogates_get_a_clean_400(settings, neighbour, caplog):
+    import logging
+
+    writer = make_project(settings, "surrogates")
+    bodies = {
+        "/api/v1/query": b'{"from": "2026-01-01T00:00:00Z", '
+        b'"filters": [{"field": "model", "op": "eq", "value": "\\ud800"}]}',
+        "/api/v1/spans": b'[{"trace_id": "'
+        + b"ab" * 16
+        + b'", "span_id": "'
+        + b"ab" * 8
+        + b'", "name": "\\ud800x", "start_time": "2026-01-01T00:00:00Z"}]',
+        "/graphql": b'{"query": "query($m: String) { traces(filter: {model: $m}) { nextCursor } }", '
+        b'"variables": {"m": "\\udfff"}}',
+    }
+    with caplog.at_level(logging.ERROR), api_client(settings) as api:
+        for path, body in bodies.items():
+            response = api.post(
+                path, content=body, headers={**writer.auth("writer"), "content-type": "application/json"}
+            )
+            assert response.status_code == 400, (path, response.text)
+            assert response.json()["error"]["code"] == "invalid_json" and "surrogate" in response.text
+        assert read_latency(api, neighbour.auth()) < 5
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+SECRET = "sk-proj-" + "Z9" * 16
+
+
+def test_redaction_covers_every_column_and_keeps_json_valid(start_collector, settings, admin_conn):
+    import json
+
+    collector: RunningCollector = start_collector(PII_DETECTORS="bearer_token,api_key,email")
+    now_ns = time.time_ns()
+    messages = json.dumps([{"role": "user", "content": "hi\njose@example.com and jos\u00e9@example.org"}])
+    spans = [
+        {
+            "trace_id": "c1" * 16,
+            "span_id": "c1" * 8,
+            "name": f"chat {SECRET}",
+            "start": now_ns,
+            "attributes": {
+                "gen_ai.request.model": SECRET,
+                "gen_ai.system": f"openai {SECRET}",
+                "gen_ai.response.finish_reasons": f"stop {SECRET}",
+                "http.request.header.authorization": "x\tBearer\tabcdefghijklmnopqrstuvwxyz",
+                "note": "Bearer\nabcdefghijklmnopqrstuvwxyz",
+                "gen_ai.input.messages": messages,
+                "user.email": "josé@example.com",
+            },
+        }
+    ]
+    response = http_export(collector.http_url, otlp_request(spans), collector.token)
+    assert response.status_code == 200
+    row = admin_conn.execute("SELECT * FROM spans WHERE span_id = %s", ("c1" * 8,)).fetchone()
+    stored = json.dumps([str(v) for v in row], ensure_ascii=False)
+    for leaked in (SECRET, "abcdefghijklmnopqrstuvwxyz", "jose@example.com", "josé@example.com", "\\u00e9@example"):
+        assert leaked not in stored, leaked
+    inputs = admin_conn.execute("SELECT input_messages FROM spans WHERE span_id = %s", ("c1" * 8,)).fetchone()[0]
+    # the message array (moved from the attributes to input_messages) is still valid JSON, the
+    # escape before the address kept
+    assert inputs[0]["parts"][0]["content"].startswith("hi\n[REDACTED:email]")
+    with api_client(settings) as api:  # the trace list of the default project
+        from llmobs.store import apikeys
+        from llmobs.store.db import connect
+
+        with connect(settings, "admin", autocommit=True) as conn:
+            token = apikeys.create_key(conn, project="default", role="reader", name="r", actor="test").token
+        listing = api.get("/api/v1/traces?limit=5", headers={"Authorization": f"Bearer {token}"})
+        assert listing.status_code == 200 and SECRET not in listing.text
+        assert any("[REDACTED:api_key]" in m for t in listing.json()["traces"] for m in t["models"])
+
+    # log records take the same care: every column taken from the record is scrubbed
+    text = {"stringValue": f"x {SECRET}"}
+    record = {
+        "timeUnixNano": str(now_ns),
+        "severityText": f"INFO {SECRET}",
+        "eventName": f"gen_ai.choice {SECRET}",
+        "attributes": [{"key": "note", "value": {"stringValue": "Bearer\tabcdefghijklmnopqrstuvwxyz"}}],
+        "body": text,
+    }
+    logs = {
+        "resourceLogs": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": f"svc {SECRET}"}}]},
+                "scopeLogs": [{"scope": {"name": f"scope {SECRET}"}, "logRecords": [record]}],
+            }
+        ]
+    }
+    response = http_export(
+        collector.http_url, json.dumps(logs).encode(), collector.token, path="/v1/logs", content_type="application/json"
+    )
+    assert response.status_code == 200, response.text
+    row = admin_conn.execute("SELECT * FROM log_records ORDER BY ingested_at DESC LIMIT 1").fetchone()
+    stored = json.dumps([str(v) for v in row], ensure_ascii=False)
+    assert "[REDACTED:api_key]" in stored
+    for leaked in (SECRET, "abcdefghijklmnopqrstuvwxyz"):
+        assert leaked not in stored, leaked
+
+
+def bulk_spans(settings, project_id: int, count: int) -> None:
+    """``count`` root spans of ``project_id`` over the last days, COPYed straight in (fast)."""
+    from llmobs.store.db import connect
+    from llmobs.store.spans import SpanRow, copy_spans
+
+    now = datetime.now(UTC)
+    rows = []
+    for i in range(count):
+        start = now - timedelta(seconds=5 + i * 2)
+        rows.append(
+            SpanRow(
+                project_id, f"{i + 1:032x}", f"{i + 1:016x}", None, f"svc-{i % 50}", None, None, f"op {i}",
+                "server", start, start + timedelta(milliseconds=i % 997), float(i % 997), "ok", None,
+                "openai", "gpt-4o", "gpt-4o", "chat", 10, 5, 15, None, None, 0.001, "client", None,
+                f"user-{i % 300}", None, "{}", "[]", "{}",
+            )
+        )  # fmt: skip
+    with connect(settings, "admin", autocommit=True) as conn, conn.transaction():
+        copy_spans(conn, rows)
+        conn.execute("ANALYZE spans")
+
+
+def test_one_projects_slow_reads_do_not_starve_another(pg_server, redis_server, db_name, settings, neighbour):
+    import threading
+
+    from test_api_server import _start, _stop
+
+    from conftest import settings_env
+
+    noisy = make_project(settings, "noisy")
+    bulk_spans(settings, noisy.id, 200_000)
+    env = settings_env(
+        pg_server, redis_server, db_name, DB_POOL_SIZE="4", API_MAX_READS_PER_PROJECT="2", API_QUERY_TIMEOUT_MS="1500"
+    )
+    api = _start(env, 1)
+    since = (datetime.now(UTC) - timedelta(days=6)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    slow_query = f"{api.base}/api/v1/traces?limit=200&sort=duration_ms&from={since}"
+    stop = threading.Event()
+    noisy_statuses: list[int] = []
+
+    def hammer() -> None:
+        with httpx.Client(timeout=60, headers=noisy.auth()) as client:
+            while not stop.is_set():  # a different page size each time: never served from the cache
+                limit = 100 + len(noisy_statuses) % 100
+                noisy_statuses.append(client.get(slow_query.replace("limit=200", f"limit={limit}")).status_code)
+
+    try:
+        one = time.perf_counter()
+        assert httpx.get(slow_query, headers=noisy.auth(), timeout=60).status_code == 200
+        slow_seconds = time.perf_counter() - one
+
+        def reads() -> float:
+            with httpx.Client(base_url=api.base, timeout=60) as client:
+                return read_latency(client, neighbour.auth())
+
+        baseline = reads()
+        threads = [threading.Thread(target=hammer) for _ in range(30)]
+        for t in threads:
+            t.start()
+        time.sleep(max(1.0, 2 * slow_seconds))
+        during = reads()
+        stop.set()
+        for t in threads:
+            t.join(timeout=120)
+        print(
+            f"neighbour reads: {baseline:.3f}s alone, {during:.3f}s during 30 slow readers ({slow_seconds:.3f}s each)"
+        )
+        # the neighbour waits at most for one slow read (a connection the noisy project cannot take)
+        assert during < max(5 * baseline, baseline + 0.5, 2 * slow_seconds), (baseline, during, slow_seconds)
+        assert set(noisy_statuses) <= {200, 429} and 200 in noisy_statuses
+
+        # one GraphQL request running 30 of those reads: cut off by its time budget
+        # (API_QUERY_TIMEOUT_MS for all its queries together), not run for 30 x 0.3 s
+        aliases = " ".join(
+            f'a{i}: traces(first: 200, sort: DURATION_MS, filter: {{from: "{since}"}}) {{ nextCursor }}'
+            for i in range(30)
+        )
+        started = time.monotonic()
+        response = httpx.post(
+            f"{api.base}/graphql", json={"query": f"{{ {aliases} }}"}, headers=noisy.auth(), timeout=60
+        )
+        took = time.monotonic() - started
+        assert response.status_code == 422 and "API_QUERY_TIMEOUT_MS" in response.text, response.text[:300]
+        assert took < 5, took
+    finally:
+        stop.set()
+        _stop(api.proc)
+
+
+def test_local_runtime_keeps_data_and_logs_private(project):  # noqa: F811
+    """Redis's AOF/RDB (every project's cached results) and the logs (request details): 0600
+    files in 0700 directories (the log directory 0711 when PostgreSQL runs as its own OS user)."""
+    import os
+    import stat
+
+    from conftest import run_cli
+
+    up = run_cli("up", "--runtime", "local", project_dir=project)
+    assert up.returncode == 0, up.stdout + up.stderr
+    run_cli("status", project_dir=project)  # writes to llmobs.log too
+    # the AOF rewrite / RDB save create new files: they must be private as well
+    assert run_cli("down", project_dir=project, timeout=120).returncode == 0
+    checked = []
+    for top in (project / "data" / "redis", project / "logs"):
+        assert top.is_dir(), top
+        mode = stat.S_IMODE(top.stat().st_mode)
+        assert mode in (0o700, 0o711), (top, oct(mode))
+        for root, dirs, files in os.walk(top):
+            for name in files:
+                path = os.path.join(root, name)
+                assert stat.S_IMODE(os.stat(path).st_mode) & 0o077 == 0, (path, oct(os.stat(path).st_mode))
+                checked.append(name)
+            for name in dirs:
+                path = os.path.join(root, name)
+                assert stat.S_IMODE(os.stat(path).st_mode) & 0o077 == 0, (path, oct(os.stat(path).st_mode))
+    assert any(n.endswith((".aof", ".rdb")) or "appendonly" in n for n in checked), checked
+    assert any(n.endswith(".log") for n in checked), checked
+
+
+def test_health_and_status_tell_the_truth(project):  # noqa: F811
+    from test_local_runtime import admin_conn as local_admin_conn
+    from test_local_runtime import status_json
+
+    from llmobs.config import Settings, read_env_file
+    from llmobs.stack.local import LocalStack
+
+    from conftest import run_cli
+
+    env_file = project / ".env"
+    env_file.write_text(env_file.read_text() + "MAINTAIN_INTERVAL_SECONDS=5\n")
+    up = run_cli("up", "--runtime", "local", project_dir=project)
+    assert up.returncode == 0, up.stdout + up.stderr
+    env = read_env_file(env_file)
+
+    def status() -> tuple[int, dict]:
+        return status_json(project)
+
+    assert status()[0] == 0
+    # maintenance starts failing for everyone: status says so within a few passes
+    with local_admin_conn(project) as conn:
+        conn.execute("ALTER FUNCTION llmobs_refresh_rollups(timestamptz) RENAME TO llmobs_refresh_rollups_gone")
+    deadline = time.monotonic() + 90
+    warnings: list[str] = []
+    while time.monotonic() < deadline:
+        code, body = status()
+        warnings = body.get("warnings") or body.get("facts", {}).get("warnings") or []
+        if code != 0 and any("database maintenance" in w for w in warnings):
+            break
+        time.sleep(3)
+    assert code != 0 and any("database maintenance" in w for w in warnings), (code, body)
+    assert body["overall"] == "degraded"
+    maintain = run_cli("db", "maintain", project_dir=project)
+    assert maintain.returncode != 0 and "database maintenance failed" in maintain.stderr + maintain.stdout
+    assert "Traceback" not in maintain.stderr + maintain.stdout
+
+    # PostgreSQL stops: the collector's health says so within seconds, without any span sent
+    health = f"http://127.0.0.1:{env['COLLECTOR_METRICS_PORT']}/health"
+    assert httpx.get(health, timeout=5).json()["database"] == "up"
+    LocalStack(Settings.load(project)).cluster.stop(mode="immediate")
+    stopped = time.monotonic()
+    answer = None
+    while time.monotonic() - stopped < 15:
+        answer = httpx.get(health, timeout=5)
+        if answer.status_code == 503:
+            break
+        time.sleep(0.25)
+    assert answer is not None and answer.status_code == 503 and answer.json()["database"] == "down"
+    assert time.monotonic() - stopped < 10
+    assert status()[0] != 0

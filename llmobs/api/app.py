@@ -8,19 +8,20 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from llmobs import __version__
+from llmobs import __version__, http_guard
 from llmobs.api import graphql
 from llmobs.api.auth import Authenticator
 from llmobs.api.cache import ResultCache
 from llmobs.api.db import Database
 from llmobs.api.errors import install_error_handlers
 from llmobs.api.ingest import SpanIngest
-from llmobs.api.middleware import RequestContext
+from llmobs.api.middleware import AuthBeforeBody, RequestContext
 from llmobs.api.ratelimit import RateLimiter
 from llmobs.api.redis_link import RedisLink
 from llmobs.api.routes import account, analytics, health, ingest, lifecycle, read, scores, signals, stream
 from llmobs.api.state import ApiState
 from llmobs.api.ui import mount_ui
+from llmobs.auth_failures import FailedAuthLimiter
 from llmobs.config import Settings
 from llmobs.serving import setup_logging, tune_gc
 from llmobs.store.key_events import follow_key_changes
@@ -46,6 +47,7 @@ def create_app(settings: Settings) -> FastAPI:
         limiter=RateLimiter(redis, settings),
         cache=ResultCache(redis, settings.get_int("API_CACHE_TTL_SECONDS"), namespace=settings.get_str("DB_NAME")),
         ingest=SpanIngest(settings, db, redis),
+        auth_failures=FailedAuthLimiter(settings.get_int("AUTH_FAILURES_PER_MINUTE")),
     )
 
     @asynccontextmanager
@@ -98,6 +100,7 @@ def create_app(settings: Settings) -> FastAPI:
             ],
         )
     mount_ui(app)
+    app.add_middleware(AuthBeforeBody)
     app.add_middleware(RequestContext)
     return app
 
@@ -107,4 +110,5 @@ def app_from_environment() -> FastAPI:
 
     settings = Settings.load(None)
     setup_logging(settings, "api-worker")
+    http_guard.configure(settings)  # the limits live on the protocol class: set them in each worker
     return create_app(settings)

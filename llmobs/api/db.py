@@ -19,6 +19,7 @@ Both kinds of write open their transaction READ WRITE explicitly.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from psycopg_pool import AsyncConnectionPool
 
+from llmobs.api.errors import ApiError
 from llmobs.store.db import APP_GROUP_ROLE, connect_kwargs, first_line, raise_if_closed
 
 if TYPE_CHECKING:
@@ -71,6 +73,10 @@ class Database:
     def __init__(self, settings: Settings) -> None:
         self.statement_timeout_ms = settings.get_int("API_QUERY_TIMEOUT_MS")
         self.max_size = settings.get_int("DB_POOL_SIZE")
+        # A project's reads share a few of the pool's connections, never all of them: one
+        # project's slow reads cannot starve another's.
+        self.reads_per_project = max(1, min(settings.get_int("API_MAX_READS_PER_PROJECT"), self.max_size - 1))
+        self._project_slots: dict[int, asyncio.Semaphore] = {}
         self.connect_kwargs = {**connect_kwargs(settings, "app"), "application_name": "llmobs-api"}
         self._pool: AsyncConnectionPool | None = None
         # The project each pooled connection's session is scoped to; absent: none (yet).
@@ -118,9 +124,37 @@ class Database:
             await self._pool.close()
             self._pool = None
 
+    @asynccontextmanager
+    async def _project_slot(self, project_id: int) -> AsyncIterator[None]:
+        """One of the API_MAX_READS_PER_PROJECT read slots of ``project_id``; ApiError 429 when
+        none is free within POOL_TIMEOUT."""
+        slots = self._project_slots.get(project_id)
+        if slots is None:
+            slots = self._project_slots[project_id] = asyncio.Semaphore(self.reads_per_project)
+        try:
+            async with asyncio.timeout(POOL_TIMEOUT):
+                await slots.acquire()
+        except TimeoutError:
+            raise ApiError(
+                429,
+                "project_busy",
+                f"this project has {self.reads_per_project} reads in progress already (API_MAX_READS_PER_PROJECT); "
+                "retry shortly",
+                headers={"Retry-After": "1"},
+            ) from None
+        try:
+            yield
+        finally:
+            slots.release()
+
     async def read(self, project_id: int, work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
         """``work(conn)`` on a connection in autocommit, read-only, that sees only ``project_id``'s
-        rows."""
+        rows, within one of the project's read slots (ApiError 429 ``project_busy`` when they stay
+        taken)."""
+        async with self._project_slot(project_id):
+            return await self._read(project_id, work)
+
+    async def _read(self, project_id: int, work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
         try:
             return await self._read_once(project_id, work)
         except SessionEnded as ended:

@@ -53,10 +53,42 @@ async def strict_query(request: Request) -> None:
         raise ApiError(422, "validation_error", f"unknown query parameter(s): {', '.join(map(repr, unknown))}{known}")
 
 
+async def identify(state: ApiState, token: str | None, client: str | None) -> Principal:
+    """The principal of ``token``. ApiError 429 when ``client`` failed to authenticate too often
+    this minute (AUTH_FAILURES_PER_MINUTE; its credentials are not even looked at), 401 when the
+    credentials are missing or bad (bad ones are counted against ``client``)."""
+    wait = state.auth_failures.retry_after(client) if token else 0
+    if wait:
+        raise ApiError(
+            429,
+            "auth_rate_limited",
+            f"too many failed authentications from this address; retry in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
+    try:
+        return await state.auth.principal(token)
+    except ApiError as exc:
+        if exc.status == 401 and token:  # a wrong guess; no credentials at all cost nothing to refuse
+            state.auth_failures.failed(client)
+        raise
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The credentials of an ``Authorization: Bearer <credentials>`` header value."""
+    scheme, _, credentials = (authorization or "").partition(" ")
+    return credentials.strip() or None if scheme.lower() == "bearer" else None
+
+
+def presented_token(request: Request) -> str | None:
+    """The credentials ``request`` presents, as :func:`caller` reads them: its ``Authorization:
+    Bearer`` token, else the web UI's session cookie."""
+    return bearer_token(request.headers.get("authorization")) or request.cookies.get(session.SESSION_COOKIE)
+
+
 async def authenticate(request: Request, token: str | None) -> Principal:
     """The caller of ``request``, after taking one request from its rate limit."""
     state = state_of(request)
-    principal = await state.auth.principal(token)
+    principal = await identify(state, token, request.client.host if request.client else None)
     if state.limiter.enabled:
         decision = await state.limiter.check(principal.key_id)
         request.state.response_headers = decision.headers()

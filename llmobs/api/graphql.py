@@ -45,6 +45,7 @@ from llmobs.api.log_messages import read_trace_spans
 from llmobs.api.models import ScoreIn
 from llmobs.api.params import time_range
 from llmobs.api.respond import json_response, to_json
+from llmobs.api.routing import StrictJsonRoute
 from llmobs.api.scoring import record_score
 from llmobs.api.state import ApiState
 from llmobs.api.trace_tree import build_trace
@@ -183,6 +184,8 @@ def _guarded(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
             raise bad_input("the query took longer than the API allows: narrow its time range") from None
         except psycopg.DataError as exc:
             raise bad_input(f"a value in the request is not usable: {str(exc).splitlines()[0]}") from None
+        except ApiError as exc:  # a project's read slots all taken (project_busy)
+            raise GraphQLError(exc.message, extensions={"code": "UNAVAILABLE"}) from None
         except (psycopg.OperationalError, PoolTimeout):
             raise GraphQLError(
                 "the database is not reachable right now; retry shortly", extensions={"code": "UNAVAILABLE"}
@@ -611,7 +614,7 @@ class GraphQLResult(BaseModel):
     errors: list[dict[str, Any]] | None = None
 
 
-router = APIRouter(tags=["graphql"], dependencies=[Depends(strict_query)])
+router = APIRouter(tags=["graphql"], dependencies=[Depends(strict_query)], route_class=StrictJsonRoute)
 
 
 @router.post(

@@ -10,10 +10,12 @@ from typing import Any
 
 import orjson
 from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmobs.api import prom
-from llmobs.api.errors import REQUEST_ID_HEADER
+from llmobs.api.deps import identify, presented_token
+from llmobs.api.errors import REQUEST_ID_HEADER, ApiError, error_response
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 #: Largest request body accepted (by its Content-Length).
@@ -87,6 +89,35 @@ async def _refuse_body(scope: Scope, send: Send, request_id: str) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class AuthBeforeBody:
+    """Checks the credentials of a request with a body (POST, PUT, PATCH under ``/api/`` and
+    ``/graphql``) before the body is read: without valid credentials (API key, JWT or the web
+    UI's session cookie) a client cannot make the API read, buffer and decode megabytes. The
+    route checks them again (from the caches) for its role, rate limit and CSRF token."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in ("POST", "PUT", "PATCH")
+            or not scope["path"].startswith(("/api/", "/graphql"))
+        ):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        try:
+            await identify(
+                scope["app"].state.api, presented_token(request), request.client.host if request.client else None
+            )
+        except ApiError as exc:
+            response = error_response(request, exc.status, exc.code, exc.message, headers=exc.headers)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def _route(scope: Scope) -> str:

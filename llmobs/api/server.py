@@ -10,6 +10,7 @@ import socket
 import tempfile
 from typing import TYPE_CHECKING, Any
 
+from llmobs import http_guard
 from llmobs.api.app import create_app
 from llmobs.api.prom import MULTIPROC_ENV, scrape_registry
 from llmobs.config import SETTINGS
@@ -75,6 +76,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
         "log_config": uvicorn_log_config(),
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN,
         "server_header": False,
+        **http_guard.configure(settings),
     }
     if workers <= 1:
         # Our own listening socket with SO_REUSEPORT: replicas of the local runtime share the

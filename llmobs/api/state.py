@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from llmobs.api.ingest import SpanIngest
     from llmobs.api.ratelimit import RateLimiter
     from llmobs.api.redis_link import RedisLink
+    from llmobs.auth_failures import FailedAuthLimiter
     from llmobs.config import Settings
 
 
@@ -24,3 +25,4 @@ class ApiState:
     limiter: RateLimiter
     cache: ResultCache
     ingest: SpanIngest
+    auth_failures: FailedAuthLimiter

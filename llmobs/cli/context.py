@@ -85,9 +85,12 @@ def setup_file_logging(settings: Settings) -> None:
     if settings.project_dir is None or getattr(setup_file_logging, "_done", False):
         return
     setup_file_logging._done = True  # type: ignore[attr-defined]
+    from llmobs.config import open_private_log  # lazy, as every import of this module (`--help` speed)
+
     log_dir = settings.project_dir / "logs"
     try:
         log_dir.mkdir(exist_ok=True)
+        open_private_log(log_dir / "llmobs.log").close()  # 0600: it names what every command did
         handler = logging.FileHandler(log_dir / "llmobs.log")
     except OSError:
         return

@@ -9,7 +9,7 @@ import typer
 
 from llmobs.cli.context import command_group, ctx_obj
 from llmobs.cli.render import print_json
-from llmobs.errors import UsageError
+from llmobs.errors import LlmobsError, UsageError
 
 db_app = command_group("Schema migrations and database upkeep.")
 
@@ -105,7 +105,10 @@ def maintain(
 ) -> None:
     """Create span partitions ahead, enforce each project's retention (drop expired partitions,
     delete expired rows in batches), refresh the rollups; record the host facts asked for (volume
-    usage, certificate expiry)."""
+    usage, certificate expiry). A database error is a clear message and exit code, no traceback."""
+    import psycopg
+
+    from llmobs.store.db import first_line
     from llmobs.store.host_facts import HostFacts
     from llmobs.store.maintain import maintain_forever, maintain_once
 
@@ -114,7 +117,13 @@ def maintain(
     if every is not None:
         maintain_forever(obj.settings, every, host=host)
         return
-    result = maintain_once(obj.settings, host)
+    try:
+        result = maintain_once(obj.settings, host)
+    except psycopg.Error as exc:
+        raise LlmobsError(
+            f"database maintenance failed: {first_line(exc)}",
+            hint="check that PostgreSQL is up (`llmobs status`) and see its log; a pass is safe to run again",
+        ) from None
     if json_:
         print_json(
             {

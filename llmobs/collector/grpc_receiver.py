@@ -10,34 +10,54 @@ decompression (RESOURCE_EXHAUSTED), so a gzip bomb never reaches us.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import grpc
 
-from llmobs.collector.ingest import ExportResult, IngestError, Ingestor
+from llmobs.collector.ingest import ExportResult, Held, IngestError, Ingestor, MemoryExhausted, OtlpSignal
 from llmobs.collector.otlp import ProtobufRequest, export_response, retry_info
 from llmobs.collector.otlp_signals import LogsProtobufRequest, MetricsProtobufRequest
 from llmobs.collector.otlp_signals import export_response as signal_response
+
+if TYPE_CHECKING:
+    from llmobs.store.apikeys import ApiKey
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 METRICS_SERVICE = "opentelemetry.proto.collector.metrics.v1.MetricsService"
 
-#: (request bytes, authorization header, client address) -> result
-Export = Callable[[bytes, "str | None", str], Awaitable[ExportResult]]
+#: (request bytes, authenticated key, client address) -> result
+Export = Callable[[bytes, "ApiKey", str], Awaitable[ExportResult]]
 Handler = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]
 
 
-def _handler(export_one: Export, respond: Callable[[ExportResult], bytes]) -> Handler:
-    """A unary Export handler: the request's bytes, bearer token and peer to ``export_one``; an
+def _handler(
+    ingestor: Ingestor,
+    signal: OtlpSignal,
+    export_one: Export,
+    respond: Callable[[ExportResult], bytes],
+) -> Handler:
+    """A unary Export handler: the bearer token is checked first, the message is charged to the
+    memory budget while it is processed, then its bytes, key and peer go to ``export_one``; an
     IngestError becomes its gRPC status (with RetryInfo when retryable)."""
 
     async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         authorization = None
-        for key, value in context.invocation_metadata() or ():
-            if key == "authorization":
+        for name, value in context.invocation_metadata() or ():
+            if name == "authorization":
                 authorization = value if isinstance(value, str) else value.decode()
         try:
-            result = await export_one(request, authorization, context.peer())
+            peer = context.peer()
+            key = await ingestor.authenticate("grpc", signal, authorization, client=_peer_address(peer), remote=peer)
+            held = Held(ingestor.memory)
+            try:
+                try:
+                    held.take(len(request))
+                except MemoryExhausted as exc:
+                    raise ingestor.memory_refusal("grpc", exc, key, peer) from None
+                result = await export_one(request, key, peer)
+            finally:
+                held.release()
         except IngestError as exc:
             if exc.retry_after:
                 context.set_trailing_metadata((("google.rpc.retryinfo-bin", retry_info(exc.retry_after)),))
@@ -51,18 +71,24 @@ def _services(ingestor: Ingestor) -> dict[str, grpc.RpcMethodHandler]:
     """The Export method of each OTLP service."""
     handlers = {
         SERVICE: _handler(
-            lambda body, auth, peer: ingestor.export("grpc", auth, lambda: ProtobufRequest(body), peer),
+            ingestor,
+            "traces",
+            lambda body, key, peer: ingestor.export("grpc", key, lambda: ProtobufRequest(body), peer),
             lambda r: export_response(r.rejected, r.message, json=False),
         ),
         LOGS_SERVICE: _handler(
-            lambda body, auth, peer: ingestor.export_signal(
-                "grpc", "logs", auth, lambda: LogsProtobufRequest(body), peer
+            ingestor,
+            "logs",
+            lambda body, key, peer: ingestor.export_signal(
+                "grpc", "logs", key, lambda: LogsProtobufRequest(body), peer
             ),
             lambda r: signal_response("logs", r.rejected, r.message, json=False),
         ),
         METRICS_SERVICE: _handler(
-            lambda body, auth, peer: ingestor.export_signal(
-                "grpc", "metrics", auth, lambda: MetricsProtobufRequest(body), peer
+            ingestor,
+            "metrics",
+            lambda body, key, peer: ingestor.export_signal(
+                "grpc", "metrics", key, lambda: MetricsProtobufRequest(body), peer
             ),
             lambda r: signal_response("metrics", r.rejected, r.message, json=False),
         ),
@@ -71,6 +97,14 @@ def _services(ingestor: Ingestor) -> dict[str, grpc.RpcMethodHandler]:
 
 
 _STATUS = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _peer_address(peer: str | None) -> str | None:
+    """The address of a gRPC peer (``ipv4:127.0.0.1:5555``, ``ipv6:[::1]:5555``), without its port."""
+    if not peer or ":" not in peer:
+        return None
+    address = peer.split(":", 1)[1].rsplit(":", 1)[0]
+    return address.strip("[]") or None
 
 
 async def start_grpc(ingestor: Ingestor, host: str, port: int, *, max_message_bytes: int) -> grpc.aio.Server:

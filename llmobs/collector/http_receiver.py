@@ -1,11 +1,13 @@
 """OTLP/HTTP receiver (``POST /v1/traces``, ``/v1/logs``, ``/v1/metrics``) and the
 metrics/health app, as small ASGI apps.
 
-Bodies: ``application/x-protobuf`` or ``application/json``, optionally ``Content-Encoding:
-gzip``. The body is read up to COLLECTOR_MAX_REQUEST_BYTES and decompressed up to
-COLLECTOR_MAX_DECOMPRESSED_BYTES (413 beyond either: a gzip bomb is stopped after that many
-bytes). Responses use the request's content type; errors carry a ``google.rpc.Status`` body and,
-when retryable (429, 503), a ``Retry-After`` header.
+The API key is checked before the body is read. Bodies: ``application/x-protobuf`` or
+``application/json``, optionally ``Content-Encoding: gzip``; they are charged to the collector's
+memory budget (COLLECTOR_MAX_INFLIGHT_BYTES, 429 when full) as they arrive. The body is read up
+to COLLECTOR_MAX_REQUEST_BYTES and decompressed up to COLLECTOR_MAX_DECOMPRESSED_BYTES (413
+beyond either: a gzip bomb is stopped after that many bytes). Responses use the request's content
+type; errors carry a ``google.rpc.Status`` body and, when retryable (429, 503), a ``Retry-After``
+header.
 """
 
 from __future__ import annotations
@@ -13,10 +15,18 @@ from __future__ import annotations
 import functools
 import zlib
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmobs.collector.auth import bearer_token
-from llmobs.collector.ingest import INVALID_ARGUMENT, RESOURCE_EXHAUSTED, IngestError, Ingestor
+from llmobs.collector.ingest import (
+    INVALID_ARGUMENT,
+    RESOURCE_EXHAUSTED,
+    Held,
+    IngestError,
+    Ingestor,
+    MemoryExhausted,
+    OtlpSignal,
+)
 from llmobs.collector.otlp import JsonRequest, ProtobufRequest, export_response, status_body
 from llmobs.collector.otlp_signals import (
     LogsJsonRequest,
@@ -27,6 +37,9 @@ from llmobs.collector.otlp_signals import (
 from llmobs.collector.otlp_signals import export_response as signal_response
 from llmobs.collector.refusals import key_id_in
 
+if TYPE_CHECKING:
+    from llmobs.store.apikeys import ApiKey
+
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -36,7 +49,12 @@ JSON = "application/json"
 TRACES_PATH = "/v1/traces"
 LOGS_PATH = "/v1/logs"
 METRICS_PATH = "/v1/metrics"
-PATHS = (TRACES_PATH, LOGS_PATH, METRICS_PATH)
+#: The OTLP signal each path takes.
+SIGNALS: dict[str, OtlpSignal] = {
+    TRACES_PATH: "traces",
+    LOGS_PATH: "logs",
+    METRICS_PATH: "metrics",
+}
 
 
 class BodyTooLarge(Exception):
@@ -65,7 +83,15 @@ def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
 
-async def read_body(receive: Receive, limit: int) -> bytes:
+def _client(scope: Scope) -> str | None:
+    """The address of the client of an ASGI request (failed authentications are counted per address)."""
+    client = scope.get("client")
+    return client[0] if client else None
+
+
+async def read_body(receive: Receive, limit: int, held: Held) -> bytes:
+    """The body, up to ``limit`` bytes (BodyTooLarge past it), each chunk charged to ``held``
+    as it arrives (MemoryExhausted when the collector holds too much already)."""
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -76,6 +102,7 @@ async def read_body(receive: Receive, limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge
+        held.take(len(chunk))
         chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)
@@ -116,7 +143,7 @@ class OtlpHttpApp:
         headers = _headers(scope)
         refused = functools.partial(self._refused, scope, headers)
         path = scope["path"]
-        if path not in PATHS:
+        if path not in SIGNALS:
             refused(404, "not_found", f"no route {path[:200]}")
             await respond(
                 send, 404, b"not found: OTLP is accepted on POST /v1/traces, /v1/logs and /v1/metrics", "text/plain"
@@ -143,56 +170,75 @@ class OtlpHttpApp:
             declared = int(headers.get("content-length", "0") or 0)
         except ValueError:
             declared = 0
+        ingestor = self.ingestor
+        remote = _remote(scope)
+        signal = SIGNALS[path]
         try:
-            if declared > self.max_body:
-                raise BodyTooLarge
-            body = await read_body(receive, self.max_body)
-            if encoding == "gzip":
-                body = gunzip(body, self.max_decompressed)
-            elif len(body) > self.max_decompressed:
-                raise BodyTooLarge
-        except BodyTooLarge:
-            message = f"request too large (limits: {self.max_body} bytes as sent, {self.max_decompressed} decompressed)"
-            refused(413, "too_large", message)
-            await self._error(send, 413, RESOURCE_EXHAUSTED, message, as_json)
+            key = await ingestor.authenticate(
+                "http", signal, headers.get("authorization"), client=_client(scope), remote=remote
+            )
+        except IngestError as exc:  # refused before a byte of the body is read
+            await self._refuse(send, exc, as_json)
             return
-        except ValueError as exc:
-            refused(400, "invalid", str(exc))
-            await self._error(send, 400, INVALID_ARGUMENT, str(exc), as_json)
-            return
-        except ConnectionError:
-            return
-
+        held = Held(ingestor.memory)
         try:
-            answer = await self._export(path, body, as_json, headers.get("authorization"), _remote(scope))
-        except IngestError as exc:
-            extra = [(b"retry-after", str(exc.retry_after).encode())] if exc.retry_after else None
-            await self._error(send, exc.http_status, exc.grpc_code, exc.message, as_json, extra)
-            return
+            try:
+                body = await self._read(receive, declared, encoding, held)
+            except BodyTooLarge:
+                message = (
+                    f"request too large (limits: {self.max_body} bytes as sent, {self.max_decompressed} decompressed)"
+                )
+                refused(413, "too_large", message)
+                await self._error(send, 413, RESOURCE_EXHAUSTED, message, as_json)
+                return
+            except MemoryExhausted as exc:
+                await self._refuse(send, ingestor.memory_refusal("http", exc, key, remote), as_json)
+                return
+            except ValueError as exc:
+                refused(400, "invalid", str(exc))
+                await self._error(send, 400, INVALID_ARGUMENT, str(exc), as_json)
+                return
+            except ConnectionError:
+                return
+            try:
+                answer = await self._export(signal, body, as_json, key, remote)
+            except IngestError as exc:
+                await self._refuse(send, exc, as_json)
+                return
+        finally:
+            held.release()
         await respond(send, 200, answer, JSON if as_json else PROTOBUF)
 
-    async def _export(
-        self, path: str, body: bytes, as_json: bool, authorization: str | None, remote: str | None
-    ) -> bytes:
-        """Export one request of the signal ``path`` names from ``remote``; the response body."""
-        if path == TRACES_PATH:
+    async def _read(self, receive: Receive, declared: int, encoding: str, held: Held) -> bytes:
+        """The request's body, decompressed, charged to ``held``. Raises BodyTooLarge past
+        COLLECTOR_MAX_REQUEST_BYTES or COLLECTOR_MAX_DECOMPRESSED_BYTES, MemoryExhausted when the
+        memory budget is full, ValueError for invalid gzip, ConnectionError when the client left."""
+        if declared > self.max_body:
+            raise BodyTooLarge
+        body = await read_body(receive, self.max_body, held)
+        if encoding == "gzip":
+            body = gunzip(body, self.max_decompressed)
+            held.take(len(body))
+        elif len(body) > self.max_decompressed:
+            raise BodyTooLarge
+        return body
+
+    async def _export(self, signal: OtlpSignal, body: bytes, as_json: bool, key: ApiKey, remote: str | None) -> bytes:
+        """Export one request of ``signal`` from ``remote``, authenticated as ``key``; the response body."""
+        if signal == "traces":
             result = await self.ingestor.export(
-                "http", authorization, lambda: JsonRequest(body) if as_json else ProtobufRequest(body), remote
+                "http", key, lambda: JsonRequest(body) if as_json else ProtobufRequest(body), remote
             )
             return export_response(result.rejected, result.message, json=as_json)
-        if path == LOGS_PATH:
+        if signal == "logs":
             result = await self.ingestor.export_signal(
-                "http",
-                "logs",
-                authorization,
-                lambda: LogsJsonRequest(body) if as_json else LogsProtobufRequest(body),
-                remote,
+                "http", "logs", key, lambda: LogsJsonRequest(body) if as_json else LogsProtobufRequest(body), remote
             )
             return signal_response("logs", result.rejected, result.message, json=as_json)
         result = await self.ingestor.export_signal(
             "http",
             "metrics",
-            authorization,
+            key,
             lambda: MetricsJsonRequest(body) if as_json else MetricsProtobufRequest(body),
             remote,
         )
@@ -208,6 +254,10 @@ class OtlpHttpApp:
             key_id=key_id_in(bearer_token(headers.get("authorization"))),
             message=message,
         )
+
+    async def _refuse(self, send: Send, exc: IngestError, as_json: bool) -> None:
+        extra = [(b"retry-after", str(exc.retry_after).encode())] if exc.retry_after else None
+        await self._error(send, exc.http_status, exc.grpc_code, exc.message, as_json, extra)
 
     async def _error(
         self,

@@ -209,14 +209,24 @@ def log_rows(records: Iterator[RawLog], project_id: int, redactor: Redactor) -> 
         )
     rows = result.rows
     if redactor.scans and rows:
-        for i in redactor.triggered([f"{r.attributes}\n{r.body or ''}" for r in rows]):
+        # Every column comes from these texts: the columns taken from the record are scrubbed with them.
+        texts = [
+            f"{r.attributes}\n{r.body or ''}\n{r.scope_name or ''}\n{r.severity_text or ''}\n{r.event_name or ''}"
+            for r in rows
+        ]
+        for i in redactor.triggered(texts):
             rec = kept[i]
             body = None if rec.body is None else redactor.scrub_values({"body": rec.body})["body"]
             rows[i] = rows[i]._replace(
                 attributes=to_json(redactor.scrub_values(rec.attributes)),
                 body=None if body is None else to_json(body),
+                **redactor.scrub_columns(rows[i], _LOG_SCRUBBED_COLUMNS),
             )
     return result
+
+
+#: Text columns of a log record taken from client data that the value detectors scrub.
+_LOG_SCRUBBED_COLUMNS = ("scope_name", "severity_text", "event_name")
 
 
 def _log_resource(resource: dict[str, Any], redactor: Redactor) -> tuple[str, str]:
@@ -224,7 +234,8 @@ def _log_resource(resource: dict[str, Any], redactor: Redactor) -> tuple[str, st
     if redactor.active:
         redactor.attributes(resource)
     service = resource.get("service.name")
-    return (service if isinstance(service, str) and service else "unknown"), to_json(resource)
+    service = service if isinstance(service, str) and service else "unknown"
+    return (redactor.scrub(service) if redactor.active else service), to_json(resource)
 
 
 def _check_log_ids(rec: RawLog) -> str | None:

@@ -186,6 +186,7 @@ class _Resource:
         if redactor.active:
             redactor.attributes(resource)
             self.service = redactor.scrub(self.service)
+            self.environment = redactor.scrub(self.environment) if self.environment else None
         self.json = to_json(resource)
 
 
@@ -240,15 +241,18 @@ class SpanPipeline:
             result.rejected += 1
             result._note(result.errors, f"span {span.span_id!r} rejected: {problem}")
         if self.redactor.scans and rows:
+            # Every column comes from these texts: the columns built from attributes (model,
+            # provider, finish reasons, ...) are scrubbed with them.
             texts = [
-                r.attributes
+                f"{r.name}\n{r.attributes}"
                 if r.events == "[]"
                 and r.links == "[]"
                 and r.status_message is None
+                and r.scope_name is None
                 and r.input_messages is None
                 and r.output_messages is None
-                else f"{r.attributes}\n{r.events}\n{r.links}\n{r.status_message or ''}\n"
-                f"{r.input_messages or ''}\n{r.output_messages or ''}"
+                else f"{r.name}\n{r.attributes}\n{r.events}\n{r.links}\n{r.status_message or ''}\n"
+                f"{r.scope_name or ''}\n{r.input_messages or ''}\n{r.output_messages or ''}"
                 for r in rows
             ]
             for i in self.redactor.triggered(texts):
@@ -394,13 +398,14 @@ class SpanPipeline:
         return messages
 
     def _scrub(self, row: SpanRow, span: RawSpan, attrs: dict[str, Any], messages: _SpanMessages) -> SpanRow:
-        """Run the value detectors on a span their trigger flagged."""
+        """Run the value detectors on a span their trigger flagged: its attributes, events, links
+        and messages, and every text column built from client data (name, models, provider, finish
+        reasons, ...)."""
         redactor = self.redactor
         redactor.scrub_values(attrs)
         for item in (*span.events, *span.links):
             if item.get("attributes"):
                 redactor.scrub_values(item["attributes"])
-        scrub = redactor.scrub
         if row.input_messages is not None or row.output_messages is not None:
             scrubbed = redactor.scrub_values({"in": messages.inputs, "out": messages.outputs})
             messages = _SpanMessages.of(scrubbed["in"], scrubbed["out"], 0)
@@ -409,10 +414,25 @@ class SpanPipeline:
             attributes=to_json(attrs),
             events=to_json([_event(e) for e in span.events]) if span.events else "[]",
             links=to_json(span.links) if span.links else "[]",
-            status_message=scrub(row.status_message) if row.status_message else None,
-            user_id=(scrub(row.user_id) or None) if row.user_id else None,
-            session_id=(scrub(row.session_id) or None) if row.session_id else None,
+            name=redactor.scrub(row.name),
+            finish_reasons=[redactor.scrub(r) for r in row.finish_reasons] if row.finish_reasons else None,
+            **redactor.scrub_columns(row, _SCRUBBED_COLUMNS),
         )
+
+
+#: Text columns taken from client data that the value detectors scrub (besides the span name and
+#: finish_reasons, a list).
+_SCRUBBED_COLUMNS = (
+    "scope_name",
+    "environment",
+    "status_message",
+    "provider",
+    "request_model",
+    "response_model",
+    "operation",
+    "session_id",
+    "user_id",
+)
 
 
 class _Invalid(ValueError):

@@ -41,7 +41,8 @@ Strategy = Literal["mask", "hash", "remove"]
 #: (a superset), is RE2 syntax, and also fires on JSON-escaped text. Order matters: earlier
 #: detectors win where matches overlap.
 DETECTORS: dict[str, tuple[str, str]] = {
-    "bearer_token": (r"\b[Bb]earer\s+[A-Za-z0-9\-._~+/]{8,}=*", r"[Bb]earer\s"),
+    # Whitespace may also be JSON-escaped (``\t``, ``\n``: message arrays are scanned as text).
+    "bearer_token": (r"\b[Bb]earer(?:\s|\\[tnr])+[A-Za-z0-9\-._~+/]{8,}=*", r"[Bb]earer(?:\s|\\[tnr])"),
     "api_key": (
         r"\b(?:sk-(?:proj-|ant-(?:api\d\d-)?|svcacct-)?[A-Za-z0-9_-]{20,}"
         r"|AIza[0-9A-Za-z_-]{35}|gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{40,}"
@@ -49,9 +50,12 @@ DETECTORS: dict[str, tuple[str, str]] = {
         r"sk-|AIza|gh[pousr]_|github_pat_|xox[abprs]-|hf_|llmobs_[a-z0-9]{12}_",
     ),
     "aws_access_key": (r"\b(?:AKIA|ASIA|AIDA|AROA)[0-9A-Z]{16}\b", r"A(?:KIA|SIA|IDA|ROA)[0-9A-Z]{16}"),
+    # The local part may be non-ASCII, or \u-escaped in JSON text, and may follow a JSON escape
+    # (``\n``), which the match must leave whole (else the text is no longer valid JSON).
     "email": (
-        r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b",
-        r"[A-Za-z0-9._%+-]@[A-Za-z0-9-]+\.",
+        r"(?:(?<=\\[nrtbf\"/])|(?<![\w.%+\-\\]))(?:[\w.%+-]|\\u[0-9A-Fa-f]{4})+"
+        r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b",
+        r"[^\s@\"]@[A-Za-z0-9-]+\.",
     ),
     "credit_card": (r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])", r"\d(?:[ -]?\d){12}"),
     "us_ssn": (r"(?<![\d-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\d-])", r"\d{3}-\d{2}-\d{4}"),
@@ -192,6 +196,11 @@ class Redactor:
         if self._regex is None or len(text) < _MIN_SCAN_LENGTH or self._regex.search(text) is None:
             return text
         return self._regex.sub(self._replace, text)
+
+    def scrub_columns(self, row: Any, columns: Iterable[str]) -> dict[str, Any]:
+        """The text fields ``columns`` of ``row`` (a row NamedTuple) scrubbed, for
+        ``row._replace(**...)``: a field the scrub leaves empty becomes None."""
+        return {column: (self.scrub(value) or None) if (value := getattr(row, column)) else value for column in columns}
 
     def _scrub_any(self, value: Any) -> Any:
         if type(value) is str:

@@ -18,7 +18,8 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from llmobs import __version__
+from llmobs import __version__, http_guard
+from llmobs.auth_failures import FailedAuthLimiter
 from llmobs.collector.auth import ApiKeyCache
 from llmobs.collector.pipeline import SpanPipeline
 from llmobs.collector.pricing import load_rules
@@ -50,9 +51,12 @@ def listen_socket(host: str, port: int) -> socket.socket:
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
-async def start_http_server(app: Any, sock: socket.socket, *, graceful_seconds: int) -> uvicorn.Server:
+async def start_http_server(
+    app: Any, sock: socket.socket, settings: Settings, *, graceful_seconds: int
+) -> uvicorn.Server:
     """Serve an ASGI app with uvicorn on ``sock`` without uvicorn's own signal handling (which would
-    re-raise SIGTERM after its shutdown and end the process before the writer drained)."""
+    re-raise SIGTERM after its shutdown and end the process before the writer drained), with the
+    header size limit and read deadline of :mod:`llmobs.http_guard`."""
 
     server = DrainingServer(
         app,
@@ -64,6 +68,7 @@ async def start_http_server(app: Any, sock: socket.socket, *, graceful_seconds: 
         date_header=False,
         timeout_keep_alive=30,
         timeout_graceful_shutdown=graceful_seconds,
+        **http_guard.configure(settings),
     )
     config = server.config
     config.load()
@@ -116,7 +121,7 @@ class Collector:
         # workers (collector/main.py) must import only after it has set PROMETHEUS_MULTIPROC_DIR.
         from llmobs.collector.grpc_receiver import start_grpc
         from llmobs.collector.http_receiver import HealthApp, OtlpHttpApp
-        from llmobs.collector.ingest import Ingestor
+        from llmobs.collector.ingest import Ingestor, MemoryBudget
         from llmobs.collector.metrics import CollectorMetrics
 
         s = self.settings
@@ -146,7 +151,15 @@ class Collector:
 
         keys = ApiKeyCache(lookup, ttl=s.get_int("COLLECTOR_AUTH_CACHE_SECONDS"))
         ingestor = Ingestor(
-            self.pipeline, writer, keys, metrics, counts, head_rate=min(s.get_float("SAMPLING_HEAD_RATE"), 1), tail=tail
+            self.pipeline,
+            writer,
+            keys,
+            metrics,
+            counts,
+            head_rate=min(s.get_float("SAMPLING_HEAD_RATE"), 1),
+            tail=tail,
+            memory=MemoryBudget(s.get_int("COLLECTOR_MAX_INFLIGHT_BYTES")),
+            auth_failures=FailedAuthLimiter(s.get_int("AUTH_FAILURES_PER_MINUTE")),
         )
         max_decompressed = s.get_int("COLLECTOR_MAX_DECOMPRESSED_BYTES")
         drain_seconds = s.get_int("COLLECTOR_DRAIN_SECONDS")
@@ -170,6 +183,7 @@ class Collector:
         http_server = await start_http_server(
             OtlpHttpApp(ingestor, max_body=s.get_int("COLLECTOR_MAX_REQUEST_BYTES"), max_decompressed=max_decompressed),
             http_sock,
+            s,
             graceful_seconds=drain_seconds,
         )
         metrics_server = None
@@ -182,6 +196,7 @@ class Collector:
                     metrics_text,
                 ),
                 metrics_sock,
+                s,
                 graceful_seconds=1,
             )
         loop = asyncio.get_running_loop()

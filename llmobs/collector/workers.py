@@ -139,7 +139,7 @@ class Supervisor:
         sock = listen_socket(self.host, self.settings.get_int("COLLECTOR_METRICS_PORT"))
         serve_replica_metrics(self.host, self._registry())
         server = await start_http_server(
-            HealthApp(self._health, lambda: metrics_text(self._registry())), sock, graceful_seconds=1
+            HealthApp(self._health, lambda: metrics_text(self._registry())), sock, self.settings, graceful_seconds=1
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -10,7 +10,8 @@ Admission: :meth:`Writer.reserve` counts spans from the moment a request is admi
 commit; past ``queue_max`` new requests are refused (the receivers answer 429 /
 RESOURCE_EXHAUSTED) instead of growing memory. While the database is unreachable every waiting
 and new request fails fast with :class:`DatabaseUnavailable` (503 / UNAVAILABLE); a probe
-reconnects every half second and ingestion resumes by itself.
+reconnects every half second and ingestion resumes by itself. While up, a watcher checks the
+database every second, so health turns "down" within seconds even when no spans arrive.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ log = logging.getLogger(__name__)
 
 PROBE_INTERVAL = 0.5
 CONNECT_TIMEOUT = 3
+#: While up, the database is checked this often (and given this long to answer), so health says
+#: "down" within a few seconds of PostgreSQL stopping even when no spans arrive.
+WATCH_INTERVAL = 1.0
+WATCH_TIMEOUT = 2.0
 
 
 class DatabaseUnavailable(Exception):
@@ -95,6 +100,7 @@ class Writer:
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
         self._probe: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
         self.up = False
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -102,6 +108,7 @@ class Writer:
     async def start(self) -> None:
         """Start the writer tasks; the database may still be down (then a probe waits for it)."""
         self._tasks = [asyncio.create_task(self._run(i), name=f"writer-{i}") for i in range(self._writers)]
+        self._watch = asyncio.create_task(self._watch_database(), name="db-watch")
         self._mark_down("starting")
 
     async def wait_up(self) -> None:
@@ -116,7 +123,7 @@ class Writer:
         while (self._queue or self._in_flight) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         drained = not self._queue and not self._in_flight
-        for task in [*self._tasks, *([self._probe] if self._probe else [])]:
+        for task in [*self._tasks, *(t for t in (self._probe, self._watch) if t)]:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if not drained:
@@ -137,7 +144,12 @@ class Writer:
             raise DatabaseUnavailable("the database is unavailable")
         if self._closing:
             raise DatabaseUnavailable("the collector is shutting down")
-        if self._reserved and self._reserved + spans > self._queue_max:
+        if spans > self._queue_max:
+            raise QueueFull(
+                f"the request carries {spans} spans, more than COLLECTOR_QUEUE_MAX_SPANS ({self._queue_max}): "
+                "send smaller batches"
+            )
+        if self._reserved + spans > self._queue_max:
             raise QueueFull(f"{self._reserved} spans are waiting to be written")
         self._reserved += spans
         self._metrics.queue_spans.set(self._reserved)
@@ -338,6 +350,28 @@ class Writer:
         self._fail_waiters(DatabaseUnavailable(reason))
         if self._probe is None or self._probe.done():
             self._probe = asyncio.create_task(self._wait_for_database(), name="db-probe")
+
+    async def _watch_database(self) -> None:
+        """While up, check the database every WATCH_INTERVAL on a connection of its own; a check
+        that fails or takes over WATCH_TIMEOUT marks it down (the probe then waits for it)."""
+        import psycopg
+
+        conn: psycopg.AsyncConnection | None = None
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            if not self.up:
+                continue
+            try:
+                async with asyncio.timeout(WATCH_TIMEOUT):
+                    if conn is None or conn.closed:
+                        conn = await psycopg.AsyncConnection.connect(**self._connect_kwargs, autocommit=True)
+                    await conn.execute("SELECT 1")
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+                conn = None
+                self._mark_down(first_line(exc) if str(exc) else "the database did not answer in time")
 
     async def _wait_for_database(self) -> None:
         import psycopg

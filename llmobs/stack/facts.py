@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from llmobs.store.db import connect, first_line
@@ -47,6 +47,8 @@ def database_facts(settings: Settings, facts: Facts) -> None:
             facts.values["spans_last_hour"] = int(row[0]) if row else 0
         if has_retention_settings(conn):
             facts.values["projects"] = _project_facts(conn, settings)
+        if _table_exists(conn, "llmobs_rollup_state"):
+            maintenance_facts(conn, settings, facts)
         row = conn.execute(
             "SELECT archived_count, last_archived_time, failed_count, last_failed_time, "
             "current_setting('archive_mode') FROM pg_stat_archiver"
@@ -74,6 +76,30 @@ def _project_facts(conn: Any, settings: Settings) -> list[dict[str, Any]]:
         {"name": p.name, "retention_days": p.retention_days, "oldest_span": p.oldest_span}
         for p in list_projects(conn, RetentionDefaults.from_settings(settings))
     ]
+
+
+def maintenance_facts(conn: Any, settings: Settings, facts: Facts) -> None:
+    """When maintenance last succeeded (plain PostgreSQL: TimescaleDB runs its own jobs), and a
+    warning when it is late (three passes missed) or today's span partition is missing."""
+    row = conn.execute(
+        """SELECT (SELECT refreshed_at FROM llmobs_rollup_state WHERE name = 'rollups'),
+                  pg_postmaster_start_time(), now(), llmobs_timescale_enabled(),
+                  to_regclass('spans_p' || to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD')) IS NOT NULL"""
+    ).fetchone()
+    last_ok, started, now, timescale, today_ready = row
+    if timescale:
+        return
+    facts.values["maintenance_last_ok_at"] = last_ok
+    late = timedelta(seconds=3 * settings.get_int("MAINTAIN_INTERVAL_SECONDS") + 10)
+    if last_ok is None and now - started > late:
+        facts.warnings.append("database maintenance has never completed: see `llmobs db maintain`")
+    elif last_ok is not None and now - last_ok > late:
+        facts.warnings.append(
+            f"database maintenance has not succeeded since {_ago(last_ok)}: partitions, rollups and "
+            "retention are not kept up; see `llmobs db maintain`"
+        )
+    if not today_ready:
+        facts.warnings.append("no span partition for today: spans are refused until `llmobs db maintain` succeeds")
 
 
 def _table_exists(conn: Any, name: str) -> bool:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from llmobs.config import Settings
+from llmobs.config import Settings, open_private_log, private_dir
 from llmobs.errors import LlmobsError, UsageError
 from llmobs.proc import OsUser, PidRecord, live_pid, read_pid_record, run, wait_for_exit
 from llmobs.progress import Progress, SilentProgress
@@ -83,7 +83,7 @@ class LocalStack(Stack):
     def start(self, services: Sequence[str], progress: Progress) -> None:
         self._check_known(services)
         self.layout.run.mkdir(parents=True, exist_ok=True)
-        self.layout.logs.mkdir(parents=True, exist_ok=True)
+        private_dir(self.layout.logs, traversable=self.os_user is not None)
         if "timescaledb" in services:
             self._start_postgres(progress)
         if "redis" in services:
@@ -164,7 +164,7 @@ class LocalStack(Stack):
 
     def _spawn_supervisor(self) -> None:
         log_file = self.layout.log_file("supervisor")
-        with open(log_file, "ab", buffering=0) as out:
+        with open_private_log(log_file) as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", sv.PID_MARKER, str(self.layout.root)],
                 stdin=subprocess.DEVNULL,

@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmobs.config import open_private_log
 from llmobs.errors import CommandError, LlmobsError
 from llmobs.proc import OsUser, identified_pid, run, wait_for_exit
 
@@ -199,7 +200,7 @@ class PgCluster:
                 self.os_user.chown(path)
         self.data_dir.chmod(0o700)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        self.log_file.touch(exist_ok=True)
+        open_private_log(self.log_file).close()
         if self.os_user:
             self.os_user.chown(self.log_file)
             probe = run(["test", "-w", self.data_dir, "-a", "-w", self.log_file], user=self.os_user, check=False)

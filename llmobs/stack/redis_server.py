@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmobs.config import write_private_file
+from llmobs.config import open_private_log, private_dir, write_private_file
 from llmobs.errors import LlmobsError
 from llmobs.proc import identified_pid, run, wait_for_exit
 
@@ -37,7 +37,8 @@ class RedisServer:
 
     def write_config(self, *, bind: str, port: int, user: str, passwords: list[str]) -> None:
         """``passwords``: every password the ACL user accepts (two while a rotation is under way)."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # The AOF and RDB files hold every project's cached query results: owner only.
+        private_dir(self.data_dir)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         acl = " ".join(f">{p}" for p in passwords)
@@ -86,7 +87,9 @@ class RedisServer:
         if self.running_pid():
             return
         self.pid_file.unlink(missing_ok=True)
-        run([self.binary(), self.conf_path], timeout=timeout, hint=f"see {self.log_file}")
+        open_private_log(self.log_file).close()
+        # umask 077: the AOF, RDB and log files redis creates (and rewrites) are 0600.
+        run([self.binary(), self.conf_path], timeout=timeout, hint=f"see {self.log_file}", umask=0o077)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.running_pid():

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmobs.config import Settings
+from llmobs.config import Settings, open_private_log
 from llmobs.errors import LlmobsError
 from llmobs.proc import write_pid_record
 from llmobs.serving import READY_FD_ENV, REPLICA_METRICS_PORT_ENV, SUPERVISOR_PID_ENV
@@ -224,7 +224,7 @@ class Supervisor:
     def _spawn(self, child: Child) -> None:
         """Start the child's process (stored in ``child.process``)."""
         log_file = self.layout.log_file(child.service)
-        log_file.parent.mkdir(parents=True, exist_ok=True)
+        log_file.parent.mkdir(parents=True, exist_ok=True)  # made private by `llmobs up`
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
         child.metrics_port = free_port(self.settings.get_str("BIND_ADDRESS"))
@@ -239,7 +239,7 @@ class Supervisor:
             },
         )
         try:
-            with open(log_file, "ab", buffering=0) as out:
+            with open_private_log(log_file) as out:
                 process = subprocess.Popen(
                     child_argv(self.layout, child.service),
                     stdin=subprocess.DEVNULL,
@@ -273,7 +273,7 @@ class Supervisor:
             child.next_start = time.monotonic() + child.backoff
             log.error("cannot start %s: %s", child.service, exc.message)
             return
-        with open(log_file, "ab", buffering=0) as out:
+        with open_private_log(log_file) as out:
             child.process = subprocess.Popen(
                 spec.argv,
                 stdin=subprocess.DEVNULL,

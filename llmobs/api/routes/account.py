@@ -13,9 +13,10 @@ from llmobs.api.deps import Admin, State, authenticate, bearer, strict_query
 from llmobs.api.errors import ApiError, error_responses
 from llmobs.api.models import AuditList, IsoDateTime, TokenResult
 from llmobs.api.respond import json_response
+from llmobs.api.routing import StrictJsonRoute
 from llmobs.store import audit
 
-router = APIRouter(prefix="/api/v1", tags=["auth"], dependencies=[Depends(strict_query)])
+router = APIRouter(prefix="/api/v1", tags=["auth"], dependencies=[Depends(strict_query)], route_class=StrictJsonRoute)
 
 
 @router.post(

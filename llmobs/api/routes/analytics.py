@@ -19,11 +19,14 @@ from llmobs.api.errors import error_responses
 from llmobs.api.models import MetricsResult, QueryRequest, QueryResult
 from llmobs.api.params import From, Text, To, time_range
 from llmobs.api.respond import json_response, to_json
+from llmobs.api.routing import StrictJsonRoute
 from llmobs.api.state import ApiState
 from llmobs.store import queries
 from llmobs.store import scores as score_store
 
-router = APIRouter(prefix="/api/v1", tags=["analytics"], dependencies=[Depends(strict_query)])
+router = APIRouter(
+    prefix="/api/v1", tags=["analytics"], dependencies=[Depends(strict_query)], route_class=StrictJsonRoute
+)
 
 
 def now_minute() -> datetime:

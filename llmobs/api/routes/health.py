@@ -16,8 +16,9 @@ from llmobs.api import prom
 from llmobs.api.deps import State, strict_query
 from llmobs.api.models import Health, Readiness
 from llmobs.api.respond import json_response
+from llmobs.api.routing import StrictJsonRoute
 
-router = APIRouter(tags=["health"], dependencies=[Depends(strict_query)])
+router = APIRouter(tags=["health"], dependencies=[Depends(strict_query)], route_class=StrictJsonRoute)
 
 
 INSTANCE = f"{socket.gethostname()}:{os.getpid()}"

@@ -12,8 +12,9 @@ from llmobs.api.errors import error_responses
 from llmobs.api.ingest import SpanIn
 from llmobs.api.models import IngestResult
 from llmobs.api.respond import json_response
+from llmobs.api.routing import StrictJsonRoute
 
-router = APIRouter(prefix="/api/v1", tags=["ingest"], dependencies=[Depends(strict_query)])
+router = APIRouter(prefix="/api/v1", tags=["ingest"], dependencies=[Depends(strict_query)], route_class=StrictJsonRoute)
 
 
 @router.post(

@@ -15,13 +15,16 @@ from llmobs.api.errors import ApiError, error_responses
 from llmobs.api.models import ErasureResult, ProjectInfo, ProjectRetentionChange
 from llmobs.api.params import Hex32
 from llmobs.api.respond import json_response
+from llmobs.api.routing import StrictJsonRoute
 from llmobs.api.state import ApiState
 from llmobs.errors import UsageError
 from llmobs.store import erase as erasure
 from llmobs.store.db import APP_GROUP_ROLE, connect
 from llmobs.store.projects import RetentionChange, RetentionDefaults, aget_project_by_id, aset_retention
 
-router = APIRouter(prefix="/api/v1", tags=["lifecycle"], dependencies=[Depends(strict_query)])
+router = APIRouter(
+    prefix="/api/v1", tags=["lifecycle"], dependencies=[Depends(strict_query)], route_class=StrictJsonRoute
+)
 
 _SCOPE_SQL = "SELECT set_config('llmobs.project_id', %s, true)"
 DryRun = Annotated[bool, Query(description="Only count what would be erased.")]

@@ -13,10 +13,11 @@ from llmobs.api.log_messages import read_span, read_trace_spans
 from llmobs.api.models import Span, Trace, TraceList
 from llmobs.api.params import From, Hex16, Hex32, Text, To, time_range
 from llmobs.api.respond import json_response
+from llmobs.api.routing import StrictJsonRoute
 from llmobs.api.trace_tree import build_trace
 from llmobs.store import queries
 
-router = APIRouter(prefix="/api/v1", tags=["traces"], dependencies=[Depends(strict_query)])
+router = APIRouter(prefix="/api/v1", tags=["traces"], dependencies=[Depends(strict_query)], route_class=StrictJsonRoute)
 
 
 @router.get(

@@ -12,10 +12,11 @@ from llmobs.api.errors import error_responses
 from llmobs.api.models import Score, ScoreIn, ScoreList
 from llmobs.api.params import Hex32
 from llmobs.api.respond import json_response
+from llmobs.api.routing import StrictJsonRoute
 from llmobs.api.scoring import record_score
 from llmobs.store import scores
 
-router = APIRouter(prefix="/api/v1", tags=["scores"], dependencies=[Depends(strict_query)])
+router = APIRouter(prefix="/api/v1", tags=["scores"], dependencies=[Depends(strict_query)], route_class=StrictJsonRoute)
 TraceId = Annotated[str, Path(pattern=Hex32, description="32 hex characters.")]
 
 

@@ -13,10 +13,13 @@ from llmobs.api.models import LogRecordList, SignalMetricsResult
 from llmobs.api.params import From, Hex16, Hex32, Text, To, time_range
 from llmobs.api.respond import json_response
 from llmobs.api.routes.analytics import cached, now_minute
+from llmobs.api.routing import StrictJsonRoute
 from llmobs.api.state import ApiState
 from llmobs.store import queries, signal_queries
 
-router = APIRouter(prefix="/api/v1", tags=["signals"], dependencies=[Depends(strict_query)])
+router = APIRouter(
+    prefix="/api/v1", tags=["signals"], dependencies=[Depends(strict_query)], route_class=StrictJsonRoute
+)
 
 
 async def _log_records(

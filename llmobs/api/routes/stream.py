@@ -23,12 +23,13 @@ from redis.exceptions import RedisError
 from llmobs.api.deps import Reader, State, strict_query
 from llmobs.api.errors import error_responses
 from llmobs.api.redis_link import client_for
+from llmobs.api.routing import StrictJsonRoute
 
 if TYPE_CHECKING:
     from llmobs.config import Settings
 
 log = logging.getLogger("llmobs.api.stream")
-router = APIRouter(prefix="/api/v1", tags=["traces"], dependencies=[Depends(strict_query)])
+router = APIRouter(prefix="/api/v1", tags=["traces"], dependencies=[Depends(strict_query)], route_class=StrictJsonRoute)
 
 #: Seconds between keep-alive comments (proxies close idle connections).
 HEARTBEAT = 15.0
