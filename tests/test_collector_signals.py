@@ -370,3 +370,30 @@ def test_openai_v2_default_mode_sends_messages_as_logs_and_usage_as_metrics(
             assert duration["group"] == "chat" and durations["unit"] == "s"
             assert sum(p["count"] for p in duration["points"]) == 3
             assert all(p["p50"] is not None and p["p50"] >= 0 for p in duration["points"])
+
+
+def test_logs_and_metrics_outside_the_time_window_are_rejected_not_retried(start_collector, admin_conn):
+    """Only the days of the span window have partitions, so a record or point timestamped a year
+    ago is rejected in partial_success (a retry would never succeed), and the rest of the
+    request is stored."""
+    collector = start_collector()
+    now = time.time_ns()
+    year_ago = now - 365 * 86_400 * 10**9
+    logs = logs_request([{"body": "old", "time": year_ago}, {"body": "fresh", "time": now}])
+    response = http_export(collector.http_url, logs, collector.token, path="/v1/logs")
+    assert response.status_code == 200, response.text
+    partial = ExportLogsServiceResponse.FromString(response.content).partial_success
+    assert partial.rejected_log_records == 1 and "outside the accepted window" in partial.error_message
+    bodies = [b for (b,) in admin_conn.execute("SELECT body FROM log_records")]
+    assert bodies == ['"fresh"'] or bodies == ["fresh"], bodies
+
+    metrics = metrics_request(
+        [{"name": "gen_ai.client.operation.duration", "kind": "histogram",
+          "points": [{"time": year_ago, "count": 1, "sum": 1.0, "counts": [1, 0, 0, 0, 0, 0, 0]},
+                     {"time": now, "count": 1, "sum": 2.0, "counts": [1, 0, 0, 0, 0, 0, 0]}]}]
+    )  # fmt: skip
+    code, answer, _ = grpc_export(collector.grpc_target, metrics, collector.token, method=METRICS_EXPORT)
+    assert code == grpc.StatusCode.OK
+    partial = ExportMetricsServiceResponse.FromString(answer).partial_success
+    assert partial.rejected_data_points == 1 and "outside the accepted window" in partial.error_message
+    assert admin_conn.execute("SELECT count(*) FROM metric_points").fetchone()[0] == 1

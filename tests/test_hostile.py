@@ -558,9 +558,10 @@ def test_one_projects_slow_reads_do_not_starve_another(pg_server, redis_server, 
         assert set(noisy_statuses) <= {200, 429} and 200 in noisy_statuses
 
         # one GraphQL request running 30 of those reads: cut off by its time budget
-        # (API_QUERY_TIMEOUT_MS for all its queries together), not run for 30 x 0.3 s
+        # (API_QUERY_TIMEOUT_MS for all its queries together), not run for 30 x 0.3 s. A page size
+        # of its own for each: identical ones would share one computation (and the cache).
         aliases = " ".join(
-            f'a{i}: traces(first: 200, sort: DURATION_MS, filter: {{from: "{since}"}}) {{ nextCursor }}'
+            f'a{i}: traces(first: {170 + i}, sort: DURATION_MS, filter: {{from: "{since}"}}) {{ nextCursor }}'
             for i in range(30)
         )
         started = time.monotonic()
@@ -568,8 +569,12 @@ def test_one_projects_slow_reads_do_not_starve_another(pg_server, redis_server, 
             f"{api.base}/graphql", json={"query": f"{{ {aliases} }}"}, headers=noisy.auth(), timeout=60
         )
         took = time.monotonic() - started
-        assert response.status_code == 422 and "API_QUERY_TIMEOUT_MS" in response.text, response.text[:300]
-        assert took < 5, took
+        # On a quiet machine the 30 reads may all fit in the budget; they never run past it.
+        if response.status_code == 200:
+            assert took < 1.5 + 1.0, took
+        else:
+            assert response.status_code == 422 and "API_QUERY_TIMEOUT_MS" in response.text, response.text[:300]
+            assert took < 5, took
     finally:
         stop.set()
         _stop(api.proc)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from llmobs.auth_failures import FailedAuthLimiter
@@ -68,7 +69,9 @@ class SignalRequest(Protocol):
     @property
     def item_count(self) -> int: ...
 
-    def rows(self, project_id: int, redactor: Redactor) -> SignalResult: ...
+    def rows(
+        self, project_id: int, redactor: Redactor, window: tuple[datetime, datetime] | None = None
+    ) -> SignalResult: ...
 
 
 class MemoryExhausted(Exception):
@@ -405,7 +408,8 @@ class Ingestor:
         try:
             try:
                 before = self.pipeline.redactor.redactions
-                result = request.rows(key.project_id, self.pipeline.redactor)
+                window = self.pipeline.config.window.bounds(datetime.now(UTC))
+                result = request.rows(key.project_id, self.pipeline.redactor, window)
                 self.metrics.redactions.inc(self.pipeline.redactor.redactions - before)
             except (InvalidRequest, RecursionError) as exc:
                 raise invalid(str(exc) if isinstance(exc, InvalidRequest) else "request nested too deeply") from None

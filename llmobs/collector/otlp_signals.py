@@ -16,6 +16,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -44,6 +45,9 @@ from llmobs.collector.otlp import (
 from llmobs.collector.pipeline import ns_to_datetime, to_json
 from llmobs.collector.redact import Redactor
 from llmobs.store.signals import LogRow, MetricRow
+
+#: The times accepted: (earliest, latest), from the span window (llmobs.store.spans.SpanWindow).
+Window = tuple[datetime, datetime]
 
 #: Metric names stored as time series (the OTel GenAI semconv metrics all start with it).
 GENAI_METRIC_PREFIX = "gen_ai."
@@ -118,8 +122,8 @@ class LogsProtobufRequest:
                         scope,
                     )
 
-    def rows(self, project_id: int, redactor: Redactor) -> SignalResult:
-        return log_rows(self.raw(), project_id, redactor)
+    def rows(self, project_id: int, redactor: Redactor, window: Window | None = None) -> SignalResult:
+        return log_rows(self.raw(), project_id, redactor, window)
 
 
 class LogsJsonRequest:
@@ -155,13 +159,27 @@ class LogsJsonRequest:
                     scope if isinstance(scope, str) and scope else None,
                 )
 
-    def rows(self, project_id: int, redactor: Redactor) -> SignalResult:
-        return log_rows(self.raw(), project_id, redactor)
+    def rows(self, project_id: int, redactor: Redactor, window: Window | None = None) -> SignalResult:
+        return log_rows(self.raw(), project_id, redactor, window)
 
 
-def log_rows(records: Iterator[RawLog], project_id: int, redactor: Redactor) -> SignalResult:
-    """Validate and redact log records into rows; a record with a malformed trace or span id is
-    rejected (counted, with a reason), never raised.
+def outside(when: datetime, window: Window | None) -> str | None:
+    """Why ``when`` is refused, when it lies outside ``window`` (earliest, latest): the span time
+    window (COLLECTOR_MAX_SPAN_AGE_DAYS, COLLECTOR_MAX_SPAN_FUTURE_MINUTES) holds for every
+    signal, as only its days have partitions."""
+    if window is None or window[0] <= when <= window[1]:
+        return None
+    return (
+        f"time {when:%Y-%m-%d %H:%M:%S} UTC is outside the accepted window "
+        f"{window[0]:%Y-%m-%d %H:%M} to {window[1]:%Y-%m-%d %H:%M} UTC"
+    )
+
+
+def log_rows(
+    records: Iterator[RawLog], project_id: int, redactor: Redactor, window: Window | None = None
+) -> SignalResult:
+    """Validate and redact log records into rows; a record with a malformed trace or span id, or
+    a time outside ``window``, is rejected (counted, with a reason), never raised.
 
     Redaction as for spans: key rules on every record's attributes, value detectors on the
     records the detectors' trigger flags in one pass (attributes and body), resources once each.
@@ -182,6 +200,11 @@ def log_rows(records: Iterator[RawLog], project_id: int, redactor: Redactor) -> 
         except OverflowError:
             result.rejected += 1
             result.errors.append("log record rejected: time out of range")
+            continue
+        problem = outside(when, window)
+        if problem is not None:
+            result.rejected += 1
+            result.errors.append(f"log record rejected: {problem}")
             continue
         resource = resources.get(id(rec.resource))
         if resource is None:
@@ -328,9 +351,9 @@ class MetricsProtobufRequest:
                             point.value = dp.as_double if dp.WhichOneof("value") == "as_double" else dp.as_int
                         yield point
 
-    def rows(self, project_id: int, redactor: Redactor) -> SignalResult:
+    def rows(self, project_id: int, redactor: Redactor, window: Window | None = None) -> SignalResult:
         result = SignalResult()
-        metric_rows(self.raw(result), project_id, redactor, result)
+        metric_rows(self.raw(result), project_id, redactor, result, window)
         return result
 
 
@@ -390,9 +413,9 @@ class MetricsJsonRequest:
                         point.value = _number(_int(_get(dp, "asInt", "as_int")))
                 yield point
 
-    def rows(self, project_id: int, redactor: Redactor) -> SignalResult:
+    def rows(self, project_id: int, redactor: Redactor, window: Window | None = None) -> SignalResult:
         result = SignalResult()
-        metric_rows(self.raw(result), project_id, redactor, result)
+        metric_rows(self.raw(result), project_id, redactor, result, window)
         return result
 
 
@@ -400,9 +423,16 @@ _JSON_KINDS = {"sum": "sum", "gauge": "gauge", "histogram": "histogram", "expone
 _JSON_KINDS |= {"exponential_histogram": "other", "summary": "other"}
 
 
-def metric_rows(points: Iterator[RawPoint], project_id: int, redactor: Redactor, result: SignalResult) -> None:
-    """Append the rows of GenAI data points to ``result``; a point without a time, or a histogram
-    whose bucket counts do not fit its bounds, is rejected (counted, with a reason)."""
+def metric_rows(
+    points: Iterator[RawPoint],
+    project_id: int,
+    redactor: Redactor,
+    result: SignalResult,
+    window: Window | None = None,
+) -> None:
+    """Append the rows of GenAI data points to ``result``; a point without a time or with one
+    outside ``window``, or a histogram whose bucket counts do not fit its bounds, is rejected
+    (counted, with a reason)."""
     received = time.time_ns()
     for p in points:
         if p.kind == "histogram" and p.counts and len(p.counts) != len(p.bounds or ()) + 1:
@@ -415,6 +445,11 @@ def metric_rows(points: Iterator[RawPoint], project_id: int, redactor: Redactor,
         except OverflowError:
             result.rejected += 1
             result.errors.append(f"{p.name}: time out of range")
+            continue
+        problem = outside(when, window)
+        if problem is not None:
+            result.rejected += 1
+            result.errors.append(f"{p.name}: {problem}")
             continue
         attrs, resource = p.attributes, p.resource
         if redactor.active:
