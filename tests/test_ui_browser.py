@@ -20,6 +20,7 @@ from api_support import RunningApi, seed, span_id, start_api, stop_api, trace_id
 from llmobs.config import Settings
 from llmobs.store import apikeys, ui_logins
 from llmobs.store.db import connect
+from llmobs.store.maintain import maintain_once
 
 from conftest import require, settings_env
 
@@ -221,6 +222,14 @@ def test_trace_explorer_in_a_real_browser(ui_api: RunningApi, browser, tmp_path:
         assert listed.count() == 1 and "service=rag" in page.url
         page.fill("#filters input[name=service]", "")
         page.select_option("#filters select[name=status]", "")
+        # Full-text search over the messages, once maintenance has indexed them.
+        maintain_once(settings)
+        page.fill("#filters input[name=q]", "Lisbon raining")
+        page.evaluate("document.body.dataset.ready = ''")
+        page.click("#filters button[type=submit]")
+        page.wait_for_selector("body[data-ready=list]")
+        assert listed.count() == 1 and listed.first.get_attribute("data-trace-id") == conv_id
+        page.fill("#filters input[name=q]", "")
         page.evaluate("document.body.dataset.ready = ''")
         page.click("#filters button[type=submit]")
         page.wait_for_selector("body[data-ready=list]")
