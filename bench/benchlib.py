@@ -17,7 +17,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,8 +37,13 @@ def free_port() -> int:
 
 
 def free_ports_lines() -> list[str]:
-    """``KEY=port`` lines putting every port setting of a project on a free loopback port."""
-    return [f"{key}={free_port()}\n" for key in PORT_KEYS]
+    """``KEY=port`` lines putting every port setting of a project on its own free loopback port
+    (the sockets stay bound until all are picked, so no port comes twice)."""
+    with ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in PORT_KEYS]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [f"{key}={s.getsockname()[1]}\n" for key, s in zip(PORT_KEYS, socks, strict=True)]
 
 
 def init_project(root: Path) -> Path:

@@ -6,6 +6,7 @@ on a developer machine but fails under CI (``CI=true``): CI must run everything.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -224,11 +225,22 @@ def run_cli(
     )
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports: every socket stays bound until all are picked, so
+    the kernel never hands out one port twice (services on one port are refused at once)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+
+
 def free_ports_env() -> dict[str, str]:
     """Every port setting on a free loopback port, so a test stack never collides with another."""
     from llmobs.config import SETTINGS
 
-    return {s.name: str(free_port()) for s in SETTINGS if s.kind == "port"}
+    names = [s.name for s in SETTINGS if s.kind == "port"]
+    return {name: str(port) for name, port in zip(names, free_ports(len(names)), strict=True)}
 
 
 @pytest.fixture
