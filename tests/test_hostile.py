@@ -19,7 +19,7 @@ from api_support import api_client, llm_trace, make_project, store_spans
 from collector_support import RunningCollector, grpc_export, http_export, otlp_request, start_collector_fixture  # noqa: F401
 from test_local_runtime import project  # noqa: F401  (a fixture)
 
-from llmobs.store.maintain import span_partitions
+from llmobs.store.retention import partitions
 
 NS_PER_DAY = 86_400 * 10**9
 
@@ -53,7 +53,7 @@ def test_span_timestamps_outside_the_window_are_rejected_and_make_no_partitions(
     start_collector, settings, admin_conn, neighbour
 ):
     collector: RunningCollector = start_collector()
-    partitions_before = span_partitions(admin_conn)
+    partitions_before = partitions(admin_conn, "spans")
     with api_client(settings) as api:
         baseline = read_latency(api, neighbour.auth())
 
@@ -84,7 +84,7 @@ def test_span_timestamps_outside_the_window_are_rejected_and_make_no_partitions(
         assert response.status_code == 422 and "outside the accepted window" in response.json()["error"]["message"]
 
         # no partition was made for any of those days; the span in the window was stored once per transport
-        assert span_partitions(admin_conn) == partitions_before
+        assert partitions(admin_conn, "spans") == partitions_before
         stored = admin_conn.execute("SELECT count(*) FROM spans WHERE span_id = %s", ("ab" * 8,)).fetchone()[0]
         assert stored == 2
         # the app role cannot create partitions by itself either

@@ -16,7 +16,8 @@ from api_support import api_client, llm_trace, make_project, store_spans
 
 from llmobs.config import Settings, render_env_file
 from llmobs.store.db import connect
-from llmobs.store.maintain import maintain, span_partitions
+from llmobs.store.maintain import maintain
+from llmobs.store.retention import partitions
 
 # Bulk spans of one project: one every 10 minutes over the last 12 days, relative to %(now)s.
 BULK_SQL = """INSERT INTO spans (project_id, trace_id, span_id, name, start_time, end_time, duration_ms,
@@ -131,7 +132,7 @@ def test_retention_per_project_drops_whole_partitions_and_deletes_the_rest_in_ba
     dropped = {f"spans_p{(now - timedelta(days=d)).date():%Y%m%d}" for d in range(14)} & set(result.partitions_dropped)
     assert dropped and all(datetime.strptime(n[7:], "%Y%m%d").date() + timedelta(days=1) <= cut.date() for n in dropped)
     with connect(settings, "admin", autocommit=True) as conn:
-        remaining = {d for _, d in span_partitions(conn)}
+        remaining = {p.day for p in partitions(conn, "spans")}
         assert (cut - timedelta(days=1)).date() not in remaining and cut.date() in remaining
         assert result.retention is not None and result.retention.batches > 3  # bounded batches
         for project_id, days in ((default_id, 5), (short.id, 2), (long_.id, 8)):

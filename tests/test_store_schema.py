@@ -11,7 +11,8 @@ import pytest
 from llmobs.config import Settings
 from llmobs.store import migrations
 from llmobs.store.db import connect
-from llmobs.store.maintain import maintain, span_partitions
+from llmobs.store.maintain import maintain
+from llmobs.store.retention import partitions
 
 from conftest import run_cli, settings_env
 
@@ -105,7 +106,7 @@ def test_maintain_creates_partitions_ahead_and_drops_expired_ones(admin_conn, se
     result = maintain(admin_conn, settings)
     ahead = settings.get_int("PARTITION_PREMAKE_DAYS")
     for table in ("spans", "log_records", "metric_points"):
-        days = {d for _, d in span_partitions(admin_conn, table)}
+        days = {p.day for p in partitions(admin_conn, table)}
         assert {today + timedelta(days=i) for i in range(ahead + 1)} <= days, table
         assert old_day not in days
     assert {f"spans_p{old_day:%Y%m%d}", f"log_records_p{old_day:%Y%m%d}"} <= set(result.partitions_dropped)

@@ -10,7 +10,6 @@ with its own policies, which this keeps in step with the settings.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,22 +67,6 @@ def prepare_partitions(conn: psycopg.Connection, settings: Settings, now: dateti
     (writers never create partitions, so these are all there will be); the names created."""
     days = SpanWindow.from_settings(settings).days(now, settings.get_int("PARTITION_PREMAKE_DAYS"))
     return ensure_partitions(conn, days)
-
-
-def span_partitions(conn: psycopg.Connection, table: str = "spans") -> list[tuple[str, date]]:
-    """(name, day) of the daily partitions of ``table`` (spans or one of PARTITIONED_SIGNALS)."""
-    pattern = re.compile(rf"^{table}_p(\d{{8}})$")
-    rows = conn.execute(
-        """SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-           WHERE i.inhparent = %s::regclass ORDER BY c.relname""",
-        (table,),
-    ).fetchall()
-    found = []
-    for (name,) in rows:
-        match = pattern.match(name)
-        if match:
-            found.append((name, datetime.strptime(match.group(1), "%Y%m%d").date()))
-    return found
 
 
 def maintain(
