@@ -326,6 +326,13 @@ def test_kill_9_of_the_postmaster_then_up_serves_again_without_loss(project: Pat
     postmaster = LocalStack(Settings.load(project, environ={})).cluster.running_pid()
     assert postmaster is not None
     os.kill(postmaster, signal.SIGKILL)
+    # the collector sees the server end its sessions at once, not at its next check a second
+    # later: an `up` faster than that would otherwise read a stale "database up"
+    killed = time.monotonic()
+    health = f"http://127.0.0.1:{env['COLLECTOR_METRICS_PORT']}/health"
+    while httpx.get(health, timeout=5).json()["database"] == "up":
+        assert time.monotonic() - killed < 0.5, "the collector did not notice the killed postmaster"
+        time.sleep(0.02)
     again = run_cli("up", project_dir=project)
     assert again.returncode == 0, again.stdout + again.stderr
     export_spans(env, 10, 10)

@@ -352,13 +352,14 @@ class Writer:
             self._probe = asyncio.create_task(self._wait_for_database(), name="db-probe")
 
     async def _watch_database(self) -> None:
-        """While up, check the database every WATCH_INTERVAL on a connection of its own; a check
-        that fails or takes over WATCH_TIMEOUT marks it down (the probe then waits for it)."""
+        """While up, check the database every WATCH_INTERVAL on a connection of its own, and at once
+        when the server closes that connection (a crash or a restart); a check that fails or takes
+        over WATCH_TIMEOUT marks it down (the probe then waits for it)."""
         import psycopg
 
         conn: psycopg.AsyncConnection | None = None
         while True:
-            await asyncio.sleep(WATCH_INTERVAL)
+            await _readable_or_timeout(conn, WATCH_INTERVAL)
             if not self.up:
                 continue
             try:
@@ -391,3 +392,27 @@ class Writer:
             self._up_event.set()
             self._wake.set()
             return
+
+
+async def _readable_or_timeout(conn: psycopg.AsyncConnection | None, timeout: float) -> None:
+    """Sleep ``timeout`` seconds, or less if the server sends on idle ``conn``: it only does when
+    it ends the session, so a killed postmaster is seen in milliseconds, before an `up` that
+    restarts it can read a stale "database up" from our health."""
+    if conn is None or conn.closed:
+        await asyncio.sleep(timeout)
+        return
+    loop = asyncio.get_running_loop()
+    readable: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not readable.done():
+            readable.set_result(None)
+
+    fd = conn.pgconn.socket
+    loop.add_reader(fd, wake)
+    try:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await readable
+    finally:
+        loop.remove_reader(fd)
