@@ -2,8 +2,12 @@
 --profile monitoring` runs Prometheus, Alertmanager and both exporters under the supervisor;
 stopping Redis makes RedisDown reach a webhook receiver; an unwritable WAL archive makes
 WalArchivingFailing fire, and it resolves once archiving works again; flooding the collector
-past its queue makes CollectorRefusingSpans pending. The servers log JSON
-(LLMOBS_LOG_FORMAT=json) and `llmobs logs` renders it."""
+past its queue makes CollectorRefusingSpans fire at the webhook after the shipped rule's full
+`for`. The servers log JSON (LLMOBS_LOG_FORMAT=json) and `llmobs logs` renders it.
+
+The collector's alert waits out its `for` (2 minutes) while the rest of the test runs: one flood
+of refusals keeps its `rate(...[5m]) > 0` true for 5 minutes, so the firing is asserted at the
+end, against the time of the flood, and adds no waiting of its own."""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -34,6 +39,8 @@ from conftest import free_ports_env, require, run_cli
 SCRAPE_SECONDS = 1
 #: RedisDown's `for` in monitoring/prometheus/alerts.yml
 REDIS_DOWN_FOR = 30
+#: CollectorRefusingSpans' `for` in monitoring/prometheus/alerts.yml (the shipped value)
+COLLECTOR_REFUSING_FOR = 120
 
 
 class Webhook:
@@ -100,6 +107,11 @@ def project(workdir: Path, webhook: Webhook) -> Iterator[Path]:
 def _get(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=5) as resp:
         return json.loads(resp.read())
+
+
+def _query(prometheus: str, expr: str) -> list[dict]:
+    """The result vector of the PromQL ``expr`` now."""
+    return _get(f"{prometheus}/api/v1/query?{urllib.parse.urlencode({'query': expr})}")["data"]["result"]
 
 
 def _wait(what: str, check, timeout: float, interval: float = 0.5):
@@ -197,6 +209,30 @@ def test_monitoring_profile_alerts_reach_the_webhook(project: Path, webhook: Web
     env = dict(line.split("=", 1) for line in (project / ".env").read_text().splitlines() if "=" in line)
     prometheus = f"http://127.0.0.1:{env['PROMETHEUS_PORT']}"
 
+    # Flood the collector past its queue: some exports are refused (429), the collector counts
+    # every refused span, and the rule holds the alert pending for its `for`. First of all, so
+    # that the `for` passes while the rest of the test runs; the firing is checked at its end.
+    # Prometheus must have scraped the collector before the flood, or it sees no increase.
+    _wait(
+        "the collector scraped",
+        lambda: _query(prometheus, 'up{job="collector"} == 1'),
+        60,
+    )
+    flooded_at = time.time()
+    statuses = _flood_collector(project, env)
+    assert statuses[200] and statuses[429], statuses
+
+    def refused_spans_scraped() -> bool:
+        result = _query(prometheus, "sum(llmobs_collector_spans_refused_total)")
+        return bool(result) and float(result[0]["value"][1]) == statuses[429] + statuses[503]
+
+    _wait("every refused span counted by the collector's metrics", refused_spans_scraped, 30)
+    _wait(
+        "CollectorRefusingSpans pending",
+        lambda: _prometheus_alerts(prometheus).get("CollectorRefusingSpans") == "pending",
+        30,
+    )
+
     code, status = status_json(project)
     by_name = {s["name"]: s for s in status["services"]}
     for name in ("prometheus", "alertmanager", "postgres-exporter", "redis-exporter"):
@@ -216,19 +252,10 @@ def test_monitoring_profile_alerts_reach_the_webhook(project: Path, webhook: Web
     _wait("every target up", all_up, 60)
     _wait(
         "volume usage recorded by the maintenance pass",
-        lambda: _get(f"{prometheus}/api/v1/query?query=llmobs_volume_size_bytes")["data"]["result"],
+        lambda: _query(prometheus, "llmobs_volume_size_bytes"),
         60,
     )
     _wait("data in the Service health panels that always have some", lambda: not _panels_without_data(prometheus), 30)
-
-    # Flood the collector past its queue: some exports are refused (429), and the rule sees it.
-    statuses = _flood_collector(project, env)
-    assert statuses[200] and statuses[429], statuses
-    _wait(
-        "CollectorRefusingSpans pending or firing",
-        lambda: "CollectorRefusingSpans" in _prometheus_alerts(prometheus),
-        30,
-    )
 
     # Break two things at once: stop Redis (by the pid it recorded) and make the WAL archive
     # unwritable, then make PostgreSQL archive a segment.
@@ -280,10 +307,23 @@ def test_monitoring_profile_alerts_reach_the_webhook(project: Path, webhook: Web
     def exporters_connected() -> bool:
         if time.time() < rotated_at + 3:  # a few scrapes of the new processes
             return False
-        values = [_get(f"{prometheus}/api/v1/query?query={m}")["data"]["result"] for m in ("pg_up", "redis_up")]
+        values = [_query(prometheus, m) for m in ("pg_up", "redis_up")]
         return all(v and v[0]["value"][1] == "1" for v in values)
 
     _wait("both exporters connected with the rotated passwords", exporters_connected, 60)
+
+    # The flood's alert fired once its `for` had passed, and reached the webhook.
+    latest = flooded_at + COLLECTOR_REFUSING_FOR + 3 * SCRAPE_SECONDS + 30
+    refusing = _wait(
+        "CollectorRefusingSpans at the webhook",
+        lambda: webhook.alerts("CollectorRefusingSpans", "firing"),
+        max(latest - time.time(), 0) + 30,
+    )
+    fired_at = datetime.fromisoformat(refusing[0]["startsAt"]).timestamp()
+    assert flooded_at + COLLECTOR_REFUSING_FOR - 2 <= fired_at <= latest, (flooded_at, fired_at)
+    assert refusing[0]["labels"]["severity"] == "warning"
+    assert refusing[0]["annotations"]["runbook_url"].endswith("docs/alerts.md#collectorrefusingspans")
+
     _check_json_logs(project)
     assert run_cli("down", project_dir=project, timeout=120).returncode == 0
     left = [p for p in our_processes(project) if any(b in " ".join(p.cmdline()) for b in BINARIES.values())]
