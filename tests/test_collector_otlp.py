@@ -11,6 +11,7 @@ import time
 from datetime import UTC, datetime
 
 import grpc
+import httpx
 import pytest
 from collector_support import grpc_export, http_export, otlp_request, start_collector_fixture  # noqa: F401
 
@@ -392,6 +393,9 @@ def test_queue_full_is_refused_with_retry_after_and_sigterm_drains(start_collect
     import psycopg
 
     c = start_collector(COLLECTOR_QUEUE_MAX_SPANS="10", COLLECTOR_DRAIN_SECONDS="30")
+    refused = 'llmobs_collector_spans_refused_total{reason="queue_full"}'
+    # Exported at 0 before the first refusal, so that Prometheus' rate() sees the first ones.
+    assert f"{refused} 0.0" in httpx.get(f"{c.metrics_url}/metrics", timeout=5).text.splitlines()
     lock = psycopg.connect(
         host=pg_server.host, port=pg_server.port, user="postgres", password=pg_server.password, dbname=db_name
     )
@@ -409,6 +413,7 @@ def test_queue_full_is_refused_with_retry_after_and_sigterm_drains(start_collect
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "google.rpc.retryinfo-bin" in trailers
     response = http_export(c.http_url, second, c.token)
     assert response.status_code == 429 and response.headers["retry-after"] == "1"
+    assert c.metric(refused) == 16
 
     c.proc.send_signal(15)
     time.sleep(1)

@@ -212,10 +212,11 @@ def test_monitoring_profile_alerts_reach_the_webhook(project: Path, webhook: Web
     # Flood the collector past its queue: some exports are refused (429), the collector counts
     # every refused span, and the rule holds the alert pending for its `for`. First of all, so
     # that the `for` passes while the rest of the test runs; the firing is checked at its end.
-    # Prometheus must have scraped the collector before the flood, or it sees no increase.
+    # Prometheus has scraped the collector's refusals at 0 before the flood (the collector exports
+    # every reason from its start), so the flood's first scrape already shows an increase.
     _wait(
-        "the collector scraped",
-        lambda: _query(prometheus, 'up{job="collector"} == 1'),
+        "the collector's refusals scraped at 0",
+        lambda: _query(prometheus, 'llmobs_collector_spans_refused_total{reason="queue_full"} == 0'),
         60,
     )
     flooded_at = time.time()

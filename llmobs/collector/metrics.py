@@ -10,6 +10,9 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _P = "llmobs_collector_"
+#: The ``reason`` label values of ``spans_refused_total``: 429 for a full queue or memory budget,
+#: 503 while PostgreSQL is unavailable, and spans PostgreSQL refused to store.
+SPAN_REFUSAL_REASONS = ("queue_full", "memory_full", "db_unavailable", "database_refused")
 
 
 class CollectorMetrics:
@@ -35,6 +38,10 @@ class CollectorMetrics:
             ["reason"],
             registry=r,
         )
+        # Every reason is exported at 0 from the start: a series born at its first refusal shows
+        # rate() no increase, so refusals within one scrape of a fresh process would never alert.
+        for reason in SPAN_REFUSAL_REASONS:
+            self.spans_refused.labels(reason=reason)
         self.requests = Counter(
             _P + "requests", "OTLP export requests by transport and outcome.", ["transport", "outcome"], registry=r
         )
