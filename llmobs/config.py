@@ -114,7 +114,8 @@ SETTINGS: tuple[Setting, ...] = (
         "AUTH_FAILURES_PER_MINUTE",
         "30",
         "Failed authentications one client address may make per minute, per server process (api, "
-        "collector); past it its requests are refused with 429 before their credentials are looked at.",
+        "collector); past it its requests are refused with 429 before their credentials are looked up, "
+        "except credentials the process accepted in the last hour (docs/security.md).",
         "int",
         group="General",
         minimum=1,

@@ -96,6 +96,15 @@ def die_with_supervisor() -> None:
         raise SystemExit(f"the supervisor (pid {value}) that started this server is gone")
 
 
+def exec_with_supervisor(argv: list[str]) -> None:
+    """Become the program ``argv`` (exec, same pid) after :func:`die_with_supervisor`: how the
+    supervisor runs binaries that cannot ask for that themselves (Prometheus, the exporters). The
+    death signal survives exec (not into a setuid or file-capability binary). Raises SystemExit
+    when the supervisor is already gone, OSError when ``argv`` cannot be run."""
+    die_with_supervisor()
+    os.execvp(argv[0], argv)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line (LLMOBS_LOG_FORMAT=json): time (UTC, ISO 8601), level, service,
     pid, logger, message and, with a traceback, exception. ``llmobs logs`` renders it readably
@@ -178,3 +187,9 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 50, 100)
+
+
+if __name__ == "__main__":  # python -m llmobs.serving PROGRAM ARGS...: see exec_with_supervisor
+    if len(sys.argv) < 2:
+        raise SystemExit("usage: python -m llmobs.serving PROGRAM [ARGS...]")
+    exec_with_supervisor(sys.argv[1:])

@@ -49,6 +49,13 @@ def neighbour(settings):
     return b
 
 
+@pytest.fixture
+def in_process_api(settings):
+    """The api in-process (its own pool of the test database): for the neighbour's reads."""
+    with api_client(settings) as client:
+        yield client
+
+
 def test_span_timestamps_outside_the_window_are_rejected_and_make_no_partitions(
     start_collector, settings, admin_conn, neighbour
 ):
@@ -266,18 +273,25 @@ def post_head(path: str, length: int, token: str | None = None, extra: bytes = b
     )
 
 
-def export_latency(collector: RunningCollector, rounds: int = 5) -> float:
-    """Median seconds of a small export by the default project (each one stored)."""
+def export_latency(collector: RunningCollector, token: str, rounds: int = 5) -> float:
+    """Median seconds of a small export with ``token`` (each one stored)."""
     timings = []
     for i in range(rounds):
         body = otlp_request([{"trace_id": f"{0xE0 + i:032x}", "span_id": f"{0xE0 + i:016x}", "name": "probe"}])
         started = time.perf_counter()
-        assert http_export(collector.http_url, body, collector.token).status_code == 200
+        assert http_export(collector.http_url, body, token).status_code == 200
         timings.append(time.perf_counter() - started)
     return statistics.median(timings)
 
 
-def test_collector_refuses_unauthenticated_slow_huge_and_oversized_requests(start_collector, admin_conn):
+def test_collector_refuses_unauthenticated_slow_huge_and_oversized_requests(
+    start_collector, admin_conn, neighbour, in_process_api
+):
+    """The attacker sends with the default project's key; the neighbour's exports (another
+    project's key) and its reads through the api keep their latency, measured before and during
+    or after each attack."""
+    import threading
+
     collector: RunningCollector = start_collector(
         HTTP_READ_TIMEOUT_SECONDS="2",
         COLLECTOR_MAX_INFLIGHT_BYTES=str(4 * 1024 * 1024),
@@ -285,7 +299,10 @@ def test_collector_refuses_unauthenticated_slow_huge_and_oversized_requests(star
         AUTH_FAILURES_PER_MINUTE="1000",
     )
     port = int(collector.env["COLLECTOR_HTTP_PORT"])
-    baseline = export_latency(collector)
+    api = in_process_api
+    neighbour_writer = neighbour.keys["writer"]
+    baseline = export_latency(collector, neighbour_writer)
+    read_baseline = read_latency(api, neighbour.auth())
 
     # no key: 401 at once, before the 8 MiB body is sent, for every signal
     for path in ("/v1/traces", "/v1/logs", "/v1/metrics"):
@@ -307,8 +324,9 @@ def test_collector_refuses_unauthenticated_slow_huge_and_oversized_requests(star
             slow[1].sendall(b"\x00" * (3 << 20))
         second = read_response(slow[1])
         assert second.startswith(b"HTTP/1.1 429") and b"COLLECTOR_MAX_INFLIGHT_BYTES" in second, second[:300]
-        # others still get their spans in, about as fast as before, while the first is held
-        assert_latency_kept(baseline, export_latency(collector))
+        # others still get their spans in, and read, about as fast as before, while the first is held
+        assert_latency_kept(baseline, export_latency(collector, neighbour_writer))
+        assert_latency_kept(read_baseline, read_latency(api, neighbour.auth()))
         first = read_response(slow[0])  # the deadline: 408 within HTTP_READ_TIMEOUT_SECONDS
         assert first.startswith(b"HTTP/1.1 408"), first[:300]
     finally:
@@ -319,8 +337,10 @@ def test_collector_refuses_unauthenticated_slow_huge_and_oversized_requests(star
     spans = [{"trace_id": f"{i + 1:032x}", "span_id": f"{i + 1:016x}"} for i in range(1500)]
     response = http_export(collector.http_url, otlp_request(spans), collector.token)
     assert response.status_code == 429 and "COLLECTOR_QUEUE_MAX_SPANS" in response.text
+    assert_latency_kept(read_baseline, read_latency(api, neighbour.auth()))
 
-    # 4 million empty spans in one 8 MB gRPC message: refused quickly
+    # 4 million empty spans in one 8 MB gRPC message, sent over and over: each refused quickly,
+    # and the neighbour's reads keep their latency meanwhile
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     request = ExportTraceServiceRequest()
@@ -329,15 +349,32 @@ def test_collector_refuses_unauthenticated_slow_huge_and_oversized_requests(star
         scope.spans.add()
     body = request.SerializeToString()
     del request, scope
-    started = time.monotonic()
-    code, details, _ = grpc_export(collector.grpc_target, body, collector.token)
-    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "COLLECTOR_MAX_INFLIGHT_BYTES" in details
-    assert time.monotonic() - started < 10
+    answers: list[tuple[object, str, float]] = []
+    reads_done = threading.Event()
+
+    def flood() -> None:
+        while not reads_done.is_set() or not answers:
+            started = time.monotonic()
+            code, details, _ = grpc_export(collector.grpc_target, body, collector.token)
+            answers.append((code, details, time.monotonic() - started))
+
+    attacker = threading.Thread(target=flood)
+    attacker.start()
+    try:
+        during = read_latency(api, neighbour.auth())
+    finally:
+        reads_done.set()
+        attacker.join(timeout=120)
+    assert answers and all(code == grpc.StatusCode.RESOURCE_EXHAUSTED for code, _, _ in answers), answers[:1]
+    assert all("COLLECTOR_MAX_INFLIGHT_BYTES" in details and took < 10 for _, details, took in answers)
+    assert_latency_kept(read_baseline, during)
 
     assert collector.proc.poll() is None
     assert collector.health() == (200, collector.health()[1]) and collector.health()[1]["database"] == "up"
-    assert_latency_kept(baseline, export_latency(collector))
-    assert admin_conn.execute("SELECT count(*) FROM spans WHERE name = 'probe'").fetchone()[0] > 0
+    assert_latency_kept(baseline, export_latency(collector, neighbour_writer))
+    assert_latency_kept(read_baseline, read_latency(api, neighbour.auth()))
+    stored = admin_conn.execute("SELECT count(*) FROM spans WHERE name = 'probe' AND project_id = %s", (neighbour.id,))
+    assert stored.fetchone()[0] > 0
 
 
 def test_failed_authentications_are_rate_limited(start_collector):
@@ -349,6 +386,59 @@ def test_failed_authentications_are_rate_limited(start_collector):
     assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
     code, _, _ = grpc_export(collector.grpc_target, body, "llmobs_bad_grpc")
     assert code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+def test_a_key_in_use_keeps_working_from_an_address_being_limited(start_collector, settings, admin_conn):
+    """Clients behind one NAT share the failed-authentication limit. While a guesser at that
+    address is refused, a key the server accepted lately (and, on the api, a JWT it signed) is
+    still checked and served; a key it has not seen yet waits like the guesses (it cannot be told
+    from one without a lookup); a revoked key is refused."""
+    from llmobs.store import apikeys
+
+    collector: RunningCollector = start_collector(AUTH_FAILURES_PER_MINUTE="5")
+    office = make_project(settings, "office")  # a client behind the NAT, sending with its writer key
+    writer = office.keys["writer"]
+
+    def export(n: int, token: str) -> int:
+        body = otlp_request([{"trace_id": f"{0xA0 + n:032x}", "span_id": f"{0xA0 + n:016x}", "name": "behind-nat"}])
+        return http_export(collector.http_url, body, token).status_code
+
+    assert export(0, writer) == 200
+    assert [export(100 + i, f"llmobs_bad_{i}") for i in range(5)] == [401] * 5  # the guesser, same address
+    assert export(105, "llmobs_bad_again") == 429
+    assert export(1, writer) == 200  # the key in use goes on
+    code, _, _ = grpc_export(
+        collector.grpc_target, otlp_request([{"trace_id": "a2" * 16, "span_id": "a2" * 8}]), writer
+    )
+    assert code == grpc.StatusCode.OK
+    assert export(106, "llmobs_bad_still") == 429  # guesses are still refused, without a lookup
+    assert export(2, office.keys["admin"]) == 429  # valid, but never seen by this collector
+    stored = admin_conn.execute("SELECT count(*) FROM spans WHERE project_id = %s", (office.id,)).fetchone()[0]
+    assert stored == 3
+
+    # revoked (the collector hears of it at once): refused, then counted as a guess like any other
+    apikeys.revoke_key(admin_conn, writer.split("_")[1])
+    deadline = time.monotonic() + 15
+    while (status := export(3, writer)) == 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert status in (401, 429), status
+    assert export(4, writer) == 429
+
+    with api_client(settings.with_overrides(AUTH_FAILURES_PER_MINUTE="5")) as api:
+        reader = office.auth("reader")
+        assert api.get("/api/v1/traces", headers=reader).status_code == 200
+        guesses = [api.get("/api/v1/traces", headers={"Authorization": f"Bearer llmobs_x_{i}"}) for i in range(6)]
+        assert [r.status_code for r in guesses] == [401] * 5 + [429]
+        assert guesses[-1].json()["error"]["code"] == "auth_rate_limited"
+        assert api.get("/api/v1/traces", headers=reader).status_code == 200
+        # a JWT issued now is signed by this API: no guess, served at once
+        issued = api.post("/api/v1/auth/token", headers=reader)
+        assert issued.status_code == 200, issued.text
+        jwt_auth = {"Authorization": f"Bearer {issued.json()['access_token']}"}
+        assert api.get("/api/v1/traces", headers=jwt_auth).status_code == 200
+        for unknown in (office.keys["admin"], "a.b.c"):  # a key not seen yet, a forged token
+            answer = api.get("/api/v1/traces", headers={"Authorization": f"Bearer {unknown}"})
+            assert answer.status_code == 429 and int(answer.headers["retry-after"]) > 0
 
 
 def test_api_checks_credentials_before_the_body_and_bounds_heads_and_slow_bodies(

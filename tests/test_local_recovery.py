@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -337,3 +338,82 @@ def test_kill_9_of_the_postmaster_then_up_serves_again_without_loss(project: Pat
     assert again.returncode == 0, again.stdout + again.stderr
     export_spans(env, 10, 10)
     assert stored_spans(env) == (20, 20)
+
+
+def _collector_record(project: Path) -> dict:
+    """The collector's entry in the supervisor's record of its children (run/children.json)."""
+    (record,) = json.loads((project / "run" / "children.json").read_text())["services"]["collector"]
+    return record
+
+
+def _restart_delays(project: Path) -> list[str]:
+    """The supervisor's announced delays before each collector restart, in order ("0", "1", ...)."""
+    text = (project / "logs" / "supervisor.log").read_text()
+    return re.findall(r"collector replica 1 exited with code -?\d+ after [\d.]+s; restarting in (\d+)s", text)
+
+
+def _until_ingest_accepted(env: dict[str, str], prefix: int, timeout: float) -> float:
+    """Export one span until the collector acknowledges it; the seconds that took."""
+    started = time.monotonic()
+    base = f"http://127.0.0.1:{env['COLLECTOR_HTTP_PORT']}"
+    trace_id, span_id = ids(1, prefix)[0]
+    body = otlp_request([{"trace_id": trace_id, "span_id": span_id}])
+    while True:
+        try:
+            if http_export(base, body, env["LLMOBS_INGEST_API_KEY"], timeout=5).status_code == 200:
+                return time.monotonic() - started
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() - started < timeout, f"ingest not accepted within {timeout:.0f} s"
+        time.sleep(0.1)
+
+
+def test_restart_back_off_counts_from_readiness_not_spawn(project: Path) -> None:
+    """Issue 18 item 10: a collector killed with -9 after it served MIN_UPTIME seconds since it
+    reported ready is restarted at once, every time (no growing back-off); one that fails while
+    starting is restarted with a growing back-off, and serves again once it can start."""
+    from llmobs.stack.supervisor import MAX_BACKOFF, MIN_UPTIME
+
+    up = run_cli("up", "--runtime", "local", project_dir=project)
+    assert up.returncode == 0, up.stdout + up.stderr
+    env = read_env_file(project / ".env")
+    health = f"http://127.0.0.1:{env['COLLECTOR_METRICS_PORT']}/health"
+    acknowledged = 0
+    for kill in (1, 2):
+        deadline = time.monotonic() + 10
+        while not (record := _collector_record(project))["ready"] and time.monotonic() < deadline:
+            time.sleep(0.1)  # the supervisor notes readiness within its 0.2 s loop
+        assert record["ready"] and record["pid"], record
+        time.sleep(MIN_UPTIME + 1)  # serving since it said it was ready
+        export_spans(env, 20 + kill, 5)
+        acknowledged += 5
+        os.kill(record["pid"], signal.SIGKILL)
+        took = _until_ingest_accepted(env, 30 + kill, timeout=60)
+        acknowledged += 1
+        print(f"kill {kill}: ingest accepted again after {took:.1f} s")
+        assert httpx.get(health, timeout=5).status_code == 200
+        assert _collector_record(project)["restarts"] == kill
+        assert _restart_delays(project) == ["0"] * kill  # restarted at once, the second time too
+    assert stored_spans(env) == (acknowledged, acknowledged)
+
+    # A collector that cannot start (a setting only it reads is invalid): restarted after 1, 2,
+    # 4 ... s, not in a tight loop; back serving once the setting is fixed.
+    env_file = project / ".env"
+    good = env_file.read_text()
+    env_file.write_text(good + "PII_DETECTORS=no_such_detector\n")
+    os.kill(_collector_record(project)["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while len(_restart_delays(project)) < 2 + 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    delays = [int(d) for d in _restart_delays(project)[2:]]
+    # killed a moment after it came back (it had not served MIN_UPTIME yet): a crash at start
+    # too, then each failed start waits twice as long
+    assert delays[:3] == [1, 2, 4], delays
+    with pytest.raises(httpx.TransportError):
+        httpx.get(health, timeout=5)
+    assert "no_such_detector" in (project / "logs" / "collector.log").read_text()
+    env_file.write_text(good)
+    took = _until_ingest_accepted(env, 40, timeout=MAX_BACKOFF + 60)
+    print(f"after the fix: ingest accepted again after {took:.1f} s")
+    assert httpx.get(health, timeout=5).status_code == 200
+    assert stored_spans(env) == (acknowledged + 1, acknowledged + 1)

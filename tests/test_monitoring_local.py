@@ -329,3 +329,32 @@ def test_monitoring_profile_alerts_reach_the_webhook(project: Path, webhook: Web
     assert run_cli("down", project_dir=project, timeout=120).returncode == 0
     left = [p for p in our_processes(project) if any(b in " ".join(p.cmdline()) for b in BINARIES.values())]
     assert left == [], left
+
+
+def test_monitoring_processes_die_with_the_supervisor(project: Path):
+    """Like the api and collector, Prometheus, Alertmanager and the exporters are stopped by the
+    kernel when the supervisor dies, even by kill -9 (PR_SET_PDEATHSIG before their exec): none is
+    left holding its port, and the next `up` starts them again."""
+    import psutil
+
+    from llmobs.stack.monitoring import MONITORING_SERVICES
+
+    up = run_cli("up", "--runtime", "local", "--profile", "monitoring", project_dir=project, timeout=300)
+    assert up.returncode == 0, up.stdout + up.stderr
+    records = json.loads((project / "run" / "children.json").read_text())["services"]
+    processes = {name: psutil.Process(records[name][0]["pid"]) for name in MONITORING_SERVICES}
+    for name, process in processes.items():  # the binary itself (exec'd), not a wrapper
+        command = " ".join(process.cmdline())
+        assert BINARIES[name] in command and "llmobs.serving" not in command, (name, command)
+
+    supervisor = json.loads((project / "run" / "supervisor.pid").read_text())["pid"]
+    os.kill(supervisor, signal.SIGKILL)
+    _, alive = psutil.wait_procs(list(processes.values()), timeout=40)
+    assert not alive, f"outlived the supervisor: {[p.cmdline()[0] for p in alive]}"
+
+    again = run_cli("up", "--profile", "monitoring", project_dir=project, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    _, status = status_json(project)
+    by_name = {s["name"]: s for s in status["services"]}
+    for name in MONITORING_SERVICES:
+        assert (by_name[name]["state"], by_name[name]["health"]) == ("running", "healthy"), by_name[name]

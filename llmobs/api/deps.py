@@ -55,9 +55,13 @@ async def strict_query(request: Request) -> None:
 
 async def identify(state: ApiState, token: str | None, client: str | None) -> Principal:
     """The principal of ``token``. ApiError 429 when ``client`` failed to authenticate too often
-    this minute (AUTH_FAILURES_PER_MINUTE; its credentials are not even looked at), 401 when the
-    credentials are missing or bad (bad ones are counted against ``client``)."""
-    wait = state.auth_failures.retry_after(client) if token else 0
+    this minute (AUTH_FAILURES_PER_MINUTE; its credentials are not looked up) unless they are not a
+    guess: credentials this process accepted lately, or a JWT signed with this API's keys (clients
+    behind one NAT share the limit). 401 when the credentials are missing or bad (bad ones are
+    counted against ``client``)."""
+    wait = state.auth_failures.retry_after(client, token) if token else 0
+    if wait and token and state.auth.signed_here(token):
+        wait = 0
     if wait:
         raise ApiError(
             429,
@@ -66,11 +70,14 @@ async def identify(state: ApiState, token: str | None, client: str | None) -> Pr
             headers={"Retry-After": str(wait)},
         )
     try:
-        return await state.auth.principal(token)
+        principal = await state.auth.principal(token)
     except ApiError as exc:
         if exc.status == 401 and token:  # a wrong guess; no credentials at all cost nothing to refuse
-            state.auth_failures.failed(client)
+            state.auth_failures.failed(client, token)
         raise
+    if token:
+        state.auth_failures.succeeded(token)
+    return principal
 
 
 def bearer_token(authorization: str | None) -> str | None:

@@ -199,8 +199,9 @@ class Ingestor:
         authentications are limited per address), ``remote`` its address as logged.
 
         Raises IngestError (counted and logged, rate-limited): 429 when ``client`` failed too often
-        this minute (AUTH_FAILURES_PER_MINUTE), 401 unknown key, 403 not a writer key, 503 database
-        down.
+        this minute (AUTH_FAILURES_PER_MINUTE) and the key is not one this process accepted lately
+        (those are still served: clients behind one NAT share the limit), 401 unknown key, 403 not a
+        writer key, 503 database down.
         """
         try:
             return await self._authenticate(authorization, client, ITEMS[signal])
@@ -265,7 +266,7 @@ class Ingestor:
         token = bearer_token(authorization)
         if token is None:  # not a guess: refused without a lookup, not counted
             raise unauthenticated("missing API key: send `Authorization: Bearer <api key>`")
-        wait = self.auth_failures.retry_after(client)
+        wait = self.auth_failures.retry_after(client, token)
         if wait:
             raise IngestError(
                 RESOURCE_EXHAUSTED,
@@ -285,8 +286,9 @@ class Ingestor:
                 "db_unavailable",
             ) from None
         if key is None:
-            self.auth_failures.failed(client)
+            self.auth_failures.failed(client, token)
             raise unauthenticated("invalid, expired or revoked API key")
+        self.auth_failures.succeeded(token)
         if not key.allows("writer"):
             raise IngestError(
                 PERMISSION_DENIED,

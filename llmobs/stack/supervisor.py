@@ -9,8 +9,8 @@ PROJECT_DIR``), detached from the terminal. It
   one keeps crashing at start (exits before it has served MIN_UPTIME seconds since it reported
   ready); its children die with it, even by kill -9 (``llmobs.serving.die_with_supervisor``);
 * runs one process of each enabled monitoring service (``monitoring.py`` writes its configuration
-  and says how to start it) and keeps Prometheus's file_sd targets of the api and collector
-  current (``run/monitoring/targets/``);
+  and says how to start it; they die with it too: ``llmobs.serving.exec_with_supervisor``) and
+  keeps Prometheus's file_sd targets of the api and collector current (``run/monitoring/targets/``);
 * runs `llmobs db maintain` every MAINTAIN_INTERVAL_SECONDS (partitions, retention, rollups, and
   the host facts the alert rules read: volume usage);
 * re-reads its desired state (``run/supervisor.json``, written by `llmobs up/scale/down`) on
@@ -275,11 +275,12 @@ class Supervisor:
             return
         with open_private_log(log_file) as out:
             child.process = subprocess.Popen(
-                spec.argv,
+                # through llmobs.serving, which has the kernel stop it with us, then execs it
+                [sys.executable, "-m", "llmobs.serving", *spec.argv],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=spec.env,
+                env={**spec.env, SUPERVISOR_PID_ENV: str(os.getpid())},
                 cwd=self.layout.root,
                 start_new_session=True,
             )
