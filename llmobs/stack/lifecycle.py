@@ -124,7 +124,8 @@ def stack_status(
     ]
     status = StackStatus(stack.runtime, str(settings.project_dir) if settings.project_dir else None, services)
     if with_facts:
-        db_up = bool(results.get("timescaledb") and results["timescaledb"].healthy)
+        db = results.get("timescaledb") or results.get("db-proxy")  # profile `ha`: through db-proxy
+        db_up = bool(db and db.healthy)
         am_up = bool(results.get("alertmanager") and results["alertmanager"].healthy)
         found = facts_mod.collect(settings, database_up=db_up, sources=fact_sources, alertmanager_up=am_up)
         status.facts, status.warnings = found.values, found.warnings
