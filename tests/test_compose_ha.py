@@ -2,11 +2,14 @@
 Debian's packages): PostgreSQL under Patroni on db-1 and db-2 with synchronous replication, etcd,
 and db-proxy (HAProxy) in front. Under steady OTLP ingest, `docker kill` of the leader gives a new
 leader within 30 s; meanwhile the collector answers 503 with Retry-After and recovers by itself;
-afterwards every span it acknowledged is stored, once."""
+afterwards every span it acknowledged is stored, once. Then the killed node rejoins as a replica
+and `llmobs switchover` swaps the roles while API reads go on without a failure. The second test
+starts whatever the first left stopped, so it also runs alone."""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 
@@ -148,3 +151,67 @@ def test_killing_the_leader_fails_over_and_loses_no_acknowledged_span(project: P
     missing = acked - stored.keys()
     assert not missing, f"{len(missing)} of {len(acked)} acknowledged spans were lost"
     assert all(n == 1 for n in stored.values()), "an acknowledged span was stored twice"
+
+
+def ha_facts(project: Project) -> dict:
+    _code, status = project.status()
+    return status["facts"].get("ha") or {}
+
+
+def test_old_leader_rejoins_and_a_switchover_fails_no_api_read(project: Project):
+    # The node the previous test killed (if it ran) comes back as a replica: Patroni rewinds it.
+    project.cli("up", "--runtime", "compose", "--profile", "ha")
+
+    def settled() -> dict | None:
+        found = ha_facts(project)
+        members = found.get("members") or []
+        # Patroni 3.0 says "running" of a replica that streams, later versions "streaming"
+        replicas_up = all(m["state"] in ("running", "streaming") for m in members)
+        timelines = {m["timeline"] for m in members}
+        synced = [m for m in members if m["synchronous"]]
+        return found if len(members) == 2 and replicas_up and len(timelines) == 1 and synced else None
+
+    deadline = time.monotonic() + 120
+    while (found := settled()) is None and time.monotonic() < deadline:
+        time.sleep(1)
+    assert found is not None, (
+        f"the cluster did not settle with a synchronous standby on the leader's timeline: {ha_facts(project)}"
+    )
+    assert found["etcd"] == "healthy"
+    (leader,) = [m for m in found["members"] if m["role"] == "leader"]
+    (standby,) = [m for m in found["members"] if m["role"] == "replica"]
+    _code, status = project.status()
+    rows = {s["name"]: s for s in status["services"]}
+    assert rows[leader["name"]]["role"] == "leader" and rows[standby["name"]]["role"] == "replica"
+
+    failures: list[str] = []
+    reads = 0
+    stop = time.monotonic() + 3600
+
+    def read_loop() -> None:
+        nonlocal reads
+        with project.api() as client:
+            while time.monotonic() < stop:
+                try:
+                    response = client.get("/api/v1/traces", params={"limit": 5})
+                    if response.status_code != 200:
+                        failures.append(f"HTTP {response.status_code}: {response.text[:200]}")
+                except httpx.HTTPError as exc:
+                    failures.append(f"{type(exc).__name__}: {exc}")
+                reads += 1
+                time.sleep(0.05)
+
+    reader = threading.Thread(target=read_loop, daemon=True)
+    reader.start()
+    time.sleep(2)
+    proc = project.cli("switchover", check=False)
+    time.sleep(2)
+    stop = 0
+    reader.join(timeout=30)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    print(f"\nswitchover: {reads} API reads, {len(failures)} failed")
+
+    after = ha_facts(project)
+    roles_after = {m["name"]: m["role"] for m in after["members"]}
+    assert roles_after == {standby["name"]: "leader", leader["name"]: "replica"}
+    assert not failures, failures[:5]
