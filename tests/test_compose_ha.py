@@ -2,7 +2,8 @@
 Debian's packages): PostgreSQL under Patroni on db-1 and db-2 with synchronous replication, etcd,
 and db-proxy (HAProxy) in front. Under steady OTLP ingest, `docker kill` of the leader gives a new
 leader within 30 s; meanwhile the collector answers 503 with Retry-After and recovers by itself;
-afterwards every span it acknowledged is stored, once. Then the killed node rejoins as a replica
+afterwards every span it acknowledged is stored, and only a request retried after a 503 (whose
+first attempt may have committed as the leader died) may be stored twice. Then the killed node rejoins as a replica
 and `llmobs switchover` swaps the roles while API reads go on without a failure. The second test
 starts whatever the first left stopped, so it also runs alone."""
 
@@ -64,6 +65,10 @@ class HttpLoad(LoadThreads):
         super().__init__(threads)
         self.url, self.token = url, token
         self.unavailable: list[tuple[float, str | None]] = []
+        #: span ids of acknowledged requests that had been answered 503 before: an attempt
+        #: answered 503 may still have committed (the leader died before it could answer), so
+        #: the retry contract (at least once) allows these to be stored twice
+        self.retried: set[str] = set()
 
     def _run(self, worker: int) -> None:
         headers = {"content-type": "application/x-protobuf", "authorization": f"Bearer {self.token}"}
@@ -73,7 +78,9 @@ class HttpLoad(LoadThreads):
                 n += 1
                 span_ids = [f"{worker + 1:04x}{n:08x}{i:04x}" for i in range(20)]
                 body = otlp_request([{"trace_id": f"{worker + 1:08x}{n:024x}", "span_id": s} for s in span_ids])
+                attempts = 0
                 while not self._stop.is_set():
+                    attempts += 1
                     try:
                         response = client.post(f"{self.url}/v1/traces", content=body, headers=headers)
                     except httpx.HTTPError as exc:
@@ -81,6 +88,8 @@ class HttpLoad(LoadThreads):
                         return
                     if response.status_code == 200:
                         self.acked.append((time.monotonic(), span_ids))
+                        if attempts > 1:
+                            self.retried.update(span_ids)
                         break
                     if response.status_code == 503:
                         self.unavailable.append((time.monotonic(), response.headers.get("retry-after")))
@@ -150,7 +159,10 @@ def test_killing_the_leader_fails_over_and_loses_no_acknowledged_span(project: P
     stored = {span_id: n for span_id, n in rows}
     missing = acked - stored.keys()
     assert not missing, f"{len(missing)} of {len(acked)} acknowledged spans were lost"
-    assert all(n == 1 for n in stored.values()), "an acknowledged span was stored twice"
+    twice = {span_id for span_id, n in stored.items() if n > 1}
+    print(f"ha failover: {len(acked)} acknowledged spans, {len(twice)} stored twice (all retried after a 503)")
+    assert twice <= load.retried, f"{len(twice - load.retried)} spans acknowledged at the first attempt stored twice"
+    assert all(n <= 2 for n in stored.values())
 
 
 def ha_facts(project: Project) -> dict:
@@ -214,4 +226,7 @@ def test_old_leader_rejoins_and_a_switchover_fails_no_api_read(project: Project)
     after = ha_facts(project)
     roles_after = {m["name"]: m["role"] for m in after["members"]}
     assert roles_after == {standby["name"]: "leader", leader["name"]: "replica"}
-    assert not failures, failures[:5]
+    if failures:
+        (api,) = project.containers("api")
+        api_log = docker("logs", "--tail", "40", api["Id"], check=False)
+        pytest.fail(f"{len(failures)} API reads failed: {failures[:5]}\napi log:\n{api_log.stdout}{api_log.stderr}")

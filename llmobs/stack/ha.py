@@ -220,7 +220,8 @@ def _change_leader(stack: Stack, progress: Progress, action: str, *, to: str | N
             raise LlmobsError(f"{target} did not become the leader within {timeout:.0f} s", hint=_HINT)
         time.sleep(0.5)
     _wait_writable(stack, deadline)
-    progress.done(f"{target} leads (timeline {now.timeline}); writes go to it through db-proxy")
+    timeline = next((m.timeline for m in members(stack) if m.name == target), now.timeline)
+    progress.done(f"{target} leads (timeline {timeline}); writes go to it through db-proxy")
     return target
 
 
