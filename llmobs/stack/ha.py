@@ -245,6 +245,23 @@ def _wait_writable(stack: Stack, deadline: float) -> None:
         time.sleep(0.5)
 
 
+def set_synchronous_mode(stack: Stack, on: bool, *, timeout: float = 60) -> None:
+    """Turn Patroni's ``synchronous_mode`` on or off (``PATCH /config``, cluster-wide) and wait
+    until the cluster has (on) or has no (off) synchronous standby. For measuring its cost
+    (bench/ha.py); off, a failover can lose acknowledged writes."""
+    leader = _leader(stack)
+    if leader is None:
+        raise LlmobsError("there is no leader to change the configuration through", hint=_HINT)
+    status, text = _rest(stack, leader.name, "PATCH", "/config", {"synchronous_mode": on})
+    if status != 200:
+        raise LlmobsError(f"Patroni refused the configuration change (HTTP {status}): {text.strip()[:300]}")
+    deadline = time.monotonic() + timeout
+    while any(m.synchronous for m in members(stack)) != on:
+        if time.monotonic() > deadline:
+            raise LlmobsError(f"synchronous_mode {'on' if on else 'off'} did not take effect within {timeout:.0f} s")
+        time.sleep(0.5)
+
+
 def member_lines(found: Sequence[dict[str, Any]]) -> list[str]:
     """One line per node for `status`: role, state, timeline, lag."""
     lines = []
