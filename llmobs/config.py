@@ -138,6 +138,13 @@ SETTINGS: tuple[Setting, ...] = (
     _s("PROMETHEUS_PORT", "9090", "Prometheus port (profile `monitoring`).", "port", group="Ports"),
     _s("ALERTMANAGER_PORT", "9093", "Alertmanager port (profile `monitoring`).", "port", group="Ports"),
     _s(
+        "DB_READ_PORT",
+        "5433",
+        "PostgreSQL read port of `db-proxy` (profile `ha`): the replicas; `DB_PORT` is the leader.",
+        "port",
+        group="Ports",
+    ),
+    _s(
         "POSTGRES_EXPORTER_PORT",
         "9187",
         "Port of the PostgreSQL exporter in the local runtime (profile `monitoring`; in compose it is not published).",
@@ -603,6 +610,22 @@ SETTINGS: tuple[Setting, ...] = (
         generate="password",
     ),
     _s(
+        "DB_REPLICATION_PASSWORD",
+        "",
+        "Password of PostgreSQL's replication user `replicator` (profile `ha`: Patroni's streaming replicas).",
+        "secret",
+        group="Secrets",
+        generate="password",
+    ),
+    _s(
+        "PATRONI_REST_PASSWORD",
+        "",
+        "Password of Patroni's REST API user `patroni` (profile `ha`: switchover, failover, restart).",
+        "secret",
+        group="Secrets",
+        generate="password",
+    ),
+    _s(
         "REDIS_PASSWORD",
         "",
         "Password of the Redis ACL user `REDIS_USER`.",
@@ -728,6 +751,24 @@ SETTINGS: tuple[Setting, ...] = (
         "LLMOBS_IMAGE_REDIS_EXPORTER",
         "oliver006/redis_exporter:v1.45.0-alpine",
         "Image of the `redis-exporter` service (profile `monitoring`; the image needs /bin/sh).",
+        group="Compose",
+    ),
+    _s(
+        "LLMOBS_IMAGE_PATRONI",
+        "ghcr.io/llm-observatory/patroni:15",
+        "Image of the `db-1`..`db-N` services (profile `ha`): PostgreSQL with Patroni, built from docker/patroni.",
+        group="Compose",
+    ),
+    _s(
+        "LLMOBS_IMAGE_ETCD",
+        "quay.io/coreos/etcd:v3.4.23",
+        "Image of the `etcd` service (profile `ha`): Patroni's configuration store.",
+        group="Compose",
+    ),
+    _s(
+        "LLMOBS_IMAGE_HAPROXY",
+        "haproxy:2.6",
+        "Image of the `db-proxy` service (profile `ha`): HAProxy with the write and read ports.",
         group="Compose",
     ),
     _s(

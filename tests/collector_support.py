@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -225,6 +226,34 @@ def http_export(
     if token:
         all_headers["authorization"] = f"Bearer {token}"
     return httpx.post(f"{base_url}{path}", content=body, headers=all_headers, timeout=timeout)
+
+
+class LoadThreads:
+    """Client threads sending requests of new spans until the ``with`` block ends. A subclass's
+    ``_run(worker)`` appends ``(time.monotonic(), span ids)`` to ``acked`` for every request the
+    collector acknowledged and describes anything it does not retry in ``failures``."""
+
+    def __init__(self, threads: int) -> None:
+        self.acked: list[tuple[float, list[str]]] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
+
+    def __enter__(self):
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=60)
+
+    def _run(self, worker: int) -> None:
+        raise NotImplementedError
+
+    def acked_ids(self) -> set[str]:
+        return {s for _, ids in self.acked for s in ids}
 
 
 def ids(n: int, prefix: int) -> list[tuple[str, str]]:

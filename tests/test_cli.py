@@ -43,7 +43,7 @@ def test_help_imports_no_heavy_library():
 def test_every_command_group_has_help():
     proc = run_cli("--help")
     assert proc.returncode == 0
-    for command in ("init", "up", "down", "status", "logs", "scale", "doctor", "db", "serve"):
+    for command in ("init", "up", "down", "status", "logs", "scale", "switchover", "failover", "doctor", "db", "serve"):
         assert command in proc.stdout
         assert run_cli(command, "--help").returncode == 0
 
@@ -52,6 +52,15 @@ def test_unknown_command_is_a_usage_error():
     proc = run_cli("frobnicate")
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
+
+
+def test_switchover_and_failover_without_the_ha_profile_say_how_to_get_it(workdir):
+    run_cli("init", str(workdir))
+    for args in (("switchover",), ("failover", "--to", "db-2")):
+        proc = run_cli(*args, "--runtime", "local", project_dir=workdir)
+        assert proc.returncode == 2, proc.stderr
+        assert "`ha` profile" in proc.stderr and "--profile ha" in proc.stderr
+        assert "Traceback" not in proc.stderr
 
 
 def test_doctor_reports_local_runtime_prerequisites_as_json(workdir):

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 
 import grpc
 import psycopg
 import pytest
-from collector_support import collector_env, grpc_export, launch, otlp_request
+from collector_support import LoadThreads, collector_env, grpc_export, launch, otlp_request
 
 from llmobs.config import Settings, generate_password
 
@@ -19,27 +18,14 @@ from conftest import PgServer, free_port, make_workdir, pg_os_user, settings_env
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
 
 
-class Load:
+class Load(LoadThreads):
     """Client threads sending requests of 50 new spans each; they keep the span ids of every
     acknowledged request, count retryable errors, and retry those (as the SDK exporters do)."""
 
     def __init__(self, target: str, token: str, threads: int = 4, retry: bool = True) -> None:
+        super().__init__(threads)
         self.target, self.token, self.retry = target, token, retry
-        self.acked: list[tuple[float, list[str]]] = []
         self.retryable = 0
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
-
-    def __enter__(self) -> Load:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=60)
 
     def _run(self, worker: int) -> None:
         n = 0
@@ -60,9 +46,6 @@ class Load:
                     return
                 self.failures.append(f"{code}: {details}")
                 return
-
-    def acked_ids(self) -> set[str]:
-        return {s for _, ids in self.acked for s in ids}
 
 
 def stored_ids(conn: psycopg.Connection) -> set[str]:

@@ -22,7 +22,7 @@ OVERLAYS = {
     "offline": ["docker-compose.yml", "docker-compose.offline.yml"],
     "prod": ["docker-compose.yml", "docker-compose.prod.yml"],
 }
-ALL_PROFILES = ["admin", "backup", "grafana"]
+ALL_PROFILES = ["admin", "backup", "grafana", "ha"]
 #: secrets only the CLI on the host uses (bootstrap stores the keys' hashes); no container needs them
 HOST_ONLY_SECRETS = {"LLMOBS_ADMIN_API_KEY", "LLMOBS_INGEST_API_KEY"}
 
@@ -59,7 +59,18 @@ def test_network_and_volumes_carry_the_project_name(tmp_path: Path):
     assert config["networks"]["default"]["name"] == "acme-obs-network"
     names = {spec["name"] for spec in config["volumes"].values()}
     assert names == {
-        f"acme-obs-{v}" for v in ("db-data", "redis-data", "grafana-data", "pgadmin-data", "backup-data", "wal-archive")
+        f"acme-obs-{v}"
+        for v in (
+            "db-data",
+            "redis-data",
+            "grafana-data",
+            "pgadmin-data",
+            "backup-data",
+            "wal-archive",
+            "etcd-data",
+            "db-1-data",
+            "db-2-data",
+        )
     }
 
 
@@ -68,6 +79,35 @@ def test_offline_overlay_never_pulls_and_leaves_grafana_to_a_profile(tmp_path: P
     assert "grafana" not in active and "pgadmin" not in active
     for name, svc in active.items():
         assert svc.get("pull_policy") == "never", name
+
+
+def test_ha_overlay_replaces_timescaledb_with_patroni_nodes_behind_db_proxy(tmp_path: Path):
+    """With profile `ha` llmobs adds docker-compose.ha.yml: no timescaledb, and every client of
+    PostgreSQL goes through db-proxy, which publishes the write and read ports."""
+    files = [*OVERLAYS["offline"], "docker-compose.ha.yml"]
+    services = compose_config(files, tmp_path, profiles=["backup", "ha"])["services"]
+    assert "timescaledb" not in services
+    assert {"etcd", "db-1", "db-2", "db-proxy"} <= set(services)
+    for name in ("collector", "api", "maintenance", "backup"):
+        assert services[name]["environment"]["DB_HOST"] == "db-proxy", name
+        assert "timescaledb" not in services[name]["depends_on"], name
+    published = {p["target"]: p["published"] for p in services["db-proxy"]["ports"]}
+    assert published == {5432: "5432", 5433: "5433"}  # DB_PORT, DB_READ_PORT
+    for node in ("db-1", "db-2"):
+        env = services[node]["environment"]
+        assert env["PATRONI_NAME"] == node and env["PATRONI_POSTGRESQL_CONNECT_ADDRESS"] == f"{node}:5432"
+        assert not any("PASSWORD" in key for key in env), node
+        assert {s["source"] for s in services[node]["secrets"]} == {
+            "db_password",
+            "db_replication_password",
+            "patroni_rest_password",
+        }
+        assert services[node]["pull_policy"] == "never"
+    patroni = yaml.safe_load((COMPOSE / "ha" / "patroni.yml").read_text())
+    dcs = patroni["bootstrap"]["dcs"]
+    assert dcs["synchronous_mode"] is True
+    assert dcs["loop_wait"] + 2 * dcs["retry_timeout"] <= dcs["ttl"]
+    assert "password" not in json.dumps(patroni["postgresql"]["authentication"])
 
 
 def test_published_ports_bind_to_bind_address(tmp_path: Path):

@@ -7,8 +7,9 @@ timeout, so a read is one statement in autocommit: one round trip, no BEGIN and 
 
 * :meth:`Database.read` — scoped to one project by the session's ``llmobs.project_id``, which
   row-level security reads; it is set again only when the connection served another project.
-  A read whose session the server ended (a restart, a password rotation) runs again, once, on a
-  new connection: reads are idempotent;
+  A read whose session the server ended (a restart, a password rotation, a switchover) runs
+  again on a new connection, for up to READ_RETRY_WINDOW seconds (READ_MAX_ATTEMPTS at most):
+  reads are idempotent;
 * :meth:`Database.write_spans` — inserting one project's spans with the collector's COPY, which
   PostgreSQL only allows to a role that bypasses row-level security: the login role, for the
   length of that transaction;
@@ -46,6 +47,14 @@ POOL_TIMEOUT = 5.0
 #: 2 s, 4 s, ...) before giving up; the next request then tries again at once. Retrying for ever
 #: left requests waiting up to the back-off's next attempt (8 s, 16 s) after PostgreSQL was back.
 RECONNECT_TIMEOUT = 1.0
+
+#: Seconds, and attempts at most, a read whose session the server ended keeps running again on
+#: new connections: a switchover or failover (profile `ha`) ends every session of the old
+#: leader, and db-proxy routes to the new one a second or two later. Reads are idempotent; the
+#: cap on attempts keeps a read that itself crashes the server from doing it again and again.
+READ_RETRY_WINDOW = 5.0
+READ_MAX_ATTEMPTS = 4
+READ_RETRY_PAUSE = 0.2
 
 _SCOPE_SQL = "SELECT set_config('llmobs.project_id', %s, false)"
 _READ_WRITE_SQL = "SET TRANSACTION READ WRITE"
@@ -155,18 +164,33 @@ class Database:
             return await self._read(project_id, work)
 
     async def _read(self, project_id: int, work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
-        try:
-            return await self._read_once(project_id, work)
-        except SessionEnded as ended:
-            # Whatever ended this session (a restart, a rotation) has likely ended the other idle
-            # ones too: check them all (one round trip each), then run the read again.
-            log.info("a read lost its session (%s); checking the pool and running it again", ended.reason)
-        await self.pool.check()
-        return await self._read_once(project_id, work, retry=False)
+        """The read, run again on a new connection while its session keeps being ended, for up to
+        READ_RETRY_WINDOW seconds and READ_MAX_ATTEMPTS attempts; then the last connection error
+        (the API answers 503)."""
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                return await self._read_once(project_id, work)
+            except SessionEnded as ended:
+                if deadline is None:
+                    # Whatever ended this session (a restart, a rotation, a switchover) has likely
+                    # ended the other idle ones too: check them all (one round trip each), then
+                    # run the read again at once.
+                    log.info("a read lost its session (%s); checking the pool and running it again", ended.reason)
+                    deadline = loop.time() + READ_RETRY_WINDOW
+                elif loop.time() >= deadline or attempts >= READ_MAX_ATTEMPTS:
+                    cause = ended.__cause__
+                    raise cause if isinstance(cause, Exception) else ended from None
+                else:
+                    # The server is still going away (a leader being demoted): give the new one,
+                    # and db-proxy's next health check, a moment.
+                    await asyncio.sleep(READ_RETRY_PAUSE)
+            await self.pool.check()
 
-    async def _read_once(
-        self, project_id: int, work: Callable[[psycopg.AsyncConnection], Awaitable[T]], *, retry: bool = True
-    ) -> T:
+    async def _read_once(self, project_id: int, work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
         from psycopg import OperationalError
 
         async with self.pool.connection() as conn:
@@ -178,7 +202,7 @@ class Database:
                     self._scopes[conn] = project_id
                 return await work(conn)
             except OperationalError as exc:
-                if retry and (conn.broken or exc.sqlstate in _SESSION_ENDED):
+                if conn.broken or exc.sqlstate in _SESSION_ENDED:
                     raise SessionEnded(type(exc).__name__) from exc  # the pool drops the connection
                 raise
 

@@ -30,6 +30,8 @@ def register(app: typer.Typer) -> None:
     app.command("status")(status)
     app.command("logs")(logs)
     app.command("scale")(scale)
+    app.command("switchover")(switchover)
+    app.command("failover")(failover)
 
 
 def up(
@@ -43,7 +45,7 @@ def up(
         typer.Option(
             "--profile",
             help="Profiles to enable: admin (pgAdmin), backup (scheduler), monitoring (Prometheus, Alertmanager, "
-            "exporters; also in the local runtime).",
+            "exporters; also in the local runtime), ha (PostgreSQL under Patroni behind HAProxy; compose only).",
         ),
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every service to be healthy.")] = 120,
@@ -185,6 +187,12 @@ def _show_status(obj: CliContext, result: StackStatus, json_: bool) -> None:
             )
         elif isinstance(backup, dict):
             lines.append(f"backups: not visible from here ({backup.get('reason', 'unknown')})")
+        ha_facts = f.get("ha")
+        if isinstance(ha_facts, dict):
+            from llmobs.stack.ha import member_lines
+
+            lines.extend(f"PostgreSQL {line}" for line in member_lines(ha_facts.get("members") or []))
+            lines.append(f"etcd: {ha_facts.get('etcd')}")
         if "alerts" in f:
             lines.append(f"alerts firing: {', '.join(a['name'] for a in f['alerts']) or 'none'}")
         obj.console.print("\n".join(lines))
@@ -235,3 +243,38 @@ def scale(
     stack = get_stack(obj.settings, runtime)
     with ConsoleProgress(obj.console) as progress:
         stack.scale(replicas, progress)
+
+
+NodeOpt = Annotated[str | None, typer.Option("--to", help="The node to lead: db-1 or db-2.", show_default=False)]
+
+
+def switchover(ctx: typer.Context, to: NodeOpt = None, runtime: RuntimeOpt = None) -> None:
+    """Profile `ha`: hand the leader role to another PostgreSQL node (default: the synchronous
+    standby) through Patroni, and wait until it leads. Writes pause for a few seconds (the
+    collector answers 503 with Retry-After meanwhile)."""
+    from llmobs.cli.progress import ConsoleProgress
+    from llmobs.stack import ha
+    from llmobs.stack.runtime import get_stack
+
+    obj = ctx_obj(ctx)
+    stack = get_stack(obj.settings, runtime)
+    with ConsoleProgress(obj.console) as progress:
+        ha.switchover(stack, progress, to=to)
+
+
+def failover(
+    ctx: typer.Context,
+    to: Annotated[str, typer.Option("--to", help="The node to lead: db-1 or db-2.")],
+    runtime: RuntimeOpt = None,
+) -> None:
+    """Profile `ha`: make NODE the leader through Patroni even when the leader is not healthy (a
+    manual failover). Prefer `switchover` while the leader is healthy; a failover to a node that is
+    not the synchronous standby can lose the writes it had not received."""
+    from llmobs.cli.progress import ConsoleProgress
+    from llmobs.stack import ha
+    from llmobs.stack.runtime import get_stack
+
+    obj = ctx_obj(ctx)
+    stack = get_stack(obj.settings, runtime)
+    with ConsoleProgress(obj.console) as progress:
+        ha.failover(stack, progress, to=to)

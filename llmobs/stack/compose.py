@@ -53,6 +53,10 @@ DB_SERVICE = "timescaledb"
 DB_MOUNT = "/var/lib/postgresql/data"
 #: Docker secret file -> file in LLMOBS_TLS_DIR (prod overlay)
 TLS_FILES = {"TLS_CERT": "server.crt", "TLS_KEY": "server.key", "TLS_CA": "ca.crt"}
+#: profile `ha`: PostgreSQL under Patroni behind db-proxy (docs/ha.md); its overlay, added last,
+#: takes timescaledb out and points every client at db-proxy
+HA_PROFILE = "ha"
+HA_OVERLAY = "docker-compose.ha.yml"
 _START_TIMEOUT_S = 300
 _HINT = "see `llmobs logs SERVICE` and `llmobs status`; `llmobs doctor` checks the Docker engine"
 
@@ -119,6 +123,8 @@ class ComposeStack(Stack):
             files.append(path)
         if not files:
             raise ConfigError("LLMOBS_COMPOSE_FILES", "names no compose file")
+        if HA_PROFILE in self.profiles:
+            files.append(resource_dir("compose") / HA_OVERLAY)
         return files
 
     def compose_env(self) -> dict[str, str]:

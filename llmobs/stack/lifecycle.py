@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from llmobs.errors import LlmobsError
 from llmobs.stack import facts as facts_mod
+from llmobs.stack import ha
 from llmobs.stack.health import ProbeResult, probe, ui_url
 from llmobs.stack.ports import check_distinct_ports
 from llmobs.stack.services import DATA_SERVICES, SERVICES, SERVICES_BY_NAME
@@ -44,6 +45,8 @@ class ServiceStatus:
     containers: list[str]
     ports: dict[str, int]
     detail: str = ""
+    #: profile `ha`, PostgreSQL nodes only: "leader" or "replica" (Patroni's view)
+    role: str | None = None
 
     @property
     def counts(self) -> bool:
@@ -124,13 +127,30 @@ def stack_status(
     ]
     status = StackStatus(stack.runtime, str(settings.project_dir) if settings.project_dir else None, services)
     if with_facts:
-        db_up = bool(results.get("timescaledb") and results["timescaledb"].healthy)
+        db = results.get("timescaledb") or results.get("db-proxy")  # profile `ha`: through db-proxy
+        db_up = bool(db and db.healthy)
         am_up = bool(results.get("alertmanager") and results["alertmanager"].healthy)
         found = facts_mod.collect(settings, database_up=db_up, sources=fact_sources, alertmanager_up=am_up)
         status.facts, status.warnings = found.values, found.warnings
+    if with_facts and any(states.get(n) and states[n].state in ("running", "starting") for n in ha.NODES):
+        _ha_facts(stack, status)
     if "api" in states:
         status.facts["ui_url"] = ui_url(settings)
     return status
+
+
+def _ha_facts(stack: Stack, status: StackStatus) -> None:
+    """Profile `ha`: each node's role, timeline and lag and etcd's health (``facts["ha"]``), and
+    the role on the nodes' own rows."""
+    found = ha.facts(stack)
+    status.warnings.extend(found.pop("warnings"))
+    status.facts["ha"] = found
+    roles = {m["name"]: m for m in found["members"]}
+    for svc in status.services:
+        member = roles.get(svc.name)
+        if member is not None:
+            svc.role = member["role"]
+            svc.detail = svc.detail or ha.member_lines([member])[0].split(": ", 1)[1]
 
 
 def wait_healthy(

@@ -34,6 +34,21 @@ class Service:
 SERVICES: tuple[Service, ...] = (
     Service("timescaledb", "PostgreSQL (TimescaleDB when available)", "postgres", ("DB_PORT",), tier="data"),
     Service("redis", "Redis: rate limits, cache, pub/sub", "redis", ("REDIS_PORT",), tier="data"),
+    # Profile `ha` (compose only, docs/ha.md): PostgreSQL under Patroni instead of timescaledb.
+    # db-proxy is probed like the single server (a login through the write port reaches the
+    # leader); the nodes and etcd by their containers' healthchecks.
+    Service("etcd", "etcd: Patroni's configuration store", "http", (), tier="data", profile="ha", local=False),
+    Service("db-1", "PostgreSQL under Patroni", "http", (), tier="data", profile="ha", local=False),
+    Service("db-2", "PostgreSQL under Patroni", "http", (), tier="data", profile="ha", local=False),
+    Service(
+        "db-proxy",
+        "HAProxy: write port to the Patroni leader, read port to the replicas",
+        "postgres",
+        ("DB_PORT", "DB_READ_PORT"),
+        tier="data",
+        profile="ha",
+        local=False,
+    ),
     Service(
         "collector",
         "OTLP collector (gRPC and HTTP)",
