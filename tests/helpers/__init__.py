@@ -10,7 +10,10 @@ files instead: ``tests/conftest.py`` for those several areas use, an area's own 
 - ``backup``: a PostgreSQL cluster with WAL archiving, a moto S3 server;
 - ``local``: a local-runtime project's status, processes and database;
 - ``compose``: the Docker engine, offline images and compose test projects;
-- ``secrets``: clients that keep using a stack while its secrets rotate;
+- ``rotation``: clients that keep using a stack while its secrets rotate;
 - ``fake_openai``, ``genai_driver``, ``genai_signals_driver``: a fake OpenAI server and the scripts
   that drive real GenAI instrumentations against it.
+
+A module's name must not be that of a standard or installed module (``secrets``, ``json``, ...):
+the drivers run as scripts from this folder, which puts it first on their ``sys.path``.
 """

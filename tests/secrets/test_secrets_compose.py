@@ -16,7 +16,7 @@ from llmobs.config import read_env_file, update_env_file
 
 from helpers.common import free_ports_env, make_workdir, run_cli
 from helpers.compose import docker, new_project_name, offline_settings, remove_compose_project
-from helpers.secrets import (
+from helpers.rotation import (
     ProcessArgsSampler,
     api_status,
     assert_no_secret_in,

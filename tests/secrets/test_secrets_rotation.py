@@ -15,7 +15,7 @@ from llmobs.secrets.catalog import SECRETS
 from llmobs.secrets.rotate import FAILPOINT_ENV, rotation_steps
 
 from helpers.common import free_ports_env, run_cli
-from helpers.secrets import pg_accepts, redis_accepts
+from helpers.rotation import pg_accepts, redis_accepts
 
 TRACKED = [s.name for s in SECRETS]
 

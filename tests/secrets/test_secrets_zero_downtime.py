@@ -22,7 +22,7 @@ from llmobs.config import read_env_file
 from llmobs.secrets.rotate import FAILPOINT_ENV, rotation_steps
 
 from helpers.common import free_ports_env, run_cli
-from helpers.secrets import (
+from helpers.rotation import (
     FreshTokenUser,
     ProcessArgsSampler,
     api_status,
