@@ -2,7 +2,7 @@
 
 Surfaces: ``table`` (the columns of ``spans``), ``row`` (:class:`llmobs.store.spans.SpanRow`, the
 COPY order the collector writes), ``rest`` (the API's ``Span`` model) and ``graphql`` (the
-GraphQL ``Span`` type, camelCase). ``tests/test_span_fields.py`` checks every surface against
+GraphQL ``Span`` type, camelCase). ``tests/store/test_span_fields.py`` checks every surface against
 this list: a field a surface lacks without a reason in :attr:`SpanField.omit` fails it.
 
 Adding a span field: add it here, add the column in a migration, then the field of ``SpanRow``
