@@ -23,6 +23,15 @@ content per call) and, with every trace request, an OTLP metrics request (cumula
 and duration histograms). Clients send the three signals concurrently; the ceiling is then the
 COPY of the span, log record and metric rows together, and the report gives spans/s and log
 records/s of both.
+
+``--pipeline`` measures, without any server, the CPU per span of the collector's own work on each
+request, by stage: decode (protobuf to spans), process (the span pipeline: normalize, messages,
+price, redact) and encode (COPY text), with the collector's GC settings. ``--against DIR`` runs the
+same measurement on another checkout (e.g. a worktree of the commit before a change) in the same
+run, alternating with this one for ``--rounds`` rounds, and prints both with the difference::
+
+    git worktree add --detach /tmp/before HEAD~1
+    .venv/bin/python bench/ingest.py --pipeline --spans 20000 --rounds 5 --against /tmp/before
 """
 
 from __future__ import annotations
@@ -30,16 +39,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import pickle
 import random
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from benchlib import Infra, free_port, server_env, start_server, stop_server
+from benchlib import ROOT, Infra, free_port, server_env, start_server, stop_server
 
 from llmobs.collector.otlp import ProtobufRequest
 
@@ -234,6 +245,98 @@ def make_signal_requests(trace_requests: list[bytes], seed: int) -> list[tuple[b
                 points += 1
         out.append((logs.SerializeToString(), records, metrics.SerializeToString(), points))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# pipeline stages, per code tree
+
+#: Run as ``python -c PIPELINE_STAGES TREE REQUESTS PASSES`` in a fresh process: imports llmobs from
+#: TREE (any checkout with the same entry points), prints the CPU microseconds per span of each
+#: stage, the best of PASSES passes over the pickled requests.
+PIPELINE_STAGES = """
+import gc, json, pickle, sys, time
+tree = sys.argv[1]
+sys.path.insert(0, tree)
+import llmobs
+if not llmobs.__file__.startswith(tree):
+    raise SystemExit(f"llmobs imported from {llmobs.__file__}, not from {tree}")
+from llmobs.collector.otlp import ProtobufRequest
+from llmobs.collector.pipeline import SpanPipeline
+from llmobs.config import Settings
+from llmobs.serving import tune_gc
+from llmobs.store.spans import encode_rows
+with open(sys.argv[2], "rb") as fh:
+    requests = pickle.load(fh)
+pipeline = SpanPipeline.from_settings(Settings({}, None))
+tune_gc()
+clock = time.process_time
+best = None
+for _ in range(int(sys.argv[3])):
+    spent = [0.0, 0.0, 0.0]
+    spans = 0
+    for body in requests:
+        t0 = clock()
+        request = ProtobufRequest(body)
+        request.span_count
+        raw = list(request.raw_spans())
+        t1 = clock()
+        rows = pipeline.process(raw, 1).rows
+        t2 = clock()
+        encode_rows(rows)
+        t3 = clock()
+        spent[0] += t1 - t0
+        spent[1] += t2 - t1
+        spent[2] += t3 - t2
+        spans += len(raw)
+    us = [t / spans * 1e6 for t in spent]
+    if best is None or sum(us) < sum(best):
+        best = us
+print(json.dumps(best))
+"""
+STAGES = ("decode", "process", "encode")
+
+
+def pipeline_stages(tree: Path, requests_file: Path, passes: int = 3) -> list[float]:
+    """CPU microseconds per span of decode, process and encode with llmobs from ``tree``."""
+    proc = subprocess.run(
+        [sys.executable, "-c", PIPELINE_STAGES, str(tree), str(requests_file), str(passes)],
+        capture_output=True,
+        text=True,
+        cwd=tree,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"pipeline stages on {tree} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def run_pipeline(requests: list[bytes], rounds: int, against: Path | None) -> None:
+    """Stage CPU per span of this checkout (and of ``against``), alternating, medians printed."""
+    trees = {"this checkout": ROOT} | ({str(against): against} if against else {})
+    results: dict[str, list[list[float]]] = {name: [] for name in trees}
+    with tempfile.TemporaryDirectory(prefix="llmobs-bench-pipeline-") as tmp:
+        requests_file = Path(tmp) / "requests.pickle"
+        requests_file.write_bytes(pickle.dumps(requests))
+        for n in range(rounds):
+            # ABAB..., starting with the other tree every second round: drift in the machine's load
+            # falls on both alike
+            order = list(trees.items()) if n % 2 == 0 else list(trees.items())[::-1]
+            for name, tree in order:
+                results[name].append(pipeline_stages(tree, requests_file))
+                stages = ", ".join(f"{s} {v:.1f}" for s, v in zip(STAGES, results[name][-1], strict=True))
+                print(f"round {n + 1} {name}: {stages} us/span", flush=True)
+    medians = {name: [statistics.median(r[i] for r in runs) for i in range(3)] for name, runs in results.items()}
+    print()
+    header = " ".join(f"{s:>8}" for s in (*STAGES, "total"))
+    print(f"{'CPU us/span':<30} {header}   (medians of {rounds} round(s), collector GC settings)")
+    for name, values in medians.items():
+        print(f"{name:<30} " + " ".join(f"{v:>8.1f}" for v in (*values, sum(values))))
+    if against:
+        this, other = medians["this checkout"], medians[str(against)]
+        print(
+            f"{'this vs ' + against.name:<30} "
+            + " ".join(f"{(a / b - 1):>+8.0%}" for a, b in zip((*this, sum(this)), (*other, sum(other)), strict=True))
+        )
+    print(json.dumps({name: dict(zip((*STAGES, "total"), (*v, sum(v)), strict=True)) for name, v in medians.items()}))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -454,7 +557,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="repeat ceiling + transports; medians are reported")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     parser.add_argument("--mixed", action="store_true", help="send GenAI log records and metrics beside the spans")
+    parser.add_argument("--pipeline", action="store_true", help="only the CPU per span of decode, process, encode")
+    parser.add_argument("--against", type=Path, help="with --pipeline: another checkout measured in the same run")
     args = parser.parse_args()
+    if args.against and not (args.pipeline and (args.against / "llmobs" / "__init__.py").is_file()):
+        parser.error("--against takes a checkout of llmobs (a directory with llmobs/) and needs --pipeline")
+    if args.pipeline:
+        print(f"generating {args.spans} spans in requests of {BATCH} ...", flush=True)
+        run_pipeline(make_requests(args.spans, seed=1), args.rounds, args.against.resolve() if args.against else None)
+        return
     transports = args.transports.split(",")
 
     root = Path(tempfile.mkdtemp(prefix="llmobs-bench-ingest-"))

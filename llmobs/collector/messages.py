@@ -25,9 +25,7 @@ Nothing here raises on odd input: what cannot be read as messages yields no mess
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -236,9 +234,9 @@ class _Probe:
 
     __slots__ = ("attributes", "found")
 
-    def __init__(self, attributes: Mapping[str, Any]) -> None:
+    def __init__(self, attributes: Mapping[str, Any], found: list[str] | None = None) -> None:
         self.attributes = attributes
-        self.found: list[str] = []
+        self.found: list[str] = [] if found is None else found
 
     def get(self, key: str) -> Any:
         value = self.attributes.get(key)
@@ -250,10 +248,9 @@ class _Probe:
         return key in self.attributes
 
 
-@functools.lru_cache(maxsize=512)
 def _openllmetry_keys(prefix: str, i: int) -> tuple[str, str, str, str, str, str, str]:
     """The keys of message ``i``: role, content, tool_call_id, finish_reason, the first tool
-    call's name, function_call.name, and the message's own prefix (built once, not per span)."""
+    call's name, function_call.name, and the message's own prefix."""
     at = f"{prefix}{i}."
     return (
         at + "role",
@@ -266,17 +263,28 @@ def _openllmetry_keys(prefix: str, i: int) -> tuple[str, str, str, str, str, str
     )
 
 
-def _openllmetry(probe: _Probe, prefix: str, default_role: str) -> list[Message]:
+#: The keys of the first messages of each OpenLLMetry prefix, built once (not per span).
+_OPENLLMETRY_KEYS: dict[str, tuple[tuple[str, str, str, str, str, str, str], ...]] = {
+    prefix: tuple(_openllmetry_keys(prefix, i) for i in range(16))
+    for prefix in ("gen_ai.prompt.", "gen_ai.completion.")
+}
+
+
+def _openllmetry(attributes: Mapping[str, Any], found: list[str], prefix: str, default_role: str) -> list[Message]:
     """``gen_ai.prompt.N.role/content/tool_call_id/tool_calls.M.*`` and ``gen_ai.completion.N.*``
-    (with ``finish_reason`` and the older ``function_call.*``), N from 0 to the first gap. Runs for
-    every such span: plain dict lookups, the tool fields only where they can be."""
-    attributes, found = probe.attributes, probe.found
+    (with ``finish_reason`` and the older ``function_call.*``), N from 0 to the first gap; the keys
+    read are appended to ``found``. Runs for every such span: plain dict lookups, the tool fields
+    only where they can be."""
     completion = default_role == "assistant"
+    first_keys = _OPENLLMETRY_KEYS[prefix]
+    get = attributes.get
     out: list[Message] = []
     i = 0
     while True:
-        role_key, content_key, call_id_key, finish_key, first_call_key, function_key, at = _openllmetry_keys(prefix, i)
-        role_value, content = attributes.get(role_key), attributes.get(content_key)
+        role_key, content_key, call_id_key, finish_key, first_call_key, function_key, at = (
+            first_keys[i] if i < 16 else _openllmetry_keys(prefix, i)
+        )
+        role_value, content = get(role_key), get(content_key)
         if role_value is None and content is None:
             return out
         if role_value is not None:
@@ -284,15 +292,21 @@ def _openllmetry(probe: _Probe, prefix: str, default_role: str) -> list[Message]
         if content is not None:
             found.append(content_key)
         role = role_value if type(role_value) is str and role_value else (_str(role_value) or default_role)
-        call_id = probe.get(call_id_key) if role == "tool" or role == "function" or role_value is None else None
+        call_id = None
+        if role == "tool" or role == "function" or role_value is None:
+            call_id = get(call_id_key)
+            if call_id is not None:
+                found.append(call_id_key)
         if role == "tool" or call_id is not None:
             parts: list[Part] = [{"type": "tool_call_response", "id": _str(call_id), "response": content}]
         elif type(content) is str and content and content[0] not in "[{":
             parts = [{"type": "text", "content": content}]
         else:
             parts = _content_parts(content)
+        finish_reason = None
         if completion or role == "assistant":
-            if first_call_key in attributes:
+            if first_call_key in attributes or function_key in attributes:
+                probe = _Probe(attributes, found)
                 j = 0
                 while f"{at}tool_calls.{j}.name" in attributes:
                     call = f"{at}tool_calls.{j}."
@@ -300,10 +314,15 @@ def _openllmetry(probe: _Probe, prefix: str, default_role: str) -> list[Message]
                         _tool_call(probe.get(call + "id"), probe.get(call + "name"), probe.get(call + "arguments"))
                     )
                     j += 1
-            if function_key in attributes:
-                parts.append(_tool_call(None, probe.get(function_key), probe.get(at + "function_call.arguments")))
-        finish_reason = probe.get(finish_key) if completion else None
-        out.append({"role": role, "parts": parts, "finish_reason": _str(finish_reason)})
+                if function_key in attributes:
+                    parts.append(_tool_call(None, probe.get(function_key), probe.get(at + "function_call.arguments")))
+            if completion:
+                finish_reason = get(finish_key)
+                if finish_reason is not None:
+                    found.append(finish_key)
+                    if type(finish_reason) is not str:
+                        finish_reason = _str(finish_reason)
+        out.append({"role": role, "parts": parts, "finish_reason": finish_reason})
         i += 1
 
 
@@ -384,8 +403,9 @@ def _system_instructions(value: Any) -> list[Message]:
     return [message("system", parts)] if parts else []
 
 
-def _input_source(attributes: Mapping[str, Any]) -> str | None:
-    """The convention a span's input messages are read from (the first present), or None."""
+def _input_source(attributes: Collection[str]) -> str | None:
+    """The convention a span's input messages are read from (the first present), or None.
+    ``attributes``: the attribute keys, or only those of them in MESSAGE_MARKER_KEYS."""
     if "gen_ai.input.messages" in attributes or "gen_ai.system_instructions" in attributes:
         return "semconv"
     if not _OPENLLMETRY_INPUT.isdisjoint(attributes):
@@ -395,7 +415,7 @@ def _input_source(attributes: Mapping[str, Any]) -> str | None:
     return next((k for k in ("input.value", "traceloop.entity.input", "gen_ai.prompt") if k in attributes), None)
 
 
-def _output_source(attributes: Mapping[str, Any]) -> str | None:
+def _output_source(attributes: Collection[str]) -> str | None:
     if "gen_ai.output.messages" in attributes:
         return "semconv"
     if not _OPENLLMETRY_OUTPUT.isdisjoint(attributes):
@@ -411,7 +431,6 @@ _PREFIXES = {
     ("openinference", "input"): "llm.input_messages.",
     ("openinference", "output"): "llm.output_messages.",
 }
-_READERS = {"openllmetry": _openllmetry, "openinference": _openinference}
 
 
 def _read_side(attributes: Mapping[str, Any], source: str | None, side: str) -> tuple[list[Message], list[str]]:
@@ -421,6 +440,9 @@ def _read_side(attributes: Mapping[str, Any], source: str | None, side: str) -> 
     role = "user" if side == "input" else "assistant"
     if source is None:
         return [], []
+    if source == "openllmetry":
+        found: list[str] = []
+        return _openllmetry(attributes, found, _PREFIXES[source, side], role), found
     if source == "semconv":
         if side == "input":
             keys = [k for k in ("gen_ai.input.messages", "gen_ai.system_instructions") if k in attributes]
@@ -429,9 +451,9 @@ def _read_side(attributes: Mapping[str, Any], source: str | None, side: str) -> 
             )
             return messages, keys
         return _semconv_messages(attributes.get("gen_ai.output.messages"), role), ["gen_ai.output.messages"]
-    if source in _READERS:
+    if source == "openinference":
         probe = _Probe(attributes)
-        return _READERS[source](probe, _PREFIXES[source, side], role), probe.found
+        return _openinference(probe, _PREFIXES[source, side], role), probe.found
     value = attributes[source]
     plain_openlit = (
         source in ("gen_ai.prompt", "gen_ai.completion") and isinstance(value, str) and value[:1] not in "[{"
@@ -452,30 +474,36 @@ def has_messages(attributes: Mapping[str, Any]) -> bool:
     return not MESSAGE_MARKER_KEYS.isdisjoint(attributes)
 
 
-@dataclass(slots=True)
-class AttributeMessages:
-    """The messages of a span's attributes, and for each side the attribute keys they hold whole."""
-
-    inputs: list[Message] = field(default_factory=list)
-    outputs: list[Message] = field(default_factory=list)
-    input_keys: list[str] = field(default_factory=list)
-    output_keys: list[str] = field(default_factory=list)
+#: A span's attribute messages: (inputs, outputs, input keys, output keys), the keys being those
+#: each side was read from in full.
+AttributeMessages = tuple[list[Message], list[Message], list[str], list[str]]
+#: marker keys present -> (input source, output source): spans of one library share a few shapes
+_SOURCES: dict[frozenset[str], tuple[str | None, str | None]] = {}
 
 
-def read_attributes(attributes: Mapping[str, Any]) -> AttributeMessages:
-    """:func:`messages_from_attributes` with the keys each side was read from in full."""
-    if not has_messages(attributes):
-        return AttributeMessages()
-    inputs, input_keys = _read_side(attributes, _input_source(attributes), "input")
-    outputs, output_keys = _read_side(attributes, _output_source(attributes), "output")
-    return AttributeMessages(inputs, outputs, input_keys, output_keys)
+def read_attributes(attributes: Mapping[str, Any]) -> AttributeMessages | None:
+    """:func:`messages_from_attributes` with the keys each side was read from in full; None when
+    no attribute of any convention is present (the common case of a span that is no LLM call,
+    decided by one set intersection)."""
+    present = MESSAGE_MARKER_KEYS.intersection(attributes)
+    if not present:
+        return None
+    sources = _SOURCES.get(present)
+    if sources is None:
+        # Every key the sources are chosen by is a marker key: the few present decide.
+        sources = (_input_source(present), _output_source(present))
+        if len(_SOURCES) < 1024:
+            _SOURCES[present] = sources
+    inputs, input_keys = _read_side(attributes, sources[0], "input")
+    outputs, output_keys = _read_side(attributes, sources[1], "output")
+    return inputs, outputs, input_keys, output_keys
 
 
 def messages_from_attributes(attributes: Mapping[str, Any]) -> tuple[list[Message], list[Message]]:
     """The (input, output) messages a span's attributes carry, from the first convention present
     on each side (order in the module docstring); ``([], [])`` when none is."""
     found = read_attributes(attributes)
-    return found.inputs, found.outputs
+    return ([], []) if found is None else (found[0], found[1])
 
 
 # -- GenAI events ------------------------------------------------------------------------------

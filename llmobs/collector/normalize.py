@@ -8,6 +8,7 @@ attributes are always stored as well, so nothing is lost by choosing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,50 +146,50 @@ class Normalized:
 
 
 def normalize(attributes: dict[str, Any]) -> Normalized:
-    """Pick the columns out of a span's attributes using :data:`ATTRIBUTE_COLUMNS`."""
+    """Pick the columns out of a span's attributes using :data:`ATTRIBUTE_COLUMNS`; OutOfRange
+    (naming the key) when a number is out of range."""
     out = Normalized()
     keys = _KNOWN_KEYS.intersection(attributes)  # in C: most attributes (content, params) map to nothing
     if not keys:
         return out
-    found: dict[str, tuple[int, Any, str]] = {}
+    # column -> (rank, key, converter, upper bound) of the best key present for it
+    found: dict[str, tuple[int, str, Callable[[Any], Any] | None, float | None]] = {}
     for key in keys:
-        column, rank = ATTRIBUTE_COLUMNS[key]
-        best = found.get(column)
-        if best is None or rank < best[0]:
-            found[column] = (rank, attributes[key], key)
-    for column, (_, value, key) in found.items():
-        if column in _CONVERTERS:
+        column, rank, convert, limit = _KEY_SPECS[key]
+        held = found.get(column)
+        if held is None or rank < held[0]:
+            found[column] = (rank, key, convert, limit)
+    for column, (_, key, convert, limit) in found.items():
+        if convert is not None:
             try:
-                setattr(out, column, _CONVERTERS[column](value))
+                value = convert(attributes[key])
             except OutOfRange as exc:
                 raise OutOfRange(f"{key}: {exc}") from None
-            if column in _RANGES:
-                _check_range(key, getattr(out, column), _RANGES[column])
+            if limit is not None and value is not None and value > limit:
+                raise OutOfRange(f"{key}: {value:g} is out of range (0 to {limit:g})")
+            setattr(out, column, value)
         elif column == "session_id":
-            out.session_id, out.session_key = _text(value), key
+            out.session_id, out.session_key = _text(attributes[key]), key
         elif column == "user_id":
-            out.user_id, out.user_key = _text(value), key
+            out.user_id, out.user_key = _text(attributes[key]), key
     if out.client_cost is None and ("client_cost_prompt" in found or "client_cost_completion" in found):
-        parts = [_number(found[c][1]) for c in ("client_cost_prompt", "client_cost_completion") if c in found]
+        parts = [
+            _number(attributes[found[c][1]]) for c in ("client_cost_prompt", "client_cost_completion") if c in found
+        ]
         if all(p is not None for p in parts):
             out.client_cost = sum(parts)  # type: ignore[arg-type]
             check_cost("llm.cost.prompt + llm.cost.completion", out.client_cost)
     if out.request_model is None and "invocation_model" in found:
-        out.request_model = _invocation_model(found["invocation_model"][1])
+        out.request_model = _invocation_model(attributes[found["invocation_model"][1]])
     if out.total_tokens is None and (out.input_tokens is not None or out.output_tokens is not None):
         out.total_tokens = (out.input_tokens or 0) + (out.output_tokens or 0)
     return out
 
 
-def _check_range(key: str, value: float | None, limit: float) -> None:
-    """OutOfRange when ``value`` (None: absent) exceeds ``limit``."""
-    if value is not None and value > limit:
-        raise OutOfRange(f"{key}: {value:g} is out of range (0 to {limit:g})")
-
-
 def check_cost(source: str, cost: float | None) -> None:
     """OutOfRange when a span's cost (the client's or the computed one) exceeds MAX_COST_USD."""
-    _check_range(source, cost, MAX_COST_USD)
+    if cost is not None and cost > MAX_COST_USD:
+        raise OutOfRange(f"{source}: {cost:g} is out of range (0 to {MAX_COST_USD:g})")
 
 
 def _text(value: Any) -> str | None:
@@ -288,7 +289,7 @@ _RANGES: dict[str, float] = {
     "client_cost": MAX_COST_USD,
 }
 
-_CONVERTERS = {
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "operation": _operation,
     "provider": provider_name,
     "request_model": _text,
@@ -304,4 +305,11 @@ _CONVERTERS = {
     "error_type": _text,
     "environment": _text,
     "time_to_first_token_ms": _seconds_as_ms,
+}
+
+#: attribute key -> (column, rank, converter, upper bound): what :func:`normalize` needs of a key
+#: in one lookup (converter None: session_id, user_id and the parts combined afterwards).
+_KEY_SPECS: dict[str, tuple[str, int, Callable[[Any], Any] | None, float | None]] = {
+    key: (column, rank, _CONVERTERS.get(column), _RANGES.get(column))
+    for key, (column, rank) in ATTRIBUTE_COLUMNS.items()
 }

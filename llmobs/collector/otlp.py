@@ -98,13 +98,18 @@ _SCALARS = frozenset(("string_value", "int_value", "double_value", "bool_value")
 
 
 def _pb_attributes(kvs: Any) -> dict[str, Any]:
-    # The hot loop of decoding: one WhichOneof and one getattr per attribute. NaN and infinities
-    # (not JSON) are stored as null.
+    # The hot loop of decoding; every field read crosses into upb. Most values are non-empty
+    # strings: one read, and a value of another kind (or an empty string) reads "" and takes
+    # WhichOneof. NaN and infinities (not JSON) are stored as null.
     out: dict[str, Any] = {}
     for kv in kvs:
         v = kv.value
-        kind = v.WhichOneof("value")
-        out[kv.key] = getattr(v, kind) if kind in _SCALARS else _pb_value(v)
+        text = v.string_value
+        if text:
+            out[kv.key] = text
+        else:
+            kind = v.WhichOneof("value")
+            out[kv.key] = getattr(v, kind) if kind in _SCALARS else _pb_value(v)
     return out
 
 

@@ -382,19 +382,23 @@ class SpanPipeline:
         events, each side capped in size. Content is stored once: the attributes a side was read
         from in full are removed from ``attrs`` (unless the cap cut that side)."""
         found = read_attributes(attrs)
-        inputs, outputs = found.inputs, found.outputs
-        if (not inputs or not outputs) and events and any(e.get("name") in MESSAGE_EVENTS for e in events):
+        if found is None:
+            if not events or MESSAGE_EVENTS.isdisjoint([e.get("name") for e in events]):
+                return _NO_MESSAGES  # most spans: no LLM call
+            inputs, outputs = messages_from_events(events)
+            return _SpanMessages.of(inputs, outputs, self.config.max_message_chars)
+        inputs, outputs, input_keys, output_keys = found
+        if (not inputs or not outputs) and events and not MESSAGE_EVENTS.isdisjoint([e.get("name") for e in events]):
             event_inputs, event_outputs = messages_from_events(events)
             inputs = inputs or event_inputs
             outputs = outputs or event_outputs
         messages = _SpanMessages.of(inputs, outputs, self.config.max_message_chars)
-        for keys, cut in (
-            (found.input_keys, messages.inputs is not inputs),
-            (found.output_keys, messages.outputs is not outputs),
-        ):
-            if not cut:
-                for key in keys:
-                    attrs.pop(key, None)
+        if messages.inputs is inputs:  # not cut by the cap
+            for key in input_keys:
+                attrs.pop(key, None)
+        if messages.outputs is outputs:
+            for key in output_keys:
+                attrs.pop(key, None)
         return messages
 
     def _scrub(self, row: SpanRow, span: RawSpan, attrs: dict[str, Any], messages: _SpanMessages) -> SpanRow:
@@ -451,15 +455,19 @@ class _SpanMessages:
     @classmethod
     def of(cls, inputs: list[Message], outputs: list[Message], cap: int) -> _SpanMessages:
         """Encoded once; a side longer than ``cap`` characters is cut (a new list) and encoded again."""
-        sides = []
-        for messages in (inputs, outputs):
-            text = to_json(messages) if messages else None
-            if text is not None and 0 < cap < len(text):
-                messages = cap_messages(messages, cap)
-                text = to_json(messages)
-            sides.append((messages, text))
-        (inputs, input_json), (outputs, output_json) = sides
+        input_json = to_json(inputs) if inputs else None
+        if input_json is not None and 0 < cap < len(input_json):
+            inputs = cap_messages(inputs, cap)
+            input_json = to_json(inputs)
+        output_json = to_json(outputs) if outputs else None
+        if output_json is not None and 0 < cap < len(output_json):
+            outputs = cap_messages(outputs, cap)
+            output_json = to_json(outputs)
         return cls(inputs, outputs, input_json, output_json)
+
+
+#: A span without messages (shared: never changed).
+_NO_MESSAGES = _SpanMessages([], [], None, None)
 
 
 def _check_ids(span: RawSpan) -> str | None:
@@ -560,7 +568,7 @@ def to_json(value: Any) -> str:
         data = orjson.dumps(value, default=_json_default)
     except orjson.JSONEncodeError:
         return json.dumps(_without_nul(value), default=_json_default, ensure_ascii=False)
-    if b"\\u0000" in data:
+    if b"\\" in data and b"\\u0000" in data:  # a one-byte search first (memchr): most texts have no escape
         data = orjson.dumps(_without_nul(value), default=_json_default)
     return data.decode()
 

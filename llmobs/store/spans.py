@@ -90,10 +90,16 @@ def _esc_match(m: re.Match[str]) -> str:
     return _COPY_ESCAPES[m.group()]
 
 
+def _plain(value: str) -> bool:
+    """Whether ``value`` holds none of the characters COPY escapes: five scans in C, several
+    times cheaper than one regex search (this runs for every span written)."""
+    return not ("\\" in value or "\t" in value or "\n" in value or "\r" in value or "\x00" in value)
+
+
 def _text(value: str | None) -> str:
     if value is None:
         return "\\N"
-    if _COPY_SPECIAL.search(value) is None:
+    if _plain(value):
         return value
     return _COPY_SPECIAL.sub(_esc_match, value)
 
@@ -169,7 +175,7 @@ def encode_row(r: SpanRow | tuple) -> str:
         session_id,
         user_id,
     )
-    if _COPY_SPECIAL.search("".join([t for t in texts if t is not None])) is not None:
+    if not _plain("".join([t for t in texts if t is not None])):
         (
             trace_id,
             span_id,

@@ -215,8 +215,10 @@ def test_awkward_values_survive_the_round_trip(settings, admin_conn, pipeline):
             "nested": {"list": [1, "two", None, True]},
             "big": 2**70,
             "emoji": "🦜",
+            "gen_ai.prompt.0.role": "user",
+            "gen_ai.prompt.0.content": 'say "hi"\r\n\\ then \x00',
         },
-        name="name with\ttab",
+        name="name with\ttab, \\ backslash\r\nand lines",
         status_code="error",
         status_message="boom\x00",
         events=[{"name": "exception", "time": T0 + 5, "attributes": {"exception.message": "bad\nthing"}}],
@@ -228,7 +230,12 @@ def test_awkward_values_survive_the_round_trip(settings, admin_conn, pipeline):
     assert row["attributes"]["nested"] == {"list": [1, "two", None, True]}
     assert row["attributes"]["big"] == 2**70
     assert row["attributes"]["emoji"] == "🦜"
-    assert (row["name"], row["status_code"], row["status_message"]) == ("name with\ttab", "error", "boom\ufffd")
+    assert (row["name"], row["status_code"], row["status_message"]) == (
+        "name with\ttab, \\ backslash\r\nand lines",
+        "error",
+        "boom\ufffd",
+    )
+    assert row["input_messages"][0]["parts"] == [{"type": "text", "content": 'say "hi"\r\n\\ then \ufffd'}]
     assert row["events"][0]["attributes"] == {"exception.message": "bad\nthing"}
     assert row["duration_ms"] == 0  # an end before the start is clamped
 

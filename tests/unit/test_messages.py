@@ -303,9 +303,12 @@ def test_read_attributes_names_the_keys_held_whole() -> None:
         "input.value": "Hi",
     }
     found = read_attributes(attributes)
-    assert sorted(found.input_keys) == ["gen_ai.prompt.0.content", "gen_ai.prompt.0.role"]
-    assert sorted(found.output_keys) == ["gen_ai.completion.0.content", "gen_ai.completion.0.tool_calls.0.name"]
+    assert found is not None
+    _, _, input_keys, output_keys = found
+    assert sorted(input_keys) == ["gen_ai.prompt.0.content", "gen_ai.prompt.0.role"]
+    assert sorted(output_keys) == ["gen_ai.completion.0.content", "gen_ai.completion.0.tool_calls.0.name"]
     semconv = read_attributes({"gen_ai.input.messages": "[]", "output.value": '{"choices": []}'})
-    assert (semconv.input_keys, semconv.output_keys) == (["gen_ai.input.messages"], [])
+    assert semconv is not None and (semconv[2], semconv[3]) == (["gen_ai.input.messages"], [])
     openlit = read_attributes({"gen_ai.prompt": "user: Hi", "gen_ai.completion": '{"a": 1}'})
-    assert (openlit.input_keys, openlit.output_keys) == (["gen_ai.prompt"], [])
+    assert openlit is not None and (openlit[2], openlit[3]) == (["gen_ai.prompt"], [])
+    assert read_attributes({"gen_ai.request.model": "gpt-4o", "http.route": "/chat"}) is None

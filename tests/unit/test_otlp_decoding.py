@@ -118,7 +118,11 @@ def kv(key: str, value: AnyValue) -> KeyValue:
     ("value", "json_value", "expected"),
     [
         (AnyValue(string_value="gpt-4o"), {"stringValue": "gpt-4o"}, "gpt-4o"),
+        (AnyValue(string_value=""), {"stringValue": ""}, ""),
         (AnyValue(int_value=2**62), {"intValue": str(2**62)}, 2**62),
+        (AnyValue(int_value=0), {"intValue": "0"}, 0),
+        (AnyValue(bool_value=False), {"boolValue": False}, False),
+        (AnyValue(), {}, None),
         (AnyValue(double_value=1.5), {"doubleValue": 1.5}, 1.5),
         (AnyValue(bool_value=True), {"boolValue": True}, True),
         (
