@@ -6,7 +6,10 @@ later migrations, such as the LLM messages, travel without a change here):
 * ``jsonl`` — one span per line, the API's span JSON (JSON columns as JSON, times ISO 8601);
 * ``otlp`` — OTLP/JSON ``ExportTraceServiceRequest`` documents, one per line (up to
   :data:`BATCH_SPANS` spans each), for any OTLP tool; importing them runs the collector's pipeline
-  again (normalization, prices, redaction), so only ``jsonl`` and ``parquet`` restore rows exactly;
+  again (normalization, prices, redaction): what the file carries (kind, status, attributes,
+  events, links, resource, scope) comes back as exported, so export -> import -> export gives the
+  same file, while derived columns follow the target's prices and redaction rules and
+  ``ingested_at`` is the import's time (only ``jsonl`` and ``parquet`` restore rows exactly);
 * ``parquet`` — columns as in the database (JSON columns as JSON text), when pyarrow is installed
   (``pip install 'llm-observatory[parquet]'``).
 

@@ -398,7 +398,7 @@ def dump(settings: Settings, project: str) -> list[tuple]:
 def odd_spans(now: datetime) -> list:
     """Spans with what breaks naive encoders: control characters, unicode, nested JSON, events,
     links, an error status, big integers and floats."""
-    from llmobs.collector.pipeline import RawSpan
+    from llmobs.collector.pipeline import RawSpan, span_link
 
     trace = llm_trace(now - timedelta(hours=2), user="ünïcödé\tuser", session="s\n1", calls=3)
     trace.append(
@@ -416,6 +416,10 @@ def odd_spans(now: datetime) -> list:
             events=[{"name": "exception", "time": now - timedelta(hours=2), "attributes": {"msg": "tab\there"}}],
             resource={"service.name": "odd", "host": "é"},
             scope_name="scope/é",
+            links=[
+                span_link("ab" * 16, "cd" * 8, "vendor=é,x=1", {"link.kind": "follows", "n": 7}),
+                span_link("12" * 16, "34" * 8, None, {}),
+            ],
         )
     )
     return trace
@@ -434,6 +438,8 @@ def test_export_then_import_into_a_fresh_stack_gives_equal_rows(
         store_spans(settings, move.id, llm_trace(now - timedelta(hours=i * 7), user=f"u{i % 3}", calls=1 + i % 3))
     source = dump(settings, "move")
     assert len(source) > 100
+    with connect(settings, "admin", autocommit=True) as conn:
+        columns = transfer.span_columns(conn)
 
     second_dir = tmp_path / "second"
     second_dir.mkdir()
@@ -461,7 +467,14 @@ def test_export_then_import_into_a_fresh_stack_gives_equal_rows(
     assert dump(second_settings, "move-parquet") == source
     ok(llmobs(second_dir, "import", str(out["otlp"]), "--project", "move-otlp"))
     via_otlp = dump(second_settings, "move-otlp")
-    assert [(r[0], r[1], r[6]) for r in via_otlp] == [(r[0], r[1], r[6]) for r in source]  # ids and names
+    # OTLP carries every column but the import time: export -> import -> export gives the same file.
+    ingested_at = [c.name for c in columns].index("ingested_at")
+    assert [r[:ingested_at] + r[ingested_at + 1 :] for r in via_otlp] == [
+        r[:ingested_at] + r[ingested_at + 1 :] for r in source
+    ]
+    again = tmp_path / "again.otlp"
+    ok(llmobs(second_dir, "export", "--project", "move-otlp", "--format", "otlp", "--output", str(again)))
+    assert again.read_bytes() == out["otlp"].read_bytes()
 
     # Interrupted after two batches, the same export continues and writes the same file.
     monkeypatch.setattr(transfer, "BATCH_SPANS", 30)
