@@ -232,6 +232,9 @@ def export_spans(
     if ckpt.last is None and staged.exists() and not overwrite and not req.output.startswith("s3://"):
         raise UsageError(f"{staged} exists; remove it or pass --overwrite")
     columns = span_columns(conn)
+    if ckpt.last is not None and req.format == "parquet" and not stage_fits(written, columns):
+        # Staged before a migration changed the columns: its batches cannot go in one parquet file.
+        ckpt = Checkpoint(req.project, req.start.isoformat(), req.end.isoformat(), req.format, open_end=req.open_end)
     total = _count(conn, project_id, req)
     result = ExportResult(req.output, ckpt.spans, resumed_from=ckpt.spans)
     writer = _writer(req.format, written, columns, ckpt.offset if ckpt.last else 0)
@@ -315,6 +318,17 @@ class _ArrowStageWriter(_Writer):
 
 def _stage_path(staged: Path) -> Path:
     return staged.with_name(staged.name + ".stage")
+
+
+def stage_fits(stage: Path, columns: list[Column]) -> bool:
+    """Whether the Arrow stage ``stage`` starts with the schema of ``columns`` (False when it is
+    not a readable stream)."""
+    pa, _ = _pyarrow()
+    try:
+        with pa.memory_map(str(stage)) as source, pa.ipc.open_stream(source) as reader:
+            return bool(reader.schema.equals(_arrow_schema(pa, columns)))
+    except (OSError, pa.ArrowInvalid):
+        return False
 
 
 def _parquet_from_stage(stage: Path, target: Path, columns: list[Column]) -> None:
