@@ -301,8 +301,8 @@ class _ArrowStageWriter(_Writer):
     one record batch per span batch), so that it can be cut at any checkpoint and appended to."""
 
     def __init__(self, path: Path, columns: list[Column], offset: int) -> None:
+        self.pa, _ = _pyarrow()  # before the file: without pyarrow, nothing is left behind
         super().__init__(path, columns, offset)
-        self.pa, _ = _pyarrow()
         self.schema = _arrow_schema(self.pa, columns)
         if not offset:
             self.file.write(self.schema.serialize().to_pybytes())
