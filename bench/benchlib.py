@@ -68,6 +68,26 @@ def throwaway_project() -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@contextmanager
+def local_stack(prefix: str, *services: str, env_lines: tuple[str, ...] = ()) -> Iterator[Path]:
+    """A new project under /tmp (``prefix``) on free ports, ``env_lines`` appended to its .env,
+    with ``services`` up in the local runtime; stopped (`llmobs down`) and removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    root.chmod(0o755)
+    project = root / "proj"
+    try:
+        init_project(root)
+        with (project / ".env").open("a") as fh:
+            fh.writelines(env_lines)
+        llmobs(project, "up", "--runtime", "local", *services)
+        yield project
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "llmobs", "--project-dir", str(project), "down"], capture_output=True, check=False
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def llmobs(project: Path, *args: str) -> str:
     """Run the real CLI on ``project``; stdout, or exit on failure (1 = degraded is fine)."""
     proc = subprocess.run(

@@ -18,17 +18,12 @@ project on free ports under /tmp and removes it afterwards.
 from __future__ import annotations
 
 import argparse
-import shutil
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-from benchlib import init_project, llmobs
+from benchlib import local_stack
 
 from llmobs.config import Settings
 from llmobs.store.apikeys import ensure_project
@@ -45,7 +40,7 @@ SELECT CASE WHEN g %% 2 = 0 THEN %(short)s ELSE %(long)s END, md5(g::text), left
        'chat gpt-4o', 'client', ts, ts + interval '800 ms', 800, 'ok', 'openai', 'gpt-4o', 'gpt-4o', g %% 1000,
        g %% 300, (g %% 1300) * 0.00001, 'user-' || (g %% 5000),
        jsonb_build_object('gen_ai.prompt', repeat(md5(g::text) || ' ', 4))
-FROM generate_series(%(first)s, %(last)s) g,
+FROM generate_series(%(first)s::bigint, %(last)s::bigint) g,
      LATERAL (SELECT %(now)s::timestamptz - (g::double precision / %(total)s) * interval '30 days' AS ts) t"""
 
 
@@ -198,14 +193,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spans", type=int, default=1_000_000)
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="llmobs-bench-retention-"))
-    root.chmod(0o755)
-    project = root / "proj"
-    try:
-        init_project(root)
-        with (project / ".env").open("a") as fh:
-            fh.write("RETENTION_DAYS=20\n")  # the longest project retention: older partitions can go whole
-        llmobs(project, "up", "--runtime", "local", "timescaledb")
+    # RETENTION_DAYS: the longest project retention, so older partitions can go whole.
+    with local_stack("llmobs-bench-retention-", "timescaledb", env_lines=("RETENTION_DAYS=20\n",)) as project:
         settings = Settings.load(project)
         now = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
         template = settings.get_str("DB_NAME")
@@ -231,11 +220,6 @@ def main() -> None:
                 f"{label:24}{r['seconds']:9.1f}{r['wal_mb']:9.1f}{r['seconds_under_ingest']:20.1f}"
                 f"{r['ingest_before']:17.0f}{r['ingest_during']:9.0f}"
             )
-    finally:
-        subprocess.run(
-            [sys.executable, "-m", "llmobs", "--project-dir", str(project), "down"], capture_output=True, check=False
-        )
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -6,15 +6,23 @@ later migrations, such as the LLM messages, travel without a change here):
 * ``jsonl`` — one span per line, the API's span JSON (JSON columns as JSON, times ISO 8601);
 * ``otlp`` — OTLP/JSON ``ExportTraceServiceRequest`` documents, one per line (up to
   :data:`BATCH_SPANS` spans each), for any OTLP tool; importing them runs the collector's pipeline
-  again (normalization, prices, redaction), so only ``jsonl`` and ``parquet`` restore rows exactly;
+  again (normalization, prices, redaction): what the file carries (kind, status, attributes,
+  events, links, resource, scope) comes back as exported, so export -> import -> export gives the
+  same file, while derived columns follow the target's prices and redaction rules and
+  ``ingested_at`` is the import's time (only ``jsonl`` and ``parquet`` restore rows exactly);
 * ``parquet`` — columns as in the database (JSON columns as JSON text), when pyarrow is installed
   (``pip install 'llm-observatory[parquet]'``).
 
 Export streams spans in (start time, span id, trace id) order from a server-side cursor to a file
 or ``s3://bucket/key`` (the backup settings' S3 endpoint and credentials; the file is staged
 locally and uploaded at the end). After each batch it saves a checkpoint beside the output (the
-last key exported and the file's length then): run the same command again after an interruption
-and it continues from there. Parquet files cannot be appended to, so a parquet export starts over.
+last key exported and the length of the file written so far): run the same command again after an
+interruption, even a kill, and it cuts off what was written after the checkpoint and continues, to
+a file equal to that of an uninterrupted export. A parquet file is unreadable until its footer is
+written, so a parquet export appends its batches to an Arrow IPC stream (``OUTPUT.stage``: a
+schema message, then one message per batch, which is readable up to any message boundary) under
+the same checkpoint, and at the end writes the parquet file from it (one row group per batch, to a
+temporary name renamed into place) and removes the stage.
 
 Import is idempotent on span ids: a span whose (trace id, span id) the project already holds is
 skipped, so an interrupted import is simply run again.
@@ -26,7 +34,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
@@ -92,6 +100,9 @@ class ExportRequest:
     end: datetime
     format: Format
     output: str
+    #: No --to given: ``end`` is "now" of this run, and a checkpoint of any earlier run's open-ended
+    #: export of the same project, start and format is resumed (with that run's end).
+    open_end: bool = False
 
     def check(self) -> None:
         if self.format not in FORMATS:
@@ -113,18 +124,15 @@ class Checkpoint:
     last: list[str] | None = None
     spans: int = 0
     offset: int = 0
+    open_end: bool = False
 
     @classmethod
     def path_for(cls, staged: Path) -> Path:
         return staged.with_name(staged.name + ".checkpoint")
 
     def matches(self, req: ExportRequest) -> bool:
-        return (self.project, self.start, self.end, self.format) == (
-            req.project,
-            req.start.isoformat(),
-            req.end.isoformat(),
-            req.format,
-        )
+        same = (self.project, self.start, self.format) == (req.project, req.start.isoformat(), req.format)
+        return same and (self.end == req.end.isoformat() or (self.open_end and req.open_end))
 
     def save(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp")
@@ -211,18 +219,25 @@ def export_spans(
     req.check()
     conn.execute("SET TIME ZONE 'UTC'")
     staged = _staged_path(req, staging_dir)
+    written = _stage_path(staged) if req.format == "parquet" else staged
     ckpt_path = Checkpoint.path_for(staged)
-    ckpt = Checkpoint(req.project, req.start.isoformat(), req.end.isoformat(), req.format)
+    ckpt = Checkpoint(req.project, req.start.isoformat(), req.end.isoformat(), req.format, open_end=req.open_end)
     if ckpt_path.exists():
         saved = Checkpoint(**json.loads(ckpt_path.read_text()))
-        if saved.matches(req) and req.format != "parquet":
+        # A checkpoint whose file is gone or shorter than it says cannot be continued: start over.
+        intact = written.exists() and written.stat().st_size >= saved.offset
+        if saved.matches(req) and saved.last is not None and intact:
             ckpt = saved
+            req = replace(req, end=datetime.fromisoformat(saved.end))
     if ckpt.last is None and staged.exists() and not overwrite and not req.output.startswith("s3://"):
         raise UsageError(f"{staged} exists; remove it or pass --overwrite")
     columns = span_columns(conn)
+    if ckpt.last is not None and req.format == "parquet" and not stage_fits(written, columns):
+        # Staged before a migration changed the columns: its batches cannot go in one parquet file.
+        ckpt = Checkpoint(req.project, req.start.isoformat(), req.end.isoformat(), req.format, open_end=req.open_end)
     total = _count(conn, project_id, req)
     result = ExportResult(req.output, ckpt.spans, resumed_from=ckpt.spans)
-    writer = _writer(req.format, staged, columns, ckpt.offset if ckpt.last else 0)
+    writer = _writer(req.format, written, columns, ckpt.offset if ckpt.last else 0)
     try:
         progress(ckpt.spans, total)
         for batch in _rows(conn, project_id, columns, req, ckpt.last):
@@ -236,11 +251,16 @@ def export_spans(
     finally:
         writer.close()
     result.spans = ckpt.spans
+    if req.format == "parquet":
+        # Until the checkpoint is gone, a rerun finds every batch staged and only redoes this.
+        _parquet_from_stage(written, staged, columns)
     if req.output.startswith("s3://"):
         bucket, key = parse_s3_url(req.output)
         _s3_store(settings, bucket).put_file(key, staged)
         staged.unlink()
     ckpt_path.unlink(missing_ok=True)
+    if req.format == "parquet":
+        written.unlink(missing_ok=True)
     return result
 
 
@@ -276,34 +296,64 @@ class _OtlpWriter(_Writer):
         self.file.write(orjson.dumps(otlp_request(batch)) + b"\n")
 
 
-class _ParquetWriter:
+class _ArrowStageWriter(_Writer):
+    """Parquet's stage: an Arrow IPC stream written message by message (the schema first, then
+    one record batch per span batch), so that it can be cut at any checkpoint and appended to."""
+
     def __init__(self, path: Path, columns: list[Column], offset: int) -> None:
-        pa, pq = _pyarrow()
-        self.columns = columns
-        self.schema = pa.schema([(c.name, _arrow_type(pa, c)) for c in columns])
-        self.writer = pq.ParquetWriter(path, self.schema)
-        self.path = path
+        self.pa, _ = _pyarrow()  # before the file: without pyarrow, nothing is left behind
+        super().__init__(path, columns, offset)
+        self.schema = _arrow_schema(self.pa, columns)
+        if not offset:
+            self.file.write(self.schema.serialize().to_pybytes())
 
     def write(self, batch: list[dict[str, Any]]) -> None:
-        pa, _ = _pyarrow()
-        data = {
-            c.name: [
-                orjson.dumps(r[c.name]).decode() if c.is_json and r[c.name] is not None else r[c.name] for r in batch
-            ]
+        data = [
+            [orjson.dumps(r[c.name]).decode() if c.is_json and r[c.name] is not None else r[c.name] for r in batch]
             for c in self.columns
-        }
-        self.writer.write_table(pa.table(data, schema=self.schema))
-
-    def flush(self) -> int:
-        return 0
-
-    def close(self) -> None:
-        self.writer.close()
+        ]
+        record_batch = self.pa.record_batch(data, schema=self.schema)
+        self.file.write(record_batch.serialize().to_pybytes())
 
 
-def _writer(fmt: Format, path: Path, columns: list[Column], offset: int) -> _Writer | _ParquetWriter:
+def _stage_path(staged: Path) -> Path:
+    return staged.with_name(staged.name + ".stage")
+
+
+def stage_fits(stage: Path, columns: list[Column]) -> bool:
+    """Whether the Arrow stage ``stage`` starts with the schema of ``columns`` (False when it is
+    not a readable stream)."""
+    pa, _ = _pyarrow()
+    try:
+        with pa.memory_map(str(stage)) as source, pa.ipc.open_stream(source) as reader:
+            return bool(reader.schema.equals(_arrow_schema(pa, columns)))
+    except (OSError, pa.ArrowInvalid):
+        return False
+
+
+def _parquet_from_stage(stage: Path, target: Path, columns: list[Column]) -> None:
+    """Write ``target`` as parquet from the complete Arrow stage (one row group per staged batch,
+    read batch by batch from a memory map), through a temporary file renamed into place."""
+    pa, pq = _pyarrow()
+    schema = _arrow_schema(pa, columns)
+    tmp = target.with_name(target.name + ".tmp")
+    with (
+        pa.memory_map(str(stage)) as source,
+        pa.ipc.open_stream(source) as reader,
+        pq.ParquetWriter(tmp, schema) as writer,
+    ):
+        if not reader.schema.equals(schema):
+            raise LlmobsError(f"{stage} was staged with other columns; remove it and its checkpoint and export again")
+        for record_batch in reader:
+            writer.write_batch(record_batch)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+
+
+def _writer(fmt: Format, path: Path, columns: list[Column], offset: int) -> _Writer:
     if fmt == "parquet":
-        return _ParquetWriter(path, columns, offset)
+        return _ArrowStageWriter(path, columns, offset)
     return (_JsonlWriter if fmt == "jsonl" else _OtlpWriter)(path, columns, offset)
 
 
@@ -317,6 +367,10 @@ def _pyarrow() -> tuple[Any, Any]:
             hint="pip install 'llm-observatory[parquet]' (or use --format jsonl)",
         ) from None
     return pa, pq
+
+
+def _arrow_schema(pa: Any, columns: list[Column]) -> Any:
+    return pa.schema([(c.name, _arrow_type(pa, c)) for c in columns])
 
 
 def _arrow_type(pa: Any, column: Column) -> Any:

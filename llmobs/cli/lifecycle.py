@@ -143,7 +143,7 @@ def export(
     json_: JsonOpt = False,
 ) -> None:
     """Export a project's spans (with their messages) as jsonl, OTLP/JSON or parquet. Progress on
-    stderr. Interrupted, the same command continues where it stopped (jsonl, otlp)."""
+    stderr. Interrupted (even killed), the same command continues where it stopped."""
     from datetime import UTC, datetime, timedelta
 
     from llmobs.backup.export import ExportRequest, export_spans
@@ -154,7 +154,7 @@ def export(
     obj = ctx_obj(ctx)
     start = parse_target_time(from_) if from_ else datetime(1970, 1, 1, tzinfo=UTC)
     end = parse_target_time(to) if to else datetime.now(UTC) + timedelta(days=2)
-    req = ExportRequest(project, start, end, format_, output)  # type: ignore[arg-type]
+    req = ExportRequest(project, start, end, format_, output, open_end=to is None)  # type: ignore[arg-type]
     req.check()
     with connect(obj.settings, "admin", autocommit=True) as conn:
         project_id = get_project(conn, project, RetentionDefaults.from_settings(obj.settings)).id

@@ -51,6 +51,45 @@ def llmobs(project_dir: Path, *args: str, input: str | None = None) -> subproces
     )
 
 
+# `llmobs` with BATCH_SPANS spans per export batch from $EXPORT_BATCH_SPANS, killed (SIGKILL: no
+# cleanup) right after the batch number $KILL_AT_FLUSH reached the disk and before its checkpoint.
+KILLABLE_LLMOBS = """
+import os, signal
+from llmobs.backup import export
+from llmobs.cli.main import run
+
+export.BATCH_SPANS = int(os.environ["EXPORT_BATCH_SPANS"])
+kill_at, flushes, real_flush = int(os.environ.get("KILL_AT_FLUSH", "0")), [], export._Writer.flush
+
+
+def flush(self):
+    length = real_flush(self)
+    flushes.append(length)
+    if len(flushes) == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return length
+
+
+export._Writer.flush = flush
+run()
+"""
+
+
+def killable_llmobs(
+    project_dir: Path, *args: str, batch_spans: int, kill_at_flush: int = 0
+) -> subprocess.CompletedProcess[str]:
+    """`llmobs ARGS` exporting ``batch_spans`` per batch, killed at flush ``kill_at_flush`` (0: never)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "REDIS_", "LLMOBS_", "SECRET_"))}
+    env |= {"EXPORT_BATCH_SPANS": str(batch_spans), "KILL_AT_FLUSH": str(kill_at_flush)}
+    return subprocess.run(
+        [sys.executable, "-c", KILLABLE_LLMOBS, "--project-dir", str(project_dir), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
 def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
     assert proc.returncode == 0, proc.stderr
     return proc
@@ -359,7 +398,7 @@ def dump(settings: Settings, project: str) -> list[tuple]:
 def odd_spans(now: datetime) -> list:
     """Spans with what breaks naive encoders: control characters, unicode, nested JSON, events,
     links, an error status, big integers and floats."""
-    from llmobs.collector.pipeline import RawSpan
+    from llmobs.collector.pipeline import RawSpan, span_link
 
     trace = llm_trace(now - timedelta(hours=2), user="ünïcödé\tuser", session="s\n1", calls=3)
     trace.append(
@@ -377,6 +416,10 @@ def odd_spans(now: datetime) -> list:
             events=[{"name": "exception", "time": now - timedelta(hours=2), "attributes": {"msg": "tab\there"}}],
             resource={"service.name": "odd", "host": "é"},
             scope_name="scope/é",
+            links=[
+                span_link("ab" * 16, "cd" * 8, "vendor=é,x=1", {"link.kind": "follows", "n": 7}),
+                span_link("12" * 16, "34" * 8, None, {}),
+            ],
         )
     )
     return trace
@@ -395,6 +438,8 @@ def test_export_then_import_into_a_fresh_stack_gives_equal_rows(
         store_spans(settings, move.id, llm_trace(now - timedelta(hours=i * 7), user=f"u{i % 3}", calls=1 + i % 3))
     source = dump(settings, "move")
     assert len(source) > 100
+    with connect(settings, "admin", autocommit=True) as conn:
+        columns = transfer.span_columns(conn)
 
     second_dir = tmp_path / "second"
     second_dir.mkdir()
@@ -422,7 +467,14 @@ def test_export_then_import_into_a_fresh_stack_gives_equal_rows(
     assert dump(second_settings, "move-parquet") == source
     ok(llmobs(second_dir, "import", str(out["otlp"]), "--project", "move-otlp"))
     via_otlp = dump(second_settings, "move-otlp")
-    assert [(r[0], r[1], r[6]) for r in via_otlp] == [(r[0], r[1], r[6]) for r in source]  # ids and names
+    # OTLP carries every column but the import time: export -> import -> export gives the same file.
+    ingested_at = [c.name for c in columns].index("ingested_at")
+    assert [r[:ingested_at] + r[ingested_at + 1 :] for r in via_otlp] == [
+        r[:ingested_at] + r[ingested_at + 1 :] for r in source
+    ]
+    again = tmp_path / "again.otlp"
+    ok(llmobs(second_dir, "export", "--project", "move-otlp", "--format", "otlp", "--output", str(again)))
+    assert again.read_bytes() == out["otlp"].read_bytes()
 
     # Interrupted after two batches, the same export continues and writes the same file.
     monkeypatch.setattr(transfer, "BATCH_SPANS", 30)
@@ -446,6 +498,23 @@ def test_export_then_import_into_a_fresh_stack_gives_equal_rows(
     assert result.resumed_from == 60 and result.spans == len(source)
     assert resumed.read_bytes() == out["jsonl"].read_bytes()
     assert not transfer.Checkpoint.path_for(resumed).exists()
+
+    # Parquet, killed for real in the middle of the third batch's checkpoint, then the same command
+    # again (open-ended: no --to): the file equals an uninterrupted export of the same batch size.
+    import pyarrow.parquet as pq
+
+    args = ("export", "--project", "move", "--format", "parquet", "--output")
+    killed, whole = tmp_path / "killed.parquet", tmp_path / "whole.parquet"
+    ok(killable_llmobs(project_dir, *args, str(whole), batch_spans=30))
+    assert killable_llmobs(project_dir, *args, str(killed), batch_spans=30, kill_at_flush=3).returncode == -9
+    assert transfer.Checkpoint.path_for(killed).exists() and not killed.exists()
+    proc = ok(killable_llmobs(project_dir, *args, str(killed), batch_spans=30))
+    assert "resumed after 60" in proc.stdout and f"exported {len(source)} spans" in proc.stdout.replace(",", "")
+    assert pq.read_table(killed).to_pylist() == pq.read_table(out["parquet"]).to_pylist()  # row for row
+    assert killed.read_bytes() == whole.read_bytes()
+    assert sorted(p.name for p in tmp_path.glob("killed*")) == ["killed.parquet"]  # no stage or checkpoint left
+    ok(llmobs(second_dir, "import", str(killed), "--project", "move-killed"))
+    assert dump(second_settings, "move-killed") == source
 
     # Bad input: a clear message and exit code 2, nothing imported.
     bad = tmp_path / "bad.jsonl"
@@ -511,6 +580,15 @@ def test_export_to_s3_and_import_from_it(
         assert dump(settings, "froms3") == dump(settings, "tos3")
         missing = llmobs(tmp_path, "import", "s3://exports/nothing.jsonl", "--project", "froms3")
         assert missing.returncode in (1, 2) and "Traceback" not in missing.stderr and missing.stderr
+
+        # Parquet to S3, killed after the second span was staged, resumes to the same rows.
+        args = ("export", "--project", "tos3", "--format", "parquet", "--output", "s3://exports/tos3.parquet")
+        assert killable_llmobs(tmp_path, *args, batch_spans=1, kill_at_flush=3).returncode == -9
+        assert list((tmp_path / "exports").glob("*.checkpoint"))
+        assert "resumed after 2" in ok(killable_llmobs(tmp_path, *args, batch_spans=1)).stdout
+        assert not list((tmp_path / "exports").glob("*.part*"))
+        ok(llmobs(tmp_path, "import", "s3://exports/tos3.parquet", "--project", "froms3parquet"))
+        assert dump(settings, "froms3parquet") == dump(settings, "tos3")
 
 
 def test_maintenance_newer_than_its_schema_keeps_the_global_retention(admin_conn, settings: Settings):
