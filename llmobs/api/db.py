@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, TypeVar
 
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from llmobs.api.errors import ApiError
 from llmobs.store.db import APP_GROUP_ROLE, connect_kwargs, first_line, raise_if_closed
@@ -166,14 +166,24 @@ class Database:
     async def _read(self, project_id: int, work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
         """The read, run again on a new connection while its session keeps being ended, for up to
         READ_RETRY_WINDOW seconds and READ_MAX_ATTEMPTS attempts; then the last connection error
-        (the API answers 503)."""
+        (the API answers 503). A read that got no connection within POOL_TIMEOUT waits once more
+        (a new connection attempt): a switchover on a loaded host can leave db-proxy without a
+        leader for longer than that. So while the database is down a read answers 503 after
+        twice POOL_TIMEOUT."""
         loop = asyncio.get_running_loop()
         deadline: float | None = None
         attempts = 0
+        waited_for_pool = False
         while True:
             attempts += 1
             try:
                 return await self._read_once(project_id, work)
+            except PoolTimeout:
+                if waited_for_pool:
+                    raise
+                waited_for_pool = True
+                log.info("no database connection within %.0f s; waiting once more", POOL_TIMEOUT)
+                continue
             except SessionEnded as ended:
                 if deadline is None:
                     # Whatever ended this session (a restart, a rotation, a switchover) has likely
