@@ -262,11 +262,13 @@ def set_synchronous_mode(stack: Stack, on: bool, *, timeout: float = 60) -> None
         time.sleep(0.5)
 
 
+def member_detail(m: dict[str, Any]) -> str:
+    """A node's role, state, timeline and (replicas) lag, as `status` shows it."""
+    role = m["role"] + (" (synchronous)" if m.get("synchronous") else "")
+    lag = "" if m["role"] == "leader" or m.get("lag_bytes") is None else f", lag {m['lag_bytes']} B"
+    return f"{role}, {m['state']}, timeline {m.get('timeline') or '?'}{lag}"
+
+
 def member_lines(found: Sequence[dict[str, Any]]) -> list[str]:
-    """One line per node for `status`: role, state, timeline, lag."""
-    lines = []
-    for m in found:
-        role = m["role"] + (" (synchronous)" if m.get("synchronous") else "")
-        lag = "" if m["role"] == "leader" or m.get("lag_bytes") is None else f", lag {m['lag_bytes']} B"
-        lines.append(f"{m['name']}: {role}, {m['state']}, timeline {m.get('timeline') or '?'}{lag}")
-    return lines
+    """One line per node for `status`: its name, then :func:`member_detail`."""
+    return [f"{m['name']}: {member_detail(m)}" for m in found]

@@ -150,7 +150,7 @@ def _ha_facts(stack: Stack, status: StackStatus) -> None:
         member = roles.get(svc.name)
         if member is not None:
             svc.role = member["role"]
-            svc.detail = svc.detail or ha.member_lines([member])[0].split(": ", 1)[1]
+            svc.detail = svc.detail or ha.member_detail(member)
 
 
 def wait_healthy(
