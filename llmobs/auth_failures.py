@@ -15,9 +15,10 @@ hash, not a query.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
+
+from llmobs.key_format import hash_token  # never the credentials in clear
 
 #: Addresses remembered at most; past it the ones whose minute is over are forgotten first.
 MAX_CLIENTS = 10_000
@@ -25,10 +26,6 @@ WINDOW_SECONDS = 60.0
 #: Credentials accepted here stay known this long after their last success, at most MAX_KNOWN of them.
 KNOWN_GOOD_SECONDS = 3600.0
 MAX_KNOWN = 10_000
-
-
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()  # never the credentials in clear
 
 
 class FailedAuthLimiter:
@@ -54,7 +51,7 @@ class FailedAuthLimiter:
     def succeeded(self, token: str) -> None:
         """Remember ``token`` as credentials that checked out (served even from a limited address)."""
         now = time.monotonic()
-        digest = _digest(token)
+        digest = hash_token(token)
         if digest not in self._known and len(self._known) >= MAX_KNOWN:
             self._known = {d: t for d, t in self._known.items() if now - t < KNOWN_GOOD_SECONDS}
             if len(self._known) >= MAX_KNOWN:  # all recent: drop the oldest tenth
@@ -65,7 +62,7 @@ class FailedAuthLimiter:
     def failed(self, client: str | None, token: str) -> None:
         """Count one failed authentication of ``client`` (None: unknown address, not counted) and
         forget ``token`` if it was known good (a key revoked since)."""
-        self._known.pop(_digest(token), None)
+        self._known.pop(hash_token(token), None)
         if client is None:
             return
         now = time.monotonic()
@@ -77,7 +74,7 @@ class FailedAuthLimiter:
         self._windows[client] = (started, failures + 1)
 
     def _is_known(self, token: str) -> bool:
-        seen = self._known.get(_digest(token))
+        seen = self._known.get(hash_token(token))
         return seen is not None and time.monotonic() - seen < KNOWN_GOOD_SECONDS
 
     def _forget_expired(self, now: float) -> None:
