@@ -423,6 +423,25 @@ SETTINGS: tuple[Setting, ...] = (
         group="Backup",
     ),
     _s(
+        "BACKUP_REPLICA_PGDATA_DIR",
+        "",
+        "Profile `ha`: the replica's data directory as restore jobs see it (set by the compose "
+        "runtime in its restore jobs). Set: a restore bootstraps the Patroni cluster from the restored "
+        "leader and clones the replica anew.",
+        "path",
+        group="Backup",
+    ),
+    _s(
+        "BACKUP_FROM",
+        "leader",
+        "Where physical backups read from: `leader` (through `DB_PORT`) or `replica` (profile `ha`: "
+        "pg_basebackup through `DB_READ_PORT` from a replica, sparing the leader; the leader still "
+        "archives the WAL). `llmobs backup --from-replica` does the same for one backup.",
+        "choice",
+        group="Backup",
+        choices=("leader", "replica"),
+    ),
+    _s(
         "BACKUP_COMPRESSION_LEVEL",
         "1",
         "gzip level of physical backups and of `pg_dump` (0 = none, 1 = fastest, 9 = smallest).",

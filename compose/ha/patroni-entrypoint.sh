@@ -25,5 +25,15 @@ PATRONI_RESTAPI_USERNAME=patroni
 export PATRONI_SUPERUSER_USERNAME PATRONI_REPLICATION_USERNAME PATRONI_REWIND_USERNAME PATRONI_RESTAPI_USERNAME
 export PATRONI_SUPERUSER_PASSWORD PATRONI_REPLICATION_PASSWORD PATRONI_REWIND_PASSWORD PATRONI_RESTAPI_PASSWORD
 
+# After `llmobs restore`: the data directory is empty (moved aside) and the restored one waits
+# beside it; Patroni bootstraps the new cluster from it (bootstrap method llmobs_restore).
+config=/etc/llmobs/ha/patroni.yml
+if [ -d "$PATRONI_POSTGRESQL_DATA_DIR.restored" ] && [ -z "$(ls -A "$PATRONI_POSTGRESQL_DATA_DIR" 2>/dev/null)" ]; then
+    sed 's/^  method: initdb$/  method: llmobs_restore/' "$config" >/tmp/patroni.yml
+    chmod 0644 /tmp/patroni.yml
+    config=/tmp/patroni.yml
+    echo "patroni-entrypoint: bootstrapping from the restored data directory" >&2
+fi
+
 cd /var/lib/postgresql
-exec setpriv --reuid=postgres --regid=postgres --init-groups patroni /etc/llmobs/ha/patroni.yml
+exec setpriv --reuid=postgres --regid=postgres --init-groups patroni "$config"

@@ -38,9 +38,16 @@ log = logging.getLogger(__name__)
 
 
 def create_backup(
-    settings: Settings, backup_type: str, progress: Progress, *, upload: bool = True, repo: Repository | None = None
+    settings: Settings,
+    backup_type: str,
+    progress: Progress,
+    *,
+    upload: bool = True,
+    repo: Repository | None = None,
+    from_replica: bool | None = None,
 ) -> BackupEntry:
-    """Take one backup into the local repository, then copy it (and new WAL) to S3."""
+    """Take one backup into the local repository, then copy it (and new WAL) to S3. A physical
+    one reads from a replica when ``from_replica`` (None: the setting BACKUP_FROM)."""
     if backup_type not in BACKUP_TYPES:
         raise UsageError(f"unknown backup type {backup_type!r}; choose one of {', '.join(BACKUP_TYPES)}")
     repo = repo or Repository.from_settings(settings)
@@ -51,19 +58,27 @@ def create_backup(
         tracker = StepTracker(progress)
         try:
             with recording_failure(repo.paths.backup_dir, backup_id, backup_type, tracker):
-                return _take_backup(settings, repo, backup_id, backup_type, tracker, upload=upload)
+                replica = settings.get_str("BACKUP_FROM") == "replica" if from_replica is None else from_replica
+                return _take_backup(settings, repo, backup_id, backup_type, tracker, upload=upload, replica=replica)
         except BaseException as exc:
             record_failed_attempt(settings, backup_id, backup_type, tracker.step_name, first_line(exc))
             raise
 
 
 def _take_backup(
-    settings: Settings, repo: Repository, backup_id: str, backup_type: str, progress: Progress, *, upload: bool
+    settings: Settings,
+    repo: Repository,
+    backup_id: str,
+    backup_type: str,
+    progress: Progress,
+    *,
+    upload: bool,
+    replica: bool = False,
 ) -> BackupEntry:
     work = repo.paths.backup_dir / f".{backup_id}.partial"
     work.mkdir()
     try:
-        manifest = _creator(settings, backup_type)(work, backup_id, progress)
+        manifest = _creator(settings, backup_type, replica)(work, backup_id, progress)
         finish_backup_dir(work, repo.local_dir(backup_id), manifest)
         if in_job():
             share_with_group(repo.local_dir(backup_id))
@@ -98,9 +113,9 @@ def _check_wal_archived(repo: Repository, manifest: Manifest, progress: Progress
     progress.done(f"WAL archived up to {last}")
 
 
-def _creator(settings: Settings, backup_type: str) -> Any:
+def _creator(settings: Settings, backup_type: str, replica: bool = False) -> Any:
     if backup_type == "physical":
-        return lambda work, bid, progress: create_physical(settings, work, bid, progress)
+        return lambda work, bid, progress: create_physical(settings, work, bid, progress, from_replica=replica)
     if backup_type == "logical":
         return lambda work, bid, progress: create_logical(settings, work, bid, progress)
     if backup_type == "redis":

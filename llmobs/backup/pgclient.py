@@ -131,8 +131,9 @@ def _pgpass_escape(value: str) -> str:
 
 
 @contextmanager
-def client_env(settings: Settings, *, dbname: str | None = None) -> Iterator[dict[str, str]]:
-    """Environment for a client tool connecting as the superuser; the password in a 0600 file."""
+def client_env(settings: Settings, *, dbname: str | None = None, port: int | None = None) -> Iterator[dict[str, str]]:
+    """Environment for a client tool connecting as the superuser (to ``port``, default DB_PORT);
+    the password in a 0600 file."""
     private = Path(tempfile.mkdtemp(prefix="llmobs-pg-"))
     try:
         pgpass = private / "pgpass"
@@ -143,7 +144,7 @@ def client_env(settings: Settings, *, dbname: str | None = None) -> Iterator[dic
         env.update(
             PGPASSFILE=str(pgpass),
             PGHOST=settings.db_host,
-            PGPORT=str(settings.get_int("DB_PORT")),
+            PGPORT=str(port or settings.get_int("DB_PORT")),
             PGUSER=SUPERUSER,
             PGDATABASE=dbname or settings.get_str("DB_NAME"),
             PGCONNECT_TIMEOUT="10",

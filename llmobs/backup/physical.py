@@ -32,16 +32,24 @@ def archive_names(compression: str) -> tuple[str, str]:
     return BASE_TAR + suffix, WAL_TAR + suffix
 
 
-def create_physical(settings: Settings, work: Path, backup_id: str, progress: Progress) -> Manifest:
-    """Take a base backup into ``work`` (an empty directory) and return its manifest."""
+def create_physical(
+    settings: Settings, work: Path, backup_id: str, progress: Progress, *, from_replica: bool = False
+) -> Manifest:
+    """Take a base backup into ``work`` (an empty directory) and return its manifest.
+
+    ``from_replica`` (profile `ha`): pg_basebackup reads from a replica through the read port
+    (``DB_READ_PORT``), as PostgreSQL allows on a standby; the leader, reached through
+    ``DB_PORT``, still closes the WAL segment afterwards so its archiver holds the backup's WAL.
+    LlmobsError when the read port reaches no replica."""
     level = settings.get_int("BACKUP_COMPRESSION_LEVEL")
     compression = f"gzip:{level}" if level else "none"
     with admin_connection(settings) as conn:
         facts = server_facts(conn)
         binaries = binaries_for(settings, facts.major)
+        port = _replica_port(settings) if from_replica else None
         started = datetime.now(UTC)
-        progress.step(f"pg_basebackup of PostgreSQL {facts.version}")
-        with client_env(settings, dbname="postgres") as env:
+        progress.step(f"pg_basebackup of PostgreSQL {facts.version}" + (" from a replica" if port else ""))
+        with client_env(settings, dbname="postgres", port=port) as env:
             run(
                 [
                     binaries("pg_basebackup"),
@@ -80,6 +88,31 @@ def create_physical(settings: Settings, work: Path, backup_id: str, progress: Pr
         compression=compression,
         database=settings.get_str("DB_NAME"),
     )
+
+
+def _replica_port(settings: Settings) -> int:
+    """DB_READ_PORT, once a connection through it reaches a server in recovery (a replica)."""
+    import psycopg
+
+    from llmobs.store.db import connect_kwargs, first_line
+
+    kwargs = connect_kwargs(settings, "admin", dbname="postgres", connect_timeout=10)
+    kwargs["port"] = settings.get_int("DB_READ_PORT")
+    hint = (
+        "the read port routes to replicas of the `ha` profile (`llmobs status`); "
+        "BACKUP_FROM=leader reads from the leader"
+    )
+    try:
+        with psycopg.connect(autocommit=True, **kwargs) as conn:
+            row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+    except psycopg.OperationalError as exc:
+        raise LlmobsError(
+            f"a backup from a replica needs a replica behind {kwargs['host']}:{kwargs['port']}: {first_line(exc)}",
+            hint=hint,
+        ) from None
+    if not row or not row[0]:
+        raise LlmobsError(f"{kwargs['host']}:{kwargs['port']} reaches the leader, not a replica", hint=hint)
+    return int(kwargs["port"])
 
 
 def describe_while_switching(conn: psycopg.Connection, work: Path, progress: Progress) -> list[FileEntry]:

@@ -208,17 +208,34 @@ def merge_windows(windows: list[Window]) -> list[Window]:
     return merged
 
 
-def choose_timeline(index: WalIndex, births: dict[int, datetime], target: datetime, live: int | None) -> int:
+def choose_timeline(
+    index: WalIndex, births: dict[int, datetime], target: datetime, live: int | None, *, failovers: bool = False
+) -> int:
     """The timeline that was live at ``target``: "restore to 14:30" means the data as the stack
     had it at 14:30, even if a restore since then went back to an earlier point and started a
     new timeline. Timelines that restores created are recorded with the time they went live;
-    one without a record is a restore that was rolled back (left aside), except the live one."""
+    one without a record is a restore that was rolled back (left aside), except the live one.
+
+    ``failovers`` (profile `ha`): a timeline no restore recorded was started by a failover or
+    switchover (Patroni promoting a replica). It continues its parent without a fork: the parent's
+    last segment is archived whole only on the child (the parent's copy is ``.partial``), so a
+    target on the parent is reached through the child, and so on down such a chain."""
     epoch = datetime.min.replace(tzinfo=target.tzinfo)
     candidates = {1: epoch, **births}
     if live is not None and live not in candidates:
         candidates[live] = index.history_time(live) or epoch
+    continued: dict[int, list[int]] = {}
+    if failovers:
+        for tli, history in index.histories.items():
+            if tli in births or not history:
+                continue
+            candidates.setdefault(tli, index.history_time(tli) or epoch)
+            continued.setdefault(history[-1][0], []).append(tli)
     eligible = [(born, tli) for tli, born in candidates.items() if born <= target]
-    return max(eligible)[1] if eligible else 1
+    chosen = max(eligible)[1] if eligible else 1
+    while continued.get(chosen):
+        chosen = max(continued[chosen])
+    return chosen
 
 
 def _quote(value: str) -> str:

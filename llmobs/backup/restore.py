@@ -121,7 +121,9 @@ def plan_restore(
             if not switch_and_wait(conn, commit_first=True, timeout=60):
                 progress.warn("the newest WAL did not reach the archive; the restorable window ends earlier")
     index = WalIndex(repo, binaries)
-    timeline = choose_timeline(index, repo.timeline_births(), target, site.live_timeline())
+    timeline = choose_timeline(
+        index, repo.timeline_births(), target, site.live_timeline(), failovers=site.timelines_from_failovers
+    )
     plan = plan_point_in_time(index, entries, target, timeline)
     return plan, index
 
@@ -180,7 +182,7 @@ def restore_physical(
         journal.write("swapped")
         if pgdata.exists():
             os.rename(pgdata, journal.aside)
-        os.rename(journal.staging, pgdata)
+        site.install_restored(Path(journal.staging))
         log_mark = site.log_mark()
         site.start_db(progress, timeout=settings.get_int("BACKUP_RESTORE_TIMEOUT_SECONDS"))
         progress.step("Replaying WAL" + (f" up to {plan.target_time.isoformat()}" if plan.target_time else ""))
@@ -225,7 +227,9 @@ def restore_physical(
     result = RestoreResult(entry.id, "physical", plan.target_time, timeline, kept)
     audit_restore(settings, result, repo)
     journal.remove()
-    if not was_running:
+    if was_running:
+        site.after_restore(progress)
+    else:
         site.stop_db(progress)
     site.start_services(writers, progress)
     return result

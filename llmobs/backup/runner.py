@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from llmobs.backup.control import HostChannel, serve
 from llmobs.backup.job_env import IN_JOB_ENV, in_job
 from llmobs.backup.manifest import backup_type_of
-from llmobs.backup.sites import ComposeJobSite, LocalStackSite
+from llmobs.backup.sites import ComposeJobSite, HaComposeJobSite, LocalStackSite
 from llmobs.errors import (
     EXIT_ABORTED,
     EXIT_ALREADY_RUNNING,
@@ -35,6 +35,7 @@ from llmobs.errors import (
     LlmobsError,
 )
 from llmobs.progress import Progress, SilentProgress
+from llmobs.stack import ha
 from llmobs.stack.compose import JOB_SERVICE, RESTORE_SERVICE, ComposeStack
 from llmobs.stack.local import LocalStack
 from llmobs.stack.runtime import get_stack, resolve_runtime
@@ -88,6 +89,11 @@ def _handle(stack: ComposeStack, op: str, args: dict[str, Any]) -> Any:
     if op == "start":
         stack.bring_up(list(args["services"]), SilentProgress(), wait=bool(args.get("wait", True)))
         return None
+    if op == "ha-forget-cluster":
+        ha.forget_cluster(stack)
+        return None
+    if op == "ha-members":
+        return [m.to_dict() for m in ha.members(stack)]
     raise LlmobsError(f"unknown request {op!r}")
 
 
@@ -171,6 +177,8 @@ def restore_site(settings: Settings, *, redis_passwords: RedisPasswords | None =
     services; else the local runtime's cluster, whose Redis accepts ``redis_passwords`` when the
     restore starts it (see ``LocalStack``)."""
     if in_job():
+        if settings.get_str("BACKUP_REPLICA_PGDATA_DIR"):
+            return HaComposeJobSite(settings, HostChannel())
         return ComposeJobSite(settings, HostChannel())
     stack = get_stack(settings, redis_passwords=redis_passwords)
     if not isinstance(stack, LocalStack):

@@ -10,6 +10,8 @@ services that write to it.
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -42,6 +44,8 @@ class Site(ABC):
     #: where WAL fetched from S3 for a restore goes, as the server sees it too (None: the
     #: repository's WAL cache, which a server on this host reads)
     server_wal_cache: Path | None = None
+    #: timelines no restore recorded come from failovers (profile `ha`; see pitr.choose_timeline)
+    timelines_from_failovers: bool = False
 
     @property
     @abstractmethod
@@ -97,6 +101,16 @@ class Site(ABC):
     def service_running(self, service: str) -> bool:
         """Whether a service other than PostgreSQL (redis, grafana) runs."""
         return False
+
+    def install_restored(self, staging: Path) -> None:
+        """Put the staged, restored data directory where the server starts from (the live one
+        was moved aside already)."""
+        os.rename(staging, self.pgdata)
+
+    def after_restore(self, progress: Progress) -> None:
+        """Once the restored cluster is verified: what else it needs (replicas, under Patroni).
+        Nothing here."""
+        return None
 
     @abstractmethod
     def stop_services(self, services: Sequence[str], progress: Progress) -> None:
@@ -260,3 +274,106 @@ class ComposeJobSite(Site):
 def _path_setting(settings: Settings, name: str) -> Path | None:
     value = settings.get_str(name)
     return Path(value) if value else None
+
+
+#: profile `ha`: the node whose volume restore jobs mount at BACKUP_PGDATA_DIR (it becomes the
+#: leader), and the replica whose volume they mount at BACKUP_REPLICA_PGDATA_DIR (cloned anew)
+HA_RESTORED_NODE = "db-1"
+HA_REPLICA_NODE = "db-2"
+#: beside the data directory: what Patroni's bootstrap method `llmobs_restore` (compose/ha/)
+#: moves into place when it finds the data directory empty
+RESTORED_SUFFIX = ".restored"
+
+
+class HaComposeJobSite(ComposeJobSite):
+    """Inside a compose restore job of the `ha` profile, the way Patroni documents a restore:
+    every node stops and the cluster is removed from etcd (`patronictl remove`); the restored
+    data directory waits beside db-1's empty one, and db-1 bootstraps a new cluster from it
+    (bootstrap ``method: llmobs_restore``, keeping the recovery settings: PostgreSQL replays WAL
+    up to the target and promotes, then Patroni takes the leader lock). Once it is checked,
+    db-2's data is removed and db-2 starts empty, so Patroni clones it from the new leader, and
+    the restore waits until it is the synchronous standby again."""
+
+    def __init__(self, settings: Settings, host: HostChannel) -> None:
+        super().__init__(settings, host)
+        self.replica_pgdata = Path(settings.get_str("BACKUP_REPLICA_PGDATA_DIR"))
+        self.restored = self.pgdata.with_name(self.pgdata.name + RESTORED_SUFFIX)
+        self.timelines_from_failovers = True
+
+    @property
+    def log_hint(self) -> str:
+        return f"see `llmobs logs {HA_RESTORED_NODE}` and `llmobs status`"
+
+    def live_timeline(self) -> int | None:
+        """The leader's timeline (db-1's data directory may be a replica's, behind it)."""
+        try:
+            with admin_connection(self.settings, dbname="postgres") as conn:
+                row = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()
+        except LlmobsError:
+            return super().live_timeline()
+        return int(row[0][:8], 16) if row else None
+
+    def db_running(self) -> bool:
+        return self.service_running(HA_RESTORED_NODE)
+
+    def stop_db(self, progress: Progress, *, immediate: bool = False) -> None:
+        progress.step(
+            f"Stopping the Patroni nodes {HA_RESTORED_NODE}, {HA_REPLICA_NODE} and removing the cluster from etcd"
+        )
+        self.host.request("stop", services=[HA_RESTORED_NODE, HA_REPLICA_NODE])
+        self.host.request("ha-forget-cluster")
+
+    def install_restored(self, staging: Path) -> None:
+        shutil.rmtree(self.restored, ignore_errors=True)
+        os.rename(staging, self.restored)
+
+    def start_db(self, progress: Progress, *, timeout: int) -> None:
+        """With a restored directory waiting: db-1 alone, which bootstraps from it (recovery is
+        waited for by the caller, through the write port, which reaches db-1 once it leads).
+        Without one (a restore rolled back, the previous data in place): both nodes, which resume
+        as a cluster with the data they had."""
+        if self.restored.exists() and self.pgdata.exists():
+            shutil.rmtree(self.restored)  # rolled back: the restored copy was never taken in
+        self.host.request("ha-forget-cluster")  # a failed bootstrap may have left its keys
+        nodes = [HA_RESTORED_NODE] if self.restored.exists() else [HA_RESTORED_NODE, HA_REPLICA_NODE]
+        progress.step(f"Starting {', '.join(nodes)}")
+        self.host.request("start", services=nodes, wait=False)
+        deadline = time.monotonic() + timeout
+        while not self.db_running():
+            if time.monotonic() > deadline:
+                raise LlmobsError(f"{HA_RESTORED_NODE} did not start", hint=self.log_hint)
+            time.sleep(0.5)
+
+    def after_restore(self, progress: Progress) -> None:
+        """Clone db-2 from the restored leader: its previous data (a copy of the cluster before
+        the restore; db-1's is kept aside) is removed, and Patroni re-creates it with
+        pg_basebackup. Waits until it is the synchronous standby; LlmobsError after
+        BACKUP_RESTORE_TIMEOUT_SECONDS (the restored leader stands and serves meanwhile)."""
+        progress.step(f"Re-creating {HA_REPLICA_NODE} from the restored leader")
+        if self.replica_pgdata.exists():
+            shutil.rmtree(self.replica_pgdata)
+        self.host.request("start", services=[HA_REPLICA_NODE], wait=False)
+        deadline = time.monotonic() + self.settings.get_int("BACKUP_RESTORE_TIMEOUT_SECONDS")
+        members: list[dict[str, object]] = []
+        while time.monotonic() < deadline:
+            try:
+                members = list(self.host.request("ha-members"))
+            except LlmobsError:
+                members = []
+            leader = [m for m in members if m.get("role") == "leader"]
+            synced = [
+                m
+                for m in members
+                if m.get("synchronous")
+                and m.get("state") in ("running", "streaming")
+                and leader
+                and m.get("timeline") == leader[0].get("timeline")
+            ]
+            if leader and synced:
+                progress.done(f"{HA_REPLICA_NODE} is the synchronous standby of {leader[0]['name']} again")
+                return
+            time.sleep(1)
+        raise LlmobsError(
+            f"{HA_REPLICA_NODE} did not become the synchronous standby of the restored leader: {members}",
+            hint=f"the restored data is in place and serves; see `llmobs logs {HA_REPLICA_NODE}`",
+        )

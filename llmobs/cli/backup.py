@@ -26,6 +26,14 @@ TypeOpt = Annotated[
     ),
 ]
 NoUploadOpt = Annotated[bool, typer.Option("--no-upload", help="Keep the backup local even when S3 is set.")]
+FromReplicaOpt = Annotated[
+    bool,
+    typer.Option(
+        "--from-replica",
+        help="Physical backup read from a replica (profile `ha`, through DB_READ_PORT); "
+        "default: the setting BACKUP_FROM.",
+    ),
+]
 
 backup_app = typer.Typer(
     help="Back up the stack: PostgreSQL (physical or logical), Redis and Grafana; "
@@ -88,36 +96,47 @@ def run_command(
 
 @backup_app.callback(invoke_without_command=True)
 def backup_main(
-    ctx: typer.Context, type_: TypeOpt = "physical", no_upload: NoUploadOpt = False, json_: JsonOpt = False
+    ctx: typer.Context,
+    type_: TypeOpt = "physical",
+    no_upload: NoUploadOpt = False,
+    from_replica: FromReplicaOpt = False,
+    json_: JsonOpt = False,
 ) -> None:
     """Without a command: take a backup (as `llmobs backup create`)."""
     if ctx.invoked_subcommand is None:
-        _create(ctx_obj(ctx), type_, no_upload, json_)
+        _create(ctx_obj(ctx), type_, no_upload, json_, from_replica)
 
 
 @backup_app.command("create")
 def create(
-    ctx: typer.Context, type_: TypeOpt = "physical", no_upload: NoUploadOpt = False, json_: JsonOpt = False
+    ctx: typer.Context,
+    type_: TypeOpt = "physical",
+    no_upload: NoUploadOpt = False,
+    from_replica: FromReplicaOpt = False,
+    json_: JsonOpt = False,
 ) -> None:
     """Take a backup. Physical backups end with a WAL switch, so the archive holds everything up
     to the backup. Prints the backup id."""
-    _create(ctx_obj(ctx), type_, no_upload, json_)
+    _create(ctx_obj(ctx), type_, no_upload, json_, from_replica)
 
 
-def _create(obj: CliContext, backup_type: str, no_upload: bool, json_: bool) -> None:
+def _create(obj: CliContext, backup_type: str, no_upload: bool, json_: bool, from_replica: bool = False) -> None:
     argv = [
         "backup",
         "create",
         "--type",
         backup_type,
         *(["--no-upload"] if no_upload else []),
+        *(["--from-replica"] if from_replica else []),
         *(["--json"] if json_ else []),
     ]
 
     def work(progress: Any) -> None:
         from llmobs.backup.jobs import create_backup
 
-        entry = create_backup(obj.settings, backup_type, progress, upload=not no_upload)
+        entry = create_backup(
+            obj.settings, backup_type, progress, upload=not no_upload, from_replica=True if from_replica else None
+        )
         if json_:
             emit(
                 {

@@ -163,6 +163,25 @@ def facts(stack: Stack) -> dict[str, Any]:
     return found
 
 
+#: the key prefix of the cluster in etcd: Patroni's namespace, then its scope (patroni.yml)
+DCS_PREFIX = "/llmobs/llmobs/"
+
+
+def forget_cluster(stack: Stack) -> None:
+    """Remove the cluster's keys from etcd (as `patronictl remove` does): the next node to
+    start bootstraps a new cluster instead of joining the old one. Only with every node
+    stopped; LlmobsError when etcd refuses or one still runs."""
+    running = _running_nodes(stack)
+    if running:
+        raise LlmobsError(f"the cluster cannot be removed from etcd while {', '.join(running)} run(s)")
+    proc = stack.exec(
+        ETCD, ["etcdctl", "--endpoints=http://127.0.0.1:2379", "del", "--prefix", DCS_PREFIX], check=False
+    )
+    if proc.returncode != 0:
+        output = (proc.stdout + proc.stderr).decode(errors="replace").strip()[-300:]
+        raise LlmobsError(f"etcd did not remove the cluster's keys: {output}", hint=_HINT)
+
+
 def _leader(stack: Stack) -> Member | None:
     return next((m for m in members(stack) if m.role == "leader"), None)
 

@@ -86,7 +86,7 @@ def test_ha_overlay_replaces_timescaledb_with_patroni_nodes_behind_db_proxy(tmp_
     """With profile `ha` llmobs adds docker-compose.ha.yml: no timescaledb, and every client of
     PostgreSQL goes through db-proxy, which publishes the write and read ports."""
     files = [*OVERLAYS["offline"], "docker-compose.ha.yml"]
-    services = compose_config(files, tmp_path, profiles=["backup", "ha"])["services"]
+    services = compose_config(files, tmp_path, profiles=["backup", "ha", "restore"])["services"]
     assert "timescaledb" not in services
     assert {"etcd", "db-1", "db-2", "db-proxy"} <= set(services)
     for name in ("collector", "api", "maintenance", "backup"):
@@ -104,7 +104,17 @@ def test_ha_overlay_replaces_timescaledb_with_patroni_nodes_behind_db_proxy(tmp_
             "patroni_rest_password",
         }
         assert services[node]["pull_policy"] == "never"
+    # backups may read from a replica through the read port inside the network; restores put
+    # the restored data into db-1's volume and clone db-2 anew
+    assert services["backup"]["environment"]["DB_READ_PORT"] == "5433"
+    restore = services["restore"]
+    mounts = {v["target"]: v["source"] for v in restore["volumes"]}
+    assert mounts["/var/lib/postgresql/data"] == "db-1-data" and mounts["/replica-data"] == "db-2-data"
+    assert restore["environment"]["BACKUP_PGDATA_DIR"] == "/var/lib/postgresql/data/pgdata"
+    assert restore["environment"]["BACKUP_REPLICA_PGDATA_DIR"] == "/replica-data/pgdata"
     patroni = yaml.safe_load((COMPOSE / "ha" / "patroni.yml").read_text())
+    assert patroni["bootstrap"]["method"] == "initdb"
+    assert patroni["bootstrap"]["llmobs_restore"]["keep_existing_recovery_conf"] is True
     dcs = patroni["bootstrap"]["dcs"]
     assert dcs["synchronous_mode"] is True
     assert dcs["loop_wait"] + 2 * dcs["retry_timeout"] <= dcs["ttl"]

@@ -15,6 +15,8 @@ import secrets
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
@@ -186,6 +188,19 @@ def new_project() -> Project:
         },
     )
     return Project(root, name)
+
+
+@contextmanager
+def stack_up(*up_args: str) -> Iterator[Project]:
+    """A new project brought up with `llmobs up UP_ARGS` (a module fixture's stack); afterwards
+    `llmobs down --volumes` and whatever of the compose project is left is removed."""
+    proj = new_project()
+    try:
+        proj.cli("up", *up_args)
+        yield proj
+    finally:
+        run_cli("down", "--volumes", "--yes", project_dir=proj.root, timeout=300)
+        remove_compose_project(proj.name)
 
 
 def send_trace(project: Project, name: str) -> str:
