@@ -227,9 +227,8 @@ def restore_physical(
     result = RestoreResult(entry.id, "physical", plan.target_time, timeline, kept)
     audit_restore(settings, result, repo)
     journal.remove()
-    if was_running:
-        site.after_restore(progress)
-    else:
+    site.after_restore(progress)
+    if not was_running:
         site.stop_db(progress)
     site.start_services(writers, progress)
     return result
