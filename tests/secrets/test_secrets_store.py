@@ -116,7 +116,7 @@ def test_a_secret_set_in_the_environment_cannot_be_rotated_and_its_value_is_not_
 
 def test_targets_expand_in_rotation_order():
     assert expand_targets(["jwt", "db"]) == ["db", "jwt"]
-    assert expand_targets(["all"]) == ["db", "redis", "jwt", "grafana"]
+    assert expand_targets(["all"]) == ["db", "redis", "jwt", "grafana", "ha"]
     with pytest.raises(UsageError):
         expand_targets(["ssh"])
 
