@@ -167,7 +167,8 @@ def test_rotation_log_baseline_then_rotations_once_per_run(project: Path):
     by_name = {s.name: s for s in status.secrets}
     assert by_name["REDIS_PASSWORD"].warning is None
     assert by_name["DB_PASSWORD"].warning and "200 days" in by_name["DB_PASSWORD"].warning
-    assert by_name["GRAFANA_ADMIN_PASSWORD"].warning is None and not by_name["GRAFANA_ADMIN_PASSWORD"].in_use
+    for unused in ("GRAFANA_ADMIN_PASSWORD", "DB_REPLICATION_PASSWORD", "PATRONI_REST_PASSWORD"):
+        assert by_name[unused].warning is None and not by_name[unused].in_use, unused
     assert status.exit_code == 1
 
 
