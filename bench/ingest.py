@@ -32,6 +32,20 @@ run, alternating with this one for ``--rounds`` rounds, and prints both with the
 
     git worktree add --detach /tmp/before HEAD~1
     .venv/bin/python bench/ingest.py --pipeline --spans 20000 --rounds 5 --against /tmp/before
+
+``--ha`` measures the cost of the `ha` profile's synchronous replication instead: a throwaway
+compose project (``llmobs up --profile ha``, the images of ``eval "$(scripts/offline-images)"``,
+removed with its volumes afterwards) takes OTLP/HTTP ingest through the collector (``--threads``
+clients, batches of ``--batch`` spans, ``--seconds`` a phase) in three phases a round, ``--rounds``
+rounds on the same stack: ``synchronous_mode`` on; off (asynchronous replication, Patroni's
+``PATCH /config``); the replica stopped, so the leader runs as a single node (the baseline). The
+replica is started again (and synchronous) before the next round. It reports the median spans/s
+of each phase over the rounds (alternating phases spreads the load of a shared machine over
+all of them) and the cost of ``synchronous_mode`` against the single node and against
+asynchronous replication::
+
+    eval "$(scripts/offline-images)"
+    .venv/bin/python bench/ingest.py --ha [--rounds 2] [--seconds 15] [--threads 4] [--batch 100]
 """
 
 from __future__ import annotations
@@ -549,17 +563,133 @@ def run_transport(
     return spans / elapsed, acked["logs"] / elapsed, peak, (cpu_after - cpu_before) / spans * 1e6
 
 
+def ha_body(worker: int, n: int, batch: int) -> bytes:
+    """An OTLP request of ``batch`` small spans with ids no other (worker, n) uses."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    req = ExportTraceServiceRequest()
+    scope = req.resource_spans.add().scope_spans.add()
+    now = time.time_ns()
+    for i in range(batch):
+        scope.spans.add(
+            trace_id=bytes.fromhex(f"{worker + 1:08x}{n:024x}"),
+            span_id=bytes.fromhex(f"{worker + 1:04x}{n:08x}{i:04x}"),
+            name="bench",
+            start_time_unix_nano=now,
+            end_time_unix_nano=now + 1_000_000,
+        )
+    return req.SerializeToString()
+
+
+def ha_ingest(url: str, token: str, *, seconds: float, threads: int, batch: int, offset: int) -> float:
+    """Acknowledged spans per second over ``seconds`` from ``threads`` OTLP/HTTP clients."""
+    import httpx
+
+    acked = [0] * threads
+    stop = time.monotonic() + seconds
+    headers = {"content-type": "application/x-protobuf", "authorization": f"Bearer {token}"}
+
+    def run(worker: int) -> None:
+        with httpx.Client(timeout=30) as client:
+            n = offset
+            while time.monotonic() < stop:
+                n += 1
+                response = client.post(f"{url}/v1/traces", content=ha_body(worker, n, batch), headers=headers)
+                if response.status_code == 200:
+                    acked[worker] += batch
+
+    started = time.monotonic()
+    workers = [threading.Thread(target=run, args=(w,)) for w in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    return sum(acked) / (time.monotonic() - started)
+
+
+def run_ha(rounds: int, seconds: float, threads: int, batch: int) -> None:
+    """The `--ha` measurement (module docstring): ``rounds`` of three phases on one throwaway
+    `ha` stack."""
+    import os
+    import secrets as secrets_mod
+
+    from benchlib import init_project
+
+    from llmobs.config import Settings, update_env_file
+    from llmobs.progress import SilentProgress
+    from llmobs.stack import ha
+    from llmobs.stack.compose import ComposeStack
+
+    images = {k: v for k, v in os.environ.items() if k.startswith("LLMOBS_IMAGE_") or k == "LLMOBS_COMPOSE_FILES"}
+    root = Path(tempfile.mkdtemp(prefix="llmobs-bench-ha-"))
+    root.chmod(0o755)
+    project = init_project(root)
+    name = f"llmobs-bench-ha-{secrets_mod.token_hex(4)}"
+    update_env_file(project / ".env", {**images, "COMPOSE_PROJECT_NAME": name, "LLMOBS_RUNTIME": "compose"})
+    cli = [sys.executable, "-m", "llmobs", "--project-dir", str(project)]
+    phases = ("synchronous_mode on", "asynchronous replication", "single node (replica stopped)")
+    rates: dict[str, list[float]] = {p: [] for p in phases}
+    try:
+        print("starting a throwaway `ha` stack ...", flush=True)
+        subprocess.run([*cli, "up", "--profile", "ha"], check=True, capture_output=True)
+        settings = Settings.load(project)
+        stack = ComposeStack(settings, profiles=(ha.PROFILE,))
+        url = f"http://127.0.0.1:{settings.get_int('COLLECTOR_HTTP_PORT')}"
+        token = settings.secret("LLMOBS_INGEST_API_KEY")
+        ha_ingest(url, token, seconds=3, threads=threads, batch=batch, offset=0)  # warm-up
+        offset = 0
+        for n in range(rounds):
+            for label in phases:
+                if label == phases[0]:
+                    ha.set_synchronous_mode(stack, True, timeout=180)
+                elif label == phases[1]:
+                    ha.set_synchronous_mode(stack, False)
+                else:
+                    replica = next(m.name for m in ha.members(stack) if m.role == "replica")
+                    stack.stop([replica], SilentProgress())
+                offset += 10_000_000
+                rates[label].append(ha_ingest(url, token, seconds=seconds, threads=threads, batch=batch, offset=offset))
+                print(f"round {n + 1}, {label}: {rates[label][-1]:,.0f} spans/s", flush=True)
+            stack.start([replica], SilentProgress())
+    finally:
+        subprocess.run([*cli, "down", "--volumes", "--yes"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+    median = {label: statistics.median(r) for label, r in rates.items()}
+    on, off, single = (median[p] for p in phases)
+    print(
+        f"\n{'phase':32} {'spans/s':>9}   (median of {rounds} rounds; OTLP/HTTP, {threads} clients, "
+        f"batches of {batch}, {seconds:g} s a phase)"
+    )
+    for label, rate in median.items():
+        print(f"{label:32} {rate:9,.0f}   ({', '.join(f'{r:,.0f}' for r in rates[label])})")
+    print(
+        f"\ncost of synchronous_mode: {100 * (1 - on / single):.1f} % fewer spans/s than a single node, "
+        f"{100 * (1 - on / off):.1f} % fewer than asynchronous replication"
+    )
+    print(json.dumps({"sync_on": round(on), "async": round(off), "single_node": round(single)}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spans", type=int, default=100_000, help="spans sent per transport")
     parser.add_argument("--workers", type=int, default=None, help="COLLECTOR_WORKERS (default: the setting's)")
     parser.add_argument("--transports", default="grpc,http")
-    parser.add_argument("--rounds", type=int, default=1, help="repeat ceiling + transports; medians are reported")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="repeat ceiling + transports (--ha: the phases); medians are reported"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     parser.add_argument("--mixed", action="store_true", help="send GenAI log records and metrics beside the spans")
     parser.add_argument("--pipeline", action="store_true", help="only the CPU per span of decode, process, encode")
     parser.add_argument("--against", type=Path, help="with --pipeline: another checkout measured in the same run")
+    parser.add_argument("--ha", action="store_true", help="synchronous replication against a single node (compose)")
+    parser.add_argument("--seconds", type=float, default=15, help="with --ha: seconds a phase")
+    parser.add_argument("--threads", type=int, default=4, help="with --ha: OTLP/HTTP clients")
+    parser.add_argument("--batch", type=int, default=100, help="with --ha: spans a request")
     args = parser.parse_args()
+    if args.ha:
+        run_ha(args.rounds or 2, args.seconds, args.threads, args.batch)
+        return
+    args.rounds = args.rounds or 1
     if args.against and not (args.pipeline and (args.against / "llmobs" / "__init__.py").is_file()):
         parser.error("--against takes a checkout of llmobs (a directory with llmobs/) and needs --pipeline")
     if args.pipeline:

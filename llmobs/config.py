@@ -160,6 +160,16 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     # --- database ---
     _s(
+        "HA_NODES",
+        "2",
+        "Profile `ha`: PostgreSQL nodes under Patroni (`db-1`..`db-N`): 2, or 3 for a synchronous "
+        "standby and a spare replica. Set it before the cluster's first `llmobs up --profile ha`, or "
+        "raise it later (`llmobs up --profile ha` then starts `db-3`, which clones itself from the leader).",
+        "choice",
+        group="Database",
+        choices=("2", "3"),
+    ),
+    _s(
         "DB_HOST",
         "",
         "Host the servers and the CLI connect to for PostgreSQL. Empty: the loopback "
@@ -268,6 +278,16 @@ SETTINGS: tuple[Setting, ...] = (
         "true",
         "When Redis is unreachable: `true` serves requests without "
         "rate limiting (reads keep working), `false` refuses them with 503.",
+        "bool",
+        group="API",
+    ),
+    _s(
+        "API_READ_FROM_REPLICA",
+        "false",
+        "Profile `ha`: the api's reads that may lag (trace list and search, `/query`, metrics) go to "
+        "`db-proxy`'s read port (the replicas), and to the leader while no replica answers. Reads that "
+        "must see the caller's own writes (one span or trace by id, keys, anything after a write) "
+        "always use the leader.",
         "bool",
         group="API",
     ),

@@ -10,6 +10,10 @@ timeout, so a read is one statement in autocommit: one round trip, no BEGIN and 
   A read whose session the server ended (a restart, a password rotation, a switchover) runs
   again on a new connection, for up to READ_RETRY_WINDOW seconds (READ_MAX_ATTEMPTS at most):
   reads are idempotent;
+* reads that may lag (``may_lag=True``: the trace list, search, ``/query``, metrics) go to the
+  replicas when API_READ_FROM_REPLICA is on (profile `ha`: db-proxy's read port, DB_READ_PORT),
+  and to the leader when no replica answers (see :meth:`Database.read`). Every other read (one
+  span or trace by id, anything after a write) stays on the leader, so a caller sees its writes;
 * :meth:`Database.write_spans` — inserting one project's spans with the collector's COPY, which
   PostgreSQL only allows to a role that bypasses row-level security: the login role, for the
   length of that transaction;
@@ -55,12 +59,19 @@ RECONNECT_TIMEOUT = 1.0
 READ_RETRY_WINDOW = 5.0
 READ_MAX_ATTEMPTS = 4
 READ_RETRY_PAUSE = 0.2
+#: Seconds a read that may lag waits for a replica connection before it goes to the leader, and
+#: seconds the leader then serves such reads before the replicas are tried again.
+REPLICA_TIMEOUT = 1.0
+REPLICA_RETRY_AFTER = 5.0
 
 _SCOPE_SQL = "SELECT set_config('llmobs.project_id', %s, false)"
 _READ_WRITE_SQL = "SET TRANSACTION READ WRITE"
 #: SQLSTATEs of a session the server ended: admin_shutdown (restart, pg_terminate_backend) and
 #: crash_shutdown.
 _SESSION_ENDED = frozenset({"57P01", "57P02"})
+#: SQLSTATEs a hot standby answers when replay cancels a read (conflict with recovery); the
+#: leader answers it instead.
+_REPLICA_CONFLICT = frozenset({"40001"})
 
 
 async def check_alive(conn: psycopg.AsyncConnection) -> None:
@@ -78,6 +89,10 @@ class SessionEnded(Exception):
         self.reason = reason
 
 
+class ReplicaConflict(Exception):
+    """A hot standby cancelled a read (replay conflicted with it); the leader can run it."""
+
+
 class Database:
     def __init__(self, settings: Settings) -> None:
         self.statement_timeout_ms = settings.get_int("API_QUERY_TIMEOUT_MS")
@@ -88,6 +103,15 @@ class Database:
         self._project_slots: dict[int, asyncio.Semaphore] = {}
         self.connect_kwargs = {**connect_kwargs(settings, "app"), "application_name": "llmobs-api"}
         self._pool: AsyncConnectionPool | None = None
+        #: reads that may lag go to the replicas (db-proxy's read port) when set
+        self.replica_kwargs = (
+            {**self.connect_kwargs, "port": settings.get_int("DB_READ_PORT"), "application_name": "llmobs-api-replica"}
+            if settings.get_bool("API_READ_FROM_REPLICA")
+            else None
+        )
+        self._replica_pool: AsyncConnectionPool | None = None
+        #: loop time until which reads that may lag go to the leader (no replica answered)
+        self._replica_down_until = 0.0
         # The project each pooled connection's session is scoped to; absent: none (yet).
         self._scopes: weakref.WeakKeyDictionary[psycopg.AsyncConnection, int] = weakref.WeakKeyDictionary()
 
@@ -113,25 +137,35 @@ class Database:
         )
 
     async def open(self) -> None:
-        """A new pool (one per start of the app). It does not wait for PostgreSQL: the API starts,
-        and reports not ready, while the database is still down."""
-        self._pool = AsyncConnectionPool(
-            kwargs=self.connect_kwargs,
+        """A new pool (one per start of the app), and one for the replicas with
+        API_READ_FROM_REPLICA. Neither waits for PostgreSQL: the API starts, and reports not
+        ready, while the database is still down."""
+        self._pool = await self._open_pool(self.connect_kwargs, POOL_TIMEOUT, "llmobs-api")
+        if self.replica_kwargs is not None:
+            self._replica_pool = await self._open_pool(self.replica_kwargs, REPLICA_TIMEOUT, "llmobs-api-replica")
+
+    async def _open_pool(self, kwargs: dict[str, object], timeout: float, name: str) -> AsyncConnectionPool:
+        pool = AsyncConnectionPool(
+            kwargs=kwargs,
             min_size=1,
             max_size=self.max_size,
             open=False,
             configure=self._configure,
             check=check_alive,
-            timeout=POOL_TIMEOUT,
+            timeout=timeout,
             reconnect_timeout=RECONNECT_TIMEOUT,
-            name="llmobs-api",
+            name=name,
         )
-        await self._pool.open(wait=False)
+        await pool.open(wait=False)
+        return pool
 
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+        if self._replica_pool is not None:
+            await self._replica_pool.close()
+            self._replica_pool = None
 
     @asynccontextmanager
     async def _project_slot(self, project_id: int) -> AsyncIterator[None]:
@@ -156,11 +190,28 @@ class Database:
         finally:
             slots.release()
 
-    async def read(self, project_id: int, work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
+    async def read(
+        self, project_id: int, work: Callable[[psycopg.AsyncConnection], Awaitable[T]], *, may_lag: bool = False
+    ) -> T:
         """``work(conn)`` on a connection in autocommit, read-only, that sees only ``project_id``'s
         rows, within one of the project's read slots (ApiError 429 ``project_busy`` when they stay
-        taken)."""
+        taken).
+
+        ``may_lag``: the read may miss the latest commits (lists, search, aggregates; never a read
+        that must see the caller's own writes). With API_READ_FROM_REPLICA on it runs on a replica;
+        when none gives a connection within REPLICA_TIMEOUT, or the replica ends the session or
+        cancels the read (a switchover, a conflict with replay), it runs on the leader, and so do
+        such reads for the next REPLICA_RETRY_AFTER seconds."""
         async with self._project_slot(project_id):
+            if may_lag and self._replica_pool is not None:
+                loop = asyncio.get_running_loop()
+                if loop.time() >= self._replica_down_until:
+                    try:
+                        return await self._read_once(self._replica_pool, project_id, work)
+                    except (PoolTimeout, SessionEnded, ReplicaConflict) as exc:
+                        log.info("no replica served a read (%s); the leader serves such reads for now", exc)
+                        self._replica_down_until = loop.time() + REPLICA_RETRY_AFTER
+                        await self._replica_pool.check()
             return await self._read(project_id, work)
 
     async def _read(self, project_id: int, work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
@@ -177,7 +228,7 @@ class Database:
         while True:
             attempts += 1
             try:
-                return await self._read_once(project_id, work)
+                return await self._read_once(self.pool, project_id, work)
             except PoolTimeout:
                 if waited_for_pool:
                     raise
@@ -200,10 +251,12 @@ class Database:
                     await asyncio.sleep(READ_RETRY_PAUSE)
             await self.pool.check()
 
-    async def _read_once(self, project_id: int, work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
+    async def _read_once(
+        self, pool: AsyncConnectionPool, project_id: int, work: Callable[[psycopg.AsyncConnection], Awaitable[T]]
+    ) -> T:
         from psycopg import OperationalError
 
-        async with self.pool.connection() as conn:
+        async with pool.connection() as conn:
             try:
                 if self._scopes.get(conn) != project_id:
                     # Forgotten first: if setting it fails, the next read sets it again.
@@ -214,6 +267,8 @@ class Database:
             except OperationalError as exc:
                 if conn.broken or exc.sqlstate in _SESSION_ENDED:
                     raise SessionEnded(type(exc).__name__) from exc  # the pool drops the connection
+                if pool is self._replica_pool and exc.sqlstate in _REPLICA_CONFLICT:
+                    raise ReplicaConflict(exc.sqlstate or "") from exc
                 raise
 
     @asynccontextmanager

@@ -105,10 +105,11 @@ class Context:
     principal: Principal
     budget: Budget
 
-    async def read(self, work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
-        """``work`` on a read connection of the caller's project, charged QUERY_COST values first."""
+    async def read(self, work: Callable[[psycopg.AsyncConnection], Awaitable[T]], *, may_lag: bool = False) -> T:
+        """``work`` on a read connection of the caller's project, charged QUERY_COST values first;
+        ``may_lag`` as in ``Database.read`` (lists and aggregates only)."""
         self.budget.spend_query()
-        return await self.state.db.read(self.principal.project_id, work)
+        return await self.state.db.read(self.principal.project_id, work, may_lag=may_lag)
 
 
 class CostLimiter(SchemaExtension):
@@ -513,6 +514,7 @@ class Query:
             lambda conn: queries.list_traces(
                 conn, project_id, tf, sort=sort.value, descending=descending, limit=first, cursor=cursor
             ),
+            may_lag=True,
         )
         return TracePage(traces=[TraceSummary(**t) for t in page.traces], next_cursor=page.next_cursor)
 
@@ -541,7 +543,7 @@ class Query:
             provider=provider,
         )
         project_id = ctx.principal.project_id
-        _, _, series = await ctx.read(lambda conn: queries.metric_series(conn, project_id, req))
+        _, _, series = await ctx.read(lambda conn: queries.metric_series(conn, project_id, req), may_lag=True)
         return [MetricSeries(group=s["group"], points=[MetricPoint(**p) for p in s["points"]]) for s in series]
 
 

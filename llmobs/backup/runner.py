@@ -92,6 +92,8 @@ def _handle(stack: ComposeStack, op: str, args: dict[str, Any]) -> Any:
     if op == "ha-forget-cluster":
         ha.forget_cluster(stack)
         return None
+    if op == "ha-nodes":
+        return ha.nodes(stack)
     if op == "ha-members":
         return [m.to_dict() for m in ha.members(stack)]
     raise LlmobsError(f"unknown request {op!r}")

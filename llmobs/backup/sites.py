@@ -317,10 +317,11 @@ class HaComposeJobSite(ComposeJobSite):
         return self.service_running(HA_RESTORED_NODE)
 
     def stop_db(self, progress: Progress, *, immediate: bool = False) -> None:
-        progress.step(
-            f"Stopping the Patroni nodes {HA_RESTORED_NODE}, {HA_REPLICA_NODE} and removing the cluster from etcd"
-        )
-        self.host.request("stop", services=[HA_RESTORED_NODE, HA_REPLICA_NODE])
+        # Every node, db-3 too (HA_NODES=3): a node left running could take the leader lock with
+        # the old data once the cluster is gone from etcd. db-3 stays stopped (docs/ha.md).
+        nodes = list(self.host.request("ha-nodes"))
+        progress.step(f"Stopping the Patroni nodes {', '.join(nodes)} and removing the cluster from etcd")
+        self.host.request("stop", services=nodes)
         self.host.request("ha-forget-cluster")
 
     def install_restored(self, staging: Path) -> None:

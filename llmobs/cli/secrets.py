@@ -25,9 +25,10 @@ def rotate(
         list[str],
         typer.Argument(
             help="What to rotate: db (superuser, app and readonly roles), redis, jwt (signing key), grafana "
-            "(admin password, compose runtime), or all.",
+            "(admin password, compose runtime), ha (replication user and Patroni's REST password, profile ha), "
+            "or all.",
             show_default=False,
-            metavar="db|redis|jwt|grafana|all",
+            metavar="db|redis|jwt|grafana|ha|all",
         ),
     ],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,

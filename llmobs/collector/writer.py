@@ -224,7 +224,11 @@ class Writer:
             try:
                 conn = await self._usable(conn)
                 await self._write(conn, batch)
-            except (psycopg.OperationalError, OSError) as exc:
+            except (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction, OSError) as exc:
+                # ReadOnlySqlTransaction: the connection reached a standby ("cannot execute COPY
+                # during recovery"): profile `ha`, db-proxy's write port for the moment of a
+                # failover when Patroni already answers as leader but PostgreSQL is still
+                # promoting. A new connection reaches the leader: the client retries (503).
                 if conn is not None:
                     await conn.close()
                 conn = None
@@ -278,7 +282,7 @@ class Writer:
         for index, item in enumerate(batch):
             try:
                 await self._write(conn, [item])
-            except psycopg.OperationalError as exc:
+            except (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction) as exc:
                 self._requeue_or_fail(batch[index:], DatabaseUnavailable(first_line(exc)))
                 await conn.close()
                 self._mark_down(first_line(exc))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from llmobs.errors import UsageError
 
 #: rotation order: the database first (its superuser is what the rest of the run logs in with)
-TARGETS = ("db", "redis", "jwt", "grafana")
+TARGETS = ("db", "redis", "jwt", "grafana", "ha")
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,8 @@ SECRETS: tuple[RotatedSecret, ...] = (
     RotatedSecret("REDIS_PASSWORD", "redis", "Redis ACL user (api, collector)"),
     RotatedSecret("SECRET_KEY", "jwt", "JWT signing key (api)"),
     RotatedSecret("GRAFANA_ADMIN_PASSWORD", "grafana", "Grafana `admin` user"),
+    RotatedSecret("DB_REPLICATION_PASSWORD", "ha", "PostgreSQL replication user `replicator` (profile `ha`)"),
+    RotatedSecret("PATRONI_REST_PASSWORD", "ha", "Patroni REST API user `patroni` (profile `ha`)"),
 )
 
 

@@ -32,11 +32,12 @@ from typing import TYPE_CHECKING, Any
 from llmobs.config import SETTINGS_BY_NAME, Settings, generate_secret
 from llmobs.errors import ConfigError, LlmobsError
 from llmobs.progress import SilentProgress
-from llmobs.secrets import grafana_admin, history, jwt_key, postgres_roles, redis_acl
+from llmobs.secrets import grafana_admin, history, jwt_key, patroni_auth, postgres_roles, redis_acl
 from llmobs.secrets.catalog import expand_targets, secrets_of
 from llmobs.secrets.context import RotationContext, Step
 from llmobs.secrets.journal import RotationJournal, rotation_lock
 from llmobs.secrets.store import SecretStore
+from llmobs.stack import ha
 from llmobs.stack.lifecycle import wait_healthy
 from llmobs.stack.local import LocalStack
 from llmobs.stack.runtime import get_stack, resolve_runtime
@@ -118,6 +119,10 @@ def _plan(
             targets = [t for t in targets if t != "grafana"]
             result.skipped["grafana"] = reason
             progress.warn(f"{reason}: GRAFANA_ADMIN_PASSWORD is not rotated")
+    for target, reason in _ha_skips(stack, targets).items():
+        targets = [t for t in targets if t != target]
+        result.skipped[target] = reason
+        progress.warn(f"{reason}: {', '.join(secrets_of([target]))} not rotated")
     if not targets:
         return None
     names = secrets_of(targets)
@@ -153,6 +158,18 @@ def _grafana_unavailable(stack: Stack) -> str | None:
     return None
 
 
+def _ha_skips(stack: Stack, targets: list[str]) -> dict[str, str]:
+    """Targets this stack cannot rotate, and why: ``ha`` without the profile's nodes; ``db`` with
+    them (Patroni's superuser credentials do not follow DB_PASSWORD yet: docs/ha.md)."""
+    skips = {}
+    ha_enabled = stack.runtime == "compose" and ha.enabled(stack)
+    if "ha" in targets and not ha_enabled:
+        skips["ha"] = "the stack does not run the `ha` profile (`llmobs up --profile ha`)"
+    if "db" in targets and ha_enabled:
+        skips["db"] = "rotating the database passwords under the `ha` profile is not supported yet (docs/ha.md)"
+    return skips
+
+
 def _rewritten_keys(targets: list[str], names: list[str]) -> list[str]:
     keys = list(names)
     if "db" in targets:
@@ -166,7 +183,8 @@ def _preflight(stack: Stack, settings: Settings, targets: list[str], progress: P
     """The stack must be up (the servers change credentials online), and services must not hold
     rotated secrets in their environment (they would never see the new values)."""
 
-    needed = ["timescaledb", *(["redis"] if "redis" in targets else [])]
+    database = ha.nodes(stack) if stack.runtime == "compose" and ha.enabled(stack) else ["timescaledb"]
+    needed = [*database, *(["redis"] if "redis" in targets else [])]
     if "grafana" in targets:
         needed.append("grafana")
     states = stack.states()
@@ -228,6 +246,8 @@ def rotation_steps(targets: Sequence[str]) -> list[Step]:
         steps += redis_acl.after_restart_steps()
     if "grafana" in targets:
         steps += grafana_admin.steps()
+    if "ha" in targets:
+        steps += patroni_auth.steps()
     steps += [
         Step("verify", "Checking the new and the old credentials", _verify),
         Step("finish", "Recording the rotation", _finish),
@@ -299,6 +319,8 @@ def _verify(ctx: RotationContext) -> None:
         jwt_key.verify(ctx)
     if "grafana" in targets:
         grafana_admin.verify(ctx)
+    if "ha" in targets:
+        patroni_auth.verify(ctx)
 
 
 def _finish(ctx: RotationContext) -> None:

@@ -67,7 +67,8 @@ def secrets_status(
         entry = latest.get(s.name)
         since, source = (entry.at, entry.event) if entry else (env_written, "estimated")
         age = (now - since).total_seconds() / 86400 if since else None
-        in_use = not (s.target == "grafana" and runtime == "local")
+        # the local runtime has neither Grafana nor the `ha` profile's Patroni nodes
+        in_use = not (s.target in ("grafana", "ha") and runtime == "local")
         item = SecretAge(s.name, s.target, s.what, since, source, round(age, 2) if age is not None else None, in_use)
         if in_use and age is not None and age > max_age_days:
             item.warning = (

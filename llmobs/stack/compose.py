@@ -57,6 +57,8 @@ TLS_FILES = {"TLS_CERT": "server.crt", "TLS_KEY": "server.key", "TLS_CA": "ca.cr
 #: takes timescaledb out and points every client at db-proxy
 HA_PROFILE = "ha"
 HA_OVERLAY = "docker-compose.ha.yml"
+#: the profile of db-3, enabled with `ha` when HA_NODES is 3
+HA_THIRD_NODE_PROFILE = "ha-3"
 _START_TIMEOUT_S = 300
 _HINT = "see `llmobs logs SERVICE` and `llmobs status`; `llmobs doctor` checks the Docker engine"
 
@@ -219,8 +221,15 @@ class ComposeStack(Stack):
             compose_files=[*self.compose_files()],
             compose_env_files=[self._write_env_files()],
             compose_project_name=self.project,
-            compose_profiles=list(self.profiles),
+            compose_profiles=self.compose_profiles(),
         )
+
+    def compose_profiles(self) -> list[str]:
+        """The compose profiles: those enabled, and with `ha`, `ha-3` when HA_NODES is 3 (db-3)."""
+        profiles = list(self.profiles)
+        if HA_PROFILE in profiles and int(self.settings.get_str("HA_NODES")) >= 3:
+            profiles.append(HA_THIRD_NODE_PROFILE)
+        return profiles
 
     def compose_cmd(self) -> list[str]:
         """The `docker compose` command line with this project's files, env file and profiles."""

@@ -22,21 +22,24 @@ if TYPE_CHECKING:
     from llmobs.stack.base import Stack
 
 PROFILE = "ha"
-#: the Patroni nodes of the compose file, in order
-NODES = ("db-1", "db-2")
+#: every Patroni node the compose file defines, in order; HA_NODES of them run (db-3 with 3)
+NODES = ("db-1", "db-2", "db-3")
 ETCD = "etcd"
 _HINT = "see `llmobs status` and `llmobs logs db-1` (or db-2, etcd)"
 
-# Runs in a node's container: one request to Patroni's REST API on the node itself; prints
-# {"status": code, "body": text}. Unsafe methods authenticate as `patroni` with the password of
-# the node's Docker secret.
-_REST_CALL = b"""
+# Runs in a node's container (``python3 -c``): one request to Patroni's REST API on the node
+# itself; prints {"status": code, "body": text}. Unsafe methods authenticate as `patroni` with the
+# password given on stdin or, without one, the node's Docker secret.
+_REST_CALL = """
 import base64, json, sys, urllib.error, urllib.request
 method, path, body = sys.argv[1], sys.argv[2], sys.argv[3]
 req = urllib.request.Request("http://127.0.0.1:8008" + path, method=method, data=body.encode() if body else None)
 if method != "GET":
-    with open("/run/secrets/patroni_rest_password", encoding="utf-8") as fh:
-        token = base64.b64encode(("patroni:" + fh.read().strip()).encode()).decode()
+    password = sys.stdin.read().strip()
+    if not password:
+        with open("/run/secrets/patroni_rest_password", encoding="utf-8") as fh:
+            password = fh.read().strip()
+    token = base64.b64encode(("patroni:" + password).encode()).decode()
     req.add_header("Authorization", "Basic " + token)
     req.add_header("Content-Type", "application/json")
 try:
@@ -76,17 +79,32 @@ def enabled(stack: Stack) -> bool:
     return NODES[0] in stack.available_services()
 
 
+def nodes(stack: Stack) -> list[str]:
+    """The Patroni nodes of this stack's configuration (db-1..db-N, N = HA_NODES)."""
+    available = stack.available_services()
+    return [n for n in NODES if n in available]
+
+
 def _running_nodes(stack: Stack) -> list[str]:
     states = stack.states()
     return [n for n in NODES if states.get(n) is not None and states[n].state in ("running", "starting")]
 
 
-def _rest(stack: Stack, node: str, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, str]:
-    """(HTTP status, body) of one REST call on ``node``; LlmobsError when the node cannot be asked."""
+def rest(
+    stack: Stack,
+    node: str,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    *,
+    password: str | None = None,
+) -> tuple[int, str]:
+    """(HTTP status, body) of one REST call on ``node``; LlmobsError when the node cannot be asked.
+    Unsafe methods authenticate with ``password`` (sent on stdin), else the node's secret."""
     proc = stack.exec(
         node,
-        ["python3", "-", method, path, json.dumps(body) if body is not None else ""],
-        input=_REST_CALL,
+        ["python3", "-c", _REST_CALL, method, path, json.dumps(body) if body is not None else ""],
+        input=(password or "").encode(),
         check=False,
     )
     try:
@@ -103,7 +121,7 @@ def members(stack: Stack) -> list[Member]:
     errors = []
     for node in _running_nodes(stack):
         try:
-            status, text = _rest(stack, node, "GET", "/cluster")
+            status, text = rest(stack, node, "GET", "/cluster")
         except LlmobsError as exc:
             errors.append(exc.message)
             continue
@@ -201,8 +219,8 @@ def failover(stack: Stack, progress: Progress, *, to: str, timeout: float = 60) 
 def _change_leader(stack: Stack, progress: Progress, action: str, *, to: str | None, timeout: float) -> str:
     if not enabled(stack):
         raise UsageError(f"{action} needs the `ha` profile", hint="`llmobs up --profile ha` (docs/ha.md)")
-    if to is not None and to not in NODES:
-        raise UsageError(f"unknown node {to!r}; nodes: {', '.join(NODES)}")
+    if to is not None and to not in (known := nodes(stack)):
+        raise UsageError(f"unknown node {to!r}; nodes: {', '.join(known)}")
     cluster = members(stack)
     leader = next((m for m in cluster if m.role == "leader"), None)
     if action == "switchover":
@@ -224,7 +242,7 @@ def _change_leader(stack: Stack, progress: Progress, action: str, *, to: str | N
     # Ask a node that runs: the leader for a switchover, else the candidate.
     asked = leader.name if leader is not None and action == "switchover" else target
     progress.step(f"{action.capitalize()} to {target}")
-    status, text = _rest(stack, asked, "POST", f"/{action}", body)
+    status, text = rest(stack, asked, "POST", f"/{action}", body)
     if status != 200:
         raise LlmobsError(f"Patroni refused the {action} (HTTP {status}): {text.strip()[:300]}", hint=_HINT)
     deadline = time.monotonic() + timeout
@@ -267,11 +285,11 @@ def _wait_writable(stack: Stack, deadline: float) -> None:
 def set_synchronous_mode(stack: Stack, on: bool, *, timeout: float = 60) -> None:
     """Turn Patroni's ``synchronous_mode`` on or off (``PATCH /config``, cluster-wide) and wait
     until the cluster has (on) or has no (off) synchronous standby. For measuring its cost
-    (bench/ha.py); off, a failover can lose acknowledged writes."""
+    (`bench/ingest.py --ha`); off, a failover can lose acknowledged writes."""
     leader = _leader(stack)
     if leader is None:
         raise LlmobsError("there is no leader to change the configuration through", hint=_HINT)
-    status, text = _rest(stack, leader.name, "PATCH", "/config", {"synchronous_mode": on})
+    status, text = rest(stack, leader.name, "PATCH", "/config", {"synchronous_mode": on})
     if status != 200:
         raise LlmobsError(f"Patroni refused the configuration change (HTTP {status}): {text.strip()[:300]}")
     deadline = time.monotonic() + timeout

@@ -40,6 +40,8 @@ SERVICES: tuple[Service, ...] = (
     Service("etcd", "etcd: Patroni's configuration store", "http", (), tier="data", profile="ha", local=False),
     Service("db-1", "PostgreSQL under Patroni", "http", (), tier="data", profile="ha", local=False),
     Service("db-2", "PostgreSQL under Patroni", "http", (), tier="data", profile="ha", local=False),
+    # with HA_NODES=3 only (compose profile `ha-3`, which llmobs enables then)
+    Service("db-3", "PostgreSQL under Patroni", "http", (), tier="data", profile="ha", local=False),
     Service(
         "db-proxy",
         "HAProxy: write port to the Patroni leader, read port to the replicas",

@@ -5,6 +5,7 @@ tables for the app role, read-only transactions for reads)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
 
 import psycopg
 import pytest
@@ -13,6 +14,7 @@ from llmobs.config import Settings
 from llmobs.store.db import connect
 
 from helpers.api import api_client, llm_trace, store_spans
+from helpers.common import free_port
 
 
 def iso(t: datetime) -> str:
@@ -120,6 +122,30 @@ def test_a_pooled_connection_serves_one_project_then_another(settings: Settings,
 
     a, b = seeded.a.id, seeded.b.id
     assert asyncio.run(scenario()) == [{a}, {b}, {a}, {a}, {b}]
+
+
+def test_reads_that_may_lag_use_the_read_port_and_fall_back_to_the_leader(settings: Settings, seeded):
+    """API_READ_FROM_REPLICA: the trace list runs on DB_READ_PORT's server (here the same
+    PostgreSQL, whose sessions then carry the replica pool's name), a span by id on the leader's
+    pool; with nothing listening on DB_READ_PORT the leader serves the list, with the same answer."""
+    traces = "/api/v1/traces?" + urlencode({"from": (seeded.now - timedelta(hours=9)).isoformat(), "limit": 100})
+    with api_client(settings) as c:
+        expected = c.get(traces, headers=seeded.a.auth()).json()
+    assert len(expected["traces"]) == 12
+    replica = settings.with_overrides(API_READ_FROM_REPLICA="true", DB_READ_PORT=str(settings.get_int("DB_PORT")))
+    with api_client(replica) as c:
+        assert c.get(traces, headers=seeded.a.auth()).json() == expected
+        with connect(settings, "admin", autocommit=True) as conn:
+            queries = conn.execute(
+                "SELECT query FROM pg_stat_activity WHERE datname = current_database() "
+                "AND application_name = 'llmobs-api-replica'"
+            ).fetchall()
+        assert any("spans" in q for (q,) in queries), queries
+    nothing_there = settings.with_overrides(API_READ_FROM_REPLICA="true", DB_READ_PORT=str(free_port()))
+    with api_client(nothing_there) as c:
+        for _ in range(3):  # the first waits for the replica pool, the next go to the leader at once
+            assert c.get(traces, headers=seeded.a.auth()).json() == expected
+        assert c.get(f"/api/v1/traces/{seeded.a.traces[0]}", headers=seeded.a.auth()).status_code == 200
 
 
 def test_connections_ended_by_the_server_are_replaced_before_a_request_gets_them(settings: Settings, seeded):

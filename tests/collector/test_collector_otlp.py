@@ -366,6 +366,31 @@ def test_redis_down_never_blocks_ingestion(start_collector, admin_conn):
     assert "cannot publish new traces to Redis" in c.logs()
 
 
+def test_a_write_that_reaches_a_standby_is_retried_not_refused(start_collector, admin_conn):
+    """A standby answers COPY with SQLSTATE 25006 ("cannot execute COPY during recovery"): under
+    the `ha` profile a write can reach the new leader a moment before its promotion ends. The
+    collector answers 503 with Retry-After, so the client retries, and writes once the server
+    takes writes. Here a trigger on `spans` raises the standby's error."""
+    admin_conn.execute(
+        "CREATE FUNCTION pretend_standby() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "RAISE EXCEPTION 'cannot execute COPY during recovery' USING ERRCODE = 'read_only_sql_transaction'; "
+        "END $$"
+    )
+    admin_conn.execute(
+        "CREATE TRIGGER pretend_standby BEFORE INSERT ON spans FOR EACH STATEMENT EXECUTE FUNCTION pretend_standby()"
+    )
+    c = start_collector()
+    body = otlp_request([{"trace_id": "ab" * 16, "span_id": "01" * 8, "name": "standby"}])
+    refused = http_export(c.http_url, body, c.token)
+    assert refused.status_code == 503 and refused.headers.get("retry-after"), (refused.status_code, refused.text)
+    admin_conn.execute("DROP TRIGGER pretend_standby ON spans")
+    deadline = time.monotonic() + 30
+    while (answer := http_export(c.http_url, body, c.token)).status_code != 200:
+        assert answer.status_code == 503 and time.monotonic() < deadline, (answer.status_code, answer.text)
+        time.sleep(0.2)
+    assert admin_conn.execute("SELECT count(*) FROM spans WHERE trace_id = %s", ("ab" * 16,)).fetchone()[0] == 1
+
+
 def test_prices_changed_by_the_cli_apply_without_a_restart(start_collector, admin_conn):
     from llmobs.collector.pricing import rule_from_fields, set_price
 

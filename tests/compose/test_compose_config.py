@@ -13,7 +13,7 @@ import yaml
 from llmobs.config import SETTINGS, Settings
 from llmobs.resources import resource_dir
 
-from helpers.compose import ROOT, require_compose
+from helpers.compose import ROOT, offline_settings, require_compose
 
 pytestmark = pytest.mark.docker
 
@@ -23,7 +23,7 @@ OVERLAYS = {
     "offline": ["docker-compose.yml", "docker-compose.offline.yml"],
     "prod": ["docker-compose.yml", "docker-compose.prod.yml"],
 }
-ALL_PROFILES = ["admin", "backup", "grafana", "ha"]
+ALL_PROFILES = ["admin", "backup", "grafana", "ha", "ha-3"]
 #: secrets only the CLI on the host uses (bootstrap stores the keys' hashes); no container needs them
 HOST_ONLY_SECRETS = {"LLMOBS_ADMIN_API_KEY", "LLMOBS_INGEST_API_KEY"}
 
@@ -71,6 +71,7 @@ def test_network_and_volumes_carry_the_project_name(tmp_path: Path):
             "etcd-data",
             "db-1-data",
             "db-2-data",
+            "db-3-data",
         )
     }
 
@@ -119,6 +120,71 @@ def test_ha_overlay_replaces_timescaledb_with_patroni_nodes_behind_db_proxy(tmp_
     assert dcs["synchronous_mode"] is True
     assert dcs["loop_wait"] + 2 * dcs["retry_timeout"] <= dcs["ttl"]
     assert "password" not in json.dumps(patroni["postgresql"]["authentication"])
+
+
+@pytest.mark.parametrize("ha_nodes", ["2", "3"])
+def test_ha_nodes_setting_runs_db_1_to_db_n(ha_nodes: str, tmp_path: Path):
+    """HA_NODES=N: the compose configuration of `up --profile ha` has db-1..db-N, each its own
+    Patroni member with its own volume, and db-proxy checks every one."""
+    from llmobs.config import new_project_values, render_env_file, write_private_file
+    from llmobs.stack.compose import ComposeStack
+
+    values = new_project_values()
+    write_private_file(tmp_path / ".env", render_env_file({**values, "HA_NODES": ha_nodes}))
+    stack = ComposeStack(Settings.load(tmp_path, environ={}), profiles=("ha",))
+    nodes = [f"db-{i}" for i in range(1, int(ha_nodes) + 1)]
+    services = stack.config["services"]
+    assert sorted(s for s in services if s.startswith("db-") and s != "db-proxy") == nodes
+    for node in nodes:
+        assert services[node]["environment"]["PATRONI_NAME"] == node
+        assert [v["source"] for v in services[node]["volumes"] if v["target"] == "/var/lib/postgresql/data"] == [
+            f"{node}-data"
+        ]
+    assert [s for s in stack.available_services() if s.startswith("db-") and s != "db-proxy"] == nodes
+    haproxy = (COMPOSE / "ha" / "haproxy.cfg").read_text()
+    assert all(haproxy.count(f"server {node} {node}:5432 check port 8008") == 2 for node in nodes)
+
+
+def test_ha_production_layout_is_rendered_from_the_compose_definition(tmp_path: Path):
+    """The three-machine layout (docs/ha-production.md): a three-member etcd cluster, one Patroni
+    node per machine with the compose stack's settings, one haproxy.cfg that HAProxy accepts; the
+    compose stack's haproxy.cfg and the doc are the same definition's output."""
+    from llmobs.stack import ha_layout
+
+    assert (COMPOSE / "ha" / "haproxy.cfg").read_text() == ha_layout.compose_haproxy_cfg(), (
+        "compose/ha/haproxy.cfg is stale: write ha_layout.compose_haproxy_cfg() into it"
+    )
+    doc = (ROOT / "docs" / "ha-production.md").read_text()
+    assert doc == ha_layout.render_production_doc(), "docs/ha-production.md is stale: run scripts/gen-docs"
+    hosts = ("10.0.0.11", "10.0.0.12", "10.0.0.13")
+    files = ha_layout.production_files(hosts)
+    compose_patroni = yaml.safe_load((COMPOSE / "ha" / "patroni.yml").read_text())
+    members = set()
+    for i, host in enumerate(hosts):
+        etcd = yaml.safe_load(files[f"{host}/etcd.conf.yml"])
+        members.add(etcd["name"])
+        assert (
+            etcd["initial-cluster"].count("=http://") == 3
+            and f"{etcd['name']}=http://{host}:2380" in (etcd["initial-cluster"])
+        )
+        patroni = yaml.safe_load(files[f"{host}/patroni.yml"])
+        assert patroni["name"] == f"db-{i + 1}" and patroni["postgresql"]["connect_address"] == f"{host}:5432"
+        assert patroni["etcd3"]["hosts"] == [f"{h}:2379" for h in hosts]
+        assert patroni["bootstrap"] == compose_patroni["bootstrap"]
+        assert "password" not in json.dumps([patroni["restapi"], patroni["postgresql"]["authentication"]])
+    assert members == {"etcd-1", "etcd-2", "etcd-3"}
+    with pytest.raises(ValueError):
+        ha_layout.production_files(hosts[:2])
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(files["haproxy.cfg"])
+    cfg.chmod(0o644)
+    image = offline_settings()["LLMOBS_IMAGE_HAPROXY"]
+    proc = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", "-v", f"{cfg}:/cfg:ro", "--entrypoint", "haproxy", image,
+         "-c", "-f", "/cfg"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_published_ports_bind_to_bind_address(tmp_path: Path):

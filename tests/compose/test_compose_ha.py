@@ -10,12 +10,16 @@ starts whatever the first left stopped, so it also runs alone."""
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import httpx
 import pytest
+
+from llmobs.config import update_env_file
 
 from helpers.collector import LoadThreads, otlp_request
 from helpers.common import run_cli
@@ -26,11 +30,16 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 NODES = ("db-1", "db-2")
 #: what the issue allows between losing the leader and a new one
 FAILOVER_LIMIT_S = 30
+PGDATA = "/var/lib/postgresql/data/pgdata"
+#: the node the failover test killed, for the test that checks how it rejoined
+killed: list[str] = []
 
 
 @pytest.fixture(scope="module")
 def project() -> Iterator[Project]:
     proj = new_project()
+    # the api's trace list, search and metrics read from the replicas (test_api_reads...)
+    update_env_file(proj.root / ".env", {"API_READ_FROM_REPLICA": "true"})
     try:
         proj.cli("up", "--runtime", "compose", "--profile", "ha")
         yield proj
@@ -123,6 +132,7 @@ def test_killing_the_leader_fails_over_and_loses_no_acknowledged_span(project: P
         (leader_container,) = project.containers(leader)
         killed_at = time.monotonic()
         docker("kill", leader_container["Id"])
+        killed.append(leader)
 
         new_leader_after: float | None = None
         while time.monotonic() - killed_at < FAILOVER_LIMIT_S + 30:
@@ -170,9 +180,9 @@ def ha_facts(project: Project) -> dict:
     return status["facts"].get("ha") or {}
 
 
-def test_old_leader_rejoins_and_a_switchover_fails_no_api_read(project: Project):
-    # The node the previous test killed (if it ran) comes back as a replica: Patroni rewinds it.
-    project.cli("up", "--runtime", "compose", "--profile", "ha")
+def settled_cluster(project: Project) -> dict:
+    """`status` facts of the cluster once every node runs on the leader's timeline with a
+    synchronous standby (within 120 s)."""
 
     def settled() -> dict | None:
         found = ha_facts(project)
@@ -189,7 +199,32 @@ def test_old_leader_rejoins_and_a_switchover_fails_no_api_read(project: Project)
     assert found is not None, (
         f"the cluster did not settle with a synchronous standby on the leader's timeline: {ha_facts(project)}"
     )
+    return found
+
+
+def node_sql(project: Project, node: str, statement: str) -> str:
+    """``statement``'s output (psql -At) as postgres on ``node`` itself (its local socket)."""
+    (container,) = project.containers(node)
+    proc = docker(
+        "exec", "-u", "postgres", container["Id"], "psql", "-d", project.env.get("DB_NAME", "llm_observatory"),
+        "-Atc", statement, check=False, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_old_leader_rejoins_and_a_switchover_fails_no_api_read(project: Project):
+    # The node the previous test killed (if it ran) comes back as a replica: Patroni rewinds it.
+    project.cli("up", "--runtime", "compose", "--profile", "ha")
+    found = settled_cluster(project)
     assert found["etcd"] == "healthy"
+    if killed:
+        # It rejoined through pg_rewind: pg_rewind leaves a backup_label ("BACKUP METHOD:
+        # pg_rewind") that PostgreSQL renames to backup_label.old when it starts from it. The node
+        # led since the cluster's bootstrap (initdb), so no base backup left one before.
+        (container,) = project.containers(killed[0])
+        label = docker("exec", container["Id"], "cat", f"{PGDATA}/backup_label.old", check=False)
+        assert "BACKUP METHOD: pg_rewind" in label.stdout, (label.stdout, label.stderr)
     (leader,) = [m for m in found["members"] if m["role"] == "leader"]
     (standby,) = [m for m in found["members"] if m["role"] == "replica"]
     _code, status = project.status()
@@ -230,3 +265,81 @@ def test_old_leader_rejoins_and_a_switchover_fails_no_api_read(project: Project)
         (api,) = project.containers("api")
         api_log = docker("logs", "--tail", "40", api["Id"], check=False)
         pytest.fail(f"{len(failures)} API reads failed: {failures[:5]}\napi log:\n{api_log.stdout}{api_log.stderr}")
+
+
+def test_api_list_reads_go_to_a_replica_and_a_write_is_read_back_at_once(project: Project):
+    """API_READ_FROM_REPLICA (set for this module): the trace list runs on a replica (db-proxy's
+    read port); a span the caller just wrote is read back by id from the leader at once."""
+    found = settled_cluster(project)
+    (leader,) = [m["name"] for m in found["members"] if m["role"] == "leader"]
+    (replica,) = [m["name"] for m in found["members"] if m["role"] == "replica"]
+    trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
+    span = {"trace_id": trace_id, "span_id": span_id, "name": "ha-read", "start_time": datetime.now(UTC).isoformat()}
+    with project.api() as client:
+        written = client.post("/api/v1/spans", json=span)
+        assert written.status_code == 201, written.text
+        read_back = client.get(f"/api/v1/spans/{span_id}")
+        assert read_back.status_code == 200, read_back.text
+        # the list comes from the replica: it shows the trace once replay got there (milliseconds)
+        deadline = time.monotonic() + 30
+        listed: list[str] = []
+        while trace_id not in listed and time.monotonic() < deadline:
+            response = client.get("/api/v1/traces", params={"limit": 20})
+            assert response.status_code == 200, response.text
+            listed = [t["trace_id"] for t in response.json()["traces"]]
+            time.sleep(0.2)
+        assert trace_id in listed
+    reading = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'llmobs-api-replica'"
+    on_replica = node_sql(project, replica, f"{reading} AND query ILIKE '%spans%'")
+    assert int(on_replica) >= 1, "no api read from the replica"
+    assert node_sql(project, replica, "SELECT pg_is_in_recovery()") == "t"
+    assert int(node_sql(project, leader, reading)) == 0, "the api's replica pool reached the leader"
+
+
+def test_rotating_ha_secrets_keeps_replication_and_switchover(project: Project):
+    """`llmobs secrets rotate ha`: the replicas stream again with the new replication password (a
+    synchronous standby is back), `llmobs switchover` works with the new REST password, the old
+    one is refused, and neither value shows in a log or the command's output."""
+    settled_cluster(project)
+    old = {k: project.env[k] for k in ("DB_REPLICATION_PASSWORD", "PATRONI_REST_PASSWORD")}
+    proc = project.cli("secrets", "rotate", "ha", "--yes")
+    new = {k: project.env[k] for k in old}
+    assert all(new[k] != old[k] for k in old), "the secrets did not change"
+
+    found = settled_cluster(project)
+    (leader,) = [m["name"] for m in found["members"] if m["role"] == "leader"]
+    (standby,) = [m["name"] for m in found["members"] if m["role"] == "replica"]
+    # the standby logged in again since the rotation began (the step ended its walsender)
+    streaming = node_sql(
+        project, leader, f"SELECT state, sync_state FROM pg_stat_replication WHERE application_name = '{standby}'"
+    )
+    assert streaming == "streaming|sync", streaming
+
+    def rest_status(node: str, password: str) -> int:
+        (container,) = project.containers(node)
+        script = (
+            "import base64, sys, urllib.error, urllib.request\n"
+            "token = base64.b64encode(('patroni:' + sys.stdin.read().strip()).encode()).decode()\n"
+            "req = urllib.request.Request('http://127.0.0.1:8008/reload', method='POST', "
+            "headers={'Authorization': 'Basic ' + token})\n"
+            "try:\n    print(urllib.request.urlopen(req, timeout=20).status)\n"
+            "except urllib.error.HTTPError as exc:\n    print(exc.code)\n"
+        )
+        out = docker("exec", "-i", container["Id"], "python3", "-c", script, input=password.encode(), timeout=30)
+        return int(out.stdout.strip())
+
+    for node in NODES:
+        assert rest_status(node, old["PATRONI_REST_PASSWORD"]) == 401
+        assert rest_status(node, new["PATRONI_REST_PASSWORD"]) == 202
+
+    project.cli("switchover")
+    after = settled_cluster(project)
+    assert {m["name"]: m["role"] for m in after["members"]} == {standby: "leader", leader: "replica"}
+
+    logs = proc.stdout + proc.stderr
+    for service in (*NODES, "etcd", "db-proxy"):
+        (container,) = project.containers(service)
+        out = docker("logs", container["Id"], check=False)
+        logs += out.stdout + out.stderr
+    leaked = [k for k in old if old[k] in logs or new[k] in logs]
+    assert not leaked, f"{leaked} in a log or the command's output"

@@ -116,7 +116,7 @@ def test_a_secret_set_in_the_environment_cannot_be_rotated_and_its_value_is_not_
 
 def test_targets_expand_in_rotation_order():
     assert expand_targets(["jwt", "db"]) == ["db", "jwt"]
-    assert expand_targets(["all"]) == ["db", "redis", "jwt", "grafana"]
+    assert expand_targets(["all"]) == ["db", "redis", "jwt", "grafana", "ha"]
     with pytest.raises(UsageError):
         expand_targets(["ssh"])
 
@@ -167,7 +167,8 @@ def test_rotation_log_baseline_then_rotations_once_per_run(project: Path):
     by_name = {s.name: s for s in status.secrets}
     assert by_name["REDIS_PASSWORD"].warning is None
     assert by_name["DB_PASSWORD"].warning and "200 days" in by_name["DB_PASSWORD"].warning
-    assert by_name["GRAFANA_ADMIN_PASSWORD"].warning is None and not by_name["GRAFANA_ADMIN_PASSWORD"].in_use
+    for unused in ("GRAFANA_ADMIN_PASSWORD", "DB_REPLICATION_PASSWORD", "PATRONI_REST_PASSWORD"):
+        assert by_name[unused].warning is None and not by_name[unused].in_use, unused
     assert status.exit_code == 1
 
 

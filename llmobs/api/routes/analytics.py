@@ -66,7 +66,7 @@ async def query(body: QueryRequest, principal: Reader, state: State) -> Response
 
     async def compute() -> dict[str, Any]:
         result = await state.db.read(
-            principal.project_id, lambda conn: queries.run_span_query(conn, principal.project_id, q)
+            principal.project_id, lambda conn: queries.run_span_query(conn, principal.project_id, q), may_lag=True
         )
         return {"columns": result.columns, "rows": result.rows, "truncated": result.truncated}
 
@@ -115,7 +115,7 @@ async def metrics(
 
     async def compute() -> dict[str, Any]:
         interval_name, source, series = await state.db.read(
-            principal.project_id, lambda conn: queries.metric_series(conn, principal.project_id, req)
+            principal.project_id, lambda conn: queries.metric_series(conn, principal.project_id, req), may_lag=True
         )
         extra = {}
         if scores:
@@ -123,6 +123,7 @@ async def metrics(
             extra["score_series"] = await state.db.read(
                 principal.project_id,
                 lambda conn: score_store.score_series(conn, principal.project_id, start, end, step),
+                may_lag=True,
             )
         return extra | {
             "from": start,

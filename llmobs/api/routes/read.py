@@ -124,5 +124,6 @@ async def list_traces(
         lambda conn: queries.list_traces(
             conn, principal.project_id, f, sort=sort, descending=descending, limit=limit, cursor=page_cursor
         ),
+        may_lag=True,
     )
     return json_response({"traces": page.traces, "next_cursor": page.next_cursor})

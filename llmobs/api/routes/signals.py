@@ -106,7 +106,9 @@ async def metric_series(
 
     async def compute() -> dict[str, Any]:
         return await state.db.read(
-            principal.project_id, lambda conn: signal_queries.signal_metric_series(conn, principal.project_id, req)
+            principal.project_id,
+            lambda conn: signal_queries.signal_metric_series(conn, principal.project_id, req),
+            may_lag=True,
         )
 
     key = {
