@@ -212,13 +212,31 @@ def _same_file(a: str | Path, b: str | Path) -> bool:
         return Path(a).resolve() == Path(b).resolve()
 
 
+#: How often wait_for_exit looks whether the process became a zombie (psutil's own wait polls a
+#: process that is not our child every 40 ms at most, but sees a zombie as alive).
+_EXIT_POLL_S = 0.05
+
+
 def wait_for_exit(pid: int, timeout: float) -> bool:
+    """True once process ``pid`` has exited, False when it still runs after ``timeout`` seconds.
+
+    An exited process that its parent has not reaped yet (a zombie) has exited: it holds no port,
+    file or lock any more, as ``pid_if_running`` and ``identified_pid`` also hold. A server started
+    by an earlier command (PostgreSQL, Redis, the supervisor) is a child of init, which reaps when
+    it gets to it: up to seconds later on some hosts. Our own child is reaped here."""
     import psutil
 
+    deadline = time.monotonic() + timeout
     try:
-        psutil.Process(pid).wait(timeout)
-    except psutil.NoSuchProcess:
+        process = psutil.Process(pid)
+        while True:
+            try:
+                process.wait(max(0.0, min(_EXIT_POLL_S, deadline - time.monotonic())))
+                return True
+            except psutil.TimeoutExpired:
+                if process.status() == psutil.STATUS_ZOMBIE:
+                    return True
+                if time.monotonic() >= deadline:
+                    return False
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return True
-    except psutil.TimeoutExpired:
-        return False
-    return True

@@ -15,8 +15,6 @@ from llmobs.resources import resource_dir
 
 from helpers.compose import ROOT, offline_settings, require_compose
 
-pytestmark = pytest.mark.docker
-
 COMPOSE = resource_dir("compose")
 OVERLAYS = {
     "base": ["docker-compose.yml"],

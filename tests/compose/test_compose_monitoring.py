@@ -17,7 +17,7 @@ from llmobs.config import update_env_file
 from helpers.common import run_cli
 from helpers.compose import Project, docker, new_project, remove_compose_project
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 MONITORING = ("prometheus", "alertmanager", "postgres-exporter", "redis-exporter")
 

@@ -20,7 +20,7 @@ from llmobs.stack.compose import ComposeStack
 from helpers.common import require
 from helpers.compose import Project, new_project, remove_compose_project, span_names
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 PROD_FILES = "docker-compose.yml,docker-compose.prod.yml,docker-compose.offline.yml"
 

@@ -18,7 +18,7 @@ import pytest
 from helpers.common import run_cli
 from helpers.compose import Project, docker, new_project, remove_compose_project
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 GRAFANA_OWNER = "472:0"
 

@@ -33,7 +33,7 @@ from helpers.compose import (
     span_names,
 )
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 APP_SERVICES = ("api", "collector")
 

@@ -15,7 +15,7 @@ import yaml
 from helpers.common import require
 from helpers.compose import Project, docker, new_project, read_trace, send_trace, span_names
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture

@@ -306,6 +306,22 @@ def load_clients(project: Path) -> tuple[SpanSender, TraceReader, str]:
     return sender, reader, token
 
 
+def wait_for_load_to_go_on(sender: SpanSender, reader: TraceReader, what: str, *, timeout: float = 30) -> None:
+    """Return once the collector has acknowledged spans and the API has answered reads that were
+    sent after this call began: each counter grows twice, so the second batch and read left the
+    clients after the first ones came back, not before ``what`` happened. Fails naming ``what``
+    when the load stalls for ``timeout`` seconds (generous: a loaded machine is slow, not broken)."""
+    deadline = time.monotonic() + timeout
+    for _ in range(2):
+        acked, reads = len(sender.acked), reader.ok
+        while not (len(sender.acked) > acked and reader.ok > reads):
+            assert time.monotonic() < deadline, (
+                f"load stalled {what}: {len(sender.acked) - acked} spans acknowledged, {reader.ok - reads} reads "
+                f"in {timeout:.0f} s; {reader.failures[-3:]}"
+            )
+            time.sleep(0.05)
+
+
 def assert_nothing_failed_or_lost(
     project: Path, sender: SpanSender, reader: TraceReader, *, allow_retries: bool = False
 ) -> None:

@@ -29,7 +29,7 @@ from helpers.rotation import (
     secret_values,
 )
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
