@@ -25,7 +25,7 @@ from helpers.collector import LoadThreads, otlp_request
 from helpers.common import run_cli
 from helpers.compose import Project, docker, new_project, remove_compose_project
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 NODES = ("db-1", "db-2")
 #: what the issue allows between losing the leader and a new one

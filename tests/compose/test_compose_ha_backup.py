@@ -24,7 +24,7 @@ import pytest
 from helpers.collector import otlp_request
 from helpers.compose import Project, docker, stack_up
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 #: what the tests hand on to the next ones (they run in order on one stack)
 STATE: dict[str, object] = {}
