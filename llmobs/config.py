@@ -443,11 +443,11 @@ SETTINGS: tuple[Setting, ...] = (
         group="Backup",
     ),
     _s(
-        "BACKUP_REPLICA_PGDATA_DIR",
+        "BACKUP_REPLICAS_DIR",
         "",
-        "Profile `ha`: the replica's data directory as restore jobs see it (set by the compose "
-        "runtime in its restore jobs). Set: a restore bootstraps the Patroni cluster from the restored "
-        "leader and clones the replica anew.",
+        "Profile `ha`: where restore jobs see each replica node's volume (`DIR/db-2`, `DIR/db-3`; set by "
+        "the compose runtime in its restore jobs). Set: a restore bootstraps the Patroni cluster from the "
+        "restored leader and clones every other node anew.",
         "path",
         group="Backup",
     ),

@@ -179,7 +179,7 @@ def restore_site(settings: Settings, *, redis_passwords: RedisPasswords | None =
     services; else the local runtime's cluster, whose Redis accepts ``redis_passwords`` when the
     restore starts it (see ``LocalStack``)."""
     if in_job():
-        if settings.get_str("BACKUP_REPLICA_PGDATA_DIR"):
+        if settings.get_str("BACKUP_REPLICAS_DIR"):
             return HaComposeJobSite(settings, HostChannel())
         return ComposeJobSite(settings, HostChannel())
     stack = get_stack(settings, redis_passwords=redis_passwords)

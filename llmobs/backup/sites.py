@@ -277,9 +277,8 @@ def _path_setting(settings: Settings, name: str) -> Path | None:
 
 
 #: profile `ha`: the node whose volume restore jobs mount at BACKUP_PGDATA_DIR (it becomes the
-#: leader), and the replica whose volume they mount at BACKUP_REPLICA_PGDATA_DIR (cloned anew)
+#: leader); every other node's volume is at BACKUP_REPLICAS_DIR/NODE, and it is cloned anew
 HA_RESTORED_NODE = "db-1"
-HA_REPLICA_NODE = "db-2"
 #: beside the data directory: what Patroni's bootstrap method `llmobs_restore` (compose/ha/)
 #: moves into place when it finds the data directory empty
 RESTORED_SUFFIX = ".restored"
@@ -290,13 +289,13 @@ class HaComposeJobSite(ComposeJobSite):
     every node stops and the cluster is removed from etcd (`patronictl remove`); the restored
     data directory waits beside db-1's empty one, and db-1 bootstraps a new cluster from it
     (bootstrap ``method: llmobs_restore``, keeping the recovery settings: PostgreSQL replays WAL
-    up to the target and promotes, then Patroni takes the leader lock). Once it is checked,
-    db-2's data is removed and db-2 starts empty, so Patroni clones it from the new leader, and
-    the restore waits until it is the synchronous standby again."""
+    up to the target and promotes, then Patroni takes the leader lock). Once it is checked, the
+    other nodes' data is removed and they start empty, so Patroni clones them from the new
+    leader, and the restore waits until each streams and one is the synchronous standby."""
 
     def __init__(self, settings: Settings, host: HostChannel) -> None:
         super().__init__(settings, host)
-        self.replica_pgdata = Path(settings.get_str("BACKUP_REPLICA_PGDATA_DIR"))
+        self.replicas_dir = Path(settings.get_str("BACKUP_REPLICAS_DIR"))
         self.restored = self.pgdata.with_name(self.pgdata.name + RESTORED_SUFFIX)
         self.timelines_from_failovers = True
 
@@ -316,10 +315,14 @@ class HaComposeJobSite(ComposeJobSite):
     def db_running(self) -> bool:
         return self.service_running(HA_RESTORED_NODE)
 
+    def replica_nodes(self) -> list[str]:
+        """The configured nodes other than db-1 (db-2, and db-3 with HA_NODES=3)."""
+        return [n for n in self.host.request("ha-nodes") if n != HA_RESTORED_NODE]
+
     def stop_db(self, progress: Progress, *, immediate: bool = False) -> None:
-        # Every node, db-3 too (HA_NODES=3): a node left running could take the leader lock with
-        # the old data once the cluster is gone from etcd. db-3 stays stopped (docs/ha.md).
-        nodes = list(self.host.request("ha-nodes"))
+        # Every node: one left running could take the leader lock with the old data once the
+        # cluster is gone from etcd.
+        nodes = [HA_RESTORED_NODE, *self.replica_nodes()]
         progress.step(f"Stopping the Patroni nodes {', '.join(nodes)} and removing the cluster from etcd")
         self.host.request("stop", services=nodes)
         self.host.request("ha-forget-cluster")
@@ -336,7 +339,7 @@ class HaComposeJobSite(ComposeJobSite):
         if self.restored.exists() and self.pgdata.exists():
             shutil.rmtree(self.restored)  # rolled back: the restored copy was never taken in
         self.host.request("ha-forget-cluster")  # a failed bootstrap may have left its keys
-        nodes = [HA_RESTORED_NODE] if self.restored.exists() else [HA_RESTORED_NODE, HA_REPLICA_NODE]
+        nodes = [HA_RESTORED_NODE] if self.restored.exists() else [HA_RESTORED_NODE, *self.replica_nodes()]
         progress.step(f"Starting {', '.join(nodes)}")
         self.host.request("start", services=nodes, wait=False)
         deadline = time.monotonic() + timeout
@@ -346,14 +349,16 @@ class HaComposeJobSite(ComposeJobSite):
             time.sleep(0.5)
 
     def after_restore(self, progress: Progress) -> None:
-        """Clone db-2 from the restored leader: its previous data (a copy of the cluster before
-        the restore; db-1's is kept aside) is removed, and Patroni re-creates it with
-        pg_basebackup. Waits until it is the synchronous standby; LlmobsError after
-        BACKUP_RESTORE_TIMEOUT_SECONDS (the restored leader stands and serves meanwhile)."""
-        progress.step(f"Re-creating {HA_REPLICA_NODE} from the restored leader")
-        if self.replica_pgdata.exists():
-            shutil.rmtree(self.replica_pgdata)
-        self.host.request("start", services=[HA_REPLICA_NODE], wait=False)
+        """Clone every other node from the restored leader: their previous data (copies of the
+        cluster before the restore; db-1's is kept aside) is removed, and Patroni re-creates them
+        with pg_basebackup. Waits until each streams on the leader's timeline and one is the
+        synchronous standby; LlmobsError after BACKUP_RESTORE_TIMEOUT_SECONDS (the restored
+        leader stands and serves meanwhile)."""
+        replicas = self.replica_nodes()
+        progress.step(f"Re-creating {', '.join(replicas)} from the restored leader")
+        for node in replicas:
+            shutil.rmtree(self.replicas_dir / node / self.pgdata.name, ignore_errors=True)
+        self.host.request("start", services=replicas, wait=False)
         deadline = time.monotonic() + self.settings.get_int("BACKUP_RESTORE_TIMEOUT_SECONDS")
         members: list[dict[str, object]] = []
         while time.monotonic() < deadline:
@@ -361,20 +366,26 @@ class HaComposeJobSite(ComposeJobSite):
                 members = list(self.host.request("ha-members"))
             except LlmobsError:
                 members = []
-            leader = [m for m in members if m.get("role") == "leader"]
-            synced = [
-                m
-                for m in members
-                if m.get("synchronous")
-                and m.get("state") in ("running", "streaming")
-                and leader
-                and m.get("timeline") == leader[0].get("timeline")
-            ]
-            if leader and synced:
-                progress.done(f"{HA_REPLICA_NODE} is the synchronous standby of {leader[0]['name']} again")
+            if _restored_cluster_ready(members, replicas):
+                progress.done(f"{', '.join(replicas)} cloned; the synchronous standby streams again")
                 return
             time.sleep(1)
         raise LlmobsError(
-            f"{HA_REPLICA_NODE} did not become the synchronous standby of the restored leader: {members}",
-            hint=f"the restored data is in place and serves; see `llmobs logs {HA_REPLICA_NODE}`",
+            f"{', '.join(replicas)} did not all stream from the restored leader: {members}",
+            hint=f"the restored data is in place and serves; see `llmobs logs {replicas[0]}`",
         )
+
+
+def _restored_cluster_ready(members: list[dict[str, object]], replicas: list[str]) -> bool:
+    """A leader, every node of ``replicas`` streaming on its timeline, one of them synchronous."""
+    leader = next((m for m in members if m.get("role") == "leader"), None)
+    if leader is None:
+        return False
+    following = [
+        m
+        for m in members
+        if m.get("name") in replicas
+        and m.get("state") in ("running", "streaming")
+        and m.get("timeline") == leader.get("timeline")
+    ]
+    return len(following) == len(replicas) and any(m.get("synchronous") for m in following)

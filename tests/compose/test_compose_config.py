@@ -108,9 +108,10 @@ def test_ha_overlay_replaces_timescaledb_with_patroni_nodes_behind_db_proxy(tmp_
     assert services["backup"]["environment"]["DB_READ_PORT"] == "5433"
     restore = services["restore"]
     mounts = {v["target"]: v["source"] for v in restore["volumes"]}
-    assert mounts["/var/lib/postgresql/data"] == "db-1-data" and mounts["/replica-data"] == "db-2-data"
+    assert mounts["/var/lib/postgresql/data"] == "db-1-data" and mounts["/replicas/db-2"] == "db-2-data"
+    assert mounts["/replicas/db-3"] == "db-3-data"
     assert restore["environment"]["BACKUP_PGDATA_DIR"] == "/var/lib/postgresql/data/pgdata"
-    assert restore["environment"]["BACKUP_REPLICA_PGDATA_DIR"] == "/replica-data/pgdata"
+    assert restore["environment"]["BACKUP_REPLICAS_DIR"] == "/replicas"
     patroni = yaml.safe_load((COMPOSE / "ha" / "patroni.yml").read_text())
     assert patroni["bootstrap"]["method"] == "initdb"
     assert patroni["bootstrap"]["llmobs_restore"]["keep_existing_recovery_conf"] is True
