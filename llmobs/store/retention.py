@@ -131,41 +131,31 @@ def drop_partition(conn: psycopg.Connection, table: str, name: str) -> None:
     conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
 
 
-def delete_expired_in_batches(
+def delete_in_batches(
     conn: psycopg.Connection,
     relation: str,
-    time_column: str,
-    project_id: int,
-    cutoff: datetime,
+    where: sql.Composable,
+    params: tuple,
     batch_rows: int,
     on_batch: Callable[[int], None],
 ) -> int:
-    """Delete the rows of project ``project_id`` in ``relation`` (a plain table or one partition)
-    whose ``time_column`` lies before ``cutoff``, oldest first, at most ``batch_rows`` per
-    statement, each statement its own transaction (``conn`` is in autocommit), until none is left.
-    Returns the rows deleted; ``on_batch`` hears each count.
-
-    Each batch starts where the previous one ended (at its newest time): the rows it removed are
-    dead until VACUUM, and a batch that looked for expired rows from the start again would walk
-    over all of them, so that the work of a pass grew with the square of the rows it deletes. A
-    database error propagates; what was deleted before it stays deleted (the next pass goes on)."""
-    rel, column = sql.Identifier(relation), sql.Identifier(time_column)
+    """Delete the rows of ``relation`` (a plain table or one partition) matching ``where``, at
+    most ``batch_rows`` per statement, each statement its own transaction (``conn`` is in
+    autocommit), until none is left. Returns the rows deleted; ``on_batch`` hears each count."""
     statement = sql.SQL(
-        """WITH batch AS (SELECT ctid FROM {rel} WHERE project_id = %(project)s AND {column} < %(cutoff)s
-                            AND {column} >= %(since)s ORDER BY {column} LIMIT {limit}),
-                gone AS (DELETE FROM {rel} WHERE ctid = ANY(ARRAY(SELECT ctid FROM batch)) RETURNING {column})
-           SELECT count(*), max({column}) FROM gone"""
-    ).format(rel=rel, column=column, limit=sql.Literal(batch_rows))
-    since = datetime.min.replace(tzinfo=UTC)
+        "DELETE FROM {rel} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {rel} WHERE {where} LIMIT {limit}))"
+    ).format(rel=sql.Identifier(relation), where=where, limit=sql.Literal(batch_rows))
     total = 0
     while True:
-        row = conn.execute(statement, {"project": project_id, "cutoff": cutoff, "since": since}).fetchone()
-        deleted, newest = (int(row[0]), row[1]) if row else (0, None)
+        deleted = conn.execute(statement, params).rowcount
         on_batch(deleted)
         total += deleted
-        if deleted < batch_rows or newest is None:
+        if deleted < batch_rows:
             return total
-        since = newest  # rows at exactly this time may remain: >= keeps them in the next batch
+
+
+def _expired(time_column: str) -> sql.Composable:
+    return sql.SQL("project_id = %s AND {} < %s").format(sql.Identifier(time_column))
 
 
 def _projects(conn: psycopg.Connection, defaults: RetentionDefaults) -> list[Project]:
@@ -210,12 +200,11 @@ def enforce_retention(conn: psycopg.Connection, settings: Settings, *, now: date
                 continue  # nothing of this project has expired
             for part in kept:
                 if part.start < cutoff:
-                    delete_expired_in_batches(
+                    delete_in_batches(
                         conn,
                         part.name,
-                        table.time_column,
-                        project.id,
-                        cutoff,
+                        _expired(table.time_column),
+                        (project.id, cutoff),
                         batch_rows,
                         partial(result.count, table.name),
                     )
@@ -224,12 +213,11 @@ def enforce_retention(conn: psycopg.Connection, settings: Settings, *, now: date
         if rollup_cutoff is None:
             continue
         for rollup in ROLLUP_TABLES:
-            delete_expired_in_batches(
+            delete_in_batches(
                 conn,
                 rollup,
-                "bucket",
-                project.id,
-                rollup_cutoff,
+                _expired("bucket"),
+                (project.id, rollup_cutoff),
                 batch_rows,
                 partial(result.count, rollup),
             )
