@@ -5,6 +5,8 @@ parquet was written before it became resumable (a ParquetWriter fed batch by bat
 
 The resumable parquet export stages its batches as an Arrow IPC stream under the checkpoint and
 writes the parquet file from it at the end; the baseline line shows what that extra pass costs.
+The stage's batches are compressed (zstd, ``export.STAGE_COMPRESSION``); the uncompressed line
+is the stage as it was before, and "stage MB" the stage's size when the last batch is in it.
 Every export reads the same rows in the same order from the same database (a throwaway
 local-runtime project on free ports under /tmp, removed afterwards).
 """
@@ -77,16 +79,22 @@ def main() -> None:
             conn.execute(FILL_SQL, {"project": project_id, "total": args.spans, "now": now})
         print(f"filled {args.spans:,} spans", flush=True)
         start, end = now - timedelta(days=6), now + timedelta(days=1)
-        rows: list[tuple[str, float, int]] = []
-        for label, fmt in (("jsonl", "jsonl"), ("otlp", "otlp"), ("parquet (staged, resumable)", "parquet")):
-            out = root / f"out.{fmt}"
-            req = transfer.ExportRequest("bench", start, end, fmt, str(out))  # type: ignore[arg-type]
-
+        rows: list[tuple[str, float, int, int | None]] = []
+        runs: list[tuple[str, transfer.Format, str | None]] = [
+            ("jsonl", "jsonl", None),
+            ("otlp", "otlp", None),
+            ("parquet (stage zstd)", "parquet", "zstd"),
+            ("parquet (stage uncompressed)", "parquet", None),
+        ]
+        for label, fmt, compression in runs:
+            out = root / f"out-{len(rows)}.{fmt}"
+            req = transfer.ExportRequest("bench", start, end, fmt, str(out))
             stage = out.with_name(out.name + ".stage")
+            stage_size: list[int] = []
 
-            def progress(done: int, total: int | None, stage: Path = stage) -> None:
+            def progress(done: int, total: int | None, stage: Path = stage, sizes: list[int] = stage_size) -> None:
                 if done == total and stage.exists():
-                    print(f"parquet stage at the end: {stage.stat().st_size / 1e6:.1f} MB", flush=True)
+                    sizes.append(stage.stat().st_size)
 
             def run(req: transfer.ExportRequest = req, progress: transfer.Progress = progress) -> None:
                 with connect(settings, "admin", autocommit=True) as conn:
@@ -94,7 +102,8 @@ def main() -> None:
                         conn, settings, project_id, req, staging_dir=root, progress=progress, overwrite=True
                     )
 
-            rows.append((label, timed(run), out.stat().st_size))
+            transfer.STAGE_COMPRESSION = compression
+            rows.append((label, timed(run), out.stat().st_size, stage_size[-1] if stage_size else None))
         direct = root / "direct.parquet"
         req = transfer.ExportRequest("bench", start, end, "parquet", str(direct))
         rows.append(
@@ -102,11 +111,13 @@ def main() -> None:
                 "parquet direct (baseline)",
                 timed(lambda: direct_parquet(settings, project_id, req)),
                 direct.stat().st_size,
+                None,
             )
         )
-        print(f"\n{'':30}{'seconds':>9}{'spans/s':>10}{'MB':>8}")
-        for label, seconds, size in rows:
-            print(f"{label:30}{seconds:9.1f}{args.spans / seconds:10.0f}{size / 1e6:8.1f}")
+        print(f"\n{'':30}{'seconds':>9}{'spans/s':>10}{'MB':>8}{'stage MB':>10}")
+        for label, seconds, size, stage_bytes in rows:
+            staged = f"{stage_bytes / 1e6:10.1f}" if stage_bytes is not None else f"{'':10}"
+            print(f"{label:30}{seconds:9.1f}{args.spans / seconds:10.0f}{size / 1e6:8.1f}{staged}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Retention per project, against a plain DROP of the same partitions, on spans over 30 daily
 partitions: time, WAL written (pg_current_wal_lsn difference) and the ingest rate while it runs.
 
-    .venv/bin/python bench/retention.py [--spans 1000000]
+    .venv/bin/python bench/retention.py [--spans 10000000]
 
 Two projects share the 30 days of spans evenly: one keeps 10 days, the other 20, and both
 cut-offs fall in the middle of a day's partition; RETENTION_DAYS is 20. Enforcement (``llmobs.store.retention``) drops
@@ -9,10 +9,13 @@ the 9-10 partitions past 20 days and deletes the short project's rows of days 10
 of RETENTION_BATCH_ROWS. The baseline is what the global setting did before: DROP TABLE of every
 partition past 10 days (losing the long project's data, which per-project retention keeps).
 
-Each side runs on a fresh copy of the same database (CREATE DATABASE ... TEMPLATE), twice: once
-quiet (time, WAL), once with a writer COPYing spans of a third project through the store's writer
-(spans/s during the run, against its rate before the run). Creates a throwaway local-runtime
-project on free ports under /tmp and removes it afterwards.
+Each side runs on a fresh copy of the same database (CREATE DATABASE ... TEMPLATE ... STRATEGY
+FILE_COPY, dropped after its run), twice: once quiet (time, WAL), once with a writer COPYing spans
+of a third project through the store's writer (spans/s during the run, against its rate before
+the run). The spans are made by the server (generate_series, 200 k per INSERT), oldest first as
+spans arrive, with WAL archiving off while filling and copying (on while measuring). Creates a
+throwaway local-runtime project on free ports under /tmp and removes it afterwards; 10 M spans
+take about 6 GB per database (two at a time) and 5 to 20 minutes on the shared 2-core machine.
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ SELECT CASE WHEN g %% 2 = 0 THEN %(short)s ELSE %(long)s END, md5(g::text), left
        g %% 300, (g %% 1300) * 0.00001, 'user-' || (g %% 5000),
        jsonb_build_object('gen_ai.prompt', repeat(md5(g::text) || ' ', 4))
 FROM generate_series(%(first)s::bigint, %(last)s::bigint) g,
-     LATERAL (SELECT %(now)s::timestamptz - (g::double precision / %(total)s) * interval '30 days' AS ts) t"""
+     LATERAL (SELECT %(now)s::timestamptz - interval '30 days'
+                     + (g::double precision / %(total)s) * interval '30 days' AS ts) t"""
 
 
 def admin_settings(base: Settings, db: str) -> Settings:
@@ -49,7 +53,8 @@ def admin_settings(base: Settings, db: str) -> Settings:
 
 
 def fill(settings: Settings, total: int, now: datetime) -> tuple[int, int]:
-    """``total`` spans over the last 30 days, half in a project keeping 10 days, half in one keeping 20."""
+    """``total`` spans over the last 30 days, half in a project keeping 10 days, half in one keeping
+    20, inserted oldest first (as spans arrive: a partition's rows lie in time order on disk)."""
     with connect(settings, "admin", autocommit=True) as conn:
         short, _ = ensure_project(conn, "short")
         long_, _ = ensure_project(conn, "long")
@@ -71,6 +76,8 @@ def fill(settings: Settings, total: int, now: datetime) -> tuple[int, int]:
                     "total": total,
                 },
             )
+            if min(first + step - 1, total) % 2_000_000 == 0:
+                print(f"  {min(first + step - 1, total):,} spans", flush=True)
         conn.execute("VACUUM ANALYZE spans")
     return short, long_
 
@@ -163,7 +170,13 @@ def measure(settings: Settings, work: Callable[[Settings], object], writer_proje
 def per_project(now: datetime) -> Callable[[Settings], object]:
     def work(settings: Settings) -> object:
         with connect(settings, "admin", autocommit=True) as conn:
-            return enforce_retention(conn, settings, now=now)
+            result = enforce_retention(conn, settings, now=now)
+        print(
+            f"  {len(result.partitions_dropped)} partitions dropped, {result.rows_deleted} rows deleted"
+            f" in {result.batches} batches",
+            flush=True,
+        )
+        return result
 
     return work
 
@@ -183,15 +196,32 @@ def plain_drop(now: datetime) -> Callable[[Settings], object]:
 
 
 def copy_db(settings: Settings, template: str, name: str) -> Settings:
+    """A copy of database ``template`` by file copy (STRATEGY FILE_COPY: a checkpoint and the
+    files, not gigabytes of WAL as the default WAL_LOG strategy writes)."""
     with connect(settings, "admin", dbname="postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY')
     return admin_settings(settings, name)
+
+
+def drop_db(settings: Settings, name: str) -> None:
+    with connect(settings, "admin", dbname="postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def archive_wal(settings: Settings, on: bool) -> None:
+    """WAL archiving of the throwaway server on or off (off while filling and copying: gigabytes
+    of WAL nobody restores; on while measuring, as in a real stack)."""
+    with connect(settings, "admin", dbname="postgres", autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM RESET archive_command" if on else "ALTER SYSTEM SET archive_command = 'true'")
+        conn.execute("SELECT pg_reload_conf()")
+        if not on:
+            conn.execute("CHECKPOINT")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--spans", type=int, default=1_000_000)
+    parser.add_argument("--spans", type=int, default=10_000_000)
     args = parser.parse_args()
     # RETENTION_DAYS: the longest project retention, so older partitions can go whole.
     with local_stack("llmobs-bench-retention-", "timescaledb", env_lines=("RETENTION_DAYS=20\n",)) as project:
@@ -200,14 +230,23 @@ def main() -> None:
         template = settings.get_str("DB_NAME")
         print(f"filling {args.spans:,} spans over {DAYS} daily partitions ...", flush=True)
         started = time.monotonic()
+        archive_wal(settings, False)
         fill(settings, args.spans, now)
-        print(f"filled in {time.monotonic() - started:.0f} s", flush=True)
         with connect(settings, "admin", autocommit=True) as conn:
             writer_project, _ = ensure_project(conn, "live")
+            size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))").fetchone()[0]
+        print(f"filled in {time.monotonic() - started:.0f} s; database {size}", flush=True)
         results: dict[str, dict[str, float]] = {}
         for label, work in (("per-project retention", per_project(now)), ("plain DROP", plain_drop(now))):
-            quiet = measure(copy_db(settings, template, "bench_quiet"), work, None)
-            loaded = measure(copy_db(settings, template, "bench_loaded"), work, writer_project)
+            runs = []
+            for name, writer in (("bench_quiet", None), ("bench_loaded", writer_project)):
+                archive_wal(settings, False)
+                copy = copy_db(settings, template, name)
+                archive_wal(settings, True)
+                runs.append(measure(copy, work, writer))
+                print(f"{label}, {'ingest on' if writer else 'quiet'}: {runs[-1]}", flush=True)
+                drop_db(settings, name)
+            quiet, loaded = runs
             results[label] = {
                 **quiet,
                 "ingest_before": loaded["ingest_before"],

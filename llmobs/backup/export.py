@@ -54,6 +54,9 @@ Format = Literal["jsonl", "otlp", "parquet"]
 FORMATS: tuple[Format, ...] = ("jsonl", "otlp", "parquet")
 #: Spans per fetch, per checkpoint, per OTLP document and per import transaction.
 BATCH_SPANS = 1000
+#: Codec of the record batches in a parquet export's Arrow stage (pyarrow's wheels all have it;
+#: a build without it, or None, stages uncompressed).
+STAGE_COMPRESSION: str | None = "zstd"
 _HEX = {"trace_id": re.compile(r"^[0-9a-f]{32}$"), "span_id": re.compile(r"^[0-9a-f]{16}$")}
 Progress = Callable[[int, "int | None"], None]
 
@@ -298,12 +301,17 @@ class _OtlpWriter(_Writer):
 
 class _ArrowStageWriter(_Writer):
     """Parquet's stage: an Arrow IPC stream written message by message (the schema first, then
-    one record batch per span batch), so that it can be cut at any checkpoint and appended to."""
+    one record batch per span batch, its buffers compressed with :data:`STAGE_COMPRESSION`), so
+    that it can be cut at any checkpoint and appended to. Each batch message says whether and how
+    its body is compressed, so a stage begun uncompressed (by an earlier version) still resumes."""
 
     def __init__(self, path: Path, columns: list[Column], offset: int) -> None:
         self.pa, _ = _pyarrow()  # before the file: without pyarrow, nothing is left behind
         super().__init__(path, columns, offset)
         self.schema = _arrow_schema(self.pa, columns)
+        available = STAGE_COMPRESSION is not None and self.pa.Codec.is_available(STAGE_COMPRESSION)
+        compression = STAGE_COMPRESSION if available else None
+        self.options = self.pa.ipc.IpcWriteOptions(compression=compression)
         if not offset:
             self.file.write(self.schema.serialize().to_pybytes())
 
@@ -312,8 +320,22 @@ class _ArrowStageWriter(_Writer):
             [orjson.dumps(r[c.name]).decode() if c.is_json and r[c.name] is not None else r[c.name] for r in batch]
             for c in self.columns
         ]
-        record_batch = self.pa.record_batch(data, schema=self.schema)
-        self.file.write(record_batch.serialize().to_pybytes())
+        self.file.write(self._message(self.pa.record_batch(data, schema=self.schema)))
+
+    def _message(self, record_batch: Any) -> bytes:
+        """The IPC message of ``record_batch`` alone, compressed (``RecordBatch.serialize`` takes no
+        write options: a stream writer writes schema, batch and end marker to memory, and the batch
+        is the second message)."""
+        pa = self.pa
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, self.schema, options=self.options) as writer:
+            writer.write_batch(record_batch)
+        written = sink.getvalue()
+        stream = pa.BufferReader(written)
+        pa.ipc.read_message(stream)  # the schema
+        start = stream.tell()
+        pa.ipc.read_message(stream)
+        return bytes(written[start : stream.tell()].to_pybytes())
 
 
 def _stage_path(staged: Path) -> Path:

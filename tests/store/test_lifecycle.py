@@ -52,7 +52,9 @@ def llmobs(project_dir: Path, *args: str, input: str | None = None) -> subproces
 
 
 # `llmobs` with BATCH_SPANS spans per export batch from $EXPORT_BATCH_SPANS, killed (SIGKILL: no
-# cleanup) right after the batch number $KILL_AT_FLUSH reached the disk and before its checkpoint.
+# cleanup) right after the batch number $KILL_AT_FLUSH reached the disk and before its checkpoint,
+# or in the middle of writing the parquet stage's batch number $KILL_IN_WRITE (half of its bytes
+# on disk).
 KILLABLE_LLMOBS = """
 import os, signal
 from llmobs.backup import export
@@ -60,6 +62,18 @@ from llmobs.cli.main import run
 
 export.BATCH_SPANS = int(os.environ["EXPORT_BATCH_SPANS"])
 kill_at, flushes, real_flush = int(os.environ.get("KILL_AT_FLUSH", "0")), [], export._Writer.flush
+kill_in, messages, real_message = int(os.environ.get("KILL_IN_WRITE", "0")), [], export._ArrowStageWriter._message
+
+
+def message(self, record_batch):
+    data = real_message(self, record_batch)
+    messages.append(len(data))
+    if len(messages) == kill_in:
+        self.file.write(data[: len(data) // 2])
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        os.kill(os.getpid(), signal.SIGKILL)
+    return data
 
 
 def flush(self):
@@ -71,16 +85,22 @@ def flush(self):
 
 
 export._Writer.flush = flush
+export._ArrowStageWriter._message = message
 run()
 """
 
 
 def killable_llmobs(
-    project_dir: Path, *args: str, batch_spans: int, kill_at_flush: int = 0
+    project_dir: Path, *args: str, batch_spans: int, kill_at_flush: int = 0, kill_in_write: int = 0
 ) -> subprocess.CompletedProcess[str]:
-    """`llmobs ARGS` exporting ``batch_spans`` per batch, killed at flush ``kill_at_flush`` (0: never)."""
+    """`llmobs ARGS` exporting ``batch_spans`` per batch, killed at flush ``kill_at_flush`` or in
+    the middle of the parquet stage's write ``kill_in_write`` (0: never)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "REDIS_", "LLMOBS_", "SECRET_"))}
-    env |= {"EXPORT_BATCH_SPANS": str(batch_spans), "KILL_AT_FLUSH": str(kill_at_flush)}
+    env |= {
+        "EXPORT_BATCH_SPANS": str(batch_spans),
+        "KILL_AT_FLUSH": str(kill_at_flush),
+        "KILL_IN_WRITE": str(kill_in_write),
+    }
     return subprocess.run(
         [sys.executable, "-c", KILLABLE_LLMOBS, "--project-dir", str(project_dir), *args],
         capture_output=True,
@@ -166,6 +186,7 @@ def test_retention_per_project_drops_whole_partitions_and_deletes_the_rest_in_ba
     with connect(settings, "admin", autocommit=True) as conn:
         result = maintain(conn, settings, now=now)
     acked = ingest.finish()
+    assert not result.timescale  # no extension here: the native-partition path ran
 
     # Whole partitions went where every project's rows had expired (older than 8 days), no others.
     cut = now - timedelta(days=8)
@@ -552,6 +573,45 @@ def test_export_then_import_into_a_fresh_stack_gives_equal_rows(
     usage_error(llmobs(project_dir, *export_args, "s3://bucket-only"), "is not s3://BUCKET/KEY")
     usage_error(llmobs(project_dir, "export", "--project", "nosuch", "--output", str(tmp_path / "z")), "no project")
     assert llmobs(project_dir, "export", "--project", "move").returncode == 2  # --output is required
+
+
+def test_parquet_export_killed_in_the_middle_of_a_batch_resumes_to_the_same_file(
+    settings: Settings, project_dir: Path, tmp_path: Path
+):
+    """Killed while half of a batch was in the (compressed) stage, past its last checkpoint: the
+    same command again cuts the stage back to the checkpoint and writes the file an uninterrupted
+    export writes, byte for byte."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from llmobs.backup import export as transfer
+
+    project = make_project(settings, "cut")
+    now = datetime.now(UTC)
+    for i in range(12):
+        store_spans(settings, project.id, llm_trace(now - timedelta(hours=i), user=f"u{i % 2}", calls=3))
+    args = ("export", "--project", "cut", "--format", "parquet", "--to", (now + timedelta(days=1)).isoformat())
+    whole, cut = tmp_path / "whole.parquet", tmp_path / "cut.parquet"
+    ok(killable_llmobs(project_dir, *args, "--output", str(whole), batch_spans=10))
+    assert killable_llmobs(project_dir, *args, "--output", str(cut), batch_spans=10, kill_in_write=3).returncode == -9
+
+    stage, checkpoint = tmp_path / "cut.parquet.stage", transfer.Checkpoint.path_for(cut)
+    saved = json.loads(checkpoint.read_text())
+    assert saved["spans"] == 20 and stage.stat().st_size > saved["offset"]  # half a batch past it
+    staged: list = []
+    with (
+        pa.memory_map(str(stage)) as source,
+        pa.ipc.open_stream(source) as reader,
+        pytest.raises((OSError, pa.ArrowInvalid)),  # the stream ends inside the third batch
+    ):
+        staged.extend(reader)
+    assert len(staged) == 2 and sum(b.serialize().size for b in staged) > saved["offset"]  # compressed
+
+    proc = ok(killable_llmobs(project_dir, *args, "--output", str(cut), batch_spans=10))
+    assert "resumed after 20" in proc.stdout
+    assert cut.read_bytes() == whole.read_bytes()
+    assert pq.read_table(cut).num_rows == 12 * 4
+    assert sorted(p.name for p in tmp_path.glob("cut*")) == ["cut.parquet"]
 
 
 def test_export_to_s3_and_import_from_it(

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from llmobs.backup.export import Column, _ArrowStageWriter, _parquet_from_stage, stage_fits
 
@@ -63,3 +64,23 @@ def test_a_stage_of_other_columns_or_garbage_does_not_fit(tmp_path: Path) -> Non
     assert not stage_fits(tmp_path / "s.stage", [*COLUMNS, Column("added", "text", False, False)])
     (tmp_path / "g.stage").write_bytes(b"not arrow at all")
     assert not stage_fits(tmp_path / "g.stage", COLUMNS)
+
+
+def test_a_stage_begun_uncompressed_by_an_earlier_version_resumes_compressed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmobs.backup import export
+
+    monkeypatch.setattr(export, "STAGE_COMPRESSION", None)  # the stage as an earlier version wrote it
+    old = _ArrowStageWriter(tmp_path / "s.stage", COLUMNS, 0)
+    old.write(batch(0, 200))
+    checkpoint = old.flush()
+    old.close()
+    monkeypatch.setattr(export, "STAGE_COMPRESSION", "zstd")
+    resumed = _ArrowStageWriter(tmp_path / "s.stage", COLUMNS, checkpoint)
+    resumed.write(batch(200, 200))
+    end = resumed.flush()
+    resumed.close()
+    assert end - checkpoint < checkpoint / 2  # the same number of rows, compressed
+    _parquet_from_stage(tmp_path / "s.stage", tmp_path / "out.parquet", COLUMNS)
+    assert pq.read_table(tmp_path / "out.parquet").column("span_id").to_pylist() == [f"{i:016x}" for i in range(400)]
