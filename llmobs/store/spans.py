@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
@@ -119,6 +119,31 @@ def _array(values: list[str]) -> str:
     return literal
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: "000" to "999": microseconds written as two table lookups, not a format
+_DIGITS3 = tuple(f"{i:03d}" for i in range(1000))
+#: whole UTC second since the epoch -> "YYYY-MM-DDTHH:MM:SS"; the spans of a batch share few seconds
+_SECONDS: dict[int, str] = {}
+_SECONDS_MAX = 4096
+
+
+def copy_time(value: datetime) -> str:
+    """``value.isoformat()``, the text COPY gets for a timestamptz, in about a third of the
+    instructions for UTC times (every span has two): the text of the whole second is cached and
+    the microseconds come from a table. Other time zones take ``isoformat`` itself."""
+    if value.tzinfo is not UTC:
+        return value.isoformat()
+    since = value - _EPOCH
+    us = since.microseconds
+    second = since.days * 86400 + since.seconds
+    text = _SECONDS.get(second)
+    if text is None:
+        if len(_SECONDS) >= _SECONDS_MAX:
+            _SECONDS.clear()
+        text = _SECONDS[second] = value.replace(microsecond=0).isoformat()[:19]
+    return f"{text}.{_DIGITS3[us // 1000]}{_DIGITS3[us % 1000]}+00:00" if us else text + "+00:00"
+
+
 def encode_row(r: SpanRow | tuple) -> str:
     """One row in COPY text format, without the trailing newline."""
     (
@@ -175,7 +200,7 @@ def encode_row(r: SpanRow | tuple) -> str:
         session_id,
         user_id,
     )
-    if not _plain("".join([t for t in texts if t is not None])):
+    if not _plain("".join(filter(None, texts))):
         (
             trace_id,
             span_id,
@@ -205,8 +230,8 @@ def encode_row(r: SpanRow | tuple) -> str:
             n if scope is None else scope,
             name,
             kind,
-            start.isoformat(),
-            end.isoformat(),
+            copy_time(start),
+            copy_time(end),
             str(duration),
             status,
             n if status_message is None else status_message,
