@@ -732,7 +732,7 @@ def main() -> None:
                 logs = f", {log_rate:,.0f} log records/s" if signals else ""
                 print(
                     f"{transport}: {rate:,.0f} spans/s{logs}, peak RSS {peak / 2**20:.0f} MiB, collector CPU "
-                    f"{cpu:.0f} us/span",
+                    f"{cpu:.1f} us/span",
                     flush=True,
                 )
             ceiling()
@@ -751,7 +751,7 @@ def main() -> None:
             "log_records_per_s": round(statistics.median(run[transport][1] for run in runs)),
             "ratio": round(statistics.median(ratios), 3),
             "peak_rss_mib": round(max(run[transport][2] for run in runs) / 2**20),
-            "collector_cpu_us_per_span": round(statistics.median(run[transport][3] for run in runs)),
+            "collector_cpu_us_per_span": round(statistics.median(run[transport][3] for run in runs), 1),
         }
     ceiling_rate = statistics.median(ceilings)
     workload = f"{n_spans} spans + {n_logs} GenAI log records + metrics" if signals else f"{n_spans} spans"

@@ -243,19 +243,32 @@ class SpanPipeline:
         if self.redactor.scans and rows:
             # Every column comes from these texts: the columns built from attributes (model,
             # provider, finish reasons, ...) are scrubbed with them.
-            texts = [
-                f"{r.name}\n{r.attributes}"
-                if r.events == "[]"
-                and r.links == "[]"
-                and r.status_message is None
-                and r.scope_name is None
-                and r.input_messages is None
-                and r.output_messages is None
-                else f"{r.name}\n{r.attributes}\n{r.events}\n{r.links}\n{r.status_message or ''}\n"
-                f"{r.scope_name or ''}\n{r.input_messages or ''}\n{r.output_messages or ''}"
-                for r in rows
-            ]
-            for i in self.redactor.triggered(texts):
+            # Each span's text goes in as its pieces (one join over all of them, no string per span).
+            parts: list[str] = []
+            firsts: list[int] = []
+            for r in rows:
+                firsts.append(len(parts))
+                if (
+                    r.events == "[]"
+                    and r.links == "[]"
+                    and r.status_message is None
+                    and r.scope_name is None
+                    and r.input_messages is None
+                    and r.output_messages is None
+                ):
+                    parts += (r.name, r.attributes)
+                else:
+                    parts += (
+                        r.name,
+                        r.attributes,
+                        r.events,
+                        r.links,
+                        r.status_message or "",
+                        r.scope_name or "",
+                        r.input_messages or "",
+                        r.output_messages or "",
+                    )
+            for i in self.redactor.triggered_parts(parts, firsts):
                 rows[i] = self._scrub(rows[i], *kept[i])
         return result
 
@@ -315,42 +328,46 @@ class SpanPipeline:
         if n.operation == "embeddings":
             ttft_ms = None  # nothing is streamed (OpenLIT sends its whole duration)
 
-        row = SpanRow(
-            project_id,
-            span.trace_id,
-            span.span_id,
-            span.parent_span_id or None,
-            res.service,
-            res.environment or n.environment,
-            span.scope_name or None,
-            span.name or "",
-            span.kind if span.kind in SPAN_KINDS else "internal",
-            start,
-            end,
-            duration_ms,
-            status_code,
-            span.status_message or None,
-            n.provider,
-            n.request_model,
-            n.response_model,
-            n.operation,
-            n.input_tokens,
-            n.output_tokens,
-            n.total_tokens,
-            n.cached_input_tokens,
-            n.reasoning_tokens,
-            cost,
-            cost_source,
-            session_id,
-            user_id,
-            n.finish_reasons,
-            to_json(attrs),
-            to_json([_event(e) for e in events]) if events else "[]",
-            res.json,
-            to_json(span.links) if span.links else "[]",
-            messages.input_json,
-            messages.output_json,
-            ttft_ms,
+        # tuple.__new__ directly: SpanRow's own __new__ is a Python function of 35 arguments.
+        row = _new_row(
+            SpanRow,
+            (
+                project_id,
+                span.trace_id,
+                span.span_id,
+                span.parent_span_id or None,
+                res.service,
+                res.environment or n.environment,
+                span.scope_name or None,
+                span.name or "",
+                span.kind if span.kind in SPAN_KINDS else "internal",
+                start,
+                end,
+                duration_ms,
+                status_code,
+                span.status_message or None,
+                n.provider,
+                n.request_model,
+                n.response_model,
+                n.operation,
+                n.input_tokens,
+                n.output_tokens,
+                n.total_tokens,
+                n.cached_input_tokens,
+                n.reasoning_tokens,
+                cost,
+                cost_source,
+                session_id,
+                user_id,
+                n.finish_reasons,
+                to_json(attrs),
+                to_json([_event(e) for e in events]) if events else "[]",
+                res.json,
+                to_json(span.links) if span.links else "[]",
+                messages.input_json,
+                messages.output_json,
+                ttft_ms,
+            ),
         )
         return row, attrs, messages
 
@@ -439,6 +456,9 @@ _SCRUBBED_COLUMNS = (
 )
 
 
+_new_row = tuple.__new__
+
+
 class _Invalid(ValueError):
     pass
 
@@ -510,8 +530,27 @@ def _first_token_ms(events: list[dict[str, Any]], start: int | datetime, start_d
     return None
 
 
+#: days since the epoch -> (year, month, day) in UTC (spans fall on few days)
+_DAY_FIELDS: dict[int, tuple[int, int, int]] = {}
+_DAY_FIELDS_MAX = 1024
+_US_PER_DAY = 86_400_000_000
+
+
 def ns_to_datetime(ns: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=ns // 1000)
+    """Unix nanoseconds as an aware UTC datetime (truncated to microseconds); OverflowError
+    outside the years datetime holds. Built from its fields, the date cached per day: fewer
+    instructions than adding a timedelta to the epoch."""
+    days, us = divmod(ns // 1000, _US_PER_DAY)
+    ymd = _DAY_FIELDS.get(days)
+    if ymd is None:
+        day = _EPOCH + timedelta(days=days)
+        if len(_DAY_FIELDS) >= _DAY_FIELDS_MAX:
+            _DAY_FIELDS.clear()
+        ymd = _DAY_FIELDS[days] = (day.year, day.month, day.day)
+    seconds, us = divmod(us, 1_000_000)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    return datetime(ymd[0], ymd[1], ymd[2], hours, minutes, seconds, us, UTC)
 
 
 def _times(start: int | datetime, end: int | datetime) -> tuple[datetime, datetime, float]:

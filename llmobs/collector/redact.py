@@ -28,7 +28,7 @@ import hmac
 import ipaddress
 import itertools
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -213,13 +213,20 @@ class Redactor:
 
     def triggered(self, texts: list[str]) -> list[int]:
         """Indexes of ``texts`` where a detector may match: one RE2 pass over all of them."""
-        if self._trigger is None or not texts:
+        return self.triggered_parts(texts, range(len(texts)))
+
+    def triggered_parts(self, parts: list[str], firsts: Sequence[int]) -> list[int]:
+        """:meth:`triggered` for texts given in pieces, without joining each text first: text ``i``
+        is ``parts[firsts[i]:firsts[i + 1]]`` joined by newlines (``firsts`` ascending, from 0).
+        The one RE2 pass runs over the same string as ``triggered`` of the joined texts."""
+        if self._trigger is None or not parts:
             return []
-        joined = "\n".join(texts)
+        joined = "\n".join(parts)
         match = self._trigger.search(joined)
         if match is None:
             return []
-        starts = list(itertools.accumulate((len(t) + 1 for t in texts[:-1]), initial=0))
+        offsets = list(itertools.accumulate((len(p) + 1 for p in parts[:-1]), initial=0))
+        starts = [offsets[i] for i in firsts]
         hits = []
         while match is not None:
             index = bisect.bisect_right(starts, match.start()) - 1

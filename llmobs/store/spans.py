@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
@@ -119,6 +119,39 @@ def _array(values: list[str]) -> str:
     return literal
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: "00" to "59" and "000" to "999": hours, minutes, seconds and microseconds written by table
+#: lookups, not by formatting
+_DIGITS2 = tuple(f"{i:02d}" for i in range(60))
+_DIGITS3 = tuple(f"{i:03d}" for i in range(1000))
+#: days since the epoch -> "YYYY-MM-DDT" (spans fall on few days)
+_DAYS: dict[int, str] = {}
+_DAYS_MAX = 1024
+
+
+def copy_time(value: datetime) -> str:
+    """``value.isoformat()``, the text COPY gets for a timestamptz, in under half the
+    instructions for UTC times (every span has two): the date part is cached per day, the rest
+    comes from tables. Other time zones take ``isoformat`` itself."""
+    if value.tzinfo is not UTC:
+        return value.isoformat()
+    since = value - _EPOCH
+    day = _DAYS.get(since.days)
+    if day is None:
+        if len(_DAYS) >= _DAYS_MAX:
+            _DAYS.clear()
+        day = _DAYS[since.days] = value.date().isoformat() + "T"
+    hours, rest = divmod(since.seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    us = since.microseconds
+    if us:
+        return (
+            f"{day}{_DIGITS2[hours]}:{_DIGITS2[minutes]}:{_DIGITS2[seconds]}"
+            f".{_DIGITS3[us // 1000]}{_DIGITS3[us % 1000]}+00:00"
+        )
+    return f"{day}{_DIGITS2[hours]}:{_DIGITS2[minutes]}:{_DIGITS2[seconds]}+00:00"
+
+
 def encode_row(r: SpanRow | tuple) -> str:
     """One row in COPY text format, without the trailing newline."""
     (
@@ -175,7 +208,7 @@ def encode_row(r: SpanRow | tuple) -> str:
         session_id,
         user_id,
     )
-    if not _plain("".join([t for t in texts if t is not None])):
+    if not _plain("".join(filter(None, texts))):
         (
             trace_id,
             span_id,
@@ -205,8 +238,8 @@ def encode_row(r: SpanRow | tuple) -> str:
             n if scope is None else scope,
             name,
             kind,
-            start.isoformat(),
-            end.isoformat(),
+            copy_time(start),
+            copy_time(end),
             str(duration),
             status,
             n if status_message is None else status_message,
