@@ -23,7 +23,15 @@ from llmobs.config import update_env_file
 
 from helpers.collector import LoadThreads, otlp_request
 from helpers.common import run_cli
-from helpers.compose import Project, docker, new_project, remove_compose_project
+from helpers.compose import (
+    Project,
+    docker,
+    new_project,
+    read_trace,
+    remove_compose_project,
+    send_trace,
+    span_names,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -342,4 +350,61 @@ def test_rotating_ha_secrets_keeps_replication_and_switchover(project: Project):
         out = docker("logs", container["Id"], check=False)
         logs += out.stdout + out.stderr
     leaked = [k for k in old if old[k] in logs or new[k] in logs]
+    assert not leaked, f"{leaked} in a log or the command's output"
+
+
+def test_rotating_db_secrets_keeps_patroni_managing_every_node(project: Project):
+    """`llmobs secrets rotate db` on the live cluster: the roles change on the leader, Patroni on
+    every node logs in with the new superuser password (it manages its PostgreSQL: a switchover
+    works and the old leader comes back as the synchronous standby), ingest and API reads go on,
+    the old password is refused, and no password shows in the command's output or a log."""
+    import psycopg
+
+    settled_cluster(project)
+    names = ("DB_PASSWORD", "DB_READONLY_PASSWORD", "DB_APP_PASSWORD")
+    old = {k: project.env[k] for k in names}
+    ((rotation_began,),) = project.sql("SELECT now()::text")
+    started = time.monotonic()
+    proc = project.cli("secrets", "rotate", "db", "--yes")
+    print(f"\nsecrets rotate db (ha): {time.monotonic() - started:.1f} s")
+    new = {k: project.env[k] for k in names}
+    assert all(new[k] != old[k] for k in names), "the secrets did not change"
+    assert "Patroni" in proc.stdout + proc.stderr, "the rotation did not reload Patroni's credentials"
+
+    found = settled_cluster(project)
+    (leader,) = [m["name"] for m in found["members"] if m["role"] == "leader"]
+    (standby,) = [m["name"] for m in found["members"] if m["role"] == "replica"]
+    # Patroni's own connection on each node started after the rotation began: it logged in with
+    # the new password (the old one no longer works for postgres)
+    patroni_sessions = (
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'Patroni' "
+        f"AND backend_start > '{rotation_began}'"
+    )
+    for node in NODES:
+        assert int(node_sql(project, node, patroni_sessions)) >= 1, node
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(
+            host="127.0.0.1", port=project.port("DB_PORT"), user="postgres", password=old["DB_PASSWORD"],
+            dbname=project.env["DB_NAME"], connect_timeout=10,
+        ).close()  # fmt: skip
+    assert project.sql("SELECT 1") == [(1,)]
+
+    # ingest and API reads with the new app credentials
+    trace_id = send_trace(project, "after-db-rotation")
+    assert "after-db-rotation" in span_names(read_trace(project, trace_id))
+
+    # Patroni still manages both nodes: the leader hands over and comes back as the standby
+    # (its PostgreSQL restarted, Patroni reconnected as postgres with the new password)
+    project.cli("switchover")
+    after = settled_cluster(project)
+    assert {m["name"]: m["role"] for m in after["members"]} == {standby: "leader", leader: "replica"}
+    trace_id = send_trace(project, "after-db-rotation-switchover")
+    assert "after-db-rotation-switchover" in span_names(read_trace(project, trace_id))
+
+    logs = proc.stdout + proc.stderr
+    for service in (*NODES, "etcd", "db-proxy", "api", "collector"):
+        for container in project.containers(service):
+            out = docker("logs", container["Id"], check=False)
+            logs += out.stdout + out.stderr
+    leaked = [k for k in names if old[k] in logs or new[k] in logs]
     assert not leaked, f"{leaked} in a log or the command's output"
