@@ -37,6 +37,8 @@ class RotationJournal:
     #: the app login roles before and after (db target): fixed when the rotation is planned
     app_user_from: str | None = None
     app_user_to: str | None = None
+    #: whether the stack runs the `ha` profile (Patroni's nodes take the new superuser password)
+    ha: bool = False
     #: steps finished, in order
     done: list[str] = field(default_factory=list)
     #: when each secret's new value went into use (ISO), for the rotation log

@@ -17,6 +17,11 @@ the node's Docker secrets (``compose/ha/patroni-credentials.py``). The steps:
 5. verify: the new replication password logs in and the old one is refused; the REST API refuses
    the old password on every node.
 
+Under the profile the ``db`` target's superuser password (``DB_PASSWORD``, user postgres) is also
+Patroni's superuser and rewind password: right after ``.env`` has the new one, the same node
+reload (``reload_nodes``) runs, and a node is done once its Patroni has logged in to its
+PostgreSQL again with it (``superuser_steps``; checked again by ``verify_superuser``).
+
 No password crosses a command line: the REST password travels on the stdin of ``docker compose
 exec``, the others through the secret files.
 """
@@ -24,6 +29,8 @@ exec``, the others through the secret files.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from llmobs.errors import LlmobsError
@@ -74,10 +81,18 @@ def _running_nodes(stack: Stack) -> list[str]:
 
 
 def _reload(ctx: RotationContext) -> None:
-    stack = ctx.stack()
     new_rest = ctx.settings().secret(REST)
+    reload_nodes(ctx, lambda stack, node: _rest_status(stack, node, new_rest) == 202, f"the new {REST}")
+
+
+def reload_nodes(ctx: RotationContext, taken: Callable[[Stack, str], bool], what: str) -> None:
+    """On every running node, Patroni's credentials file rendered again from the node's secrets
+    (every compose command first rewrites the secret files from ``.env``) and Patroni told to
+    reload it (SIGHUP); a node is done once ``taken(stack, node)`` holds (polled for
+    RELOAD_TIMEOUT_S). LlmobsError when a node cannot reload or does not take ``what`` in time;
+    running it again is harmless."""
+    stack = ctx.stack()
     for node in _running_nodes(stack):
-        # The compose command writes the secret files first, so the node reads the new values.
         proc = stack.exec(node, ["python3", _CREDENTIALS_SCRIPT, "reload"], check=False)
         if proc.returncode != 0:
             raise LlmobsError(
@@ -85,11 +100,83 @@ def _reload(ctx: RotationContext) -> None:
                 hint=_HINT,
             )
         deadline = time.monotonic() + RELOAD_TIMEOUT_S
-        while (status := _rest_status(stack, node, new_rest)) != 202:
+        while not taken(stack, node):
             if time.monotonic() > deadline:
-                raise LlmobsError(f"{node}'s Patroni does not take the new REST password (HTTP {status})", hint=_HINT)
+                raise LlmobsError(
+                    f"{node}'s Patroni does not take {what} within {RELOAD_TIMEOUT_S:.0f} s",
+                    hint=f"`llmobs logs {node}`; " + _HINT,
+                )
             time.sleep(0.5)
         ctx.progress.done(f"{node}: Patroni reloaded its credentials")
+
+
+# -- the superuser (target ``db`` under the profile) -----------------------------------------------
+
+#: the application_name of Patroni's own connection to its PostgreSQL (its fallback_application_name)
+_PATRONI_SESSION = "Patroni"
+
+
+def superuser_steps() -> list[Step]:
+    """Run right after ``DB_PASSWORD`` is switched in ``.env`` (postgres_roles): Patroni's
+    superuser and rewind credentials (user postgres) follow it on every node."""
+    return [Step("db.superuser.patroni", "Reloading Patroni's superuser password on every node", _reload_superuser)]
+
+
+def _node_sql(stack: Stack, node: str, statement: str) -> str:
+    """``statement``'s output on ``node``'s own PostgreSQL, as postgres over the local socket
+    (trusted: no password involved)."""
+    proc = stack.exec(
+        node, ["psql", "-U", "postgres", "-h", "/var/run/postgresql", "-d", "postgres", "-XAtc", statement], check=False
+    )
+    if proc.returncode != 0:
+        raise LlmobsError(
+            f"cannot query PostgreSQL on {node}: {proc.stderr.decode(errors='replace').strip()[-300:]}", hint=_HINT
+        )
+    return proc.stdout.decode().strip()
+
+
+def _patroni_logged_in_since(stack: Stack, node: str, since: str) -> bool:
+    """Whether ``node``'s Patroni has a connection to its PostgreSQL that started after ``since``
+    (a server timestamp taken after ``ALTER ROLE postgres``: it logged in with the new password).
+    Once Patroni has reloaded its configuration since then (PostgreSQL's ``pg_conf_load_time``:
+    Patroni reloads PostgreSQL when it takes a SIGHUP), its older connections are ended so it
+    logs in again."""
+    answer = _node_sql(
+        stack,
+        node,
+        f"SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = '{_PATRONI_SESSION}' "
+        f"AND backend_start > '{since}') THEN 'new' "
+        f"WHEN pg_conf_load_time() > '{since}' THEN 'ended ' || (SELECT count(pg_terminate_backend(pid)) "
+        f"FROM pg_stat_activity WHERE application_name = '{_PATRONI_SESSION}') ELSE 'waiting' END",
+    )
+    return answer == "new"
+
+
+def _reload_superuser(ctx: RotationContext) -> None:
+    with admin_connection(ctx) as conn:  # the leader, with the new password already
+        row = conn.execute("SELECT now()::text").fetchone()
+    assert row is not None
+    since = str(row[0])
+    reload_nodes(
+        ctx, lambda stack, node: _patroni_logged_in_since(stack, node, since), "the new DB_PASSWORD (user postgres)"
+    )
+
+
+def verify_superuser(ctx: RotationContext, swapped_at: str) -> None:
+    """Every running node's Patroni is connected to its PostgreSQL with a session that began
+    after ``DB_PASSWORD`` was switched (``swapped_at``, ISO): it logs in with the new password."""
+    stack = ctx.stack()
+    nodes = _running_nodes(stack)
+    for node in nodes:
+        found = _node_sql(
+            stack,
+            node,
+            f"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{_PATRONI_SESSION}' "
+            f"AND backend_start > '{datetime.fromisoformat(swapped_at).isoformat()}'",
+        )
+        if found in ("", "0"):
+            raise LlmobsError(f"{node}'s Patroni has not logged in with the new DB_PASSWORD", hint=_HINT)
+    ctx.check(f"Patroni on {', '.join(nodes)}: connected with the new DB_PASSWORD (superuser and rewind user)")
 
 
 def _rest_status(stack: Stack, node: str, password: str) -> int:

@@ -13,6 +13,7 @@ SCRAM verifier computed here (the clear password never reaches the server or its
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from llmobs.errors import ConfigError, LlmobsError
@@ -144,7 +145,9 @@ def revoke_old_role(ctx: RotationContext) -> None:
     )
 
 
-def steps() -> list[Step]:
+def steps(after_superuser: Sequence[Step] = ()) -> list[Step]:
+    """The database's steps; ``after_superuser`` run right after the superuser's new password is in
+    ``.env`` (Patroni's nodes under the `ha` profile take it there: patroni_auth)."""
     return [
         Step(
             "db.superuser.alter",
@@ -152,6 +155,7 @@ def steps() -> list[Step]:
             lambda ctx: _alter(ctx, "DB_PASSWORD", SUPERUSER),
         ),
         Step("db.superuser.commit", "Writing DB_PASSWORD", lambda ctx: _commit(ctx, "DB_PASSWORD")),
+        *after_superuser,
         Step(
             "db.readonly.alter",
             f"Setting the new password of {READONLY_ROLE}",

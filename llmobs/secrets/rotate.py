@@ -138,6 +138,7 @@ def _plan(
         project_dir=str(project_dir),
         app_user_from=app_user if "db" in targets else None,
         app_user_to=postgres_roles.other_app_role(app_user) if "db" in targets else None,
+        ha=_ha_profile(stack),
     )
     history.ensure_baseline(project_dir)
     journal.save()
@@ -159,15 +160,14 @@ def _grafana_unavailable(stack: Stack) -> str | None:
 
 
 def _ha_skips(stack: Stack, targets: list[str]) -> dict[str, str]:
-    """Targets this stack cannot rotate, and why: ``ha`` without the profile's nodes; ``db`` with
-    them (Patroni's superuser credentials do not follow DB_PASSWORD yet: docs/ha.md)."""
-    skips = {}
-    ha_enabled = stack.runtime == "compose" and ha.enabled(stack)
-    if "ha" in targets and not ha_enabled:
-        skips["ha"] = "the stack does not run the `ha` profile (`llmobs up --profile ha`)"
-    if "db" in targets and ha_enabled:
-        skips["db"] = "rotating the database passwords under the `ha` profile is not supported yet (docs/ha.md)"
-    return skips
+    """Targets this stack cannot rotate, and why: ``ha`` without the profile's nodes."""
+    if "ha" in targets and not _ha_profile(stack):
+        return {"ha": "the stack does not run the `ha` profile (`llmobs up --profile ha`)"}
+    return {}
+
+
+def _ha_profile(stack: Stack) -> bool:
+    return stack.runtime == "compose" and ha.enabled(stack)
 
 
 def _rewritten_keys(targets: list[str], names: list[str]) -> list[str]:
@@ -183,7 +183,7 @@ def _preflight(stack: Stack, settings: Settings, targets: list[str], progress: P
     """The stack must be up (the servers change credentials online), and services must not hold
     rotated secrets in their environment (they would never see the new values)."""
 
-    database = ha.nodes(stack) if stack.runtime == "compose" and ha.enabled(stack) else ["timescaledb"]
+    database = ha.nodes(stack) if _ha_profile(stack) else ["timescaledb"]
     needed = [*database, *(["redis"] if "redis" in targets else [])]
     if "grafana" in targets:
         needed.append("grafana")
@@ -228,12 +228,14 @@ def _check_service_environment(stack: Stack, targets: list[str]) -> None:
 # -- run -----------------------------------------------------------------------------------------
 
 
-def rotation_steps(targets: Sequence[str]) -> list[Step]:
+def rotation_steps(targets: Sequence[str], *, ha_profile: bool = False) -> list[Step]:
+    """The steps of a rotation of ``targets``, in order; with ``ha_profile`` (the stack runs the
+    `ha` profile) Patroni's nodes take the new superuser password right after ``.env`` has it."""
     steps = [Step("stage", "Generating the new secrets", _stage)]
     if "jwt" in targets:
         steps += jwt_key.accept_steps()
     if "db" in targets:
-        steps += postgres_roles.steps()
+        steps += postgres_roles.steps(patroni_auth.superuser_steps() if ha_profile else ())
     if "redis" in targets:
         steps += redis_acl.steps()
     if "jwt" in targets:
@@ -257,7 +259,7 @@ def rotation_steps(targets: Sequence[str]) -> list[Step]:
 
 def _run(ctx: RotationContext, result: RotationResult) -> None:
     journal = ctx.journal
-    for step in rotation_steps(journal.targets):
+    for step in rotation_steps(journal.targets, ha_profile=journal.ha):
         if step.name in journal.done:
             continue
         ctx.progress.step(step.title)
@@ -313,6 +315,8 @@ def _verify(ctx: RotationContext) -> None:
     targets = ctx.journal.targets
     if "db" in targets:
         postgres_roles.verify(ctx)
+        if ctx.journal.ha and (swapped_at := ctx.journal.swapped_at.get("DB_PASSWORD")):
+            patroni_auth.verify_superuser(ctx, swapped_at)
     if "redis" in targets:
         redis_acl.verify(ctx)
     if "jwt" in targets:

@@ -23,7 +23,15 @@ from llmobs.config import update_env_file
 
 from helpers.collector import LoadThreads, otlp_request
 from helpers.common import run_cli
-from helpers.compose import Project, docker, new_project, remove_compose_project
+from helpers.compose import (
+    Project,
+    docker,
+    new_project,
+    read_trace,
+    remove_compose_project,
+    send_trace,
+    span_names,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -70,9 +78,11 @@ class HttpLoad(LoadThreads):
     Retry-After and send the same request again, as the SDK exporters do; anything else is a
     failure."""
 
-    def __init__(self, url: str, token: str, threads: int = 3) -> None:
+    def __init__(self, url: str, token: str, threads: int = 3, first_worker: int = 0) -> None:
         super().__init__(threads)
         self.url, self.token = url, token
+        #: ids are made from the worker's number: another load on the same stack starts higher
+        self.first_worker = first_worker
         self.unavailable: list[tuple[float, str | None]] = []
         #: span ids of acknowledged requests that had been answered 503 before: an attempt
         #: answered 503 may still have committed (the leader died before it could answer), so
@@ -85,8 +95,9 @@ class HttpLoad(LoadThreads):
             n = 0
             while not self._stop.is_set():
                 n += 1
-                span_ids = [f"{worker + 1:04x}{n:08x}{i:04x}" for i in range(20)]
-                body = otlp_request([{"trace_id": f"{worker + 1:08x}{n:024x}", "span_id": s} for s in span_ids])
+                w = self.first_worker + worker + 1
+                span_ids = [f"{w:04x}{n:08x}{i:04x}" for i in range(20)]
+                body = otlp_request([{"trace_id": f"{w:08x}{n:024x}", "span_id": s} for s in span_ids])
                 attempts = 0
                 while not self._stop.is_set():
                     attempts += 1
@@ -342,4 +353,87 @@ def test_rotating_ha_secrets_keeps_replication_and_switchover(project: Project):
         out = docker("logs", container["Id"], check=False)
         logs += out.stdout + out.stderr
     leaked = [k for k in old if old[k] in logs or new[k] in logs]
+    assert not leaked, f"{leaked} in a log or the command's output"
+
+
+def test_rotating_db_secrets_keeps_patroni_managing_every_node(project: Project):
+    """`llmobs secrets rotate db` on the live cluster: the roles change on the leader, Patroni on
+    every node logs in with the new superuser password (it manages its PostgreSQL: a switchover
+    works and the old leader comes back as the synchronous standby), ingest and API reads go on,
+    the old password is refused, and no password shows in the command's output or a log."""
+    import psycopg
+
+    before = settled_cluster(project)
+    (leader_before,) = [m["name"] for m in before["members"] if m["role"] == "leader"]
+    names = ("DB_PASSWORD", "DB_READONLY_PASSWORD", "DB_APP_PASSWORD")
+    old = {k: project.env[k] for k in names}
+    ((rotation_began,),) = project.sql("SELECT now()::text")
+    (proxy,) = project.containers("db-proxy")
+
+    def leader_marked_down() -> int:
+        """How often db-proxy has marked the leader down on its write port so far (its log)."""
+        out = docker("logs", proxy["Id"], check=False)
+        return (out.stdout + out.stderr).count(f"Server primary/{leader_before} is DOWN")
+
+    downs_before = leader_marked_down()
+    url = f"http://127.0.0.1:{project.port('COLLECTOR_HTTP_PORT')}"
+    # steady OTLP ingest all through the rotation (ids apart from the failover test's)
+    with HttpLoad(url, project.env["LLMOBS_INGEST_API_KEY"], threads=2, first_worker=100) as load:
+        started = time.monotonic()
+        proc = project.cli("secrets", "rotate", "db", "--yes")
+        rotated_in = time.monotonic() - started
+    print(
+        f"\nsecrets rotate db (ha): {rotated_in:.1f} s, {len(load.acked)} requests acknowledged meanwhile, "
+        f"{len(load.unavailable)} answers 503 (retried)"
+    )
+    assert not load.failures, load.failures[:5]
+    # the write port never lost the leader; a replacement collector may answer 503 (retryable,
+    # with Retry-After) in the instant before its first database connection, as in the
+    # single-node rotation (tests/secrets/test_secrets_zero_downtime.py)
+    assert leader_marked_down() == downs_before, "db-proxy marked the leader down during the rotation"
+    assert all(retry_after for _, retry_after in load.unavailable), "a 503 without Retry-After"
+    acked = load.acked_ids()
+    assert acked
+    ((stored,),) = project.sql("SELECT count(DISTINCT span_id) FROM spans WHERE span_id = ANY(%s)", (list(acked),))
+    assert stored == len(acked), f"{len(acked) - stored} acknowledged spans not stored"
+    new = {k: project.env[k] for k in names}
+    assert all(new[k] != old[k] for k in names), "the secrets did not change"
+    assert "Patroni" in proc.stdout + proc.stderr, "the rotation did not reload Patroni's credentials"
+
+    found = settled_cluster(project)
+    (leader,) = [m["name"] for m in found["members"] if m["role"] == "leader"]
+    (standby,) = [m["name"] for m in found["members"] if m["role"] == "replica"]
+    # Patroni's own connection on each node started after the rotation began: it logged in with
+    # the new password (the old one no longer works for postgres)
+    patroni_sessions = (
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'Patroni' "
+        f"AND backend_start > '{rotation_began}'"
+    )
+    for node in NODES:
+        assert int(node_sql(project, node, patroni_sessions)) >= 1, node
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(
+            host="127.0.0.1", port=project.port("DB_PORT"), user="postgres", password=old["DB_PASSWORD"],
+            dbname=project.env["DB_NAME"], connect_timeout=10,
+        ).close()  # fmt: skip
+    assert project.sql("SELECT 1") == [(1,)]
+
+    # ingest and API reads with the new app credentials
+    trace_id = send_trace(project, "after-db-rotation")
+    assert "after-db-rotation" in span_names(read_trace(project, trace_id))
+
+    # Patroni still manages both nodes: the leader hands over and comes back as the standby
+    # (its PostgreSQL restarted, Patroni reconnected as postgres with the new password)
+    project.cli("switchover")
+    after = settled_cluster(project)
+    assert {m["name"]: m["role"] for m in after["members"]} == {standby: "leader", leader: "replica"}
+    trace_id = send_trace(project, "after-db-rotation-switchover")
+    assert "after-db-rotation-switchover" in span_names(read_trace(project, trace_id))
+
+    logs = proc.stdout + proc.stderr
+    for service in (*NODES, "etcd", "db-proxy", "api", "collector"):
+        for container in project.containers(service):
+            out = docker("logs", container["Id"], check=False)
+            logs += out.stdout + out.stderr
+    leaked = [k for k in names if old[k] in logs or new[k] in logs]
     assert not leaked, f"{leaked} in a log or the command's output"

@@ -220,5 +220,13 @@ def test_the_docs_name_every_rotation_step():
     from llmobs.secrets.rotate import rotation_steps
 
     docs = (Path(__file__).resolve().parents[2] / "docs" / "secrets.md").read_text()
-    for step in rotation_steps(["db", "redis", "jwt", "grafana"]):
+    for step in rotation_steps(["db", "redis", "jwt", "grafana", "ha"], ha_profile=True):
         assert f"`{step.name}`" in docs, step.name
+
+
+def test_under_the_ha_profile_patroni_takes_the_superuser_password_right_after_env_has_it():
+    from llmobs.secrets.rotate import rotation_steps
+
+    names = [s.name for s in rotation_steps(["db"], ha_profile=True)]
+    assert names[names.index("db.superuser.commit") + 1] == "db.superuser.patroni"
+    assert "db.superuser.patroni" not in [s.name for s in rotation_steps(["db"])]
