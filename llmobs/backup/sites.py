@@ -298,6 +298,7 @@ class HaComposeJobSite(ComposeJobSite):
         self.replicas_dir = Path(settings.get_str("BACKUP_REPLICAS_DIR"))
         self.restored = self.pgdata.with_name(self.pgdata.name + RESTORED_SUFFIX)
         self.timelines_from_failovers = True
+        self._replica_nodes: list[str] | None = None
 
     @property
     def log_hint(self) -> str:
@@ -313,11 +314,17 @@ class HaComposeJobSite(ComposeJobSite):
         return int(row[0][:8], 16) if row else None
 
     def db_running(self) -> bool:
-        return self.service_running(HA_RESTORED_NODE)
+        """Whether the cluster runs: any of its nodes. db-1 alone is not the answer: a failover
+        may have left it stopped while another node leads (the restore must then close the WAL
+        segment first, and leave the cluster running afterwards)."""
+        return any(self.service_running(node) for node in (HA_RESTORED_NODE, *self.replica_nodes()))
 
     def replica_nodes(self) -> list[str]:
-        """The configured nodes other than db-1 (db-2, and db-3 with HA_NODES=3)."""
-        return [n for n in self.host.request("ha-nodes") if n != HA_RESTORED_NODE]
+        """The configured nodes other than db-1 (db-2, and db-3 with HA_NODES=3); asked of the
+        host once."""
+        if self._replica_nodes is None:
+            self._replica_nodes = [n for n in self.host.request("ha-nodes") if n != HA_RESTORED_NODE]
+        return self._replica_nodes
 
     def stop_db(self, progress: Progress, *, immediate: bool = False) -> None:
         # Every node: one left running could take the leader lock with the old data once the
@@ -343,7 +350,7 @@ class HaComposeJobSite(ComposeJobSite):
         progress.step(f"Starting {', '.join(nodes)}")
         self.host.request("start", services=nodes, wait=False)
         deadline = time.monotonic() + timeout
-        while not self.db_running():
+        while not self.service_running(HA_RESTORED_NODE):
             if time.monotonic() > deadline:
                 raise LlmobsError(f"{HA_RESTORED_NODE} did not start", hint=self.log_hint)
             time.sleep(0.5)

@@ -2,14 +2,15 @@
 for the module, the tests in order (each starts from what the previous one left):
 
 1. a physical backup read from the replica (`llmobs backup --from-replica`); `docker kill` of the
-   leader and Patroni's failover; WAL archiving continues from the new leader (timeline 2's
-   history and segments reach the archive) and `llmobs backup verify --all` passes;
+   leader (db-1, after a switchover to it when needed: the restores then find db-1 stopped) and
+   Patroni's failover; WAL archiving continues from the new leader (the new timeline's history
+   and segments reach the archive) and `llmobs backup verify --all` passes;
 2. `llmobs restore --to T`, T before the failover: the spans stored are exactly those the
    collector acknowledged before T; the restore bootstraps the Patroni cluster from the restored
    leader and clones the other node (the killed one too), which is the synchronous standby
    again; ingest works;
-3. `llmobs restore --to T2`, T2 on timeline 2 (after the failover, before the first restore):
-   the spans acknowledged before T2, from the same base backup on timeline 1.
+3. `llmobs restore --to T2`, T2 on the failover's timeline (before the first restore):
+   the spans acknowledged before T2, from the same base backup on the timeline before it.
 """
 
 from __future__ import annotations
@@ -96,6 +97,11 @@ def assert_leader_and_synchronous_standby(project: Project) -> None:
 
 def test_backup_from_a_replica_and_wal_archiving_across_a_failover(project: Project):
     started = time.monotonic()
+    # db-1 leads, so the failover below leaves db-1 (the node a restore bootstraps from) stopped:
+    # the restores must still see a running cluster (CI once had db-1 lead by chance, and the
+    # restore stopped the cluster again afterwards)
+    if [m["name"] for m in ha_members(project) if m["role"] == "leader"] != ["db-1"]:
+        project.cli("switchover", "--to", "db-1")
     STATE["acked-A"] = ingest(project, 0xA)
     backup = project.cli("backup", "--from-replica")
     assert "from a replica" in backup.stderr, backup.stderr
@@ -106,7 +112,7 @@ def test_backup_from_a_replica_and_wal_archiving_across_a_failover(project: Proj
     time.sleep(0.2)
 
     # the leader dies: its last WAL segment is never archived whole by it (only the new leader's
-    # `.partial` copy and timeline 2's segment that continues it are)
+    # `.partial` copy and the new timeline's segment that continues it are)
     (leader,) = [m["name"] for m in ha_members(project) if m["role"] == "leader"]
     (leader_container,) = project.containers(leader)
     docker("kill", leader_container["Id"])
@@ -123,8 +129,9 @@ def test_backup_from_a_replica_and_wal_archiving_across_a_failover(project: Proj
     project.cli("backup")
 
     archived = wal_archive(project)
-    assert "00000002.history" in archived, archived
-    assert any(n.startswith("00000002") and len(n) == 24 for n in archived), archived
+    timeline = next(m["timeline"] for m in ha_members(project) if m["role"] == "leader")
+    assert f"{timeline:08X}.history" in archived, archived
+    assert any(n.startswith(f"{timeline:08X}") and len(n) == 24 for n in archived), archived
     verified = project.cli("backup", "verify", "--all", "--json", check=False)
     results = [json.loads(line) for line in verified.stdout.splitlines() if line.startswith("{")]
     checked = [r for r in results if r.get("event") == "verified"]
@@ -155,7 +162,7 @@ def test_pitr_on_the_timeline_of_the_failover(project: Project):
         pytest.skip("needs the first test's data")
     started = time.monotonic()
     project.cli("restore", "--to", STATE["T2"].isoformat(), "--yes")  # type: ignore[attr-defined]
-    print(f"\nha PITR restore on timeline 2: {time.monotonic() - started:.1f} s")
+    print(f"\nha PITR restore on the failover's timeline: {time.monotonic() - started:.1f} s")
     assert stored(project) == STATE["acked-A"] | STATE["acked-A2"] | STATE["acked-B"]  # type: ignore[operator]
     assert_leader_and_synchronous_standby(project)
     assert ingest(project, 0xD, requests=1)
