@@ -98,9 +98,12 @@ def llmobs(project: Path, *args: str) -> str:
     return proc.stdout
 
 
-def start_server(args: list[str], env: dict[str, str], log_file: Path, ready_url: str) -> subprocess.Popen:
+def start_server(
+    args: list[str], env: dict[str, str], log_file: Path, ready_url: str, *, tree: Path | None = None
+) -> subprocess.Popen:
     """``python -m llmobs serve ...`` in its own process group, logging to ``log_file``; returned
-    once ``ready_url`` answers 200."""
+    once ``ready_url`` answers 200. ``tree``: another checkout whose llmobs to run (``-m`` imports
+    it from the working directory)."""
     with log_file.open("ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "llmobs", "serve", *args],
@@ -108,6 +111,7 @@ def start_server(args: list[str], env: dict[str, str], log_file: Path, ready_url
             stdout=subprocess.DEVNULL,
             stderr=log,
             start_new_session=True,
+            cwd=tree,
         )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

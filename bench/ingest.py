@@ -33,6 +33,12 @@ run, alternating with this one for ``--rounds`` rounds, and prints both with the
     git worktree add --detach /tmp/before HEAD~1
     .venv/bin/python bench/ingest.py --pipeline --spans 20000 --rounds 5 --against /tmp/before
 
+Without ``--pipeline``, ``--against DIR`` runs the collector of that checkout too, on the same
+PostgreSQL and the same requests, right after this checkout's for each transport and round, and
+prints the medians of both collectors' CPU per span with the difference. The other checkout's
+collector writes into the tables this one created, so it must have the same database schema; for a
+checkout with other migrations, run ``bench/ingest.py`` in each checkout in turn instead.
+
 ``--ha`` measures the cost of the `ha` profile's synchronous replication instead: a throwaway
 compose project (``llmobs up --profile ha``, the images of ``eval "$(scripts/offline-images)"``,
 removed with its volumes afterwards) takes OTLP/HTTP ingest through the collector (``--threads``
@@ -428,10 +434,12 @@ def copy_ceiling(env: dict[str, str], requests: list[bytes], signals: list[tuple
 # the collector under load
 
 
-def start_collector(env: dict[str, str], workers: int | None, log_file: Path) -> subprocess.Popen:
+def start_collector(
+    env: dict[str, str], workers: int | None, log_file: Path, tree: Path | None = None
+) -> subprocess.Popen:
     extra = {"COLLECTOR_WORKERS": str(workers)} if workers else {}
     return start_server(
-        ["collector"], {**env, **extra}, log_file, f"http://127.0.0.1:{env['COLLECTOR_METRICS_PORT']}/health"
+        ["collector"], {**env, **extra}, log_file, f"http://127.0.0.1:{env['COLLECTOR_METRICS_PORT']}/health", tree=tree
     )
 
 
@@ -534,10 +542,16 @@ async def send_http(env: dict[str, str], items: list[Item]) -> dict[str, int]:
 
 
 def run_transport(
-    env: dict[str, str], transport: str, items: list[Item], workers: int | None, log_file: Path
+    env: dict[str, str],
+    transport: str,
+    items: list[Item],
+    workers: int | None,
+    log_file: Path,
+    tree: Path | None = None,
 ) -> tuple[float, float, int, float]:
-    """Spans/s, log records/s, peak RSS and collector CPU microseconds per span."""
-    proc = start_collector(env, workers, log_file)
+    """Spans/s, log records/s, peak RSS and collector CPU microseconds per span (the collector of
+    ``tree``, another checkout, when given)."""
+    proc = start_collector(env, workers, log_file, tree)
     sampler = ProcessSampler(proc.pid)
     sampler.start()
     time.sleep(0.2)
@@ -680,7 +694,9 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     parser.add_argument("--mixed", action="store_true", help="send GenAI log records and metrics beside the spans")
     parser.add_argument("--pipeline", action="store_true", help="only the CPU per span of decode, process, encode")
-    parser.add_argument("--against", type=Path, help="with --pipeline: another checkout measured in the same run")
+    parser.add_argument(
+        "--against", type=Path, help="another checkout measured in the same run, alternating (same database schema)"
+    )
     parser.add_argument("--ha", action="store_true", help="synchronous replication against a single node (compose)")
     parser.add_argument("--seconds", type=float, default=15, help="with --ha: seconds a phase")
     parser.add_argument("--threads", type=int, default=4, help="with --ha: OTLP/HTTP clients")
@@ -690,11 +706,12 @@ def main() -> None:
         run_ha(args.rounds or 2, args.seconds, args.threads, args.batch)
         return
     args.rounds = args.rounds or 1
-    if args.against and not (args.pipeline and (args.against / "llmobs" / "__init__.py").is_file()):
-        parser.error("--against takes a checkout of llmobs (a directory with llmobs/) and needs --pipeline")
+    if args.against and not (args.against / "llmobs" / "__init__.py").is_file():
+        parser.error("--against takes a checkout of llmobs (a directory with llmobs/)")
+    against = args.against.resolve() if args.against else None
     if args.pipeline:
         print(f"generating {args.spans} spans in requests of {BATCH} ...", flush=True)
-        run_pipeline(make_requests(args.spans, seed=1), args.rounds, args.against.resolve() if args.against else None)
+        run_pipeline(make_requests(args.spans, seed=1), args.rounds, against)
         return
     transports = args.transports.split(",")
 
@@ -715,6 +732,8 @@ def main() -> None:
     env = infra.env
     ceilings: list[float] = []  # spans/s of the COPY (log records/s: times n_logs / n_spans)
     runs: list[dict[str, tuple[float, float, int, float]]] = []
+    #: collector CPU microseconds per span of the --against checkout, per transport, a run per round
+    against_cpu: dict[str, list[float]] = {transport: [] for transport in transports}
 
     def ceiling() -> None:
         ceilings.append(n_spans / copy_ceiling(env, requests, signals))
@@ -735,6 +754,14 @@ def main() -> None:
                     f"{cpu:.1f} us/span",
                     flush=True,
                 )
+                if against:
+                    log_file = root / f"collector-{transport}-{n}-against.log"
+                    rate, _, _, cpu = run_transport(env, transport, items, args.workers, log_file, against)
+                    against_cpu[transport].append(cpu)
+                    print(
+                        f"{transport} ({against.name}): {rate:,.0f} spans/s, collector CPU {cpu:.1f} us/span",
+                        flush=True,
+                    )
             ceiling()
     finally:
         infra.stop()
@@ -766,9 +793,25 @@ def main() -> None:
             f"{transport:<10} {row['spans_per_s']:>10,} {row['log_records_per_s']:>10,} {row['ratio']:>10.0%} "
             f"{row['peak_rss_mib']:>6} MiB {row['collector_cpu_us_per_span']:>6} us"
         )
+    compared = {}
+    for transport in transports if against else ():
+        this = [run[transport][3] for run in runs]
+        other = against_cpu[transport]
+        this_cpu, other_cpu = statistics.median(this), statistics.median(other)
+        compared[transport] = {"cpu_us_per_span": round(other_cpu, 1), "runs": [round(x, 1) for x in other]}
+        print(
+            f"{transport:<10} collector CPU/span: this checkout {this_cpu:.1f} us ({min(this):.1f}-{max(this):.1f}), "
+            f"{against.name} {other_cpu:.1f} us ({min(other):.1f}-{max(other):.1f}): "
+            f"{this_cpu - other_cpu:+.1f} us ({this_cpu / other_cpu - 1:+.0%})"
+        )
     print(
         json.dumps(
-            {"ceiling": round(ceiling_rate), "ceiling_log_records": round(ceiling_rate * n_logs / n_spans), **summary}
+            {
+                "ceiling": round(ceiling_rate),
+                "ceiling_log_records": round(ceiling_rate * n_logs / n_spans),
+                **summary,
+                **({"against": {"tree": str(against), **compared}} if against else {}),
+            }
         )
     )
     if args.keep:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from llmobs.store.spans import SpanRow
+from llmobs.store.spans import CommittedSpan, SpanRow
 
 if TYPE_CHECKING:
     from llmobs.collector.metrics import CollectorMetrics
@@ -40,7 +40,7 @@ def trace_channel(project_id: int) -> str:
     return f"{CHANNEL_PREFIX}{project_id}"
 
 
-def trace_messages(rows: Iterable[SpanRow]) -> dict[str, list[dict[str, Any]]]:
+def trace_messages(rows: Iterable[SpanRow | CommittedSpan]) -> dict[str, list[dict[str, Any]]]:
     """The announcement of each trace in ``rows``, grouped by channel."""
     traces: dict[tuple[int, str], list[Any]] = {}
     for r in rows:
@@ -76,7 +76,7 @@ class TracePublisher:
     def __init__(self, settings: Settings, metrics: CollectorMetrics) -> None:
         self._settings = settings
         self._metrics = metrics
-        self._queue: asyncio.Queue[list[SpanRow]] = asyncio.Queue(QUEUE_BATCHES)
+        self._queue: asyncio.Queue[list[CommittedSpan]] = asyncio.Queue(QUEUE_BATCHES)
         self._redis: Any = None
         self._quiet_until = 0.0
         self._task: asyncio.Task[None] | None = None
@@ -84,7 +84,7 @@ class TracePublisher:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="trace-publisher")
 
-    def offer(self, rows: list[SpanRow]) -> None:
+    def offer(self, rows: list[CommittedSpan]) -> None:
         """Queue a committed batch for announcement; never blocks (drops when the queue is full)."""
         if time.monotonic() < self._quiet_until:
             return
@@ -139,7 +139,7 @@ class TracePublisher:
                 while not self._queue.empty():
                     self._queue.get_nowait()
 
-    async def _publish(self, rows: list[SpanRow]) -> None:
+    async def _publish(self, rows: list[CommittedSpan]) -> None:
         client = self._client()
         channels = {trace_channel(p): p for p in {r.project_id for r in rows}}
         listened = {

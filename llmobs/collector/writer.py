@@ -1,6 +1,6 @@
 """Durable, batched writes: a bounded queue, group commit through COPY, and database-down handling.
 
-Requests hand their rows to :meth:`Writer.submit` and wait: the rows of every request queued
+Requests hand their rows to :meth:`Writer.queue` and wait for the future it returns: the rows of every request queued
 meanwhile go into the same COPY and the same commit (group commit), and each waiter is released
 only once that commit returned, so an acknowledged span is a committed span. Rows of OTLP log
 records and metric points (:mod:`llmobs.store.signals`) share the queue, its limit and the
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from llmobs.collector.stats import IngestCounts
 from llmobs.store.db import first_line, raise_if_closed
 from llmobs.store.signals import SPANS, CopyTable
-from llmobs.store.spans import MISSING_PARTITION_MESSAGE, SpanRow, is_missing_partition
+from llmobs.store.spans import MISSING_PARTITION_MESSAGE, CommittedSpan, SpanRow, committed_spans, is_missing_partition
 
 if TYPE_CHECKING:
     import psycopg
@@ -59,7 +59,8 @@ class RowsRefused(Exception):
 
 @dataclass(eq=False)
 class Pending:
-    #: rows of ``table`` (SpanRow, LogRow or MetricRow)
+    #: rows of ``table`` once encoded in ``data``: CommittedSpan for spans (not the whole SpanRow),
+    #: LogRow or MetricRow
     rows: list[Any]
     data: bytes
     #: None for rows acknowledged before they are written (tail sampling): retried until written
@@ -80,7 +81,7 @@ class Writer:
         max_batch: int = 4096,
         max_wait_ms: int = 5,
         queue_max: int = 20000,
-        on_commit: Callable[[list[SpanRow]], None] | None = None,
+        on_commit: Callable[[list[CommittedSpan]], None] | None = None,
         counts: IngestCounts | None = None,
     ) -> None:
         self._connect_kwargs = {**connect_kwargs, "connect_timeout": CONNECT_TIMEOUT}
@@ -160,23 +161,25 @@ class Writer:
 
     # -- submitting ---------------------------------------------------------------------------
 
-    async def submit(self, rows: list[Any], source: str, table: CopyTable = SPANS) -> None:
-        """Queue ``rows`` of ``table`` (already reserved) and wait until they are committed.
-
-        Raises DatabaseUnavailable (retry later) or RowsRefused (the rows are bad).
-        """
+    def queue(self, rows: list[Any], source: str, table: CopyTable = SPANS) -> asyncio.Future[None] | None:
+        """Encode ``rows`` of ``table`` (already reserved) and queue them; the future of their
+        commit (None when there are none). Of spans the writer keeps only a CommittedSpan each, so
+        a caller that drops its own references frees the rows now, while they are hot in the cache,
+        not after the commit. The future fails with DatabaseUnavailable (retry later) or
+        RowsRefused (the rows are bad)."""
         if not rows:
-            return
+            return None
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._enqueue(Pending(rows, table.encode(rows), future, source, table))
-        await future
+        data = table.encode(rows)
+        self._enqueue(Pending(committed_spans(rows) if table is SPANS else rows, data, future, source, table))
+        return future
 
     def submit_acknowledged(self, rows: list[SpanRow], source: str) -> None:
         """Queue rows whose sender was already answered (tail sampling). They count against the
         queue but are never refused; while the database is down they wait for it."""
         if rows:
             self._reserved += len(rows)
-            self._enqueue(Pending(rows, SPANS.encode(rows), None, source))
+            self._enqueue(Pending(committed_spans(rows), SPANS.encode(rows), None, source))
 
     def _enqueue(self, pending: Pending) -> None:
         self._queue.append(pending)
@@ -308,7 +311,7 @@ class Writer:
                 item.future.set_exception(RowsRefused(reason))
 
     def _done(self, batch: list[Pending]) -> None:
-        rows: list[SpanRow] = []
+        rows: list[CommittedSpan] = []
         for item in batch:
             self.release(len(item.rows))
             if item.table is SPANS:  # ingest stats and new-trace messages are about spans

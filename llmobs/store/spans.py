@@ -269,6 +269,29 @@ def encode_row(r: SpanRow | tuple) -> str:
     )
 
 
+class CommittedSpan(NamedTuple):
+    """What the collector keeps of a span once its row is encoded for COPY, until the commit: the
+    fields of ingest stats and new-trace messages (:func:`llmobs.collector.publish.trace_messages`).
+    Holding the whole :class:`SpanRow` (attributes, events, messages as JSON text) that long costs
+    memory, and freeing it after the commit, cache-cold, costs CPU."""
+
+    project_id: int
+    trace_id: str
+    parent_span_id: str | None
+    service_name: str
+    name: str
+    start_time: datetime
+    status_code: str
+
+
+def committed_spans(rows: Iterable[SpanRow]) -> list[CommittedSpan]:
+    """The :class:`CommittedSpan` of each row."""
+    return [
+        CommittedSpan(r.project_id, r.trace_id, r.parent_span_id, r.service_name, r.name, r.start_time, r.status_code)
+        for r in rows
+    ]
+
+
 def encode_rows(rows: Iterable[SpanRow | tuple]) -> bytes:
     """Rows as one COPY text-format payload (UTF-8, newline-terminated)."""
     lines = [encode_row(r) for r in rows]
