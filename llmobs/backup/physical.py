@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +48,8 @@ def create_physical(
         facts = server_facts(conn)
         binaries = binaries_for(settings, facts.major)
         port = _replica_port(settings) if from_replica else None
+        if port is not None:
+            _replica_replays_a_fresh_checkpoint(conn, settings, port)
         started = datetime.now(UTC)
         progress.step(f"pg_basebackup of PostgreSQL {facts.version}" + (" from a replica" if port else ""))
         with client_env(settings, dbname="postgres", port=port) as env:
@@ -113,6 +116,42 @@ def _replica_port(settings: Settings) -> int:
     if not row or not row[0]:
         raise LlmobsError(f"{kwargs['host']}:{kwargs['port']} reaches the leader, not a replica", hint=hint)
     return int(kwargs["port"])
+
+
+#: how long a backup from a replica waits for it to replay the leader's fresh checkpoint
+REPLAY_WAIT_S = 60
+
+
+def _replica_replays_a_fresh_checkpoint(leader: psycopg.Connection, settings: Settings, port: int) -> None:
+    """A checkpoint on the leader, and a wait until the replica behind ``port`` replayed it.
+
+    A backup from a standby starts at the standby's restartpoint, which can only be a checkpoint
+    it replayed. Without a fresh one that may be minutes old, and after a switchover or failover
+    it lies on the previous timeline, in the segment the timeline switch split: that segment
+    never reaches the archive whole under the old timeline's name, so the backup's WAL check
+    would fail. LlmobsError when the replica does not get there within REPLAY_WAIT_S."""
+    import psycopg
+
+    from llmobs.store.db import connect_kwargs
+
+    leader.execute("CHECKPOINT")
+    row = leader.execute("SELECT pg_current_wal_lsn()").fetchone()
+    assert row is not None
+    target = row[0]
+    kwargs = connect_kwargs(settings, "admin", dbname="postgres", connect_timeout=10)
+    kwargs["port"] = port
+    deadline = time.monotonic() + REPLAY_WAIT_S
+    with psycopg.connect(autocommit=True, **kwargs) as replica:
+        while True:
+            done = replica.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,)).fetchone()
+            if done and done[0]:
+                return
+            if time.monotonic() > deadline:
+                raise LlmobsError(
+                    f"the replica did not replay the leader's checkpoint ({target}) within {REPLAY_WAIT_S} s",
+                    hint="see `llmobs status` (replication lag); BACKUP_FROM=leader reads from the leader",
+                )
+            time.sleep(0.2)
 
 
 def describe_while_switching(conn: psycopg.Connection, work: Path, progress: Progress) -> list[FileEntry]:
