@@ -75,11 +75,6 @@ def _commit(ctx: RotationContext) -> None:
             ctx.progress.done(f"{name} updated in .env")
 
 
-def _running_nodes(stack: Stack) -> list[str]:
-    states = stack.states()
-    return [n for n in ha.NODES if n in states and states[n].state in ("running", "starting")]
-
-
 def _reload(ctx: RotationContext) -> None:
     new_rest = ctx.settings().secret(REST)
     reload_nodes(ctx, lambda stack, node: _rest_status(stack, node, new_rest) == 202, f"the new {REST}")
@@ -92,7 +87,7 @@ def reload_nodes(ctx: RotationContext, taken: Callable[[Stack, str], bool], what
     RELOAD_TIMEOUT_S). LlmobsError when a node cannot reload or does not take ``what`` in time;
     running it again is harmless."""
     stack = ctx.stack()
-    for node in _running_nodes(stack):
+    for node in ha.running_nodes(stack):
         proc = stack.exec(node, ["python3", _CREDENTIALS_SCRIPT, "reload"], check=False)
         if proc.returncode != 0:
             raise LlmobsError(
@@ -166,7 +161,7 @@ def verify_superuser(ctx: RotationContext, swapped_at: str) -> None:
     """Every running node's Patroni is connected to its PostgreSQL with a session that began
     after ``DB_PASSWORD`` was switched (``swapped_at``, ISO): it logs in with the new password."""
     stack = ctx.stack()
-    nodes = _running_nodes(stack)
+    nodes = ha.running_nodes(stack)
     for node in nodes:
         found = _node_sql(
             stack,
@@ -238,7 +233,7 @@ def verify(ctx: RotationContext) -> None:
         + ("; the old one is refused" if old else "")
     )
     old_rest = ctx.store.retired(REST)
-    nodes = _running_nodes(stack)
+    nodes = ha.running_nodes(stack)
     for node in nodes:
         if _rest_status(stack, node, settings.secret(REST)) != 202:
             raise LlmobsError(f"{node}'s Patroni refuses the new {REST}", hint=_HINT)

@@ -85,7 +85,8 @@ def nodes(stack: Stack) -> list[str]:
     return [n for n in NODES if n in available]
 
 
-def _running_nodes(stack: Stack) -> list[str]:
+def running_nodes(stack: Stack) -> list[str]:
+    """The Patroni nodes whose containers run (or start)."""
     states = stack.states()
     return [n for n in NODES if states.get(n) is not None and states[n].state in ("running", "starting")]
 
@@ -119,7 +120,7 @@ def members(stack: Stack) -> list[Member]:
     """Every node of the cluster, from the first running node that answers ``GET /cluster``;
     LlmobsError when none does."""
     errors = []
-    for node in _running_nodes(stack):
+    for node in running_nodes(stack):
         try:
             status, text = rest(stack, node, "GET", "/cluster")
         except LlmobsError as exc:
@@ -189,7 +190,7 @@ def forget_cluster(stack: Stack) -> None:
     """Remove the cluster's keys from etcd (as `patronictl remove` does): the next node to
     start bootstraps a new cluster instead of joining the old one. Only with every node
     stopped; LlmobsError when etcd refuses or one still runs."""
-    running = _running_nodes(stack)
+    running = running_nodes(stack)
     if running:
         raise LlmobsError(f"the cluster cannot be removed from etcd while {', '.join(running)} run(s)")
     proc = stack.exec(

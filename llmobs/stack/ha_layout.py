@@ -19,9 +19,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from llmobs.resources import resource_dir
+from llmobs.stack.ha import NODES as COMPOSE_NODES
 
-#: the compose stack's nodes, as haproxy.cfg names them (db-3 runs with HA_NODES=3 only)
-COMPOSE_NODES = ("db-1", "db-2", "db-3")
 #: example hosts of docs/ha-production.md
 EXAMPLE_HOSTS = ("pg-1.example.internal", "pg-2.example.internal", "pg-3.example.internal")
 PATRONI_REST_PORT = 8008
