@@ -156,6 +156,18 @@ FIXTURE_MARKERS: dict[str, tuple[str, ...]] = {
 TESTS = Path(__file__).parent
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (helpers.markers)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     apply_markers(items, TESTS, fixtures=FIXTURE_MARKERS)
     apply_markers(items, TESTS / "unit", always=("unit",))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse a loadgroup run on a pytest whose node ids xdist cannot tag with the group
+    (pytest-dev/pytest-xdist#1386): the groups would be dropped without a word, and docker tests
+    spread over two workers fight over the one Docker engine in ways that hide the cause."""
+    if getattr(config.option, "dist", None) == "loadgroup" and pytest.version_tuple[:2] >= (9, 2):
+        raise pytest.UsageError(
+            f"pytest {pytest.__version__} drops pytest-xdist's groups: install pytest below 9.2 "
+            "(scripts/install-deps --test does)"
+        )

@@ -31,5 +31,6 @@ def client(settings: Settings) -> Iterator[Any]:
 FIXTURE_MARKERS = {"browser": ("browser",)}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (helpers.markers)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     apply_markers(items, Path(__file__).parent, fixtures=FIXTURE_MARKERS)

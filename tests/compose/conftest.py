@@ -11,5 +11,6 @@ import pytest
 from helpers.markers import apply_markers
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (helpers.markers)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     apply_markers(items, Path(__file__).parent, always=("docker",))

@@ -2,6 +2,12 @@
 (`scripts/test --fast` is ``-m "not docker and not slow"``). Called from the
 ``pytest_collection_modifyitems`` hook of tests/conftest.py and of each area's conftest.py: pytest
 calls every conftest's hook with all collected items, so each limits itself to its own folder.
+
+The same pass puts tests into pytest-xdist groups (the full run is ``-n 2 --dist loadgroup``):
+tests that share a module-scoped fixture run on one worker, so its stack starts once, and every
+``docker`` test runs on one worker, one after the other: they share the one Docker engine, and
+some (swarm) require that no other project's containers exist. xdist reads the groups in its own
+``pytest_collection_modifyitems``, so every conftest's hook that calls this is ``tryfirst``.
 """
 
 from __future__ import annotations
@@ -30,3 +36,24 @@ def apply_markers(
         for name in getattr(item, "fixturenames", ()):
             for marker in (fixtures or {}).get(name, ()):
                 item.add_marker(marker)
+        _apply_group(item)
+
+
+#: The xdist group of every test that needs the Docker engine.
+DOCKER_GROUP = "docker"
+
+
+def _apply_group(item: pytest.Item) -> None:
+    """Give ``item`` its xdist group, once: ``docker``, else its module's when it uses a
+    module-scoped fixture, else none (xdist sends it to whichever worker is free)."""
+    if item.get_closest_marker("xdist_group") is not None:
+        return
+    if item.get_closest_marker("docker") is not None:
+        item.add_marker(pytest.mark.xdist_group(DOCKER_GROUP))
+        return
+    # _fixtureinfo is pytest's own record of the fixtures a test resolves (no public accessor).
+    definitions = getattr(item, "_fixtureinfo", None)
+    for defs in definitions.name2fixturedefs.values() if definitions else ():
+        if defs and defs[-1].scope == "module":
+            item.add_marker(pytest.mark.xdist_group(item.path.name))
+            return

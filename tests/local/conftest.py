@@ -35,5 +35,6 @@ def project(workdir: Path) -> Iterator[Path]:
 FIXTURE_MARKERS = {"project": ("local",), "wheel": ("slow",)}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (helpers.markers)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     apply_markers(items, HERE, fixtures=FIXTURE_MARKERS)
