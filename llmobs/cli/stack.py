@@ -245,7 +245,8 @@ def scale(
         stack.scale(replicas, progress)
 
 
-NodeOpt = Annotated[str | None, typer.Option("--to", help="The node to lead: db-1 or db-2.", show_default=False)]
+_NODE_HELP = "The node to lead: db-1, db-2 (db-3 with HA_NODES=3)."
+NodeOpt = Annotated[str | None, typer.Option("--to", help=_NODE_HELP, show_default=False)]
 
 
 def switchover(ctx: typer.Context, to: NodeOpt = None, runtime: RuntimeOpt = None) -> None:
@@ -264,7 +265,7 @@ def switchover(ctx: typer.Context, to: NodeOpt = None, runtime: RuntimeOpt = Non
 
 def failover(
     ctx: typer.Context,
-    to: Annotated[str, typer.Option("--to", help="The node to lead: db-1 or db-2.")],
+    to: Annotated[str, typer.Option("--to", help=_NODE_HELP)],
     runtime: RuntimeOpt = None,
 ) -> None:
     """Profile `ha`: make NODE the leader through Patroni even when the leader is not healthy (a

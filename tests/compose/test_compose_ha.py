@@ -5,7 +5,8 @@ leader within 30 s; meanwhile the collector answers 503 with Retry-After and rec
 afterwards every span it acknowledged is stored, and only a request retried after a 503 (whose
 first attempt may have committed as the leader died) may be stored twice. Then the killed node rejoins as a replica
 and `llmobs switchover` swaps the roles while API reads go on without a failure. The second test
-starts whatever the first left stopped, so it also runs alone."""
+starts whatever the first left stopped, so it also runs alone. The last test hands the leader
+to a named node with `llmobs failover --to`."""
 
 from __future__ import annotations
 
@@ -441,3 +442,28 @@ def test_rotating_db_secrets_keeps_patroni_managing_every_node(project: Project)
             logs += out.stdout + out.stderr
     leaked = [k for k in names if old[k] in logs or new[k] in logs]
     assert not leaked, f"{leaked} in a log or the command's output"
+
+
+def test_a_manual_failover_hands_the_leader_to_the_named_node(project: Project):
+    """`llmobs failover --to NODE` makes NODE lead through Patroni (POST /failover), the other node
+    follows it as the synchronous standby and writes reach it; naming the node that already leads,
+    or a node that does not exist, is a usage error (exit 2) that changes nothing."""
+    found = settled_cluster(project)
+    (leader,) = [m["name"] for m in found["members"] if m["role"] == "leader"]
+    (replica,) = [m["name"] for m in found["members"] if m["role"] == "replica"]
+
+    proc = project.cli("failover", "--to", replica, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"{replica} leads" in proc.stdout + proc.stderr
+    after = settled_cluster(project)
+    assert {m["name"]: m["role"] for m in after["members"]} == {replica: "leader", leader: "replica"}
+    trace_id = send_trace(project, "after-manual-failover")
+    assert "after-manual-failover" in span_names(read_trace(project, trace_id))
+
+    again = project.cli("failover", "--to", replica, check=False)
+    assert again.returncode == 2, again.stdout + again.stderr
+    assert f"{replica} is already the leader" in again.stdout + again.stderr
+    unknown = project.cli("failover", "--to", "db-9", check=False)
+    assert unknown.returncode == 2, unknown.stdout + unknown.stderr
+    assert "unknown node 'db-9'" in unknown.stdout + unknown.stderr
+    assert {m["name"]: m["role"] for m in ha_facts(project)["members"]} == {replica: "leader", leader: "replica"}
