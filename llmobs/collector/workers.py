@@ -102,6 +102,7 @@ class Supervisor:
             started = time.monotonic()
             proc = await self._spawn(slot)
             code = await proc.wait()
+            self.ready.discard(slot)
             multiprocess.mark_process_dead(proc.pid, str(self.metrics_dir))
             if self._stop.is_set():
                 return
@@ -113,6 +114,9 @@ class Supervisor:
             await asyncio.sleep(RESTART_DELAY)
 
     def _health(self) -> tuple[bool, dict[str, Any]]:
+        """Up when every worker listens and each one's database is up. A worker counts once it
+        has reported ready: it creates its metrics before that, so a worker just spawned cannot be
+        missing from the minimum of ``database_up`` and let a health check pass early."""
         up = None
         queue = 0
         for family in self._registry().collect():
@@ -121,7 +125,7 @@ class Supervisor:
                 up = bool(values) and min(values) >= 1
             elif family.name == "llmobs_collector_queue_spans":
                 queue = int(sum(s.value for s in family.samples))
-        alive = sum(1 for p in self.procs.values() if p.returncode is None)
+        alive = sum(1 for slot, p in self.procs.items() if p.returncode is None and slot in self.ready)
         return health_body(bool(up) and alive == self.count, queue_spans=queue, workers=alive)
 
     def _registry(self) -> Any:
