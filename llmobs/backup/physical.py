@@ -47,9 +47,7 @@ def create_physical(
     with admin_connection(settings) as conn:
         facts = server_facts(conn)
         binaries = binaries_for(settings, facts.major)
-        port = _replica_port(settings) if from_replica else None
-        if port is not None:
-            _replica_replays_a_fresh_checkpoint(conn, settings, port)
+        port = _replica_after_a_fresh_checkpoint(conn, settings) if from_replica else None
         started = datetime.now(UTC)
         progress.step(f"pg_basebackup of PostgreSQL {facts.version}" + (" from a replica" if port else ""))
         with client_env(settings, dbname="postgres", port=port) as env:
@@ -93,59 +91,49 @@ def create_physical(
     )
 
 
-def _replica_port(settings: Settings) -> int:
-    """DB_READ_PORT, once a connection through it reaches a server in recovery (a replica)."""
-    import psycopg
-
-    from llmobs.store.db import connect_kwargs, first_line
-
-    kwargs = connect_kwargs(settings, "admin", dbname="postgres", connect_timeout=10)
-    kwargs["port"] = settings.get_int("DB_READ_PORT")
-    hint = (
-        "the read port routes to replicas of the `ha` profile (`llmobs status`); "
-        "BACKUP_FROM=leader reads from the leader"
-    )
-    try:
-        with psycopg.connect(autocommit=True, **kwargs) as conn:
-            row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
-    except psycopg.OperationalError as exc:
-        raise LlmobsError(
-            f"a backup from a replica needs a replica behind {kwargs['host']}:{kwargs['port']}: {first_line(exc)}",
-            hint=hint,
-        ) from None
-    if not row or not row[0]:
-        raise LlmobsError(f"{kwargs['host']}:{kwargs['port']} reaches the leader, not a replica", hint=hint)
-    return int(kwargs["port"])
-
-
 #: how long a backup from a replica waits for it to replay the leader's fresh checkpoint
 REPLAY_WAIT_S = 60
 
 
-def _replica_replays_a_fresh_checkpoint(leader: psycopg.Connection, settings: Settings, port: int) -> None:
-    """A checkpoint on the leader, and a wait until the replica behind ``port`` replayed it.
+def _replica_after_a_fresh_checkpoint(leader: psycopg.Connection, settings: Settings) -> int:
+    """DB_READ_PORT, once a connection through it reaches a server in recovery (a replica) and
+    that replica has replayed a checkpoint the leader has just taken.
 
     A backup from a standby starts at the standby's restartpoint, which can only be a checkpoint
     it replayed. Without a fresh one that may be minutes old, and after a switchover or failover
     it lies on the previous timeline, in the segment the timeline switch split: that segment
     never reaches the archive whole under the old timeline's name, so the backup's WAL check
-    would fail. LlmobsError when the replica does not get there within REPLAY_WAIT_S."""
+    would fail. LlmobsError when the read port reaches no replica, or the replica does not get
+    there within REPLAY_WAIT_S."""
     import psycopg
 
-    from llmobs.store.db import connect_kwargs
+    from llmobs.store.db import connect_kwargs, first_line
 
-    leader.execute("CHECKPOINT")
-    row = leader.execute("SELECT pg_current_wal_lsn()").fetchone()
-    assert row is not None
-    target = row[0]
     kwargs = connect_kwargs(settings, "admin", dbname="postgres", connect_timeout=10)
-    kwargs["port"] = port
-    deadline = time.monotonic() + REPLAY_WAIT_S
-    with psycopg.connect(autocommit=True, **kwargs) as replica:
+    kwargs["port"] = port = settings.get_int("DB_READ_PORT")
+    hint = (
+        "the read port routes to replicas of the `ha` profile (`llmobs status`); "
+        "BACKUP_FROM=leader reads from the leader"
+    )
+    try:
+        replica = psycopg.connect(autocommit=True, **kwargs)
+    except psycopg.OperationalError as exc:
+        raise LlmobsError(
+            f"a backup from a replica needs a replica behind {kwargs['host']}:{port}: {first_line(exc)}", hint=hint
+        ) from None
+    with replica:
+        row = replica.execute("SELECT pg_is_in_recovery()").fetchone()
+        if not row or not row[0]:
+            raise LlmobsError(f"{kwargs['host']}:{port} reaches the leader, not a replica", hint=hint)
+        leader.execute("CHECKPOINT")
+        lsn = leader.execute("SELECT pg_current_wal_lsn()").fetchone()
+        assert lsn is not None
+        target = lsn[0]
+        deadline = time.monotonic() + REPLAY_WAIT_S
         while True:
             done = replica.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,)).fetchone()
             if done and done[0]:
-                return
+                return port
             if time.monotonic() > deadline:
                 raise LlmobsError(
                     f"the replica did not replay the leader's checkpoint ({target}) within {REPLAY_WAIT_S} s",

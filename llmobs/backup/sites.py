@@ -293,11 +293,12 @@ class HaComposeJobSite(ComposeJobSite):
     other nodes' data is removed and they start empty, so Patroni clones them from the new
     leader, and the restore waits until each streams and one is the synchronous standby."""
 
+    timelines_from_failovers = True
+
     def __init__(self, settings: Settings, host: HostChannel) -> None:
         super().__init__(settings, host)
         self.replicas_dir = Path(settings.get_str("BACKUP_REPLICAS_DIR"))
         self.restored = self.pgdata.with_name(self.pgdata.name + RESTORED_SUFFIX)
-        self.timelines_from_failovers = True
         self._replica_nodes: list[str] | None = None
 
     @property

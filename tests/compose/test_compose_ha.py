@@ -20,18 +20,14 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from llmobs.config import update_env_file
-
 from helpers.collector import LoadThreads, otlp_request
-from helpers.common import run_cli
 from helpers.compose import (
     Project,
     docker,
-    new_project,
     read_trace,
-    remove_compose_project,
     send_trace,
     span_names,
+    stack_up,
 )
 
 pytestmark = pytest.mark.slow
@@ -46,15 +42,9 @@ killed: list[str] = []
 
 @pytest.fixture(scope="module")
 def project() -> Iterator[Project]:
-    proj = new_project()
     # the api's trace list, search and metrics read from the replicas (test_api_reads...)
-    update_env_file(proj.root / ".env", {"API_READ_FROM_REPLICA": "true"})
-    try:
-        proj.cli("up", "--runtime", "compose", "--profile", "ha")
+    with stack_up("--runtime", "compose", "--profile", "ha", env={"API_READ_FROM_REPLICA": "true"}) as proj:
         yield proj
-    finally:
-        run_cli("down", "--volumes", "--yes", project_dir=proj.root, timeout=300)
-        remove_compose_project(proj.name)
 
 
 def cluster(project: Project, node: str) -> dict | None:

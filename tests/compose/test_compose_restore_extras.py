@@ -15,8 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from helpers.common import run_cli
-from helpers.compose import Project, docker, new_project, remove_compose_project
+from helpers.compose import Project, docker, stack_up
 
 pytestmark = pytest.mark.slow
 
@@ -66,13 +65,8 @@ print(json.dumps({"dashboards": db.execute("SELECT id, title FROM dashboard").fe
 
 @pytest.fixture(scope="module")
 def project() -> Iterator[Project]:
-    proj = new_project()
-    try:
-        proj.cli("up", "--runtime", "compose", "timescaledb", "redis")
+    with stack_up("--runtime", "compose", "timescaledb", "redis") as proj:
         yield proj
-    finally:
-        run_cli("down", "--volumes", "--yes", project_dir=proj.root, timeout=300)
-        remove_compose_project(proj.name)
 
 
 def _python_in_volume(project: Project, volume: str, script: str, *, user: str) -> str:

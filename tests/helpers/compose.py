@@ -191,10 +191,13 @@ def new_project() -> Project:
 
 
 @contextmanager
-def stack_up(*up_args: str) -> Iterator[Project]:
-    """A new project brought up with `llmobs up UP_ARGS` (a module fixture's stack); afterwards
-    `llmobs down --volumes` and whatever of the compose project is left is removed."""
+def stack_up(*up_args: str, env: dict[str, str] | None = None) -> Iterator[Project]:
+    """A new project, with ``env`` added to its .env, brought up with `llmobs up UP_ARGS` (a
+    module fixture's stack); afterwards `llmobs down --volumes` and whatever of the compose
+    project is left is removed."""
     proj = new_project()
+    if env:
+        update_env_file(proj.root / ".env", env)
     try:
         proj.cli("up", *up_args)
         yield proj
